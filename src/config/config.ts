@@ -1,0 +1,50 @@
+import type { LogLevel } from "../log.ts";
+
+/** The resolved configuration: every default filled in, every path absolute. */
+export interface NodeConfig {
+  /** Absolute path of the config file, or undefined when running on the embedded default. */
+  configFile?: string;
+  storagePath: string;
+  adminSocketPath: string;
+  restApi: { host: string; port: number };
+  logLevel: LogLevel;
+  maxBlobSize: number;
+  walCheckpoint: { thresholdBytes: number; intervalMs: number };
+  checkpoint: CheckpointConfig;
+}
+
+export interface CheckpointConfig {
+  dir: string;
+  maxCheckpoints: number;
+  intervalMs: number;
+  sync: boolean;
+  maxBackgroundOperations: number;
+  periodic: boolean;
+  remote?: RemoteConfig;
+}
+
+export interface RemoteConfig {
+  url: string;
+  endpoint?: string;
+  region?: string;
+  maxRemoteCheckpoints: number;
+}
+
+/** The defaults of ../shared/CONTRACT.md. Paths that are not given derive from storage_path. */
+export const DEFAULTS = {
+  storagePath: "/opt/cairn/db",
+  restApiAddress: "127.0.0.1:7420",
+  logLevel: "info" as LogLevel,
+  maxBlobSize: 64 * 1024 * 1024,
+  walCheckpointThresholdBytes: 64 * 1024 * 1024,
+  walCheckpointIntervalSecs: 30,
+  maxCheckpoints: 3,
+  intervalSecs: 86_400,
+  sync: true,
+  maxBackgroundOperations: 1,
+  periodic: false,
+  maxRemoteCheckpoints: 30,
+} as const;
+
+/** What `cairn run` uses without --config: everything under ./cairn-data. */
+export const EMBEDDED_STORAGE_PATH = "cairn-data/db";

@@ -1,0 +1,135 @@
+/**
+ * The one config loader: YAML text → document → valibot validation (errors name the key path
+ * and the value received) → defaults → absolute paths. Used by `cairn run` and by every
+ * command that takes --config.
+ */
+import { readFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import * as v from "valibot";
+import { parseDocument } from "yaml";
+import { ConfigError, errorMessage, sysCode } from "../errors.ts";
+import { type NodeConfig, DEFAULTS, EMBEDDED_STORAGE_PATH } from "./config.ts";
+import { ADDRESS_RE, configSchema, type ConfigDocument } from "./schema.ts";
+
+/** Load and validate a config file. Throws ConfigError (exit status 2) on any problem. */
+export function loadConfigFile(file: string): NodeConfig {
+  const abs = resolve(file);
+  let text: string;
+  try {
+    text = readFileSync(abs, "utf8");
+  } catch (e) {
+    const why = sysCode(e) === "ENOENT" ? "no such file" : sysCode(e) === "EISDIR" ? "it is a directory" : errorMessage(e);
+    throw new ConfigError(`cannot read config file ${abs}: ${why}`, { cause: e });
+  }
+  return parseConfig(text, abs);
+}
+
+/** The embedded default: no file, everything under <cwd>/cairn-data. */
+export function embeddedConfig(cwd = process.cwd()): NodeConfig {
+  return resolveConfig({ storage_path: EMBEDDED_STORAGE_PATH }, cwd);
+}
+
+/** Parse YAML text as a config document; `file` names it in errors and anchors relative paths. */
+export function parseConfig(text: string, file: string): NodeConfig {
+  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
+  if (doc.errors.length > 0) {
+    const err = doc.errors[0]!;
+    const where = err.linePos?.[0] ? ` at line ${err.linePos[0].line}, column ${err.linePos[0].col}` : "";
+    const first = err.message.split("\n")[0]!.replace(/ at line \d+, column \d+:?$/, "");
+    throw new ConfigError(`${file}: invalid YAML${where}: ${first}`);
+  }
+  const raw: unknown = doc.toJS() ?? {};
+  const parsed = validateDocument(raw, file);
+  const config = resolveConfig(parsed, dirname(file));
+  config.configFile = file;
+  return config;
+}
+
+export function validateDocument(raw: unknown, file: string): ConfigDocument {
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+    throw new ConfigError(`${file}: expected a mapping of config keys at the top level, got ${describeValue(raw)}`);
+  }
+  const result = v.safeParse(configSchema, raw, { abortEarly: false });
+  if (!result.success) {
+    const lines = result.issues.map(formatIssue);
+    const more = lines.length > 1 ? ` (and ${lines.length - 1} more: ${lines.slice(1).join("; ")})` : "";
+    throw new ConfigError(`${file}: ${lines[0]}${more}`);
+  }
+  const doc = result.output;
+  const cc = doc.checkpoint_config;
+  if (cc?.db_checkpoint_interval !== undefined && cc.db_checkpoint_interval_secs !== undefined) {
+    throw new ConfigError(
+      `${file}: checkpoint_config: set db_checkpoint_interval or db_checkpoint_interval_secs, not both`,
+    );
+  }
+  return doc;
+}
+
+function formatIssue(issue: v.BaseIssue<unknown>): string {
+  const keys = (issue.path ?? []).map((p) => String(p.key));
+  if (issue.type === "strict_object" && issue.expected === "never") {
+    return `${keys.join(".")}: unknown key (expected one of ${knownKeys(keys.slice(0, -1)).join(", ")})`;
+  }
+  const where = keys.length > 0 ? keys.join(".") : "(top level)";
+  return `${where}: ${issue.message}, got ${describeValue(issue.input)}`;
+}
+
+/** The keys the schema allows in the mapping at `parent` (a key path). */
+function knownKeys(parent: string[]): string[] {
+  let schema: unknown = configSchema;
+  for (const key of parent) {
+    let entry = (schema as { entries?: Record<string, unknown> }).entries?.[key];
+    // unwrap v.optional(...)
+    while (entry && typeof entry === "object" && "wrapped" in entry) entry = (entry as { wrapped: unknown }).wrapped;
+    schema = entry;
+  }
+  return Object.keys((schema as { entries?: Record<string, unknown> })?.entries ?? {});
+}
+
+function describeValue(value: unknown): string {
+  if (value === undefined) return "nothing";
+  if (value === null) return "null";
+  if (typeof value === "string") return JSON.stringify(value);
+  if (Array.isArray(value)) return "a list";
+  if (typeof value === "object") return "a mapping";
+  return String(value);
+}
+
+/** Fill defaults and make paths absolute (relative to `baseDir`). */
+export function resolveConfig(doc: ConfigDocument, baseDir: string): NodeConfig {
+  const storagePath = resolve(baseDir, doc.storage_path ?? DEFAULTS.storagePath);
+  // Paths not given sit beside the storage directory, as in the contract's example
+  // (/opt/cairn/db → /opt/cairn/admin.socket, /opt/cairn/checkpoints).
+  const home = dirname(storagePath);
+  const cc = doc.checkpoint_config ?? {};
+  const intervalSecs =
+    cc.db_checkpoint_interval !== undefined
+      ? cc.db_checkpoint_interval.secs + cc.db_checkpoint_interval.nanos / 1e9
+      : (cc.db_checkpoint_interval_secs ?? DEFAULTS.intervalSecs);
+  const m = ADDRESS_RE.exec(doc.rest_api_address ?? DEFAULTS.restApiAddress)!;
+  return {
+    storagePath,
+    adminSocketPath: doc.admin_socket_path ? resolve(baseDir, doc.admin_socket_path) : resolve(home, "admin.socket"),
+    restApi: { host: m[1]!.replace(/^\[|\]$/g, ""), port: Number(m[2]) },
+    logLevel: doc.log_level ?? DEFAULTS.logLevel,
+    maxBlobSize: doc.max_blob_size ?? DEFAULTS.maxBlobSize,
+    walCheckpoint: {
+      thresholdBytes: doc.wal_checkpoint_threshold_bytes ?? DEFAULTS.walCheckpointThresholdBytes,
+      intervalMs: Math.round((doc.wal_checkpoint_interval_secs ?? DEFAULTS.walCheckpointIntervalSecs) * 1000),
+    },
+    checkpoint: {
+      dir: cc.db_checkpoint_dir ? resolve(baseDir, cc.db_checkpoint_dir) : resolve(home, "checkpoints"),
+      maxCheckpoints: cc.max_db_checkpoints ?? DEFAULTS.maxCheckpoints,
+      intervalMs: Math.round(intervalSecs * 1000),
+      sync: cc.sync ?? DEFAULTS.sync,
+      maxBackgroundOperations: cc.max_background_operations ?? DEFAULTS.maxBackgroundOperations,
+      periodic: cc.periodic_db_checkpoints ?? DEFAULTS.periodic,
+      remote: cc.remote && {
+        url: cc.remote.url,
+        endpoint: cc.remote.endpoint,
+        region: cc.remote.region,
+        maxRemoteCheckpoints: cc.remote.max_remote_checkpoints ?? DEFAULTS.maxRemoteCheckpoints,
+      },
+    },
+  };
+}

@@ -1,0 +1,82 @@
+/**
+ * The YAML config document, as valibot schemas. Key names follow the Walrus storage node so an
+ * operator's config and runbook carry over (see ../shared/CONTRACT.md). Every key is optional;
+ * `resolveConfig` in load.ts fills defaults and turns paths absolute.
+ *
+ * Messages are written as the second half of "<key path>: expected ..., got <value>": the
+ * loader adds the key path and the value received.
+ */
+import * as v from "valibot";
+import { LOG_LEVELS } from "../log.ts";
+
+/** SQLite's default SQLITE_MAX_LENGTH: no single blob can be larger than this. */
+export const SQLITE_MAX_BLOB = 1_000_000_000;
+
+const wholeNumber = (min: number, max = Number.MAX_SAFE_INTEGER) => {
+  const msg = max === Number.MAX_SAFE_INTEGER ? `expected a whole number >= ${min}` : `expected a whole number from ${min} to ${max}`;
+  return v.pipe(v.number(msg), v.integer(msg), v.minValue(min, msg), v.maxValue(max, msg));
+};
+const seconds = (min = 0) => {
+  const msg = `expected a number of seconds >= ${min}`;
+  return v.pipe(v.number(msg), v.minValue(min, msg), v.maxValue(10 * 365 * 86400, msg));
+};
+const bool = v.boolean("expected true or false");
+const path = v.pipe(v.string("expected a path"), v.nonEmpty("expected a path"));
+
+/** host:port, with the host an IPv4 address, a name, or an IPv6 address in brackets. */
+export const ADDRESS_RE = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
+const address = v.pipe(
+  v.string("expected host:port"),
+  v.regex(ADDRESS_RE, "expected host:port"),
+  v.check((s) => Number(ADDRESS_RE.exec(s)![2]) <= 65535, "expected a port from 0 to 65535"),
+);
+
+const duration = v.strictObject(
+  {
+    secs: v.optional(wholeNumber(0), 0),
+    nanos: v.optional(wholeNumber(0, 999_999_999), 0),
+  },
+  "expected {secs, nanos}",
+);
+
+const remote = v.strictObject(
+  {
+    url: v.pipe(v.string("expected s3://BUCKET/PREFIX"), v.regex(/^s3:\/\/[^/]+(\/.*)?$/, "expected s3://BUCKET/PREFIX")),
+    endpoint: v.optional(v.pipe(v.string("expected a URL"), v.url("expected a URL"))),
+    region: v.optional(v.pipe(v.string("expected a region name"), v.nonEmpty("expected a region name"))),
+    max_remote_checkpoints: v.optional(wholeNumber(0)),
+  },
+  "expected a mapping with url, endpoint, region, max_remote_checkpoints",
+);
+
+export const checkpointConfigSchema = v.strictObject(
+  {
+    db_checkpoint_dir: v.optional(path),
+    max_db_checkpoints: v.optional(wholeNumber(0)),
+    db_checkpoint_interval: v.optional(duration),
+    db_checkpoint_interval_secs: v.optional(wholeNumber(0)),
+    sync: v.optional(bool),
+    max_background_operations: v.optional(wholeNumber(1, 64)),
+    periodic_db_checkpoints: v.optional(bool),
+    remote: v.optional(remote),
+  },
+  "expected a mapping",
+);
+
+export const configSchema = v.strictObject(
+  {
+    storage_path: v.optional(path),
+    admin_socket_path: v.optional(path),
+    rest_api_address: v.optional(address),
+    log_level: v.optional(v.picklist(LOG_LEVELS, `expected one of ${LOG_LEVELS.join(" | ")}`)),
+    max_blob_size: v.optional(wholeNumber(1, SQLITE_MAX_BLOB)),
+    /** cairn extension: run a WAL checkpoint once the -wal file passes this many bytes. */
+    wal_checkpoint_threshold_bytes: v.optional(wholeNumber(4096)),
+    /** cairn extension: and at least this often while there are writes. */
+    wal_checkpoint_interval_secs: v.optional(seconds(0.01)),
+    checkpoint_config: v.optional(checkpointConfigSchema),
+  },
+  "expected a mapping of config keys",
+);
+
+export type ConfigDocument = v.InferOutput<typeof configSchema>;

@@ -1,0 +1,111 @@
+/**
+ * Opening the node's SQLite database: WAL mode, full fsync on commit, automatic WAL
+ * checkpoints off (the node runs them itself, see wal.ts, so that a checkpoint of the
+ * database can pause them), and forward-only schema migrations keyed by PRAGMA user_version.
+ */
+import { Database } from "bun:sqlite";
+import { existsSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { CairnError, errorMessage } from "../errors.ts";
+
+export const DB_FILE = "cairn.db";
+
+export function dbPathIn(storagePath: string): string {
+  return join(storagePath, DB_FILE);
+}
+
+/**
+ * The pragmas every connection to the node's database gets. `journal_size_limit` truncates
+ * the WAL back to a modest size whenever SQLite restarts it, so disk use stays bounded.
+ */
+export function applyConnectionPragmas(db: Database): void {
+  db.exec("PRAGMA busy_timeout = 10000");
+  db.exec("PRAGMA journal_mode = WAL");
+  db.exec("PRAGMA synchronous = FULL");
+  db.exec("PRAGMA wal_autocheckpoint = 0");
+  db.exec("PRAGMA journal_size_limit = 67108864");
+  db.exec("PRAGMA cache_size = -65536");
+}
+
+/** Schema migrations; index i brings user_version i to i+1. Never edit a released step. */
+const MIGRATIONS: ((db: Database) => void)[] = [
+  (db) => {
+    db.exec(`
+      CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+      -- data last, so the small columns stay on the row's first page
+      CREATE TABLE blobs (
+        id TEXT NOT NULL UNIQUE,
+        size INTEGER NOT NULL,
+        digest TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        data BLOB NOT NULL
+      );
+      -- running totals kept in the same transaction as every write: O(1) status, and a
+      -- consistency check any copy of the database can be audited against
+      CREATE TABLE totals (
+        one INTEGER PRIMARY KEY CHECK (one = 1),
+        blob_count INTEGER NOT NULL,
+        blob_bytes INTEGER NOT NULL
+      );
+      INSERT INTO totals VALUES (1, 0, 0);
+    `);
+    db.query("INSERT INTO meta (key, value) VALUES ('node_id', ?), ('created_at', ?)").run(
+      crypto.randomUUID(),
+      new Date().toISOString(),
+    );
+  },
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+export interface OpenedDatabase {
+  db: Database;
+  nodeId: string;
+  created: boolean;
+}
+
+/** Open (creating if needed) the database in `storagePath` and bring its schema up to date. */
+export function openNodeDatabase(storagePath: string): OpenedDatabase {
+  mkdirSync(storagePath, { recursive: true });
+  const file = dbPathIn(storagePath);
+  const created = !existsSync(file);
+  let db: Database;
+  try {
+    db = new Database(file, { create: true, strict: true });
+    applyConnectionPragmas(db);
+  } catch (e) {
+    throw new CairnError("E_DB_OPEN", `cannot open the database ${file}: ${errorMessage(e)}`, { cause: e });
+  }
+  try {
+    migrate(db, file);
+    const row = db.query<{ value: string }, []>("SELECT value FROM meta WHERE key = 'node_id'").get();
+    if (!row) throw new CairnError("E_DB_SCHEMA", `${file} has no node id; it is not a cairn database`);
+    return { db, nodeId: row.value, created };
+  } catch (e) {
+    db.close();
+    throw e;
+  }
+}
+
+function migrate(db: Database, file: string): void {
+  const version = db.query<{ user_version: number }, []>("PRAGMA user_version").get()!.user_version;
+  if (version > SCHEMA_VERSION) {
+    throw new CairnError(
+      "E_DB_SCHEMA",
+      `${file} has schema version ${version}, newer than this cairn understands (${SCHEMA_VERSION})`,
+      { hint: "run a newer cairn binary" },
+    );
+  }
+  if (version === 0) {
+    const tables = db.query<{ n: number }, []>("SELECT count(*) AS n FROM sqlite_schema").get()!.n;
+    if (tables > 0) {
+      throw new CairnError("E_DB_SCHEMA", `${file} is an SQLite database but not a cairn database`);
+    }
+  }
+  for (let v = version; v < SCHEMA_VERSION; v++) {
+    db.transaction(() => {
+      MIGRATIONS[v]!(db);
+      db.exec(`PRAGMA user_version = ${v + 1}`);
+    }).immediate();
+  }
+}

@@ -1,0 +1,35 @@
+/**
+ * Worker thread that runs the node's WAL checkpoints on a connection of its own, so that
+ * copying WAL frames into the database file (and its fsync) never stalls the HTTP server.
+ * Protocol: {id, mode} in, {id, ok, busy, log, checkpointed, ms} or {id, ok:false, error} out.
+ */
+import { Database } from "bun:sqlite";
+import { applyConnectionPragmas } from "./database.ts";
+
+declare const self: Worker;
+
+export type WalCheckpointMode = "PASSIVE" | "TRUNCATE";
+export type WalWorkerRequest = { id: number; file: string; mode: WalCheckpointMode };
+export type WalWorkerReply =
+  | { id: number; ok: true; busy: number; log: number; checkpointed: number; ms: number }
+  | { id: number; ok: false; error: string };
+
+let db: Database | undefined;
+
+self.onmessage = (event: MessageEvent<WalWorkerRequest>) => {
+  const { id, file, mode } = event.data;
+  const started = performance.now();
+  try {
+    if (!db) {
+      db = new Database(file, { readwrite: true, create: false });
+      applyConnectionPragmas(db);
+    }
+    const row = db.query<{ busy: number; log: number; checkpointed: number }, []>(
+      `PRAGMA wal_checkpoint(${mode === "TRUNCATE" ? "TRUNCATE" : "PASSIVE"})`,
+    ).get()!;
+    const reply: WalWorkerReply = { id, ok: true, ...row, ms: performance.now() - started };
+    postMessage(reply);
+  } catch (e) {
+    postMessage({ id, ok: false, error: e instanceof Error ? e.message : String(e) } satisfies WalWorkerReply);
+  }
+};

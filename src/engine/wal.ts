@@ -1,0 +1,149 @@
+/**
+ * The node's own WAL checkpointing. Every connection has wal_autocheckpoint=0; instead this
+ * runs a PASSIVE checkpoint in a worker once the -wal file passes a size threshold (checked
+ * after each commit) and on a timer. PASSIVE never blocks writers, but under a steady write
+ * load it may never catch up far enough for SQLite to restart the WAL; past four times the
+ * threshold it therefore runs a TRUNCATE checkpoint behind a write barrier: new writes wait
+ * (the event loop does not) until the WAL is empty again. So the WAL stays bounded.
+ *
+ * A database checkpoint pauses all of this while it copies the database file (`pause()`).
+ */
+import { statSync } from "node:fs";
+import type { Logger } from "../log.ts";
+import { workerUrl } from "../util/worker-url.ts";
+import type { WalCheckpointMode, WalWorkerReply, WalWorkerRequest } from "./wal-worker.ts";
+
+export interface WalCheckpointerOptions {
+  dbFile: string;
+  thresholdBytes: number;
+  intervalMs: number;
+  logger: Logger;
+}
+
+export interface WalStats {
+  runs: number;
+  truncations: number;
+  failures: number;
+  lastDurationMs: number;
+  walHighWaterBytes: number;
+}
+
+export class WalCheckpointer {
+  readonly stats: WalStats = { runs: 0, truncations: 0, failures: 0, lastDurationMs: 0, walHighWaterBytes: 0 };
+  private worker?: Worker;
+  private timer?: ReturnType<typeof setInterval>;
+  private running?: Promise<void>;
+  private pauses = 0;
+  private nextId = 1;
+  private pending = new Map<number, (r: WalWorkerReply) => void>();
+  /** Resolves when writes may proceed; set while a TRUNCATE checkpoint holds the barrier. */
+  private barrier?: Promise<void>;
+  private stopped = false;
+
+  constructor(private readonly opts: WalCheckpointerOptions) {}
+
+  start(): void {
+    this.worker = new Worker(workerUrl("engine/wal-worker"));
+    this.worker.onmessage = (e: MessageEvent<WalWorkerReply>) => {
+      const done = this.pending.get(e.data.id);
+      this.pending.delete(e.data.id);
+      done?.(e.data);
+    };
+    this.worker.onerror = (e) => this.opts.logger.error(`WAL checkpoint worker failed: ${e.message}`);
+    this.timer = setInterval(() => {
+      if (this.walSize() > 0) this.trigger();
+    }, this.opts.intervalMs);
+    this.timer.unref?.();
+  }
+
+  walFile(): string {
+    return `${this.opts.dbFile}-wal`;
+  }
+
+  walSize(): number {
+    try {
+      return statSync(this.walFile()).size;
+    } catch {
+      return 0;
+    }
+  }
+
+  /** Writers await this before they commit: it is pending only while a TRUNCATE runs. */
+  writeBarrier(): Promise<void> | undefined {
+    return this.barrier;
+  }
+
+  /** Called after every commit: checkpoint if the WAL has grown past the threshold. */
+  noteCommit(): void {
+    const size = this.walSize();
+    if (size > this.stats.walHighWaterBytes) this.stats.walHighWaterBytes = size;
+    if (size > this.opts.thresholdBytes) this.trigger();
+  }
+
+  /** Start a checkpoint unless one runs, checkpoints are paused, or the node is stopping. */
+  trigger(): void {
+    if (this.running || this.pauses > 0 || this.stopped || !this.worker) return;
+    const mode: WalCheckpointMode = this.walSize() > 4 * this.opts.thresholdBytes ? "TRUNCATE" : "PASSIVE";
+    this.running = this.run(mode).finally(() => {
+      this.running = undefined;
+    });
+  }
+
+  private async run(mode: WalCheckpointMode): Promise<void> {
+    let release: (() => void) | undefined;
+    if (mode === "TRUNCATE") this.barrier = new Promise((r) => (release = r));
+    try {
+      const reply = await this.request(mode);
+      if (reply.ok) {
+        this.stats.runs++;
+        if (mode === "TRUNCATE") this.stats.truncations++;
+        this.stats.lastDurationMs = reply.ms;
+        this.opts.logger.debug(
+          `WAL checkpoint (${mode.toLowerCase()}): ${reply.checkpointed}/${reply.log} frames in ${reply.ms.toFixed(1)} ms`,
+        );
+      } else {
+        this.stats.failures++;
+        this.opts.logger.warn(`WAL checkpoint failed: ${reply.error}`);
+      }
+    } finally {
+      this.barrier = undefined;
+      release?.();
+    }
+  }
+
+  private request(mode: WalCheckpointMode): Promise<WalWorkerReply> {
+    const id = this.nextId++;
+    return new Promise((resolve) => {
+      this.pending.set(id, resolve);
+      this.worker!.postMessage({ id, file: this.opts.dbFile, mode } satisfies WalWorkerRequest);
+    });
+  }
+
+  /**
+   * Stop checkpointing until the returned function is called; waits for a running one to
+   * finish first, so the database file is not written by a checkpoint once this resolves.
+   */
+  async pause(): Promise<() => void> {
+    this.pauses++;
+    await this.running;
+    let resumed = false;
+    return () => {
+      if (resumed) return;
+      resumed = true;
+      this.pauses--;
+    };
+  }
+
+  get paused(): boolean {
+    return this.pauses > 0;
+  }
+
+  /** Stop the timer and the worker. The caller then checkpoints on its own connection. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    await this.running;
+    this.worker?.terminate();
+    this.worker = undefined;
+  }
+}

@@ -1,0 +1,237 @@
+/**
+ * A running cairn node: the storage lock, the database and its WAL checkpointer, the blob
+ * store, the REST API and the admin socket, started in that order and stopped in reverse.
+ */
+import { statSync } from "node:fs";
+import type { Server } from "bun";
+import type { NodeConfig } from "../config/config.ts";
+import { CairnError, errorMessage } from "../errors.ts";
+import type { LevelledLogger } from "../log.ts";
+import { VERSION } from "../version.ts";
+import { AdminServer } from "../admin/server.ts";
+import { createRestHandler, registerRestMetrics } from "../api/rest.ts";
+import { errorReply } from "../api/http.ts";
+import { BlobStore } from "../engine/blobs.ts";
+import { dbPathIn, openNodeDatabase } from "../engine/database.ts";
+import { StorageLock } from "../engine/lock.ts";
+import { WalCheckpointer } from "../engine/wal.ts";
+import { Metrics } from "./metrics.ts";
+import type { Database } from "bun:sqlite";
+
+/** How long shutdown waits for in-flight requests before closing their connections. */
+const DRAIN_TIMEOUT_MS = 15_000;
+
+export interface NodeStatus {
+  node_id: string;
+  version: string;
+  pid: number;
+  uptime_secs: number;
+  storage_path: string;
+  database_path: string;
+  blob_count: number;
+  blob_bytes: number;
+  db_size_bytes: number;
+  wal_size_bytes: number;
+  wal_checkpoints: {
+    runs: number;
+    truncations: number;
+    failures: number;
+    last_duration_ms: number;
+    wal_high_water_bytes: number;
+  };
+  last_checkpoint: null | { id: number; time: string; duration_secs: number; result: string };
+}
+
+export class CairnNode {
+  readonly metrics = new Metrics();
+  readonly startedAt = Date.now();
+  private rest?: Server<unknown>;
+  private admin?: AdminServer;
+  private stopping?: Promise<void>;
+
+  private constructor(
+    readonly config: NodeConfig,
+    readonly logger: LevelledLogger,
+    readonly nodeId: string,
+    private readonly lock: StorageLock,
+    private readonly db: Database,
+    readonly wal: WalCheckpointer,
+    readonly blobs: BlobStore,
+  ) {}
+
+  /** Start a node on `config`. Everything acquired is released again if a later step fails. */
+  static async start(config: NodeConfig, logger: LevelledLogger): Promise<CairnNode> {
+    const lock = StorageLock.acquire(config.storagePath);
+    let db: Database | undefined;
+    let node: CairnNode | undefined;
+    try {
+      const opened = openNodeDatabase(config.storagePath);
+      db = opened.db;
+      const dbFile = dbPathIn(config.storagePath);
+      const wal = new WalCheckpointer({
+        dbFile,
+        thresholdBytes: config.walCheckpoint.thresholdBytes,
+        intervalMs: config.walCheckpoint.intervalMs,
+        logger,
+      });
+      const blobs = new BlobStore(db, wal, logger);
+      node = new CairnNode(config, logger, opened.nodeId, lock, db, wal, blobs);
+      if (opened.created) logger.info(`created a new database ${dbFile} (node id ${opened.nodeId})`);
+      wal.start();
+      node.registerMetrics();
+      node.listenRest();
+      node.admin = new AdminServer({
+        socketPath: config.adminSocketPath,
+        logger,
+        health: () => ({ ok: true, node_id: opened.nodeId, pid: process.pid, version: VERSION }),
+      });
+      await node.admin.start();
+      node.warnAboutPendingFeatures();
+      logger.info(
+        `cairn ${VERSION} node ${opened.nodeId} serving http://${hostForUrl(config.restApi.host)}:${config.restApi.port} ` +
+          `(storage ${config.storagePath}, admin socket ${config.adminSocketPath})`,
+      );
+      return node;
+    } catch (e) {
+      if (node) await node.stop().catch(() => {});
+      else {
+        db?.close();
+        lock.release();
+      }
+      throw e;
+    }
+  }
+
+  private listenRest(): void {
+    const { host, port } = this.config.restApi;
+    const handler = createRestHandler({
+      blobs: this.blobs,
+      maxBlobSize: this.config.maxBlobSize,
+      metrics: this.metrics,
+      logger: this.logger,
+      status: () => this.status(),
+    });
+    try {
+      this.rest = Bun.serve({
+        hostname: host,
+        port,
+        // one byte over the limit so that our own check answers 413 with a JSON reason
+        maxRequestBodySize: this.config.maxBlobSize + 1,
+        idleTimeout: 60,
+        fetch: (req) => {
+          if (this.stopping) return errorReply(503, "E_SHUTTING_DOWN", "the node is shutting down", { connection: "close" });
+          return handler(req);
+        },
+        error: (e) => {
+          this.logger.error(`REST API: ${errorMessage(e)}`);
+          return errorReply(500, "E_INTERNAL", "internal error; see the node's log");
+        },
+      });
+    } catch (e) {
+      throw new CairnError("E_LISTEN", `cannot listen on ${host}:${port}: ${errorMessage(e)}`, {
+        hint: "is another process using rest_api_address? choose another one in the config",
+        cause: e,
+      });
+    }
+  }
+
+  private registerMetrics(): void {
+    const m = this.metrics;
+    registerRestMetrics(m);
+    m.collect("cairn_info", "Node identity; always 1.", () => [{ labels: { version: VERSION, node_id: this.nodeId }, value: 1 }]);
+    m.collect("cairn_uptime_seconds", "Seconds since the node started.", () => (Date.now() - this.startedAt) / 1000);
+    m.collect("cairn_blobs", "Blobs stored.", () => this.blobs.totals().count);
+    m.collect("cairn_blob_bytes", "Bytes of blob content stored.", () => this.blobs.totals().bytes);
+    m.collect("cairn_db_size_bytes", "Size of the database file.", () => fileSize(dbPathIn(this.config.storagePath)));
+    m.collect("cairn_wal_size_bytes", "Size of the database's -wal file.", () => this.wal.walSize());
+    m.collect("cairn_wal_high_water_bytes", "Largest -wal file size seen after a commit.", () => this.wal.stats.walHighWaterBytes);
+    m.collect("cairn_wal_checkpoints_total", "WAL checkpoints run by the node.", () => this.wal.stats.runs, "counter");
+    m.collect("cairn_wal_checkpoint_failures_total", "WAL checkpoints that failed.", () => this.wal.stats.failures, "counter");
+    m.collect("cairn_write_commits_total", "Group commits of blob writes.", () => this.blobs.stats.commits, "counter");
+    m.collect("cairn_write_ops_total", "Blob writes (PUT and DELETE) committed.", () => this.blobs.stats.committedOps, "counter");
+    m.collect("cairn_write_commit_failures_total", "Group commits that failed.", () => this.blobs.stats.failedCommits, "counter");
+  }
+
+  private warnAboutPendingFeatures(): void {
+    const cc = this.config.checkpoint;
+    if (cc.periodic) this.logger.warn("checkpoint_config.periodic_db_checkpoints is set, but this build has no checkpoint engine yet");
+    if (cc.remote) this.logger.warn("checkpoint_config.remote is set, but this build cannot copy checkpoints to a remote store yet");
+  }
+
+  status(): NodeStatus {
+    const totals = this.blobs.totals();
+    const dbFile = dbPathIn(this.config.storagePath);
+    const w = this.wal.stats;
+    return {
+      node_id: this.nodeId,
+      version: VERSION,
+      pid: process.pid,
+      uptime_secs: Math.round((Date.now() - this.startedAt) / 1000),
+      storage_path: this.config.storagePath,
+      database_path: dbFile,
+      blob_count: totals.count,
+      blob_bytes: totals.bytes,
+      db_size_bytes: fileSize(dbFile),
+      wal_size_bytes: this.wal.walSize(),
+      wal_checkpoints: {
+        runs: w.runs,
+        truncations: w.truncations,
+        failures: w.failures,
+        last_duration_ms: Math.round(w.lastDurationMs * 10) / 10,
+        wal_high_water_bytes: w.walHighWaterBytes,
+      },
+      last_checkpoint: null,
+    };
+  }
+
+  /**
+   * Shut down cleanly: stop accepting requests and let in-flight ones finish, commit queued
+   * writes, stop the admin socket (removing it), checkpoint the WAL into the database file,
+   * close the database, release the lock. Safe to call more than once.
+   */
+  stop(): Promise<void> {
+    this.stopping ??= this.doStop();
+    return this.stopping;
+  }
+
+  private async doStop(): Promise<void> {
+    const log = this.logger;
+    if (this.rest) {
+      const server = this.rest;
+      const drained = server.stop(false);
+      const timedOut = await Promise.race([
+        Promise.resolve(drained).then(() => false),
+        new Promise<boolean>((r) => setTimeout(() => r(true), DRAIN_TIMEOUT_MS).unref?.()),
+      ]);
+      if (timedOut) {
+        log.warn(`in-flight requests did not finish within ${DRAIN_TIMEOUT_MS / 1000} s; closing their connections`);
+        server.stop(true);
+      }
+    }
+    this.blobs.close();
+    await this.blobs.flushed();
+    await this.admin?.stop();
+    await this.wal.stop();
+    try {
+      const r = this.db.query<{ busy: number; log: number; checkpointed: number }, []>("PRAGMA wal_checkpoint(TRUNCATE)").get();
+      if (r?.busy) log.warn("final WAL checkpoint was incomplete; SQLite will finish it on next open");
+    } catch (e) {
+      log.warn(`final WAL checkpoint failed: ${errorMessage(e)}`);
+    }
+    this.db.close();
+    this.lock.release();
+    log.info("node stopped cleanly");
+  }
+}
+
+function fileSize(path: string): number {
+  try {
+    return statSync(path).size;
+  } catch {
+    return 0;
+  }
+}
+
+function hostForUrl(host: string): string {
+  return host.includes(":") ? `[${host}]` : host;
+}
