@@ -98,15 +98,15 @@ export async function runCli(root: AnyCommand, argv: string[]): Promise<number> 
   const args = argv.filter((a) => a !== "--verbose");
   let chain: AnyCommand[] = [root];
   try {
+    if (args.length === 1 && args[0] === "--version") {
+      const meta = await resolve(root.meta ?? {});
+      process.stdout.write(`${meta.version}\n`);
+      return 0;
+    }
     const resolved = await resolveChain(root, args.filter((a) => a !== "--help" && a !== "-h"));
     chain = resolved.chain;
     if (args.includes("--help") || args.includes("-h")) {
       process.stdout.write(`${await usageOf(chain)}\n`);
-      return 0;
-    }
-    if (args.length === 1 && args[0] === "--version") {
-      const meta = await resolve(root.meta ?? {});
-      process.stdout.write(`${meta.version}\n`);
       return 0;
     }
     await checkLeaf(chain[chain.length - 1]!, resolved.leafArgs);

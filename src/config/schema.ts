@@ -28,7 +28,7 @@ export const ADDRESS_RE = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
 const address = v.pipe(
   v.string("expected host:port"),
   v.regex(ADDRESS_RE, "expected host:port"),
-  v.check((s) => Number(ADDRESS_RE.exec(s)![2]) <= 65535, "expected a port from 0 to 65535"),
+  v.check((s) => Number(ADDRESS_RE.exec(s)?.[2] ?? 0) <= 65535, "expected a port from 0 to 65535"),
 );
 
 const duration = v.strictObject(

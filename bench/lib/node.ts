@@ -1,0 +1,165 @@
+/**
+ * The compiled node, driven as an operator would: build dist/cairn if it is missing or stale,
+ * write a config in a temp dir, start `dist/cairn run --config FILE` on a free 127.0.0.1 port,
+ * wait for /v1/status, and stop it with SIGTERM (its exit code must be 0).
+ */
+import { existsSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Subprocess } from "bun";
+
+export const REPO_ROOT = join(import.meta.dir, "..", "..");
+export const BINARY = join(REPO_ROOT, "dist", "cairn");
+
+const START_TIMEOUT_MS = 15_000;
+/** Shutdown drains requests and runs a final TRUNCATE checkpoint of the WAL: allow for that. */
+const STOP_TIMEOUT_MS = 60_000;
+const START_ATTEMPTS = 3;
+
+function newestMtimeMs(path: string): number {
+  if (!existsSync(path)) return 0;
+  const st = statSync(path);
+  if (!st.isDirectory()) return st.mtimeMs;
+  let t = st.mtimeMs;
+  for (const e of readdirSync(path)) t = Math.max(t, newestMtimeMs(join(path, e)));
+  return t;
+}
+
+/**
+ * Build dist/cairn with `bun run build` unless it is newer than everything it is built from
+ * (src/, scripts/build.ts, package.json, bun.lock). Returns whether it built.
+ */
+export async function ensureBinary(log: (msg: string) => void): Promise<boolean> {
+  const inputs = ["src", "scripts/build.ts", "package.json", "bun.lock"].map((p) => join(REPO_ROOT, p));
+  const sourcesChanged = Math.max(...inputs.map(newestMtimeMs));
+  const reason = !existsSync(BINARY) ? "missing" : statSync(BINARY).mtimeMs < sourcesChanged ? "older than its sources" : undefined;
+  if (!reason) return false;
+  log(`dist/cairn is ${reason}: running bun run build`);
+  const proc = Bun.spawn([process.execPath, "run", "build"], { cwd: REPO_ROOT, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  if (code !== 0 || !existsSync(BINARY)) throw new Error(`bun run build failed (exit ${code}):\n${out}${err}`);
+  log(out.trim());
+  return true;
+}
+
+/** A port that was free a moment ago: bind port 0 on 127.0.0.1, read it, close. */
+export function freePort(): number {
+  const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = listener.port;
+  listener.stop(true);
+  return port;
+}
+
+export interface RunningNode {
+  /** http://127.0.0.1:PORT */
+  url: string;
+  dir: string;
+  pid: number;
+  /** What the node has written to stderr so far. */
+  logs(): string;
+  /** SIGTERM, then wait for exit (SIGKILL after a timeout); returns the exit code. Never throws. */
+  stop(): Promise<number>;
+}
+
+/** Nodes started and not yet stopped, so an interrupted bench can stop them. */
+const live = new Set<RunningNode>();
+
+export async function stopLiveNodes(): Promise<void> {
+  await Promise.all([...live].map((n) => n.stop()));
+}
+
+export function writeNodeConfig(dir: string, port: number, extraYaml = ""): string {
+  const file = join(dir, "cairn.yaml");
+  writeFileSync(
+    file,
+    `storage_path: ./db\nadmin_socket_path: ./admin.socket\nrest_api_address: 127.0.0.1:${port}\nlog_level: warn\n${extraYaml}`,
+  );
+  return file;
+}
+
+/** Start a node whose config and storage live in `dir`. Retries on another port if the port was taken. */
+export async function startNode(dir: string, extraYaml = ""): Promise<RunningNode> {
+  for (let attempt = 1; ; attempt++) {
+    const port = freePort();
+    const configFile = writeNodeConfig(dir, port, extraYaml);
+    try {
+      return await spawnNode(dir, configFile, `http://127.0.0.1:${port}`);
+    } catch (e) {
+      const portTaken = e instanceof Error && /E_LISTEN|cannot listen|EADDRINUSE/i.test(e.message);
+      if (!portTaken || attempt >= START_ATTEMPTS) throw e;
+    }
+  }
+}
+
+async function spawnNode(dir: string, configFile: string, url: string): Promise<RunningNode> {
+  const proc: Subprocess<"ignore", "pipe", "pipe"> = Bun.spawn([BINARY, "run", "--config", configFile], {
+    cwd: dir,
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  let stderr = "";
+  void (async () => {
+    const decoder = new TextDecoder();
+    for await (const chunk of proc.stderr) stderr += decoder.decode(chunk, { stream: true });
+  })();
+  void (async () => {
+    for await (const _ of proc.stdout);
+  })();
+
+  let stopping: Promise<number> | undefined;
+  const node: RunningNode = {
+    url,
+    dir,
+    pid: proc.pid,
+    logs: () => stderr,
+    stop() {
+      stopping ??= (async () => {
+        if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGTERM");
+        const timer = setTimeout(() => proc.kill("SIGKILL"), STOP_TIMEOUT_MS);
+        const code = await proc.exited;
+        clearTimeout(timer);
+        live.delete(node);
+        return code;
+      })();
+      return stopping;
+    },
+  };
+  live.add(node);
+
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  for (;;) {
+    if (proc.exitCode !== null || proc.signalCode !== null) {
+      await node.stop();
+      throw new Error(`the node exited with ${proc.exitCode ?? proc.signalCode} while starting:\n${stderr}`);
+    }
+    try {
+      const r = await fetch(`${url}/v1/status`);
+      await r.arrayBuffer();
+      if (r.ok) return node;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      await node.stop();
+      throw new Error(`the node did not answer /v1/status within ${START_TIMEOUT_MS} ms:\n${stderr}`);
+    }
+    await Bun.sleep(25);
+  }
+}
+
+/**
+ * Run `body` against a fresh node in `dir`; the node is stopped with SIGTERM afterwards even if
+ * `body` throws, and a non-zero exit code is an error.
+ */
+export async function withNode<T>(dir: string, body: (node: RunningNode) => Promise<T>): Promise<T> {
+  const node = await startNode(dir);
+  let code: number | undefined;
+  let result: T;
+  try {
+    result = await body(node);
+  } finally {
+    code = await node.stop();
+  }
+  if (code !== 0) throw new Error(`the node exited with code ${code} after SIGTERM (expected 0):\n${node.logs()}`);
+  return result;
+}

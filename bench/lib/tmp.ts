@@ -1,0 +1,36 @@
+/**
+ * Temp dirs for the bench: every one is made with mkdtemp under /tmp and remembered, so that
+ * run.ts can remove them all at the end, whether the run succeeded, failed or was interrupted.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+
+export class TempDirs {
+  private readonly made: string[] = [];
+
+  /** A fresh, empty dir /tmp/<prefix>XXXXXX. Short, so Unix socket paths inside it stay short. */
+  make(prefix = "cairn-bench-"): string {
+    const dir = mkdtempSync(`/tmp/${prefix}`);
+    this.made.push(dir);
+    return dir;
+  }
+
+  /** Remove one dir made here now (e.g. a large database no longer needed). */
+  remove(dir: string): void {
+    rmSync(dir, { recursive: true, force: true });
+    const i = this.made.indexOf(dir);
+    if (i >= 0) this.made.splice(i, 1);
+  }
+
+  /** Remove every dir made here; returns the ones that could not be removed. */
+  removeAll(): string[] {
+    const failed: string[] = [];
+    for (const dir of this.made.splice(0)) {
+      try {
+        rmSync(dir, { recursive: true, force: true });
+      } catch {
+        failed.push(dir);
+      }
+    }
+    return failed;
+  }
+}

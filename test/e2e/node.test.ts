@@ -1,0 +1,375 @@
+/** The node as an operator drives it: the compiled binary, a config file, curl-like requests. */
+import { describe, expect, test } from "bun:test";
+import { chmodSync, existsSync, lstatSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { freePort, pseudoRandomBytes, runCairn, sha256, sqlite3, startNode, startNodeWithConfig, writeConfig } from "../helpers/node.ts";
+import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
+
+cleanTmpDirsAfterEach();
+
+describe("REST API", () => {
+  test("1,000 blobs of mixed sizes round-trip byte for byte", async () => {
+    const node = await startNode(tmpDir());
+    try {
+      const sizes = [0, 1, 100, 4095, 4096, 4097, 65536, 300_000, 1_048_576, 3_000_001];
+      const expected = new Map<string, string>();
+      const ids = Array.from({ length: 1000 }, (_, i) => `blob-${i}`);
+      // 16 requests in flight at a time
+      for (let i = 0; i < ids.length; i += 16) {
+        await Promise.all(
+          ids.slice(i, i + 16).map(async (id, j) => {
+            const n = i + j;
+            const body = pseudoRandomBytes(n + 1, sizes[n % sizes.length]!);
+            expected.set(id, sha256(body));
+            const r = await fetch(`${node.url}/v1/blobs/${id}`, { method: "PUT", body });
+            expect(r.status).toBe(201);
+          }),
+        );
+      }
+      for (let i = 0; i < ids.length; i += 16) {
+        await Promise.all(
+          ids.slice(i, i + 16).map(async (id) => {
+            const r = await fetch(`${node.url}/v1/blobs/${id}`);
+            expect(r.status).toBe(200);
+            expect(sha256(await r.arrayBuffer())).toBe(expected.get(id)!);
+          }),
+        );
+      }
+      const status = await (await fetch(`${node.url}/v1/status`)).json();
+      expect(status.blob_count).toBe(1000);
+      expect(status.blob_bytes).toBe(ids.reduce((s, _, n) => s + sizes[n % sizes.length]!, 0));
+    } finally {
+      expect(await node.stop()).toBe(0);
+    }
+  }, 60_000);
+
+  test("status codes of every route", async () => {
+    const node = await startNode(tmpDir(), { extraYaml: "max_blob_size: 1000\n" });
+    const u = node.url;
+    try {
+      expect((await fetch(`${u}/v1/blobs/a`, { method: "PUT", body: "one" })).status).toBe(201);
+      expect((await fetch(`${u}/v1/blobs/a`, { method: "PUT", body: "two!" })).status).toBe(204);
+      const head = await fetch(`${u}/v1/blobs/a`, { method: "HEAD" });
+      expect(head.status).toBe(200);
+      expect(head.headers.get("content-length")).toBe("4");
+      expect(await (await fetch(`${u}/v1/blobs/a`)).text()).toBe("two!");
+      expect((await fetch(`${u}/v1/blobs/zz`)).status).toBe(404);
+      expect((await fetch(`${u}/v1/blobs/zz`, { method: "HEAD" })).status).toBe(404);
+      expect((await fetch(`${u}/v1/blobs/zz`, { method: "DELETE" })).status).toBe(404);
+      expect((await fetch(`${u}/v1/blobs/a`, { method: "DELETE" })).status).toBe(204);
+      expect((await fetch(`${u}/v1/blobs/a`)).status).toBe(404);
+      // ids: charset and length
+      expect((await fetch(`${u}/v1/blobs/${"x".repeat(256)}`, { method: "PUT", body: "k" })).status).toBe(201);
+      expect((await fetch(`${u}/v1/blobs/${"x".repeat(257)}`, { method: "PUT", body: "k" })).status).toBe(400);
+      expect((await fetch(`${u}/v1/blobs/a%20b`, { method: "PUT", body: "k" })).status).toBe(400);
+      expect((await fetch(`${u}/v1/blobs/a%2Fb`)).status).toBe(400);
+      expect((await fetch(`${u}/v1/blobs/a:b`)).status).toBe(400);
+      // size limit: exactly max is fine; one more byte is 413, declared or streamed
+      expect((await fetch(`${u}/v1/blobs/max`, { method: "PUT", body: new Uint8Array(1000) })).status).toBe(201);
+      const tooBig = await fetch(`${u}/v1/blobs/big`, { method: "PUT", body: new Uint8Array(1001) });
+      expect(tooBig.status).toBe(413);
+      const chunked = new ReadableStream({
+        start(c) {
+          for (let i = 0; i < 5; i++) c.enqueue(new Uint8Array(300));
+          c.close();
+        },
+      });
+      expect((await fetch(`${u}/v1/blobs/big2`, { method: "PUT", body: chunked })).status).toBe(413);
+      expect((await fetch(`${u}/v1/blobs/big`)).status).toBe(404);
+      expect((await fetch(`${u}/v1/blobs/big2`)).status).toBe(404);
+      // other routes
+      expect((await fetch(`${u}/v1/blobs/a`, { method: "POST", body: "x" })).status).toBe(405);
+      expect((await fetch(`${u}/nope`)).status).toBe(404);
+      expect((await fetch(`${u}/v1/blobs?limit=0`)).status).toBe(400);
+      expect((await fetch(`${u}/v1/blobs?prefix=a/b`)).status).toBe(400);
+    } finally {
+      expect(await node.stop()).toBe(0);
+    }
+  });
+
+  test("list pages through ids in order", async () => {
+    const node = await startNode(tmpDir());
+    try {
+      for (const id of ["c", "a", "b2", "b1", "b3"]) await fetch(`${node.url}/v1/blobs/${id}`, { method: "PUT", body: id });
+      const p1 = await (await fetch(`${node.url}/v1/blobs?prefix=b&limit=2`)).json();
+      expect(p1).toEqual({ blobs: [{ id: "b1", size: 2 }, { id: "b2", size: 2 }], next_after: "b2" });
+      const p2 = await (await fetch(`${node.url}/v1/blobs?prefix=b&limit=2&after=b2`)).json();
+      expect(p2).toEqual({ blobs: [{ id: "b3", size: 2 }], next_after: null });
+      const all = await (await fetch(`${node.url}/v1/blobs`)).json();
+      expect(all.blobs.map((b: { id: string }) => b.id)).toEqual(["a", "b1", "b2", "b3", "c"]);
+    } finally {
+      await node.stop();
+    }
+  });
+
+  test("status and metrics", async () => {
+    const node = await startNode(tmpDir());
+    try {
+      await fetch(`${node.url}/v1/blobs/a`, { method: "PUT", body: "12345" });
+      const s = await (await fetch(`${node.url}/v1/status`)).json();
+      expect(s).toMatchObject({ blob_count: 1, blob_bytes: 5, version: expect.any(String), node_id: expect.stringMatching(/^[0-9a-f-]{36}$/) });
+      expect(s.db_size_bytes).toBeGreaterThan(0);
+      expect(typeof s.wal_size_bytes).toBe("number");
+      expect(s).toHaveProperty("last_checkpoint");
+      const m = await (await fetch(`${node.url}/metrics`)).text();
+      for (const name of ["cairn_http_requests_total", "cairn_http_request_bytes_total", "cairn_db_size_bytes", "cairn_wal_size_bytes", "cairn_wal_checkpoints_total", "cairn_blobs 1"]) {
+        expect(m).toContain(name);
+      }
+      expect(m).toMatch(/cairn_http_requests_total\{method="PUT",route="blob",status="201"\} 1/);
+    } finally {
+      await node.stop();
+    }
+  });
+});
+
+describe("durability and lifecycle", () => {
+  test("every acknowledged PUT survives kill -9", async () => {
+    const dir = tmpDir();
+    const port = await freePort();
+    const node = await startNode(dir, { port });
+    const acked = new Map<string, string>();
+    let stop = false;
+    // four writers, each PUTting as fast as acknowledgements come back
+    const writers = Array.from({ length: 4 }, async (_, w) => {
+      for (let i = 0; !stop; i++) {
+        const body = pseudoRandomBytes(w * 100_000 + i + 1, 1000 + ((i * 7919) % 50_000));
+        try {
+          const r = await fetch(`${node.url}/v1/blobs/w${w}-${i}`, { method: "PUT", body });
+          if (r.status === 201) acked.set(`w${w}-${i}`, sha256(body));
+        } catch {
+          return; // the node died under us: this write was never acknowledged
+        }
+      }
+    });
+    await Bun.sleep(1500);
+    await node.kill9();
+    stop = true;
+    await Promise.all(writers);
+    expect(acked.size).toBeGreaterThan(50);
+    expect(sqlite3(join(dir, "db", "cairn.db"), "PRAGMA integrity_check")).toBe("ok");
+    const again = await startNodeWithConfig(dir, node.configFile, node.url);
+    try {
+      for (const [id, digest] of acked) {
+        const r = await fetch(`${again.url}/v1/blobs/${id}`);
+        expect(r.status).toBe(200);
+        expect(sha256(await r.arrayBuffer())).toBe(digest);
+      }
+      const s = await (await fetch(`${again.url}/v1/status`)).json();
+      expect(s.blob_count).toBeGreaterThanOrEqual(acked.size);
+    } finally {
+      expect(await again.stop()).toBe(0);
+    }
+  }, 60_000);
+
+  test("SIGTERM exits 0 and leaves a database sqlite3 reports ok on, WAL folded in, socket gone", async () => {
+    const dir = tmpDir();
+    const node = await startNode(dir);
+    for (let i = 0; i < 50; i++) await fetch(`${node.url}/v1/blobs/k${i}`, { method: "PUT", body: pseudoRandomBytes(i + 1, 20_000) });
+    expect(await node.stop("SIGTERM")).toBe(0);
+    const db = join(dir, "db", "cairn.db");
+    expect(sqlite3(db, "PRAGMA integrity_check")).toBe("ok");
+    expect(sqlite3(db, "SELECT count(*) FROM blobs")).toBe("50");
+    expect(sqlite3(db, "SELECT blob_count FROM totals")).toBe("50");
+    expect(existsSync(`${db}-wal`)).toBe(false);
+    expect(existsSync(node.socket)).toBe(false);
+    expect(node.logs()).toContain("node stopped cleanly");
+  });
+
+  test("SIGINT also shuts down cleanly", async () => {
+    const node = await startNode(tmpDir());
+    expect(await node.stop("SIGINT")).toBe(0);
+  });
+
+  test("a second node on the same storage directory is refused at once, naming the pid", async () => {
+    const dir = tmpDir();
+    const node = await startNode(dir);
+    try {
+      // same storage, different port and socket: only the lock stands in the way
+      const cfg = join(dir, "second.yaml");
+      writeFileSync(cfg, `storage_path: ./db\nadmin_socket_path: ./second.socket\nrest_api_address: 127.0.0.1:${await freePort()}\n`);
+      const started = Date.now();
+      const r = runCairn(["run", "--config", cfg], { timeoutMs: 10_000 });
+      expect(Date.now() - started).toBeLessThan(5000);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain(`a node is running on ${join(dir, "db")} (pid ${node.proc.pid})`);
+      expect(r.stderr.trim().split("\n").at(-1)).toStartWith("error: ");
+    } finally {
+      expect(await node.stop()).toBe(0);
+    }
+  });
+
+  test("a REST address already in use fails with exit 1 and releases everything", async () => {
+    const dir = tmpDir();
+    const blocker = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    try {
+      writeConfig(dir, blocker.port);
+      const r = runCairn(["run", "--config", join(dir, "cairn.yaml")]);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain(`cannot listen on 127.0.0.1:${blocker.port}`);
+      expect(existsSync(join(dir, "admin.socket"))).toBe(false);
+    } finally {
+      blocker.stop(true);
+    }
+    // the lock was released: a node starts on the same directory
+    const node = await startNode(dir);
+    expect(await node.stop()).toBe(0);
+  });
+});
+
+describe("admin socket", () => {
+  test("created srw------- (0600), answers curl, and log-level takes effect at once", async () => {
+    const dir = tmpDir();
+    const node = await startNode(dir, { extraYaml: "wal_checkpoint_interval_secs: 0.1\nwal_checkpoint_threshold_bytes: 4096\n" });
+    try {
+      const st = lstatSync(node.socket);
+      expect(st.isSocket()).toBe(true);
+      expect(st.mode & 0o777).toBe(0o600);
+      const curl = Bun.spawnSync(["curl", "-s", "--unix-socket", node.socket, "http://localhost/v1/health"]);
+      expect(JSON.parse(curl.stdout.toString())).toMatchObject({ ok: true, pid: node.proc.pid });
+
+      // at info, the WAL checkpoints (logged at debug) are silent
+      await fetch(`${node.url}/v1/blobs/a`, { method: "PUT", body: new Uint8Array(50_000) });
+      await Bun.sleep(400);
+      expect(node.logs()).not.toContain("DEBUG");
+      const r = runCairn(["local-admin", "--socket-path", node.socket, "log-level", "--level", "debug"]);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toContain("Log level set to debug (was info)");
+      await fetch(`${node.url}/v1/blobs/b`, { method: "PUT", body: new Uint8Array(50_000) });
+      const deadline = Date.now() + 5000;
+      while (!node.logs().includes("DEBUG") && Date.now() < deadline) await Bun.sleep(50);
+      expect(node.logs()).toMatch(/DEBUG WAL checkpoint/);
+      const back = runCairn(["local-admin", "--socket-path", node.socket, "log-level", "--level", "warn"]);
+      expect(back.code).toBe(0);
+      const bad = runCairn(["local-admin", "--socket-path", node.socket, "log-level", "--level", "loud"]);
+      expect(bad.code).toBe(2);
+    } finally {
+      expect(await node.stop()).toBe(0);
+    }
+  });
+
+  test("malformed, oversized and unknown requests get error replies and the node carries on", async () => {
+    const node = await startNode(tmpDir());
+    const ask = (args: string[]) => Bun.spawnSync(["curl", "-s", "-w", "\n%{http_code}", "--unix-socket", node.socket, ...args]).stdout.toString();
+    try {
+      expect(ask(["-X", "PUT", "-d", "{not json", "http://x/v1/log-level"])).toEndWith("400");
+      expect(ask(["-X", "PUT", "-d", '{"level":"loud"}', "http://x/v1/log-level"])).toEndWith("400");
+      expect(ask(["http://x/v1/nothing-here"])).toEndWith("404");
+      const huge = join(node.dir, "huge.json");
+      writeFileSync(huge, `{"level":"${"x".repeat(200_000)}"}`);
+      expect(ask(["-X", "PUT", "--data-binary", `@${huge}`, "http://x/v1/log-level"])).toEndWith("413");
+      // garbage bytes straight onto the socket
+      const garbage = await Bun.connect({ unix: node.socket, socket: { data() {} } });
+      garbage.write(new Uint8Array(4096).fill(0xfe));
+      garbage.end();
+      await Bun.sleep(100);
+      expect(ask(["http://x/v1/health"])).toEndWith("200");
+      expect((await fetch(`${node.url}/v1/status`)).status).toBe(200);
+    } finally {
+      expect(await node.stop()).toBe(0);
+    }
+  });
+
+  test("a stale socket left by a killed node is replaced; any other file at the path is refused", async () => {
+    const dir = tmpDir();
+    const node = await startNode(dir);
+    await node.kill9();
+    expect(lstatSync(node.socket).isSocket()).toBe(true);
+    const again = await startNodeWithConfig(dir, node.configFile, node.url);
+    expect(lstatSync(again.socket).mode & 0o777).toBe(0o600);
+    expect(await again.stop()).toBe(0);
+
+    writeFileSync(node.socket, "not a socket");
+    const r = runCairn(["run", "--config", node.configFile]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("exists and is not a socket; refusing to replace it");
+    expect(Bun.file(node.socket).size).toBe("not a socket".length);
+  });
+
+  test("local-admin against a missing socket says so", () => {
+    const r = runCairn(["local-admin", "--socket-path", "/tmp/cairn-no-such.sock", "log-level", "--level", "info"]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("no admin socket at /tmp/cairn-no-such.sock");
+  });
+});
+
+describe("command line", () => {
+  test("--help lists the commands", () => {
+    const r = runCairn(["--help"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("run");
+    expect(r.stdout).toContain("local-admin");
+    expect(r.stdout).not.toContain("\u001b["); // no colour codes when not a terminal
+    expect(runCairn(["local-admin", "--help"]).stdout).toContain("--socket-path");
+  });
+
+  test("bad usage exits 2 with one line", () => {
+    for (const args of [["frobnicate"], ["run", "--confg", "x"], ["run", "extra"], ["local-admin", "log-level", "--level", "info"]]) {
+      const r = runCairn(args);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toStartWith("error: ");
+    }
+  });
+
+  test("a bad config exits 2 naming the key and the value", () => {
+    const dir = tmpDir();
+    const cfg = join(dir, "bad.yaml");
+    writeFileSync(cfg, "storage_path: ./db\ncheckpoint_config:\n  max_db_checkpoints: two\n");
+    const r = runCairn(["run", "--config", cfg]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`checkpoint_config.max_db_checkpoints: expected a whole number >= 0, got "two"`);
+    expect(r.stderr.trim().split("\n")).toHaveLength(1);
+    expect(existsSync(join(dir, "db"))).toBe(false);
+    const missing = runCairn(["run", "--config", join(dir, "nope.yaml")]);
+    expect(missing.code).toBe(2);
+  });
+
+  test("the binary runs on its own: copied elsewhere, no node_modules, no bun on PATH", async () => {
+    const dir = tmpDir();
+    const copy = join(dir, "cairn");
+    await Bun.write(copy, Bun.file(join(import.meta.dir, "..", "..", "dist", "cairn")));
+    chmodSync(copy, 0o755);
+    const port = await freePort();
+    writeConfig(dir, port, "wal_checkpoint_threshold_bytes: 4096\n");
+    const proc = Bun.spawn([copy, "run", "--config", join(dir, "cairn.yaml")], { cwd: dir, env: { PATH: "/nonexistent" }, stdout: "pipe", stderr: "pipe" });
+    try {
+      let ok = false;
+      for (let i = 0; i < 200 && !ok; i++) {
+        ok = await fetch(`http://127.0.0.1:${port}/v1/status`).then((r) => r.ok, () => false);
+        if (!ok) await Bun.sleep(25);
+      }
+      expect(ok).toBe(true);
+      for (let i = 0; i < 20; i++) await fetch(`http://127.0.0.1:${port}/v1/blobs/k${i}`, { method: "PUT", body: new Uint8Array(8192) });
+      // the WAL checkpoint worker is embedded in the binary and runs
+      let runs = 0;
+      for (let i = 0; i < 100 && runs === 0; i++) {
+        runs = (await (await fetch(`http://127.0.0.1:${port}/v1/status`)).json()).wal_checkpoints.runs;
+        if (runs === 0) await Bun.sleep(50);
+      }
+      expect(runs).toBeGreaterThan(0);
+    } finally {
+      proc.kill("SIGTERM");
+      expect(await proc.exited).toBe(0);
+    }
+  });
+
+  test("with no --config it runs on the embedded default under ./cairn-data", async () => {
+    const cwd = tmpDir();
+    mkdirSync(cwd, { recursive: true });
+    const probe = Bun.listen({ hostname: "127.0.0.1", port: 7420, socket: { data() {} } });
+    probe.stop(true); // 7420 is free: the default address can be tested
+    const proc = Bun.spawn([join(import.meta.dir, "..", "..", "dist", "cairn"), "run"], { cwd, stdout: "pipe", stderr: "pipe" });
+    try {
+      let ok = false;
+      for (let i = 0; i < 200 && !ok; i++) {
+        ok = await fetch("http://127.0.0.1:7420/v1/status").then((r) => r.ok, () => false);
+        if (!ok) await Bun.sleep(25);
+      }
+      expect(ok).toBe(true);
+      expect(existsSync(join(cwd, "cairn-data", "db", "cairn.db"))).toBe(true);
+      expect(lstatSync(join(cwd, "cairn-data", "admin.socket")).isSocket()).toBe(true);
+    } finally {
+      proc.kill("SIGTERM");
+      expect(await proc.exited).toBe(0);
+    }
+  });
+});

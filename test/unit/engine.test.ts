@@ -1,0 +1,199 @@
+import { describe, expect, test } from "bun:test";
+import { Database } from "bun:sqlite";
+import { join } from "node:path";
+import { BlobStore, isValidBlobId } from "../../src/engine/blobs.ts";
+import { dbPathIn, openNodeDatabase, SCHEMA_VERSION } from "../../src/engine/database.ts";
+import { StorageLock } from "../../src/engine/lock.ts";
+import { WalCheckpointer } from "../../src/engine/wal.ts";
+import { isCairnError } from "../../src/errors.ts";
+import { silentLogger } from "../../src/log.ts";
+import { pseudoRandomBytes } from "../helpers/node.ts";
+import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
+
+cleanTmpDirsAfterEach();
+
+function caught(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (e) {
+    return e;
+  }
+  throw new Error("expected an error");
+}
+
+describe("database", () => {
+  test("created with schema version, WAL mode, no autocheckpoint, and a node id that persists", () => {
+    const dir = tmpDir();
+    const a = openNodeDatabase(dir);
+    expect(a.created).toBe(true);
+    expect(a.nodeId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(a.db.query("PRAGMA user_version").get()).toEqual({ user_version: SCHEMA_VERSION });
+    expect(a.db.query("PRAGMA journal_mode").get()).toEqual({ journal_mode: "wal" });
+    expect(a.db.query("PRAGMA wal_autocheckpoint").get()).toEqual({ wal_autocheckpoint: 0 });
+    expect(a.db.query("PRAGMA synchronous").get()).toEqual({ synchronous: 2 });
+    a.db.close();
+    const b = openNodeDatabase(dir);
+    expect(b.created).toBe(false);
+    expect(b.nodeId).toBe(a.nodeId);
+    b.db.close();
+  });
+
+  test("a database from a newer cairn is refused, not migrated", () => {
+    const dir = tmpDir();
+    openNodeDatabase(dir).db.close();
+    const raw = new Database(dbPathIn(dir));
+    raw.exec(`PRAGMA user_version = ${SCHEMA_VERSION + 1}`);
+    raw.close();
+    const e = caught(() => openNodeDatabase(dir));
+    expect(isCairnError(e) && e.code).toBe("E_DB_SCHEMA");
+    expect(String((e as Error).message)).toContain("newer than this cairn understands");
+  });
+
+  test("an SQLite database that is not cairn's is refused", () => {
+    const dir = tmpDir();
+    const raw = new Database(dbPathIn(dir), { create: true });
+    raw.exec("CREATE TABLE other (x)");
+    raw.close();
+    expect(String((caught(() => openNodeDatabase(dir)) as Error).message)).toContain("not a cairn database");
+  });
+});
+
+describe("blob store", () => {
+  function store() {
+    const dir = tmpDir();
+    const { db } = openNodeDatabase(dir);
+    return { db, blobs: new BlobStore(db, undefined, silentLogger) };
+  }
+
+  test("ids follow the contract", () => {
+    expect(isValidBlobId("a")).toBe(true);
+    expect(isValidBlobId("A-z_0.9")).toBe(true);
+    expect(isValidBlobId("x".repeat(256))).toBe(true);
+    expect(isValidBlobId("x".repeat(257))).toBe(false);
+    expect(isValidBlobId("")).toBe(false);
+    expect(isValidBlobId("a/b")).toBe(false);
+    expect(isValidBlobId("a b")).toBe(false);
+    expect(isValidBlobId("é")).toBe(false);
+  });
+
+  test("put, get, replace, delete, and the running totals", async () => {
+    const { db, blobs } = store();
+    expect(await blobs.put("a", new Uint8Array([1, 2, 3]))).toEqual({ created: true });
+    expect(await blobs.put("b", new Uint8Array(10))).toEqual({ created: true });
+    expect(await blobs.put("a", new Uint8Array([9]))).toEqual({ created: false });
+    expect(blobs.get("a")!.data).toEqual(new Uint8Array([9]));
+    expect(blobs.head("b")!.size).toBe(10);
+    expect(blobs.totals()).toEqual({ count: 2, bytes: 11 });
+    expect(await blobs.delete("b")).toEqual({ existed: true });
+    expect(await blobs.delete("b")).toEqual({ existed: false });
+    expect(blobs.get("b")).toBeNull();
+    expect(blobs.totals()).toEqual({ count: 1, bytes: 1 });
+    db.close();
+  });
+
+  test("concurrent writes share commits and all land", async () => {
+    const { db, blobs } = store();
+    const n = 200;
+    const results = await Promise.all(Array.from({ length: n }, (_, i) => blobs.put(`k${i}`, pseudoRandomBytes(i + 1, 1000))));
+    expect(results.every((r) => r.created)).toBe(true);
+    expect(blobs.stats.committedOps).toBe(n);
+    expect(blobs.stats.commits).toBeLessThan(n / 10);
+    expect(blobs.totals()).toEqual({ count: n, bytes: n * 1000 });
+    expect(db.query("SELECT count(*) AS n, sum(size) AS s FROM blobs").get()).toEqual({ n, s: n * 1000 });
+    db.close();
+  });
+
+  test("several writes to one id in one group apply in order", async () => {
+    const { db, blobs } = store();
+    const r = await Promise.all([blobs.put("x", new Uint8Array([1])), blobs.delete("x"), blobs.put("x", new Uint8Array([2, 2]))]);
+    expect(r).toEqual([{ created: true }, { existed: true }, { created: true }]);
+    expect(blobs.get("x")!.data).toEqual(new Uint8Array([2, 2]));
+    expect(blobs.totals()).toEqual({ count: 1, bytes: 2 });
+    db.close();
+  });
+
+  test("listing by prefix and after, in id order, with paging", async () => {
+    const { db, blobs } = store();
+    for (const id of ["b2", "a1", "b1", "b3", "c", "b"]) await blobs.put(id, new Uint8Array(id.length));
+    expect(blobs.list({ limit: 100 }).blobs.map((b) => b.id)).toEqual(["a1", "b", "b1", "b2", "b3", "c"]);
+    const p1 = blobs.list({ prefix: "b", limit: 2 });
+    expect(p1).toEqual({ blobs: [{ id: "b", size: 1 }, { id: "b1", size: 2 }], nextAfter: "b1" });
+    const p2 = blobs.list({ prefix: "b", after: "b1", limit: 2 });
+    expect(p2).toEqual({ blobs: [{ id: "b2", size: 2 }, { id: "b3", size: 2 }], nextAfter: null });
+    db.close();
+  });
+
+  test("a blob whose bytes no longer match its digest is reported, not served", async () => {
+    const { db, blobs } = store();
+    await blobs.put("x", new Uint8Array([1, 2, 3, 4]));
+    db.query("UPDATE blobs SET data = ? WHERE id = 'x'").run(new Uint8Array([1, 2, 3, 5]));
+    const e = caught(() => blobs.get("x"));
+    expect(isCairnError(e) && e.code).toBe("E_BLOB_CORRUPT");
+    db.close();
+  });
+
+  test("writes after close are refused, queued ones still commit", async () => {
+    const { db, blobs } = store();
+    const queued = blobs.put("a", new Uint8Array(1));
+    blobs.close();
+    await expect(blobs.put("b", new Uint8Array(1))).rejects.toThrow("shutting down");
+    await expect(queued).resolves.toEqual({ created: true });
+    await blobs.flushed();
+    db.close();
+  });
+});
+
+describe("storage lock", () => {
+  test("a second holder is refused with the first one's pid; released, it can be taken again", () => {
+    const dir = tmpDir();
+    const first = StorageLock.acquire(dir);
+    expect(StorageLock.isHeld(dir)).toBe(true);
+    const e = caught(() => StorageLock.acquire(dir));
+    expect(isCairnError(e) && e.code).toBe("E_LOCKED");
+    expect((e as Error).message).toContain(`pid ${process.pid}`);
+    first.release();
+    expect(StorageLock.isHeld(dir)).toBe(false);
+    StorageLock.acquire(dir).release();
+  });
+});
+
+describe("WAL checkpointer", () => {
+  test("keeps the WAL bounded under a steady write load, and pauses on demand", async () => {
+    const dir = tmpDir();
+    const { db } = openNodeDatabase(dir);
+    const threshold = 256 * 1024;
+    const wal = new WalCheckpointer({ dbFile: dbPathIn(dir), thresholdBytes: threshold, intervalMs: 50, logger: silentLogger });
+    wal.start();
+    const blobs = new BlobStore(db, wal, silentLogger);
+    // 12 MiB in waves of 16 concurrent 8 KiB writes
+    for (let wave = 0; wave < 96; wave++) {
+      await Promise.all(Array.from({ length: 16 }, (_, i) => blobs.put(`w${wave}-${i}`, pseudoRandomBytes(wave * 16 + i + 1, 8192))));
+    }
+    await Bun.sleep(200);
+    expect(wal.stats.runs).toBeGreaterThan(0);
+    expect(wal.stats.failures).toBe(0);
+    // a WAL that were never checkpointed would be > 12 MiB
+    expect(wal.stats.walHighWaterBytes).toBeLessThan(8 * threshold);
+
+    const resume = await wal.pause();
+    const runsBefore = wal.stats.runs;
+    for (let i = 0; i < 64; i++) await blobs.put(`p${i}`, pseudoRandomBytes(i + 7, 16384));
+    await Bun.sleep(150);
+    expect(wal.stats.runs).toBe(runsBefore);
+    expect(wal.walSize()).toBeGreaterThan(threshold);
+    resume();
+    wal.trigger();
+    await Bun.sleep(300);
+    expect(wal.stats.runs).toBeGreaterThan(runsBefore);
+    await wal.stop();
+    expect(blobs.totals().count).toBe(96 * 16 + 64);
+    db.close();
+  });
+});
+
+test("lock file lives in the storage dir", () => {
+  const dir = tmpDir();
+  const l = StorageLock.acquire(dir);
+  expect(l.path).toBe(join(dir, "cairn.lock"));
+  l.release();
+});
