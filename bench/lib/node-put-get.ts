@@ -19,6 +19,8 @@ interface NodeCell {
   size: BlobSize;
   concurrency: number;
   load: LoadResult;
+  /** PUT only: group commits the node made during the cell, from /metrics. */
+  commits?: number;
 }
 
 async function putBlob(url: string, id: string, body: Uint8Array): Promise<void> {
@@ -35,6 +37,16 @@ async function getBlob(url: string, id: string, expectedBytes: number): Promise<
   if (res.status !== 200) throw new Error(`GET ${id}: HTTP ${res.status} ${(await res.text()).slice(0, 200).trim()}`);
   const got = (await res.arrayBuffer()).byteLength;
   if (got !== expectedBytes) throw new Error(`GET ${id}: ${got} bytes, expected ${expectedBytes}`);
+}
+
+/** A counter without labels from the node's /metrics. */
+async function counter(node: RunningNode, name: string): Promise<number> {
+  const res = await fetch(`${node.url}/metrics`);
+  const text = await res.text();
+  if (!res.ok) throw new Error(`GET /metrics: HTTP ${res.status}`);
+  const m = new RegExp(`^${name} (\\S+)$`, "m").exec(text);
+  if (!m) throw new Error(`/metrics has no ${name}`);
+  return Number(m[1]);
 }
 
 /** Open connections and let both processes' JITs settle before anything is timed. */
@@ -59,13 +71,15 @@ async function measure(node: RunningNode, log: (msg: string) => void): Promise<N
       const bodies = randomBodies(count, size.bytes);
       const id = (i: number) => `c${concurrency}-${size.bytes}-${i}`;
       log(`node: PUT ${count} × ${size.label} at concurrency ${concurrency}`);
+      const commitsBefore = await counter(node, "cairn_write_commits_total");
       const put = await runLoad({
         count,
         concurrency,
         timeCapMs: CELL_TIME_CAP_MS,
         request: (i) => putBlob(node.url, id(i), bodies[i]!),
       });
-      cells.push({ op: "PUT", size, concurrency, load: put });
+      const commits = (await counter(node, "cairn_write_commits_total")) - commitsBefore;
+      cells.push({ op: "PUT", size, concurrency, load: put, commits });
       const stored = put.okIndices;
       log(`node: GET ${stored.length} × ${size.label} at concurrency ${concurrency}`);
       const get = await runLoad({
@@ -126,9 +140,11 @@ export const nodePutGetSection: Section = {
       const l = c.load;
       const t = throughput(l.okIndices.length, c.size.bytes, l.elapsedMs);
       let vsRaw = "";
+      let perCommit = "";
       if (c.op === "PUT") {
         const r = findRawCell(raw, c.size, c.concurrency);
         vsRaw = r ? ratio(t.perSec / r.rowsPerSec) : "–";
+        perCommit = c.commits ? num(l.okIndices.length / c.commits) : "–";
       }
       const what = `${c.op} ${c.size.label} at concurrency ${c.concurrency}`;
       if (l.failed > 0) {
@@ -146,6 +162,7 @@ export const nodePutGetSection: Section = {
         num(t.mibPerSec),
         num(percentile(l.latenciesMs, 50)),
         num(percentile(l.latenciesMs, 99)),
+        perCommit,
         vsRaw,
       ];
     });
@@ -155,7 +172,9 @@ export const nodePutGetSection: Section = {
       "`dist/cairn run` on a fresh storage dir in /tmp, REST API on 127.0.0.1; the load comes from",
       "`fetch` in the bench process with *concurrency* requests in flight. PUTs write new ids with",
       "random bodies (acknowledged only once fsynced); GETs then read the same blobs back, each",
-      "checked for status and length. Latency is per request, body included.",
+      "checked for status and length. Latency is per request, body included. The bench process and",
+      "the node share the machine's cores.",
+      "*PUTs / commit* is how many PUTs the node's group commit put in one transaction (its /metrics).",
       "*node / raw* compares PUT requests/s with the raw bun:sqlite loop below at the same size and",
       "rows per transaction = concurrency.",
       "",
@@ -170,6 +189,7 @@ export const nodePutGetSection: Section = {
           { header: "MiB/s", align: "right" },
           { header: "p50 ms", align: "right" },
           { header: "p99 ms", align: "right" },
+          { header: "PUTs / commit", align: "right" },
           { header: "node / raw", align: "right" },
         ],
         rows,

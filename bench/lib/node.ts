@@ -62,8 +62,11 @@ export interface RunningNode {
 
 /** Nodes started and not yet stopped, so an interrupted bench can stop them. */
 const live = new Set<RunningNode>();
+let closed = false;
 
-export async function stopLiveNodes(): Promise<void> {
+/** Stop every node still running (SIGTERM) and refuse to start any more: the bench is ending. */
+export async function stopAllNodes(): Promise<void> {
+  closed = true;
   await Promise.all([...live].map((n) => n.stop()));
 }
 
@@ -91,6 +94,7 @@ export async function startNode(dir: string, extraYaml = ""): Promise<RunningNod
 }
 
 async function spawnNode(dir: string, configFile: string, url: string): Promise<RunningNode> {
+  if (closed) throw new Error("the bench is shutting down; not starting a node");
   const proc: Subprocess<"ignore", "pipe", "pipe"> = Bun.spawn([BINARY, "run", "--config", configFile], {
     cwd: dir,
     stdin: "ignore",

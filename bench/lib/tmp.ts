@@ -6,9 +6,11 @@ import { mkdtempSync, rmSync } from "node:fs";
 
 export class TempDirs {
   private readonly made: string[] = [];
+  private closed = false;
 
   /** A fresh, empty dir /tmp/<prefix>XXXXXX. Short, so Unix socket paths inside it stay short. */
   make(prefix = "cairn-bench-"): string {
+    if (this.closed) throw new Error("the bench is shutting down; not making a temp dir");
     const dir = mkdtempSync(`/tmp/${prefix}`);
     this.made.push(dir);
     return dir;
@@ -21,8 +23,9 @@ export class TempDirs {
     if (i >= 0) this.made.splice(i, 1);
   }
 
-  /** Remove every dir made here; returns the ones that could not be removed. */
+  /** Remove every dir made here and refuse to make more; returns the ones that could not be removed. */
   removeAll(): string[] {
+    this.closed = true;
     const failed: string[] = [];
     for (const dir of this.made.splice(0)) {
       try {

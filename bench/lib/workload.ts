@@ -14,8 +14,8 @@ export interface BlobSize {
 }
 
 export const BLOB_SIZES: readonly BlobSize[] = [
-  { label: "4 KiB", bytes: 4 * 1024, count: 3000 },
-  { label: "1 MiB", bytes: 1024 * 1024, count: 300 },
+  { label: "4 KiB", bytes: 4 * 1024, count: 10000 },
+  { label: "1 MiB", bytes: 1024 * 1024, count: 600 },
 ];
 
 /** In-flight requests against the node; for raw SQLite, the rows per transaction. */

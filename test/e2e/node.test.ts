@@ -2,7 +2,7 @@
 import { describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, lstatSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { freePort, pseudoRandomBytes, runCairn, sha256, sqlite3, startNode, startNodeWithConfig, writeConfig } from "../helpers/node.ts";
+import { freePort, getJson, pseudoRandomBytes, runCairn, sha256, sqlite3, startNode, startNodeWithConfig, writeConfig } from "../helpers/node.ts";
 import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
 
 cleanTmpDirsAfterEach();
@@ -35,7 +35,7 @@ describe("REST API", () => {
           }),
         );
       }
-      const status = await (await fetch(`${node.url}/v1/status`)).json();
+      const status = await getJson(`${node.url}/v1/status`);
       expect(status.blob_count).toBe(1000);
       expect(status.blob_bytes).toBe(ids.reduce((s, _, n) => s + sizes[n % sizes.length]!, 0));
     } finally {
@@ -91,11 +91,11 @@ describe("REST API", () => {
     const node = await startNode(tmpDir());
     try {
       for (const id of ["c", "a", "b2", "b1", "b3"]) await fetch(`${node.url}/v1/blobs/${id}`, { method: "PUT", body: id });
-      const p1 = await (await fetch(`${node.url}/v1/blobs?prefix=b&limit=2`)).json();
+      const p1 = await getJson(`${node.url}/v1/blobs?prefix=b&limit=2`);
       expect(p1).toEqual({ blobs: [{ id: "b1", size: 2 }, { id: "b2", size: 2 }], next_after: "b2" });
-      const p2 = await (await fetch(`${node.url}/v1/blobs?prefix=b&limit=2&after=b2`)).json();
+      const p2 = await getJson(`${node.url}/v1/blobs?prefix=b&limit=2&after=b2`);
       expect(p2).toEqual({ blobs: [{ id: "b3", size: 2 }], next_after: null });
-      const all = await (await fetch(`${node.url}/v1/blobs`)).json();
+      const all = await getJson(`${node.url}/v1/blobs`);
       expect(all.blobs.map((b: { id: string }) => b.id)).toEqual(["a", "b1", "b2", "b3", "c"]);
     } finally {
       await node.stop();
@@ -106,7 +106,7 @@ describe("REST API", () => {
     const node = await startNode(tmpDir());
     try {
       await fetch(`${node.url}/v1/blobs/a`, { method: "PUT", body: "12345" });
-      const s = await (await fetch(`${node.url}/v1/status`)).json();
+      const s = await getJson(`${node.url}/v1/status`);
       expect(s).toMatchObject({ blob_count: 1, blob_bytes: 5, version: expect.any(String), node_id: expect.stringMatching(/^[0-9a-f-]{36}$/) });
       expect(s.db_size_bytes).toBeGreaterThan(0);
       expect(typeof s.wal_size_bytes).toBe("number");
@@ -154,7 +154,7 @@ describe("durability and lifecycle", () => {
         expect(r.status).toBe(200);
         expect(sha256(await r.arrayBuffer())).toBe(digest);
       }
-      const s = await (await fetch(`${again.url}/v1/status`)).json();
+      const s = await getJson(`${again.url}/v1/status`);
       expect(s.blob_count).toBeGreaterThanOrEqual(acked.size);
     } finally {
       expect(await again.stop()).toBe(0);
@@ -342,7 +342,7 @@ describe("command line", () => {
       // the WAL checkpoint worker is embedded in the binary and runs
       let runs = 0;
       for (let i = 0; i < 100 && runs === 0; i++) {
-        runs = (await (await fetch(`http://127.0.0.1:${port}/v1/status`)).json()).wal_checkpoints.runs;
+        runs = (await getJson(`http://127.0.0.1:${port}/v1/status`)).wal_checkpoints.runs;
         if (runs === 0) await Bun.sleep(50);
       }
       expect(runs).toBeGreaterThan(0);

@@ -133,3 +133,10 @@ export function sqlite3(file: string, sql: string): string {
   if (r.exitCode !== 0) throw new Error(`sqlite3 failed: ${r.stderr.toString()}`);
   return r.stdout.toString().trim();
 }
+
+/** GET a URL and parse its JSON body (tests read fields freely). */
+// biome-ignore lint: tests read arbitrary fields
+export async function getJson(url: string): Promise<any> {
+  const r = await fetch(url);
+  return r.json();
+}
