@@ -175,6 +175,29 @@ describe("durability and lifecycle", () => {
     expect(node.logs()).toContain("node stopped cleanly");
   });
 
+  test("SIGTERM lets an in-flight PUT finish: it is acknowledged and kept", async () => {
+    const dir = tmpDir();
+    const node = await startNode(dir);
+    const body = pseudoRandomBytes(42, 256 * 1024);
+    let sent = 0;
+    // a body that trickles in over ~1 s, so SIGTERM arrives mid-request
+    const slow = new ReadableStream<Uint8Array>({
+      async pull(c) {
+        if (sent >= body.length) return c.close();
+        await Bun.sleep(40);
+        c.enqueue(body.subarray(sent, sent + 16384));
+        sent += 16384;
+      },
+    });
+    const put = fetch(`${node.url}/v1/blobs/slow`, { method: "PUT", body: slow, duplex: "half" } as RequestInit);
+    await Bun.sleep(250);
+    node.proc.kill("SIGTERM");
+    const res = await put;
+    expect(res.status).toBe(201);
+    expect(await node.proc.exited).toBe(0);
+    expect(sqlite3(join(dir, "db", "cairn.db"), "SELECT size FROM blobs WHERE id = 'slow'")).toBe(String(body.length));
+  });
+
   test("SIGINT also shuts down cleanly", async () => {
     const node = await startNode(tmpDir());
     expect(await node.stop("SIGINT")).toBe(0);
