@@ -3,35 +3,19 @@
  * write a config in a temp dir, start `dist/cairn run --config FILE` on a free 127.0.0.1 port,
  * wait for /v1/status, and stop it with SIGTERM (its exit code must be 0).
  */
-import { existsSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
+import { BINARY, binaryStaleness, freePort, REPO_ROOT } from "../../scripts/binary.ts";
 
-export const REPO_ROOT = join(import.meta.dir, "..", "..");
-export const BINARY = join(REPO_ROOT, "dist", "cairn");
-
-const START_TIMEOUT_MS = 15_000;
-/** Shutdown drains requests and runs a final TRUNCATE checkpoint of the WAL: allow for that. */
-const STOP_TIMEOUT_MS = 60_000;
-const START_ATTEMPTS = 3;
-
-function newestMtimeMs(path: string): number {
-  if (!existsSync(path)) return 0;
-  const st = statSync(path);
-  if (!st.isDirectory()) return st.mtimeMs;
-  let t = st.mtimeMs;
-  for (const e of readdirSync(path)) t = Math.max(t, newestMtimeMs(join(path, e)));
-  return t;
-}
+export { BINARY, freePort, REPO_ROOT };
 
 /**
- * Build dist/cairn with `bun run build` unless it is newer than everything it is built from
- * (src/, scripts/build.ts, package.json, bun.lock). Returns whether it built.
+ * Build dist/cairn with `bun run build` unless it is newer than everything it is built from.
+ * Returns whether it built.
  */
 export async function ensureBinary(log: (msg: string) => void): Promise<boolean> {
-  const inputs = ["src", "scripts/build.ts", "package.json", "bun.lock"].map((p) => join(REPO_ROOT, p));
-  const sourcesChanged = Math.max(...inputs.map(newestMtimeMs));
-  const reason = !existsSync(BINARY) ? "missing" : statSync(BINARY).mtimeMs < sourcesChanged ? "older than its sources" : undefined;
+  const reason = binaryStaleness();
   if (!reason) return false;
   log(`dist/cairn is ${reason}: running bun run build`);
   const proc = Bun.spawn([process.execPath, "run", "build"], { cwd: REPO_ROOT, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
@@ -41,13 +25,10 @@ export async function ensureBinary(log: (msg: string) => void): Promise<boolean>
   return true;
 }
 
-/** A port that was free a moment ago: bind port 0 on 127.0.0.1, read it, close. */
-export function freePort(): number {
-  const listener = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = listener.port;
-  listener.stop(true);
-  return port;
-}
+const START_TIMEOUT_MS = 15_000;
+/** Shutdown drains requests and runs a final TRUNCATE checkpoint of the WAL: allow for that. */
+const STOP_TIMEOUT_MS = 60_000;
+const START_ATTEMPTS = 3;
 
 export interface RunningNode {
   /** http://127.0.0.1:PORT */

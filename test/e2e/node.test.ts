@@ -125,7 +125,7 @@ describe("REST API", () => {
 describe("durability and lifecycle", () => {
   test("every acknowledged PUT survives kill -9", async () => {
     const dir = tmpDir();
-    const port = await freePort();
+    const port = freePort();
     const node = await startNode(dir, { port });
     const acked = new Map<string, string>();
     let stop = false;
@@ -209,7 +209,7 @@ describe("durability and lifecycle", () => {
     try {
       // same storage, different port and socket: only the lock stands in the way
       const cfg = join(dir, "second.yaml");
-      writeFileSync(cfg, `storage_path: ./db\nadmin_socket_path: ./second.socket\nrest_api_address: 127.0.0.1:${await freePort()}\n`);
+      writeFileSync(cfg, `storage_path: ./db\nadmin_socket_path: ./second.socket\nrest_api_address: 127.0.0.1:${freePort()}\n`);
       const started = Date.now();
       const r = runCairn(["run", "--config", cfg], { timeoutMs: 10_000 });
       expect(Date.now() - started).toBeLessThan(5000);
@@ -351,7 +351,7 @@ describe("command line", () => {
     const copy = join(dir, "cairn");
     await Bun.write(copy, Bun.file(join(import.meta.dir, "..", "..", "dist", "cairn")));
     chmodSync(copy, 0o755);
-    const port = await freePort();
+    const port = freePort();
     writeConfig(dir, port, "wal_checkpoint_threshold_bytes: 4096\n");
     const proc = Bun.spawn([copy, "run", "--config", join(dir, "cairn.yaml")], { cwd: dir, env: { PATH: "/nonexistent" }, stdout: "pipe", stderr: "pipe" });
     try {

@@ -5,15 +5,9 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
+import { BINARY, freePort } from "../../scripts/binary.ts";
 
-export const BINARY = join(import.meta.dir, "..", "..", "dist", "cairn");
-
-export async function freePort(): Promise<number> {
-  const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = l.port;
-  l.stop(true);
-  return port;
-}
+export { BINARY, freePort };
 
 export interface NodeHandle {
   dir: string;
@@ -57,7 +51,7 @@ export function runCairn(args: string[], opts: { cwd?: string; timeoutMs?: numbe
 }
 
 export async function startNode(dir: string, opts: StartOptions = {}): Promise<NodeHandle> {
-  const port = opts.port ?? (await freePort());
+  const port = opts.port ?? freePort();
   const configFile = writeConfig(dir, port, opts.extraYaml);
   return startNodeWithConfig(dir, configFile, `http://127.0.0.1:${port}`, opts.timeoutMs);
 }
