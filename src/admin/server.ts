@@ -10,7 +10,7 @@ import { dirname } from "node:path";
 import type { Server } from "bun";
 import { CairnError, errorMessage, isCairnError, sysCode } from "../errors.ts";
 import { isLogLevel, type LevelledLogger, LOG_LEVELS } from "../log.ts";
-import { errorReply, json, statusFor } from "../api/http.ts";
+import { errorReply, json, readBodyCapped, statusFor } from "../api/http.ts";
 import { ADMIN_MAX_BODY, ADMIN_ROUTES, type HealthReply, type LogLevelReply } from "./protocol.ts";
 
 /** A route the node adds to the admin socket (the checkpoint operations live elsewhere). */
@@ -47,7 +47,9 @@ export class AdminServer {
     try {
       this.server = Bun.serve({
         unix: path,
-        maxRequestBodySize: ADMIN_MAX_BODY,
+        // Bun's own cap only backs ours up: over it Bun may drop the connection without a
+        // reply, so readJsonBody refuses oversized bodies first, with a 413.
+        maxRequestBodySize: 16 * ADMIN_MAX_BODY,
         fetch: (req) => this.handle(req),
         error: (e) => errorReply(500, "E_INTERNAL", errorMessage(e)),
       });
@@ -83,7 +85,11 @@ export class AdminServer {
       if (extra) return await extra(req, body);
       return errorReply(404, "E_UNKNOWN_REQUEST", `unknown admin request ${req.method} ${path}`);
     } catch (e) {
-      if (isCairnError(e)) return errorReply(statusFor(e), e.code, e.message);
+      if (isCairnError(e)) {
+        const status = statusFor(e);
+        // the rest of an oversized body was never read: close rather than parse it as a request
+        return errorReply(status, e.code, e.message, status === 413 ? { connection: "close" } : {});
+      }
       this.opts.logger.error(`admin request ${req.method} ${path} failed: ${errorMessage(e)}`);
       return errorReply(500, "E_INTERNAL", errorMessage(e));
     }
@@ -101,10 +107,9 @@ export class AdminServer {
   }
 }
 
-/** Parse a JSON request body (empty → undefined); malformed JSON is a 400. */
+/** Parse a JSON request body (empty → undefined); oversized is a 413, malformed JSON a 400. */
 async function readJsonBody(req: Request): Promise<unknown> {
-  const text = await req.text();
-  if (text.length > ADMIN_MAX_BODY) throw new CairnError("E_TOO_LARGE", `request body over ${ADMIN_MAX_BODY} bytes`);
+  const text = new TextDecoder().decode(await readBodyCapped(req, ADMIN_MAX_BODY));
   if (text.trim() === "") return undefined;
   try {
     return JSON.parse(text);

@@ -68,6 +68,13 @@ describe("REST API", () => {
       expect((await fetch(`${u}/v1/blobs/max`, { method: "PUT", body: new Uint8Array(1000) })).status).toBe(201);
       const tooBig = await fetch(`${u}/v1/blobs/big`, { method: "PUT", body: new Uint8Array(1001) });
       expect(tooBig.status).toBe(413);
+      for (let i = 0; i < 5; i++) {
+        const curl = Bun.spawn(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT", "--data-binary", "@-", `${u}/v1/blobs/huge`], {
+          stdin: new Uint8Array(3_000_000),
+          stdout: "pipe",
+        });
+        expect(await new Response(curl.stdout).text()).toBe("413");
+      }
       const chunked = new ReadableStream({
         start(c) {
           for (let i = 0; i < 5; i++) c.enqueue(new Uint8Array(300));
