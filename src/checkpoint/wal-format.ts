@@ -1,0 +1,128 @@
+/**
+ * Reading SQLite's WAL and its wal-index (-shm) directly, as documented in
+ * https://www.sqlite.org/walformat.html and https://www.sqlite.org/fileformat2.html#walformat.
+ * A snapshot is the database file with the WAL frames 1..mxFrame laid over it (the latest
+ * frame of each page wins), truncated to the page count of the last commit.
+ */
+import { closeSync, openSync, readSync } from "node:fs";
+import { CairnError } from "../errors.ts";
+
+export interface WalIndexHeader {
+  /** Last valid frame (a commit boundary). */
+  mxFrame: number;
+  /** Database size in pages as of mxFrame. */
+  nPage: number;
+  pageSize: number;
+  /** Frames already copied into the database file by WAL checkpoints. */
+  nBackfill: number;
+  salt1: number;
+  salt2: number;
+}
+
+const SHM_HEADER_BYTES = 136;
+
+/** Read the wal-index header from `<db>-shm`. Both copies must agree. */
+export function readWalIndexHeader(shmFile: string): WalIndexHeader {
+  const buf = new Uint8Array(SHM_HEADER_BYTES);
+  const fd = openSync(shmFile, "r");
+  try {
+    if (readSync(fd, buf, 0, SHM_HEADER_BYTES, 0) !== SHM_HEADER_BYTES) throw new CairnError("E_SNAPSHOT", `${shmFile} is too short`);
+  } finally {
+    closeSync(fd);
+  }
+  for (let i = 0; i < 48; i++) {
+    if (buf[i] !== buf[48 + i]) throw new CairnError("E_SNAPSHOT", "the WAL index is being rewritten; try again");
+  }
+  // native byte order (little-endian on the machines cairn runs on)
+  const dv = new DataView(buf.buffer);
+  if (buf[12] !== 1) throw new CairnError("E_SNAPSHOT", "the WAL index is not initialised");
+  const szPage = dv.getUint16(14, true);
+  return {
+    mxFrame: dv.getUint32(16, true),
+    nPage: dv.getUint32(20, true),
+    pageSize: szPage === 1 ? 65536 : szPage,
+    // the salts are copied byte for byte from the WAL header, which is big-endian
+    salt1: dv.getUint32(32, false),
+    salt2: dv.getUint32(36, false),
+    nBackfill: dv.getUint32(96, true),
+  };
+}
+
+const WAL_HEADER_BYTES = 32;
+const FRAME_HEADER_BYTES = 24;
+
+/** Add `data` (a multiple of 8 bytes) to the running WAL checksum `s`. */
+function checksum(s: [number, number], data: Uint8Array, bigEndian: boolean): void {
+  let s1 = s[0];
+  let s2 = s[1];
+  const dv = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  for (let i = 0; i < data.byteLength; i += 8) {
+    s1 = (s1 + dv.getUint32(i, !bigEndian) + s2) >>> 0;
+    s2 = (s2 + dv.getUint32(i + 4, !bigEndian) + s1) >>> 0;
+  }
+  s[0] = s1;
+  s[1] = s2;
+}
+
+export interface WalOverlay {
+  /** Sorted page numbers (1-based) whose latest version is in the WAL. */
+  pages: Uint32Array;
+  /** For each entry of `pages`, the byte offset of that page's data in the WAL file. */
+  offsets: Float64Array;
+  /** Database size in pages after the last commit read. */
+  pageCount: number;
+}
+
+/**
+ * Read frames 1..mxFrame of the WAL, checking salts and the cumulative checksums, and return
+ * where the newest copy of each page is. Any inconsistency is an error: the snapshot is
+ * retried or refused, never taken from a damaged WAL.
+ */
+export function scanWal(walFile: string, hdr: WalIndexHeader): WalOverlay {
+  const fail = (why: string) => new CairnError("E_SNAPSHOT", `WAL ${walFile}: ${why}`);
+  const fd = openSync(walFile, "r");
+  try {
+    const head = new Uint8Array(WAL_HEADER_BYTES);
+    if (readSync(fd, head, 0, WAL_HEADER_BYTES, 0) !== WAL_HEADER_BYTES) throw fail("header is truncated");
+    const hv = new DataView(head.buffer);
+    const magic = hv.getUint32(0, false);
+    if (magic !== 0x377f0682 && magic !== 0x377f0683) throw fail("bad magic");
+    const bigEndian = (magic & 1) === 1;
+    const pageSize = hv.getUint32(8, false);
+    if (pageSize !== hdr.pageSize) throw fail(`page size ${pageSize} differs from the WAL index's ${hdr.pageSize}`);
+    if (hv.getUint32(16, false) !== hdr.salt1 || hv.getUint32(20, false) !== hdr.salt2) throw fail("salts differ from the WAL index");
+    const s: [number, number] = [0, 0];
+    checksum(s, head.subarray(0, 24), bigEndian);
+    if (s[0] !== hv.getUint32(24, false) || s[1] !== hv.getUint32(28, false)) throw fail("header checksum mismatch");
+
+    const frameBytes = FRAME_HEADER_BYTES + pageSize;
+    const latest = new Map<number, number>();
+    let pageCount = 0;
+    const batchFrames = Math.max(1, Math.floor((4 << 20) / frameBytes));
+    const buf = new Uint8Array(batchFrames * frameBytes);
+    for (let first = 1; first <= hdr.mxFrame; first += batchFrames) {
+      const n = Math.min(batchFrames, hdr.mxFrame - first + 1);
+      const pos = WAL_HEADER_BYTES + (first - 1) * frameBytes;
+      const got = readSync(fd, buf, 0, n * frameBytes, pos);
+      if (got !== n * frameBytes) throw fail(`ends before frame ${hdr.mxFrame}`);
+      for (let k = 0; k < n; k++) {
+        const f = buf.subarray(k * frameBytes, (k + 1) * frameBytes);
+        const fv = new DataView(f.buffer, f.byteOffset, FRAME_HEADER_BYTES);
+        if (fv.getUint32(8, false) !== hdr.salt1 || fv.getUint32(12, false) !== hdr.salt2) throw fail(`frame ${first + k} has a stale salt`);
+        checksum(s, f.subarray(0, 8), bigEndian);
+        checksum(s, f.subarray(FRAME_HEADER_BYTES), bigEndian);
+        if (s[0] !== fv.getUint32(16, false) || s[1] !== fv.getUint32(20, false)) throw fail(`frame ${first + k} checksum mismatch`);
+        const pgno = fv.getUint32(0, false);
+        latest.set(pgno, pos + k * frameBytes + FRAME_HEADER_BYTES);
+        const commitSize = fv.getUint32(4, false);
+        if (commitSize > 0) pageCount = commitSize;
+      }
+    }
+    if (hdr.mxFrame > 0 && pageCount !== hdr.nPage) throw fail(`last commit says ${pageCount} pages, the WAL index ${hdr.nPage}`);
+    const pages = Uint32Array.from([...latest.keys()].filter((p) => p <= pageCount)).sort();
+    const offsets = Float64Array.from(pages, (p) => latest.get(p)!);
+    return { pages, offsets, pageCount };
+  } finally {
+    closeSync(fd);
+  }
+}
