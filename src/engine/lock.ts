@@ -1,14 +1,17 @@
 /**
- * The storage directory's lock: flock(2) on <storage_path>/cairn.lock, held by a node for its
- * whole life (and by `restore` while it works). The kernel drops it when the process dies,
- * even by kill -9, so a stale lock file never blocks anyone. The file holds the holder's pid
- * so that the one refused can say who holds it.
+ * flock(2) locks, through bun:ffi. The kernel drops a lock when its holder dies, even by
+ * kill -9, so a stale lock file never blocks anyone. Exclusive lock files hold the holder's
+ * pid so that whoever is refused can say who holds it.
+ *
+ * StorageLock is the storage directory's lock: <storage_path>/cairn.lock, held by a node for
+ * its whole life and by `restore` while it works.
  */
 import { dlopen, FFIType } from "bun:ffi";
 import { closeSync, ftruncateSync, mkdirSync, openSync, readFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { CairnError } from "../errors.ts";
 
+const LOCK_SH = 1;
 const LOCK_EX = 2;
 const LOCK_NB = 4;
 const LOCK_UN = 8;
@@ -19,56 +22,70 @@ function flock(fd: number, op: number): number {
   return libc.symbols.flock(fd, op);
 }
 
-export const LOCK_FILE = "cairn.lock";
+/** The pid written in a lock file by its current holder, if it names one. */
+export function lockHolder(path: string): number | undefined {
+  try {
+    const pid = Number.parseInt(readFileSync(path, "utf8").trim(), 10);
+    return Number.isFinite(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
-export class StorageLock {
+export class FileLock {
   private constructor(
     readonly path: string,
     private fd: number | undefined,
+    private readonly exclusive: boolean,
   ) {}
 
   /**
-   * Take the lock on `dir` (created if missing) or throw E_LOCKED naming the holder's pid.
-   * `refusal` ends the message, saying what was refused.
+   * Take an exclusive lock on `path` (created if missing) without waiting, writing our pid
+   * into it; if another process holds it, throw what `busy(holderPid)` returns.
    */
-  static acquire(dir: string, refusal = "refusing to start a second node on it"): StorageLock {
-    mkdirSync(dir, { recursive: true });
-    const path = join(dir, LOCK_FILE);
+  static exclusive(path: string, busy: (holder: number | undefined) => CairnError): FileLock {
     const fd = openSync(path, "a+", 0o644);
     if (flock(fd, LOCK_EX | LOCK_NB) !== 0) {
       closeSync(fd);
-      const holder = StorageLock.holder(dir);
-      throw new CairnError(
-        "E_LOCKED",
-        `a node is running on ${dir} (pid ${holder ?? "unknown"}); ${refusal}`,
-        { hint: holder ? `stop the node first (kill ${holder}, or systemctl stop cairn)` : "stop the node first" },
-      );
+      throw busy(lockHolder(path));
     }
     ftruncateSync(fd, 0);
     writeSync(fd, `${process.pid}\n`);
-    return new StorageLock(path, fd);
+    return new FileLock(path, fd, true);
   }
 
-  /** The pid written by the current holder, if the file names one. */
-  static holder(dir: string): number | undefined {
-    try {
-      const pid = Number.parseInt(readFileSync(join(dir, LOCK_FILE), "utf8").trim(), 10);
-      return Number.isFinite(pid) && pid > 0 ? pid : undefined;
-    } catch {
-      return undefined;
-    }
-  }
-
-  /** True if some process holds the lock on `dir` right now (probes without keeping it). */
-  static isHeld(dir: string): boolean {
+  /**
+   * Take a shared lock (many readers at once, no exclusive holder) without waiting. Returns
+   * undefined if an exclusive holder has it, or if the file does not exist and cannot be made.
+   */
+  static shared(path: string): FileLock | undefined {
     let fd: number;
     try {
-      fd = openSync(join(dir, LOCK_FILE), "r");
+      fd = openSync(path, "r");
+    } catch {
+      try {
+        fd = openSync(path, "a+", 0o644);
+      } catch {
+        return undefined;
+      }
+    }
+    if (flock(fd, LOCK_SH | LOCK_NB) !== 0) {
+      closeSync(fd);
+      return undefined;
+    }
+    return new FileLock(path, fd, false);
+  }
+
+  /** True if some process holds an exclusive lock on `path` right now. */
+  static isHeld(path: string): boolean {
+    let fd: number;
+    try {
+      fd = openSync(path, "r");
     } catch {
       return false;
     }
     try {
-      if (flock(fd, LOCK_EX | LOCK_NB) !== 0) return true;
+      if (flock(fd, LOCK_SH | LOCK_NB) !== 0) return true;
       flock(fd, LOCK_UN);
       return false;
     } finally {
@@ -78,13 +95,41 @@ export class StorageLock {
 
   release(): void {
     if (this.fd === undefined) return;
-    try {
-      ftruncateSync(this.fd, 0);
-    } catch {
-      // the lock goes with the fd regardless
+    if (this.exclusive) {
+      try {
+        ftruncateSync(this.fd, 0);
+      } catch {
+        // the lock goes with the fd regardless
+      }
     }
     flock(this.fd, LOCK_UN);
     closeSync(this.fd);
     this.fd = undefined;
+  }
+}
+
+export const LOCK_FILE = "cairn.lock";
+
+/** The storage directory's lock (see above). */
+export class StorageLock {
+  /**
+   * Take the lock on `dir` (created if missing) or throw E_LOCKED naming the holder's pid.
+   * `refusal` ends the message, saying what was refused.
+   */
+  static acquire(dir: string, refusal = "refusing to start a second node on it"): FileLock {
+    mkdirSync(dir, { recursive: true });
+    return FileLock.exclusive(join(dir, LOCK_FILE), (holder) =>
+      new CairnError("E_LOCKED", `a node is running on ${dir} (pid ${holder ?? "unknown"}); ${refusal}`, {
+        hint: holder ? `stop the node first (kill ${holder}, or systemctl stop cairn)` : "stop the node first",
+      }),
+    );
+  }
+
+  static holder(dir: string): number | undefined {
+    return lockHolder(join(dir, LOCK_FILE));
+  }
+
+  static isHeld(dir: string): boolean {
+    return FileLock.isHeld(join(dir, LOCK_FILE));
   }
 }

@@ -13,7 +13,7 @@ import { createRestHandler, registerRestMetrics } from "../api/rest.ts";
 import { errorReply } from "../api/http.ts";
 import { BlobStore } from "../engine/blobs.ts";
 import { dbPathIn, openNodeDatabase } from "../engine/database.ts";
-import { StorageLock } from "../engine/lock.ts";
+import { type FileLock, StorageLock } from "../engine/lock.ts";
 import { WalCheckpointer } from "../engine/wal.ts";
 import { Metrics } from "./metrics.ts";
 import type { Database } from "bun:sqlite";
@@ -53,7 +53,7 @@ export class CairnNode {
     readonly config: NodeConfig,
     readonly logger: LevelledLogger,
     readonly nodeId: string,
-    private readonly lock: StorageLock,
+    private readonly lock: FileLock,
     private readonly db: Database,
     readonly wal: WalCheckpointer,
     readonly blobs: BlobStore,

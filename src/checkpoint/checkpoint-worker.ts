@@ -1,0 +1,364 @@
+/**
+ * A checkpoint worker: reads its share of the database image (the database file with the
+ * snapshot's WAL frames laid over it), hashes each block, and appends the blocks the store
+ * does not hold yet to a pack of its own in the store's tmp/ folder. Also loads pack indexes
+ * and block lists for the coordinator, so that no heavy work runs on the node's main thread.
+ */
+import { closeSync, fsyncSync, mkdirSync, openSync, readSync, unlinkSync, writeSync } from "node:fs";
+import { join } from "node:path";
+import { CairnError } from "../errors.ts";
+import { DigestTable } from "./digest-table.ts";
+import {
+  BLOCK_KIND_DATA,
+  encodeIndex,
+  FLAG_ZSTD,
+  INDEX_ENTRY_BYTES,
+  PACK_MAGIC,
+  newPackId,
+  readIndexEntry,
+  SEGMENT_ENTRY_BYTES,
+  writeIndexEntry,
+} from "./format.ts";
+import { blockDigest, quickHash, toHex } from "./hash.ts";
+import { DirSource } from "./objects.ts";
+import type { PackWritten, RangeResult, SnapshotSpec, WorkerInit, WorkerReply, WorkerRequest } from "./protocol.ts";
+import { StoreReader } from "./reader.ts";
+import { scanWal } from "./wal-format.ts";
+
+declare const self: Worker;
+
+const CHUNK_BYTES = 4 * 1024 * 1024;
+const WRITE_BUFFER_BYTES = 1024 * 1024;
+
+let init: WorkerInit | undefined;
+let seed = 0n;
+let table: DigestTable | undefined;
+let prev: { entries: Uint8Array; quick: BigUint64Array; count: number } | undefined;
+let snap: (SnapshotSpec & { dbFd: number; walFd: number | undefined }) | undefined;
+const chunk = new Uint8Array(CHUNK_BYTES);
+
+// ---- packs ----------------------------------------------------------------------------------
+
+interface OpenPack {
+  packId: string;
+  fd: number;
+  bytes: number;
+  entries: Uint8Array;
+  count: number;
+  buffer: Uint8Array;
+  buffered: number;
+}
+
+let current: OpenPack | undefined;
+const written: PackWritten[] = [];
+/** This worker's packs, in order; refs to them are -(k+1). */
+const myPacks: string[] = [];
+const newHere = new Map<string, number>();
+let bytesWritten = 0;
+const started = performance.now();
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
+
+function tmpFile(packId: string, ext: "pack" | "idx"): string {
+  return join(init!.tmpDir, `${packId}.${ext}`);
+}
+
+function writeAll(fd: number, data: Uint8Array): void {
+  let off = 0;
+  while (off < data.length) off += writeSync(fd, data, off, data.length - off);
+  bytesWritten += data.length;
+  const rate = init!.writeBytesPerSec;
+  if (rate > 0) {
+    // the I/O rate limit: sleep until the bytes written so far fit the rate
+    const ahead = (bytesWritten / rate) * 1000 - (performance.now() - started);
+    if (ahead > 1) Atomics.wait(sleeper, 0, 0, ahead);
+  }
+}
+
+function openPack(): OpenPack {
+  const packId = newPackId();
+  const fd = openSync(tmpFile(packId, "pack"), "w", 0o644);
+  const p: OpenPack = {
+    packId,
+    fd,
+    bytes: 0,
+    entries: new Uint8Array(INDEX_ENTRY_BYTES * 1024),
+    count: 0,
+    buffer: new Uint8Array(WRITE_BUFFER_BYTES),
+    buffered: 0,
+  };
+  const magic = new TextEncoder().encode(PACK_MAGIC);
+  p.buffer.set(magic, 0);
+  p.buffered = magic.length;
+  p.bytes = magic.length;
+  myPacks.push(packId);
+  return p;
+}
+
+function flush(p: OpenPack): void {
+  if (p.buffered === 0) return;
+  writeAll(p.fd, p.buffer.subarray(0, p.buffered));
+  p.buffered = 0;
+}
+
+function closePack(p: OpenPack): void {
+  flush(p);
+  if (init!.sync) fsyncSync(p.fd);
+  closeSync(p.fd);
+  const idx = encodeIndex(p.bytes, p.entries, p.count);
+  const fd = openSync(tmpFile(p.packId, "idx"), "w", 0o644);
+  try {
+    writeAll(fd, idx);
+    if (init!.sync) fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  written.push({ packId: p.packId, packBytes: p.bytes, indexBytes: idx.length, blocks: p.count });
+}
+
+/**
+ * Append a block the store lacks to this worker's pack; returns its ref (negative: this
+ * worker's pack) and whether it was added now (false: an earlier block had the same content).
+ */
+function storeBlock(digest: Uint8Array, data: Uint8Array, kind: number): { ref: number; added: boolean } {
+  const key = toHex(digest);
+  const known = newHere.get(key);
+  if (known !== undefined) return { ref: known, added: false };
+  let payload = data;
+  let flags = kind << 8;
+  if (init!.compression === "zstd") {
+    const z = Bun.zstdCompressSync(data, { level: 1 });
+    if (z.length < data.length) {
+      payload = new Uint8Array(z.buffer, z.byteOffset, z.byteLength);
+      flags |= FLAG_ZSTD;
+    }
+  }
+  current ??= openPack();
+  const p = current;
+  if (p.count * INDEX_ENTRY_BYTES >= p.entries.length) {
+    const grown = new Uint8Array(p.entries.length * 2);
+    grown.set(p.entries);
+    p.entries = grown;
+  }
+  writeIndexEntry(p.entries, p.count++, { digest, offset: p.bytes, storedLength: payload.length, rawLength: data.length, flags });
+  if (p.buffered + payload.length > p.buffer.length) flush(p);
+  if (payload.length > p.buffer.length) writeAll(p.fd, payload);
+  else {
+    p.buffer.set(payload, p.buffered);
+    p.buffered += payload.length;
+  }
+  p.bytes += payload.length;
+  const ref = -myPacks.length;
+  newHere.set(key, ref);
+  if (p.bytes >= init!.packTargetBytes) {
+    closePack(p);
+    current = undefined;
+  }
+  return { ref, added: true };
+}
+
+// ---- reading the image ------------------------------------------------------------------------
+
+/** Fill buf[0, len) with the database image at byte `pos`. */
+function readImage(pos: number, len: number): Uint8Array {
+  const s = snap!;
+  const buf = chunk.subarray(0, len);
+  let got = 0;
+  while (got < len) {
+    const n = readSync(s.dbFd, buf, got, len - got, pos + got);
+    if (n <= 0) break;
+    got += n;
+  }
+  if (got < len) buf.fill(0, got);
+  if (s.overlayPages.length > 0) {
+    const firstPage = Math.floor(pos / s.pageSize) + 1;
+    const lastPage = Math.floor((pos + len - 1) / s.pageSize) + 1;
+    // binary search for the first overlaid page >= firstPage
+    let lo = 0;
+    let hi = s.overlayPages.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (s.overlayPages[mid]! < firstPage) lo = mid + 1;
+      else hi = mid;
+    }
+    for (let i = lo; i < s.overlayPages.length && s.overlayPages[i]! <= lastPage; i++) {
+      const at = (s.overlayPages[i]! - 1) * s.pageSize - pos;
+      const n = readSync(s.walFd!, buf, at, s.pageSize, s.overlayOffsets[i]!);
+      if (n !== s.pageSize) throw new CairnError("E_SNAPSHOT", "the WAL changed while it was read");
+    }
+  }
+  return buf;
+}
+
+function processRange(first: number, count: number): RangeResult {
+  const s = snap!;
+  const bs = init!.blockSize;
+  const imageBytes = s.pageCount * s.pageSize;
+  const entries = new Uint8Array(count * SEGMENT_ENTRY_BYTES);
+  const quick = new BigUint64Array(entries.buffer);
+  const refs = new Int32Array(count);
+  let newBlocks = 0;
+  let newBytes = 0;
+  let rehashed = 0;
+  const start = first * bs;
+  const end = Math.min((first + count) * bs, imageBytes);
+  const step = Math.floor(CHUNK_BYTES / bs) * bs;
+  for (let pos = start; pos < end; pos += step) {
+    const len = Math.min(step, end - pos);
+    const buf = readImage(pos, len);
+    for (let o = 0; o < len; o += bs) {
+      const b = (pos + o) / bs;
+      const i = b - first;
+      const data = buf.subarray(o, Math.min(o + bs, len));
+      const q = quickHash(data, seed);
+      let digest: Uint8Array | undefined;
+      let ref = -1;
+      if (prev && b < prev.count && prev.quick[b * 5 + 4] === q) {
+        // unchanged since the previous checkpoint: reuse its digest, if the store still has it
+        digest = prev.entries.subarray(b * SEGMENT_ENTRY_BYTES, b * SEGMENT_ENTRY_BYTES + 32);
+        ref = table!.get(digest);
+      }
+      if (ref < 0) {
+        digest = blockDigest(data);
+        rehashed++;
+        ref = table!.get(digest);
+        if (ref < 0) {
+          const stored = storeBlock(digest, data, BLOCK_KIND_DATA);
+          ref = stored.ref;
+          if (stored.added) {
+            newBlocks++;
+            newBytes += data.length;
+          }
+        }
+      }
+      entries.set(digest!, i * SEGMENT_ENTRY_BYTES);
+      quick[i * 5 + 4] = q;
+      refs[i] = ref;
+    }
+  }
+  return { entries, refs, newBlocks, newBytes, rehashed, bytesRead: end - start };
+}
+
+// ---- loading what the store holds ---------------------------------------------------------------
+
+async function loadIndex(storeDir: string, packIds: string[]): Promise<SharedArrayBuffer> {
+  const reader = new StoreReader(new DirSource(storeDir));
+  const decoded = [];
+  let total = 0;
+  for (const id of packIds) {
+    const idx = await reader.index(id);
+    decoded.push(idx);
+    total += idx.count;
+  }
+  let t = DigestTable.create(total);
+  decoded.forEach((idx, packIndex) => {
+    for (let i = 0; i < idx.count; i++) t = t.set(readIndexEntry(idx, i).digest, packIndex);
+  });
+  return t.buffer;
+}
+
+async function loadBlockList(storeDir: string, manifestId: number): Promise<{ entries: SharedArrayBuffer; count: number }> {
+  const reader = new StoreReader(new DirSource(storeDir));
+  const m = await reader.manifest(manifestId);
+  const list = await reader.blockList(m);
+  const sab = new SharedArrayBuffer(list.length);
+  new Uint8Array(sab).set(list);
+  return { entries: sab, count: m.block_count };
+}
+
+// ---- messages ---------------------------------------------------------------------------------
+
+function closeSnapshot(): void {
+  if (!snap) return;
+  closeSync(snap.dbFd);
+  if (snap.walFd !== undefined) closeSync(snap.walFd);
+  snap = undefined;
+}
+
+function abort(): void {
+  closeSnapshot();
+  if (current) {
+    try {
+      closeSync(current.fd);
+    } catch {}
+    current = undefined;
+  }
+  for (const id of myPacks) {
+    for (const ext of ["pack", "idx"] as const) {
+      try {
+        unlinkSync(tmpFile(id, ext));
+      } catch {}
+    }
+  }
+}
+
+async function handle(msg: WorkerRequest): Promise<unknown> {
+  switch (msg.type) {
+    case "init":
+      init = msg;
+      seed = BigInt(msg.seed);
+      mkdirSync(msg.tmpDir, { recursive: true });
+      return;
+    case "table":
+      table = DigestTable.attach(msg.table);
+      prev = msg.prev
+        ? { entries: new Uint8Array(msg.prev), quick: new BigUint64Array(msg.prev), count: msg.prevBlockCount }
+        : undefined;
+      return;
+    case "snapshot":
+      closeSnapshot();
+      snap = {
+        ...msg.spec,
+        dbFd: openSync(msg.spec.dbFile, "r"),
+        walFd: msg.spec.overlayPages.length > 0 ? openSync(msg.spec.walFile, "r") : undefined,
+      };
+      return;
+    case "range": {
+      const r = processRange(msg.first, msg.count);
+      return r;
+    }
+    case "store": {
+      const refs = msg.blocks.map((b) => {
+        const d = blockDigest(b.data);
+        const known = table!.get(d);
+        return known >= 0 ? known : storeBlock(d, b.data, b.kind).ref;
+      });
+      return { refs, packs: [...myPacks] };
+    }
+    case "finish":
+      closeSnapshot();
+      if (current) {
+        closePack(current);
+        current = undefined;
+      }
+      return { packs: written, myPacks };
+    case "abort":
+      abort();
+      return;
+    case "scanWal":
+      return scanWal(msg.walFile, msg.walIndex);
+    case "loadIndex":
+      return loadIndex(msg.storeDir, msg.packIds);
+    case "loadBlockList":
+      return loadBlockList(msg.storeDir, msg.manifestId);
+  }
+}
+
+self.onmessage = async (event: MessageEvent<WorkerRequest>) => {
+  const msg = event.data;
+  try {
+    const result = await handle(msg);
+    const transfer: ArrayBuffer[] = [];
+    if (msg.type === "range") {
+      const r = result as RangeResult;
+      transfer.push(r.entries.buffer as ArrayBuffer, r.refs.buffer as ArrayBuffer);
+    }
+    self.postMessage({ id: msg.id, ok: true, result } satisfies WorkerReply, transfer);
+  } catch (e) {
+    self.postMessage({
+      id: msg.id,
+      ok: false,
+      error: e instanceof Error ? e.message : String(e),
+      code: e instanceof CairnError ? e.code : (e as { code?: string })?.code,
+    } satisfies WorkerReply);
+  }
+};

@@ -1,0 +1,277 @@
+/**
+ * Taking a checkpoint: the coordinator. It runs on the node's main thread but does no heavy
+ * work there; reading, hashing, compressing and writing happen in workers (pool.ts,
+ * checkpoint-worker.ts). The order of events is what makes a crash at any moment leave either
+ * a complete checkpoint or none:
+ *
+ *  1. lock the store and load what it holds (pack indexes → digest table; the previous
+ *     checkpoint's block list, for the quick unchanged-block test);
+ *  2. pause the node's WAL checkpoints and pin the snapshot (snapshot.ts);
+ *  3. workers scan the WAL, then read the image block by block and append new blocks to
+ *     packs in tmp/; the pin is released and WAL checkpoints resume as soon as reading ends;
+ *  4. the block list is cut into segments; new segments are stored like blocks;
+ *  5. workers close their packs (fsynced when `sync`), the packs are renamed into packs/ and
+ *     their folders fsynced;
+ *  6. the manifest is written last, atomically. Only now does the checkpoint exist.
+ *
+ * Cancelling (an AbortSignal) terminates the workers at once; what they wrote stays in tmp/
+ * and is removed, so nothing of the checkpoint is listed.
+ */
+import { readdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { CairnError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import { VERSION } from "../version.ts";
+import { DigestTable } from "./digest-table.ts";
+import { BLOCK_KIND_SEGMENT, PACK_TARGET_BYTES, SEGMENT_BLOCKS, SEGMENT_ENTRY_BYTES } from "./format.ts";
+import { blockDigest, toHex } from "./hash.ts";
+import { LocalStore } from "./local-store.ts";
+import { WorkerPool } from "./pool.ts";
+import type { PackWritten, RangeResult, SnapshotSpec } from "./protocol.ts";
+import { pinSnapshot } from "./snapshot.ts";
+import type { WalOverlay } from "./wal-format.ts";
+
+/** Blocks per unit of work handed to a worker (8 MiB of database at 8 KiB blocks). */
+const RANGE_BLOCKS = 1024;
+
+export interface WalPauser {
+  pause(): Promise<() => void>;
+}
+
+export interface CheckpointOptions {
+  storeDir: string;
+  nodeId: string;
+  dbFile: string;
+  wal: WalPauser;
+  workers: number;
+  sync: boolean;
+  compression: "none" | "zstd";
+  /** Total write rate limit across workers; 0 = none. */
+  writeBytesPerSec: number;
+  logger: Logger;
+  signal?: AbortSignal;
+  /** Called as blocks are read: bytes done of total. */
+  onProgress?: (done: number, total: number) => void;
+  /** Test hook: called at named points of the work (crash-point tests). */
+  onStep?: (step: string) => void;
+}
+
+export interface CheckpointResult {
+  id: number;
+  dir: string;
+  created: string;
+  durationMs: number;
+  logicalBytes: number;
+  newBlocks: number;
+  newBytes: number;
+  rehashed: number;
+  files: number;
+  blobCount: number;
+}
+
+export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointResult> {
+  const t0 = performance.now();
+  const started = new Date();
+  const step = o.onStep ?? (() => {});
+  const store = LocalStore.openForWrite(o.storeDir, o.nodeId, o.logger);
+  const pool = new WorkerPool(Math.max(1, o.workers));
+  const cancelled = () => new CairnError("E_CANCELLED", "checkpoint cancelled");
+  const onAbort = () => pool.terminate(o.signal?.reason instanceof CairnError ? o.signal.reason : cancelled());
+  o.signal?.addEventListener("abort", onAbort);
+  let published = false;
+  try {
+    if (o.signal?.aborted) throw o.signal.reason instanceof CairnError ? o.signal.reason : cancelled();
+    const id = await store.nextId();
+    const prevId = id > 1 && (await store.reader.manifestIds()).includes(id - 1) ? id - 1 : undefined;
+    const packIds = await store.packIds();
+
+    // 1. what the store holds
+    const [tableBuf, prevList] = await Promise.all([
+      pool.call<SharedArrayBuffer>(0, { type: "loadIndex", storeDir: o.storeDir, packIds }),
+      prevId
+        ? pool
+            .call<{ entries: SharedArrayBuffer; count: number }>(pool.size - 1, { type: "loadBlockList", storeDir: o.storeDir, manifestId: prevId })
+            .catch((e) => {
+              o.logger.warn(`could not read checkpoint ${prevId}'s block list (${e.message}); every block will be hashed`);
+              return undefined;
+            })
+        : undefined,
+    ]);
+    const table = DigestTable.attach(tableBuf);
+    await pool.all({
+      type: "init",
+      storeDir: o.storeDir,
+      tmpDir: store.tmpDir,
+      blockSize: store.info.block_size,
+      seed: store.info.quick_hash_seed,
+      compression: o.compression,
+      sync: o.sync,
+      packTargetBytes: PACK_TARGET_BYTES,
+      writeBytesPerSec: o.writeBytesPerSec > 0 ? Math.max(1, Math.floor(o.writeBytesPerSec / pool.size)) : 0,
+    });
+    await pool.all({ type: "table", table: tableBuf, prev: prevList?.entries ?? null, prevBlockCount: prevList?.count ?? 0 });
+
+    // 2-3. pin, read, release
+    const resume = await o.wal.pause();
+    let pinned: ReturnType<typeof pinSnapshot> | undefined;
+    let spec: SnapshotSpec;
+    let results: RangeResult[];
+    let rangeWorker: number[];
+    let totals: { blob_count: number; blob_bytes: number };
+    try {
+      pinned = pinSnapshot(o.dbFile);
+      totals = pinned.totals;
+      step("snapshot-pinned");
+      const overlay = pinned.walIndex
+        ? await pool.call<WalOverlay>(0, { type: "scanWal", walFile: pinned.walFile, walIndex: pinned.walIndex })
+        : undefined;
+      spec = {
+        dbFile: pinned.dbFile,
+        walFile: pinned.walFile,
+        pageSize: pinned.pageSize,
+        pageCount: overlay ? overlay.pageCount : pinned.dbFilePages,
+        overlayPages: overlay?.pages ?? new Uint32Array(0),
+        overlayOffsets: overlay?.offsets ?? new Float64Array(0),
+      };
+      await pool.all({ type: "snapshot", spec });
+      ({ results, rangeWorker } = await readAllBlocks(pool, spec, store.info.block_size, o.onProgress));
+      pinned.checkGuard();
+    } finally {
+      pinned?.release();
+      resume();
+    }
+    step("blocks-read");
+
+    // 4. the block list, and its segments
+    const imageBytes = spec.pageCount * spec.pageSize;
+    const blockCount = Math.ceil(imageBytes / store.info.block_size);
+    const entries = new Uint8Array(blockCount * SEGMENT_ENTRY_BYTES);
+    const refs: { worker: number; ref: number }[] = [];
+    let newBlocks = 0;
+    let rehashed = 0;
+    results.forEach((r, i) => {
+      entries.set(r.entries, i * RANGE_BLOCKS * SEGMENT_ENTRY_BYTES);
+      for (const ref of r.refs) refs.push({ worker: rangeWorker[i]!, ref });
+      newBlocks += r.newBlocks;
+      rehashed += r.rehashed;
+    });
+    const segments: string[] = [];
+    const newSegments: { data: Uint8Array; kind: number }[] = [];
+    const segmentRefs: number[] = [];
+    for (let s = 0; s * SEGMENT_BLOCKS < blockCount; s++) {
+      const seg = entries.subarray(s * SEGMENT_BLOCKS * SEGMENT_ENTRY_BYTES, Math.min(blockCount, (s + 1) * SEGMENT_BLOCKS) * SEGMENT_ENTRY_BYTES);
+      const digest = blockDigest(seg);
+      segments.push(toHex(digest));
+      const known = table.get(digest);
+      if (known >= 0) segmentRefs.push(known);
+      else newSegments.push({ data: seg.slice(), kind: BLOCK_KIND_SEGMENT });
+    }
+    if (newSegments.length > 0) {
+      const stored = await pool.call<{ refs: number[] }>(0, { type: "store", blocks: newSegments });
+      for (const ref of stored.refs) refs.push({ worker: 0, ref });
+    }
+    for (const ref of segmentRefs) refs.push({ worker: -1, ref });
+
+    // 5. close, publish and sync the packs
+    const finished = await pool.all<{ packs: PackWritten[]; myPacks: string[] }>({ type: "finish" });
+    step("packs-written");
+    const needed = new Set<string>();
+    for (const { worker, ref } of refs) {
+      if (ref >= 0) needed.add(packIds[ref]!);
+      else needed.add(finished[worker]!.myPacks[-ref - 1]!);
+    }
+    const written = finished.flatMap((f) => f.packs);
+    for (const p of written) store.publishPack(p.packId);
+    step("packs-published");
+    if (o.sync && written.length > 0) store.syncPackDirs(written.map((p) => p.packId));
+    if (o.signal?.aborted) throw cancelled();
+
+    // 6. the manifest, last
+    const created = new Date().toISOString();
+    const packs = [...needed].sort();
+    const newBytes = written.reduce((s, p) => s + p.packBytes + p.indexBytes, 0);
+    step("before-manifest");
+    const manifestBytes = store.writeManifest({
+      format: 1,
+      id,
+      node_id: o.nodeId,
+      created,
+      cairn_version: VERSION,
+      page_size: spec.pageSize,
+      page_count: spec.pageCount,
+      db_size_bytes: imageBytes,
+      block_size: store.info.block_size,
+      block_count: blockCount,
+      segment_blocks: SEGMENT_BLOCKS,
+      segments,
+      packs,
+      db_totals: totals,
+      stats: {
+        started: started.toISOString(),
+        duration_ms: Math.round(performance.now() - t0),
+        logical_bytes: imageBytes,
+        new_blocks: newBlocks,
+        new_bytes: newBytes,
+        blocks_rehashed: rehashed,
+      },
+    });
+    published = true;
+    step("after-manifest");
+    return {
+      id,
+      dir: o.storeDir,
+      created,
+      durationMs: performance.now() - t0,
+      logicalBytes: imageBytes,
+      newBlocks,
+      newBytes: newBytes + manifestBytes,
+      rehashed,
+      files: packs.length * 2 + 1,
+      blobCount: totals.blob_count,
+    };
+  } catch (e) {
+    if (!published) discardTmp(store.tmpDir);
+    throw e;
+  } finally {
+    o.signal?.removeEventListener("abort", onAbort);
+    pool.terminate();
+    store.release();
+  }
+}
+
+/** Hand out ranges of blocks to the workers until all are read. */
+async function readAllBlocks(
+  pool: WorkerPool,
+  spec: SnapshotSpec,
+  blockSize: number,
+  onProgress?: (done: number, total: number) => void,
+): Promise<{ results: RangeResult[]; rangeWorker: number[] }> {
+  const imageBytes = spec.pageCount * spec.pageSize;
+  const blockCount = Math.ceil(imageBytes / blockSize);
+  const ranges = Math.ceil(blockCount / RANGE_BLOCKS);
+  const results: RangeResult[] = new Array(ranges);
+  const rangeWorker: number[] = new Array(ranges);
+  let next = 0;
+  let done = 0;
+  await Promise.all(
+    Array.from({ length: pool.size }, async (_, w) => {
+      while (next < ranges) {
+        const r = next++;
+        const first = r * RANGE_BLOCKS;
+        results[r] = await pool.call<RangeResult>(w, { type: "range", first, count: Math.min(RANGE_BLOCKS, blockCount - first) });
+        rangeWorker[r] = w;
+        done += results[r]!.bytesRead;
+        onProgress?.(done, imageBytes);
+      }
+    }),
+  );
+  return { results, rangeWorker };
+}
+
+function discardTmp(tmpDir: string): void {
+  try {
+    for (const n of readdirSync(tmpDir)) rmSync(join(tmpDir, n), { force: true, recursive: true });
+  } catch {
+    // the next writer cleans up too
+  }
+}

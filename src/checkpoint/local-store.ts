@@ -1,0 +1,183 @@
+/**
+ * A checkpoint store in a local directory, opened for writing by the node that owns it. The
+ * writer holds cairn-store.lock (flock) while it writes, so only one process writes at a time;
+ * a store created by another node is refused. Opening cleans up what a crashed writer left.
+ */
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, unlinkSync } from "node:fs";
+import { join } from "node:path";
+import { CairnError, errorMessage, sysCode } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import { FileLock } from "../engine/lock.ts";
+import { fsyncDir, writeFileAtomic } from "../util/fsx.ts";
+import {
+  DEFAULT_BLOCK_SIZE,
+  decodeStoreInfo,
+  encodeManifest,
+  encodeStoreInfo,
+  indexPath,
+  type Manifest,
+  manifestPath,
+  packPath,
+  STORE_FILE,
+  STORE_FORMAT,
+  STORE_LOCK_FILE,
+  type StoreInfo,
+} from "./format.ts";
+import { DirSource } from "./objects.ts";
+import { StoreReader } from "./reader.ts";
+
+/** Readers (restore, verify, export) hold this shared; garbage collection needs it exclusive. */
+export const STORE_READERS_LOCK_FILE = "cairn-store.readers";
+
+export class LocalStore {
+  readonly reader: StoreReader;
+  readonly tmpDir: string;
+
+  private constructor(
+    readonly dir: string,
+    readonly info: StoreInfo,
+    private readonly lock: FileLock,
+  ) {
+    this.reader = new StoreReader(new DirSource(dir));
+    this.tmpDir = join(dir, "tmp");
+  }
+
+  /**
+   * Open `dir` for writing as node `nodeId`, creating the store if the folder is empty or
+   * missing. Throws E_STORE_BUSY if another process is writing, E_FOREIGN_STORE if another
+   * node owns it.
+   */
+  static openForWrite(dir: string, nodeId: string, logger: Logger): LocalStore {
+    try {
+      mkdirSync(dir, { recursive: true });
+    } catch (e) {
+      throw new CairnError("E_STORE_IO", `cannot create the checkpoint directory ${dir}: ${errorMessage(e)}`, { cause: e });
+    }
+    const lock = FileLock.exclusive(join(dir, STORE_LOCK_FILE), (holder) =>
+      new CairnError("E_STORE_BUSY", `another process (pid ${holder ?? "unknown"}) is writing checkpoints into ${dir}`),
+    );
+    try {
+      const info = LocalStore.ownInfo(dir, nodeId);
+      const store = new LocalStore(dir, info, lock);
+      store.cleanLeftovers(logger);
+      return store;
+    } catch (e) {
+      lock.release();
+      throw e;
+    }
+  }
+
+  private static ownInfo(dir: string, nodeId: string): StoreInfo {
+    const file = join(dir, STORE_FILE);
+    if (existsSync(file)) {
+      const info = decodeStoreInfo(new Uint8Array(readFileSync(file)), file);
+      if (info.node_id !== nodeId) {
+        throw new CairnError(
+          "E_FOREIGN_STORE",
+          `${dir} holds the checkpoints of node ${info.node_id}; node ${nodeId} may not write into it`,
+          { hint: "give this node its own checkpoint directory (checkpoint_config.db_checkpoint_dir or --path)" },
+        );
+      }
+      return info;
+    }
+    const foreign = readdirSync(dir).filter((n) => ![STORE_LOCK_FILE, STORE_READERS_LOCK_FILE, "tmp"].includes(n));
+    if (foreign.length > 0) {
+      throw new CairnError("E_STORE_NOT_EMPTY", `${dir} is not empty and is not a cairn checkpoint store (it has ${foreign.slice(0, 3).join(", ")})`, {
+        hint: "point the checkpoints at an empty or new directory",
+      });
+    }
+    const seed = new DataView(crypto.getRandomValues(new Uint8Array(8)).buffer).getBigUint64(0, true);
+    const info: StoreInfo = {
+      format: STORE_FORMAT,
+      node_id: nodeId,
+      created: new Date().toISOString(),
+      block_size: DEFAULT_BLOCK_SIZE,
+      quick_hash_seed: seed.toString(),
+    };
+    writeFileAtomic(file, encodeStoreInfo(info));
+    writeFileAtomic(join(dir, STORE_READERS_LOCK_FILE), "");
+    return info;
+  }
+
+  /** Remove files a crashed or cancelled writer left in tmp/ and half-written manifests. */
+  private cleanLeftovers(logger: Logger): void {
+    let removed = 0;
+    if (existsSync(this.tmpDir)) {
+      for (const n of readdirSync(this.tmpDir)) {
+        rmSync(join(this.tmpDir, n), { recursive: true, force: true });
+        removed++;
+      }
+    }
+    const mdir = join(this.dir, "manifests");
+    if (existsSync(mdir)) {
+      for (const n of readdirSync(mdir)) {
+        if (n.includes(".tmp-")) {
+          unlinkSync(join(mdir, n));
+          removed++;
+        }
+      }
+    }
+    if (removed > 0) logger.info(`removed ${removed} leftover file(s) of an unfinished checkpoint in ${this.dir}`);
+    mkdirSync(this.tmpDir, { recursive: true });
+  }
+
+  async nextId(): Promise<number> {
+    const ids = await this.reader.manifestIds();
+    return (ids.at(-1) ?? 0) + 1;
+  }
+
+  /** Move a pack and its index written in tmp/ into place (pack first, so an index never points nowhere). */
+  publishPack(packId: string): void {
+    const sub = join(this.dir, "packs", packId.slice(0, 2));
+    mkdirSync(sub, { recursive: true });
+    renameSync(join(this.tmpDir, `${packId}.pack`), join(this.dir, packPath(packId)));
+    renameSync(join(this.tmpDir, `${packId}.idx`), join(this.dir, indexPath(packId)));
+  }
+
+  /** fsync every folder that published packs were renamed into. */
+  syncPackDirs(packIds: string[]): void {
+    for (const sub of new Set(packIds.map((p) => p.slice(0, 2)))) fsyncDir(join(this.dir, "packs", sub));
+    fsyncDir(join(this.dir, "packs"));
+  }
+
+  /** Write a manifest last and atomically: from this moment the checkpoint exists. */
+  writeManifest(m: Omit<Manifest, "checksum">): number {
+    mkdirSync(join(this.dir, "manifests"), { recursive: true });
+    const data = encodeManifest(m);
+    writeFileAtomic(join(this.dir, manifestPath(m.id)), data);
+    return data.length;
+  }
+
+  removeManifest(id: number): void {
+    unlinkSync(join(this.dir, manifestPath(id)));
+    fsyncDir(join(this.dir, "manifests"));
+  }
+
+  /** Delete a pack: its index first, so that no index ever names a missing pack. */
+  removePack(packId: string): void {
+    for (const p of [indexPath(packId), packPath(packId)]) {
+      try {
+        unlinkSync(join(this.dir, p));
+      } catch (e) {
+        if (sysCode(e) !== "ENOENT") throw e;
+      }
+    }
+  }
+
+  /** Packs present in the store (those with an index). */
+  async packIds(): Promise<string[]> {
+    const files = await this.reader.source.list("packs/");
+    return files.filter((f) => f.endsWith(".idx")).map((f) => f.slice(f.lastIndexOf("/") + 1, -".idx".length));
+  }
+
+  /** Pack files with no index: leftovers of a crash between the two renames. */
+  async orphanPackFiles(): Promise<string[]> {
+    const files = await this.reader.source.list("packs/");
+    const withIndex = new Set(files.filter((f) => f.endsWith(".idx")).map((f) => f.slice(0, -".idx".length)));
+    return files.filter((f) => f.endsWith(".pack") && !withIndex.has(f.slice(0, -".pack".length)));
+  }
+
+  release(): void {
+    this.lock.release();
+  }
+}

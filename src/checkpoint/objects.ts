@@ -1,0 +1,89 @@
+/**
+ * The one interface behind which a checkpoint store's files are read, whatever holds them: a
+ * directory (here), and later an archive or an S3 prefix. Paths are relative to the store's
+ * root with "/" separators (see format.ts).
+ */
+import { closeSync, openSync, readdirSync, readFileSync, readSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { CairnError, errorMessage, sysCode } from "../errors.ts";
+
+export interface ObjectSource {
+  /** How to name the store to an operator (a path or URL). */
+  readonly location: string;
+  /** A whole object. Throws E_STORE_MISSING if there is none. */
+  get(path: string): Promise<Uint8Array>;
+  /** `length` bytes at `offset`; fewer only if the object is shorter (damaged). */
+  getRange(path: string, offset: number, length: number): Promise<Uint8Array>;
+  /** Size in bytes, or undefined if absent. */
+  size(path: string): Promise<number | undefined>;
+  /** Paths of every object under `prefix` (a folder path ending in "/"), any depth. */
+  list(prefix: string): Promise<string[]>;
+}
+
+export function missing(location: string, path: string, cause?: unknown): CairnError {
+  return new CairnError("E_STORE_MISSING", `${location}/${path} is missing`, { cause });
+}
+
+/** A checkpoint store in a local directory. */
+export class DirSource implements ObjectSource {
+  constructor(readonly location: string) {}
+
+  async get(path: string): Promise<Uint8Array> {
+    try {
+      return new Uint8Array(readFileSync(join(this.location, path)));
+    } catch (e) {
+      if (sysCode(e) === "ENOENT") throw missing(this.location, path, e);
+      throw new CairnError("E_STORE_IO", `cannot read ${join(this.location, path)}: ${errorMessage(e)}`, { cause: e });
+    }
+  }
+
+  async getRange(path: string, offset: number, length: number): Promise<Uint8Array> {
+    let fd: number;
+    try {
+      fd = openSync(join(this.location, path), "r");
+    } catch (e) {
+      if (sysCode(e) === "ENOENT") throw missing(this.location, path, e);
+      throw new CairnError("E_STORE_IO", `cannot read ${join(this.location, path)}: ${errorMessage(e)}`, { cause: e });
+    }
+    try {
+      const buf = new Uint8Array(length);
+      let got = 0;
+      while (got < length) {
+        const n = readSync(fd, buf, got, length - got, offset + got);
+        if (n <= 0) break;
+        got += n;
+      }
+      return got === length ? buf : buf.subarray(0, got);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  async size(path: string): Promise<number | undefined> {
+    try {
+      return statSync(join(this.location, path)).size;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async list(prefix: string): Promise<string[]> {
+    const out: string[] = [];
+    const walk = (rel: string) => {
+      let entries;
+      try {
+        entries = readdirSync(join(this.location, rel), { withFileTypes: true });
+      } catch (e) {
+        if (sysCode(e) === "ENOENT") return;
+        throw e;
+      }
+      for (const e of entries) {
+        const p = `${rel}${e.name}`;
+        if (e.isDirectory()) walk(`${p}/`);
+        else if (e.isFile()) out.push(p);
+      }
+    };
+    walk(prefix);
+    return out.sort();
+  }
+}

@@ -1,0 +1,61 @@
+/** Messages between the checkpoint coordinator (main thread) and its workers. */
+import type { WalIndexHeader } from "./wal-format.ts";
+
+export interface WorkerInit {
+  type: "init";
+  storeDir: string;
+  /** Where this checkpoint's packs are written before they are renamed into place. */
+  tmpDir: string;
+  blockSize: number;
+  /** Quick-hash seed, decimal. */
+  seed: string;
+  compression: "none" | "zstd";
+  sync: boolean;
+  packTargetBytes: number;
+  /** Per worker; 0 = unlimited. */
+  writeBytesPerSec: number;
+}
+
+export interface SnapshotSpec {
+  dbFile: string;
+  walFile: string;
+  pageSize: number;
+  pageCount: number;
+  /** Pages whose latest version is in the WAL, and where (see wal-format.ts). */
+  overlayPages: Uint32Array;
+  overlayOffsets: Float64Array;
+}
+
+export type WorkerRequest =
+  | (WorkerInit & { id: number })
+  | { type: "table"; id: number; table: SharedArrayBuffer; prev: SharedArrayBuffer | null; prevBlockCount: number }
+  | { type: "snapshot"; id: number; spec: SnapshotSpec }
+  | { type: "scanWal"; id: number; walFile: string; walIndex: WalIndexHeader }
+  | { type: "range"; id: number; first: number; count: number }
+  | { type: "store"; id: number; blocks: { data: Uint8Array; kind: number }[] }
+  | { type: "finish"; id: number }
+  | { type: "abort"; id: number }
+  | { type: "loadIndex"; id: number; storeDir: string; packIds: string[] }
+  | { type: "loadBlockList"; id: number; storeDir: string; manifestId: number };
+
+export interface PackWritten {
+  packId: string;
+  packBytes: number;
+  indexBytes: number;
+  blocks: number;
+}
+
+export interface RangeResult {
+  /** SEGMENT_ENTRY_BYTES per block: digest + quick hash. */
+  entries: Uint8Array;
+  /** Per block: >= 0 a pack index of the table's pack list; < 0 the worker's own pack -(k+1). */
+  refs: Int32Array;
+  newBlocks: number;
+  newBytes: number;
+  rehashed: number;
+  bytesRead: number;
+}
+
+export type WorkerReply =
+  | { id: number; ok: true; result?: unknown }
+  | { id: number; ok: false; error: string; code?: string };

@@ -1,0 +1,93 @@
+/**
+ * Pinning a consistent, point-in-time view of the live database without SQLite's backup API
+ * (bun:sqlite has none). The node's WAL checkpoints are paused by the caller, so nothing
+ * writes the database file; a read transaction on a connection of our own keeps SQLite from
+ * restarting the WAL under us; and in the same synchronous step (the node's writes all run on
+ * this thread, so none can commit in between) we read the wal-index header: frames
+ * 1..mxFrame are exactly the committed state at this instant. The snapshot is the database
+ * file with those frames laid over it (see wal-format.ts), read by the workers.
+ *
+ * A guard compares the database file's size and mtime at the end: if anything else wrote it
+ * (an operator's sqlite3 running a checkpoint, say) the snapshot is refused, never kept.
+ */
+import { Database } from "bun:sqlite";
+import { closeSync, openSync, readSync, statSync } from "node:fs";
+import { CairnError } from "../errors.ts";
+import { readWalIndexHeader, type WalIndexHeader } from "./wal-format.ts";
+
+export interface PinnedSnapshot {
+  dbFile: string;
+  walFile: string;
+  /**
+   * When the WAL holds frames not yet in the database file: its index header. Frames
+   * 1..mxFrame stay put while the pin is held; a worker scans them (scanWal), off this thread.
+   */
+  walIndex?: WalIndexHeader;
+  pageSize: number;
+  /** Pages in the database file (used when there is no WAL to lay over it). */
+  dbFilePages: number;
+  /** The node's running totals as of the snapshot. */
+  totals: { blob_count: number; blob_bytes: number };
+  /** Throws E_SNAPSHOT_CHANGED if the database file changed since the pin. */
+  checkGuard(): void;
+  release(): void;
+}
+
+function dbHeaderPageSize(dbFile: string): number {
+  const buf = new Uint8Array(100);
+  const fd = openSync(dbFile, "r");
+  try {
+    readSync(fd, buf, 0, 100, 0);
+  } finally {
+    closeSync(fd);
+  }
+  const v = (buf[16]! << 8) | buf[17]!;
+  return v === 1 ? 65536 : v;
+}
+
+export function pinSnapshot(dbFile: string): PinnedSnapshot {
+  const conn = new Database(dbFile, { readwrite: true, create: false });
+  let open = true;
+  const release = () => {
+    if (!open) return;
+    open = false;
+    try {
+      conn.exec("COMMIT");
+    } catch {
+      // nothing to end
+    }
+    conn.close();
+  };
+  try {
+    conn.exec("PRAGMA wal_autocheckpoint = 0");
+    conn.exec("BEGIN");
+    // --- from here to the end of this function nothing else can commit (same thread) ---
+    const totals = conn.query<{ blob_count: number; blob_bytes: number }, []>("SELECT blob_count, blob_bytes FROM totals").get()!;
+    const hdr = readWalIndexHeader(`${dbFile}-shm`);
+    const before = statSync(dbFile);
+    const useWal = hdr.mxFrame > hdr.nBackfill;
+    const pageSize = useWal ? hdr.pageSize : dbHeaderPageSize(dbFile);
+    return {
+      dbFile,
+      walFile: `${dbFile}-wal`,
+      walIndex: useWal ? hdr : undefined,
+      pageSize,
+      dbFilePages: Math.floor(before.size / pageSize),
+      totals,
+      checkGuard() {
+        const after = statSync(dbFile);
+        if (after.size !== before.size || after.mtimeMs !== before.mtimeMs) {
+          throw new CairnError(
+            "E_SNAPSHOT_CHANGED",
+            "the database file changed while the checkpoint read it (did another process checkpoint its WAL?); the copy was discarded",
+            { hint: "make sure nothing but the node opens the database, then try again" },
+          );
+        }
+      },
+      release,
+    };
+  } catch (e) {
+    release();
+    throw e;
+  }
+}
