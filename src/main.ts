@@ -14,6 +14,8 @@ const main = defineCommand({
   subCommands: {
     run: () => import("./commands/run.ts").then((m) => m.default),
     "local-admin": () => import("./commands/local-admin/index.ts").then((m) => m.default),
+    "list-db-checkpoint": () => import("./commands/list-db-checkpoint.ts").then((m) => m.default),
+    "verify-db-checkpoint": () => import("./commands/verify-db-checkpoint.ts").then((m) => m.default),
   },
 });
 

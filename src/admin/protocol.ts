@@ -6,6 +6,9 @@
  *   GET  /v1/health                  → HealthReply
  *   GET  /v1/log-level               → LogLevelReply
  *   PUT  /v1/log-level  {"level"}    → LogLevelReply
+ *   POST /v1/checkpoints {"path"?, "delay_secs"?}   → 202 CheckpointRun; 409 if one runs
+ *   GET  /v1/checkpoints/status      → CheckpointStatus
+ *   POST /v1/checkpoints/cancel      → {"cancelled": CheckpointRun | null}
  *
  * Errors: a non-2xx status with {"error": {"code", "message"}}.
  */
@@ -37,4 +40,16 @@ export interface LogLevelReply {
 
 export interface AdminErrorReply {
   error: { code: string; message: string };
+}
+
+/** Checkpoint operations (see checkpoint/manager.ts for the shapes of runs and status). */
+export const CHECKPOINT_ROUTES = {
+  create: "/v1/checkpoints",
+  status: "/v1/checkpoints/status",
+  cancel: "/v1/checkpoints/cancel",
+} as const;
+
+export interface CheckpointCreateRequest {
+  path?: string;
+  delay_secs?: number;
 }

@@ -24,6 +24,7 @@ export function statusFor(e: CairnError): number {
     case "E_TOO_LARGE":
       return 413;
     case "E_CONFLICT":
+    case "E_BUSY":
       return 409;
     case "E_NOT_FOUND":
       return 404;

@@ -22,6 +22,8 @@ import {
 import { blockDigest, quickHash, toHex } from "./hash.ts";
 import { DirSource } from "./objects.ts";
 import type { PackWritten, RangeResult, SnapshotSpec, WorkerInit, WorkerReply, WorkerRequest } from "./protocol.ts";
+import { crashPoint } from "../util/crash-point.ts";
+import { collectGarbage } from "./gc.ts";
 import { StoreReader } from "./reader.ts";
 import { scanWal } from "./wal-format.ts";
 
@@ -104,6 +106,7 @@ function closePack(p: OpenPack): void {
   flush(p);
   if (init!.sync) fsyncSync(p.fd);
   closeSync(p.fd);
+  crashPoint("checkpoint:pack-written");
   const idx = encodeIndex(p.bytes, p.entries, p.count);
   const fd = openSync(tmpFile(p.packId, "idx"), "w", 0o644);
   try {
@@ -112,6 +115,7 @@ function closePack(p: OpenPack): void {
   } finally {
     closeSync(fd);
   }
+  crashPoint("checkpoint:index-written");
   written.push({ packId: p.packId, packBytes: p.bytes, indexBytes: idx.length, blocks: p.count });
 }
 
@@ -340,6 +344,8 @@ async function handle(msg: WorkerRequest): Promise<unknown> {
       return loadIndex(msg.storeDir, msg.packIds);
     case "loadBlockList":
       return loadBlockList(msg.storeDir, msg.manifestId);
+    case "gc":
+      return collectGarbage(msg.storeDir, { minLiveFraction: msg.minLiveFraction, sync: msg.sync });
   }
 }
 

@@ -21,6 +21,7 @@ import { readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { CairnError } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import { crashPoint } from "../util/crash-point.ts";
 import { VERSION } from "../version.ts";
 import { DigestTable } from "./digest-table.ts";
 import { BLOCK_KIND_SEGMENT, PACK_TARGET_BYTES, SEGMENT_BLOCKS, SEGMENT_ENTRY_BYTES } from "./format.ts";
@@ -52,8 +53,6 @@ export interface CheckpointOptions {
   signal?: AbortSignal;
   /** Called as blocks are read: bytes done of total. */
   onProgress?: (done: number, total: number) => void;
-  /** Test hook: called at named points of the work (crash-point tests). */
-  onStep?: (step: string) => void;
 }
 
 export interface CheckpointResult {
@@ -72,7 +71,6 @@ export interface CheckpointResult {
 export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointResult> {
   const t0 = performance.now();
   const started = new Date();
-  const step = o.onStep ?? (() => {});
   const store = LocalStore.openForWrite(o.storeDir, o.nodeId, o.logger);
   const pool = new WorkerPool(Math.max(1, o.workers));
   const cancelled = () => new CairnError("E_CANCELLED", "checkpoint cancelled");
@@ -121,7 +119,7 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
     try {
       pinned = pinSnapshot(o.dbFile);
       totals = pinned.totals;
-      step("snapshot-pinned");
+      crashPoint("checkpoint:snapshot-pinned");
       const overlay = pinned.walIndex
         ? await pool.call<WalOverlay>(0, { type: "scanWal", walFile: pinned.walFile, walIndex: pinned.walIndex })
         : undefined;
@@ -140,7 +138,7 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
       pinned?.release();
       resume();
     }
-    step("blocks-read");
+    crashPoint("checkpoint:blocks-read");
 
     // 4. the block list, and its segments
     const imageBytes = spec.pageCount * spec.pageSize;
@@ -174,7 +172,7 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
 
     // 5. close, publish and sync the packs
     const finished = await pool.all<{ packs: PackWritten[]; myPacks: string[] }>({ type: "finish" });
-    step("packs-written");
+    crashPoint("checkpoint:packs-written");
     const needed = new Set<string>();
     for (const { worker, ref } of refs) {
       if (ref >= 0) needed.add(packIds[ref]!);
@@ -182,7 +180,7 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
     }
     const written = finished.flatMap((f) => f.packs);
     for (const p of written) store.publishPack(p.packId);
-    step("packs-published");
+    crashPoint("checkpoint:packs-published");
     if (o.sync && written.length > 0) store.syncPackDirs(written.map((p) => p.packId));
     if (o.signal?.aborted) throw cancelled();
 
@@ -190,7 +188,7 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
     const created = new Date().toISOString();
     const packs = [...needed].sort();
     const newBytes = written.reduce((s, p) => s + p.packBytes + p.indexBytes, 0);
-    step("before-manifest");
+    crashPoint("checkpoint:before-manifest");
     const manifestBytes = store.writeManifest({
       format: 1,
       id,
@@ -216,7 +214,7 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
       },
     });
     published = true;
-    step("after-manifest");
+    crashPoint("checkpoint:after-manifest");
     return {
       id,
       dir: o.storeDir,

@@ -36,7 +36,8 @@ export type WorkerRequest =
   | { type: "finish"; id: number }
   | { type: "abort"; id: number }
   | { type: "loadIndex"; id: number; storeDir: string; packIds: string[] }
-  | { type: "loadBlockList"; id: number; storeDir: string; manifestId: number };
+  | { type: "loadBlockList"; id: number; storeDir: string; manifestId: number }
+  | { type: "gc"; id: number; storeDir: string; minLiveFraction: number; sync: boolean };
 
 export interface PackWritten {
   packId: string;

@@ -1,5 +1,6 @@
 /** Argument fragments shared by several commands, so each flag is described once. */
 import type { ArgsDef } from "citty";
+import { CairnError } from "../errors.ts";
 
 export const configArg = {
   config: {
@@ -17,3 +18,25 @@ export const socketPathArg = {
     description: "The node's admin socket (admin_socket_path in its config)",
   },
 } as const satisfies ArgsDef;
+
+export const checkpointDirArg = {
+  dir: {
+    type: "positional",
+    valueHint: "DIR",
+    required: true,
+    description: "Checkpoint directory (db_checkpoint_dir)",
+  },
+} as const satisfies ArgsDef;
+
+export const checkpointIdArg = {
+  "checkpoint-id": { type: "string", valueHint: "N", description: "One checkpoint (default: all)" },
+} as const satisfies ArgsDef;
+
+/** --checkpoint-id as a number, or undefined; a bad value is a usage error (exit 2). */
+export function parseCheckpointId(raw: string | undefined): number | undefined {
+  if (raw === undefined) return undefined;
+  if (!/^\d+$/.test(raw) || Number(raw) < 1) {
+    throw new CairnError("E_USAGE", `--checkpoint-id must be a whole number >= 1, got ${JSON.stringify(raw)}`, { exitStatus: 2 });
+  }
+  return Number(raw);
+}

@@ -20,6 +20,11 @@ export interface CheckpointConfig {
   sync: boolean;
   maxBackgroundOperations: number;
   periodic: boolean;
+  startupDelayMs: number;
+  retryBackoffMs: number;
+  taskTimeoutMs: number;
+  compression: "none" | "zstd";
+  maxWriteBytesPerSec: number;
   remote?: RemoteConfig;
 }
 
@@ -43,6 +48,11 @@ export const DEFAULTS = {
   sync: true,
   maxBackgroundOperations: 1,
   periodic: false,
+  startupDelaySecs: 60,
+  retryBackoffSecs: 300,
+  taskTimeoutSecs: 3600,
+  compression: "none" as const,
+  maxWriteBytesPerSec: 0,
   maxRemoteCheckpoints: 30,
 } as const;
 

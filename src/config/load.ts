@@ -124,6 +124,11 @@ export function resolveConfig(doc: ConfigDocument, baseDir: string): NodeConfig 
       sync: cc.sync ?? DEFAULTS.sync,
       maxBackgroundOperations: cc.max_background_operations ?? DEFAULTS.maxBackgroundOperations,
       periodic: cc.periodic_db_checkpoints ?? DEFAULTS.periodic,
+      startupDelayMs: Math.round((cc.db_checkpoint_startup_delay_secs ?? DEFAULTS.startupDelaySecs) * 1000),
+      retryBackoffMs: Math.round((cc.db_checkpoint_retry_backoff_secs ?? DEFAULTS.retryBackoffSecs) * 1000),
+      taskTimeoutMs: Math.round((cc.db_checkpoint_task_timeout_secs ?? DEFAULTS.taskTimeoutSecs) * 1000),
+      compression: cc.compression ?? DEFAULTS.compression,
+      maxWriteBytesPerSec: cc.max_write_bytes_per_sec ?? DEFAULTS.maxWriteBytesPerSec,
       remote: cc.remote && {
         url: cc.remote.url,
         endpoint: cc.remote.endpoint,

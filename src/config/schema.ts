@@ -59,6 +59,17 @@ export const checkpointConfigSchema = v.strictObject(
     max_background_operations: v.optional(wholeNumber(1, 64)),
     periodic_db_checkpoints: v.optional(bool),
     remote: v.optional(remote),
+    // cairn extensions
+    /** Wait this long after start before the first periodic checkpoint. */
+    db_checkpoint_startup_delay_secs: v.optional(seconds(0)),
+    /** After a failed periodic checkpoint, try again after this long (Walrus: 5 minutes). */
+    db_checkpoint_retry_backoff_secs: v.optional(seconds(0.01)),
+    /** A checkpoint running longer than this is cancelled (Walrus: 1 hour). */
+    db_checkpoint_task_timeout_secs: v.optional(seconds(0.01)),
+    /** Compress stored blocks with zstd. */
+    compression: v.optional(v.picklist(["none", "zstd"], "expected none or zstd")),
+    /** Cap on the rate checkpoints write at, bytes per second; 0 = no cap. */
+    max_write_bytes_per_sec: v.optional(wholeNumber(0)),
   },
   "expected a mapping",
 );

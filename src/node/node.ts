@@ -16,6 +16,9 @@ import { dbPathIn, openNodeDatabase } from "../engine/database.ts";
 import { type FileLock, StorageLock } from "../engine/lock.ts";
 import { WalCheckpointer } from "../engine/wal.ts";
 import { Metrics } from "./metrics.ts";
+import { CRASH_POINT_ENV } from "../util/crash-point.ts";
+import { checkpointRoutes } from "./admin-routes.ts";
+import { CheckpointManager } from "../checkpoint/manager.ts";
 import type { Database } from "bun:sqlite";
 
 /** How long shutdown waits for in-flight requests before closing their connections. */
@@ -39,7 +42,18 @@ export interface NodeStatus {
     last_duration_ms: number;
     wal_high_water_bytes: number;
   };
-  last_checkpoint: null | { id: number; time: string; duration_secs: number; result: string };
+  last_checkpoint: null | {
+    id: number | null;
+    time: string;
+    started: string | null;
+    duration_secs: number;
+    result: string;
+    error?: string;
+    logical_bytes: number | null;
+    new_bytes: number | null;
+    dir: string;
+  };
+  checkpoints: ReturnType<CheckpointManager["status"]>;
 }
 
 export class CairnNode {
@@ -57,6 +71,7 @@ export class CairnNode {
     private readonly db: Database,
     readonly wal: WalCheckpointer,
     readonly blobs: BlobStore,
+    readonly checkpoints: CheckpointManager,
   ) {}
 
   /** Start a node on `config`. Everything acquired is released again if a later step fails. */
@@ -75,7 +90,15 @@ export class CairnNode {
         logger,
       });
       const blobs = new BlobStore(db, wal, logger);
-      node = new CairnNode(config, logger, opened.nodeId, lock, db, wal, blobs);
+      const checkpoints = new CheckpointManager({
+        config: config.checkpoint,
+        nodeId: opened.nodeId,
+        dbFile,
+        storagePath: config.storagePath,
+        wal,
+        logger,
+      });
+      node = new CairnNode(config, logger, opened.nodeId, lock, db, wal, blobs, checkpoints);
       if (opened.created) logger.info(`created a new database ${dbFile} (node id ${opened.nodeId})`);
       wal.start();
       node.registerMetrics();
@@ -84,9 +107,12 @@ export class CairnNode {
         socketPath: config.adminSocketPath,
         logger,
         health: () => ({ ok: true, node_id: opened.nodeId, pid: process.pid, version: VERSION }),
+        routes: checkpointRoutes(checkpoints),
       });
       await node.admin.start();
+      await checkpoints.start();
       node.warnAboutPendingFeatures();
+      if (process.env[CRASH_POINT_ENV]) logger.warn(`${CRASH_POINT_ENV} is set: this node will kill itself at crash point ${process.env[CRASH_POINT_ENV]} (a test setting)`);
       logger.info(
         `cairn ${VERSION} node ${opened.nodeId} serving http://${hostForUrl(config.restApi.host)}:${config.restApi.port} ` +
           `(storage ${config.storagePath}, admin socket ${config.adminSocketPath})`,
@@ -150,11 +176,31 @@ export class CairnNode {
     m.collect("cairn_write_commits_total", "Group commits of blob writes.", () => this.blobs.stats.commits, "counter");
     m.collect("cairn_write_ops_total", "Blob writes (PUT and DELETE) committed.", () => this.blobs.stats.committedOps, "counter");
     m.collect("cairn_write_commit_failures_total", "Group commits that failed.", () => this.blobs.stats.failedCommits, "counter");
+    const cs = () => this.checkpoints.status();
+    const lastResult = () => cs().last_success?.result;
+    m.collect("cairn_checkpoint_running", "1 while a checkpoint runs (or waits for its delay).", () => (cs().running ? 1 : 0));
+    m.collect("cairn_checkpoints_total", "Checkpoints finished, by result.", () => {
+      const s = cs();
+      return [
+        { labels: { result: "success" }, value: s.successes },
+        { labels: { result: "failed" }, value: s.failures },
+        { labels: { result: "cancelled" }, value: s.cancellations },
+      ];
+    }, "counter");
+    m.collect("cairn_checkpoint_consecutive_failures", "Checkpoints failed since the last success.", () => cs().consecutive_failures);
+    m.collect("cairn_checkpoint_last_id", "Id of the last successful checkpoint (0: none).", () => lastResult()?.id ?? 0);
+    m.collect("cairn_checkpoint_last_success_timestamp_seconds", "When the last successful checkpoint was created.", () => {
+      const r = lastResult();
+      return r ? Date.parse(r.created) / 1000 : 0;
+    });
+    m.collect("cairn_checkpoint_last_duration_seconds", "Duration of the last successful checkpoint.", () => (lastResult()?.durationMs ?? 0) / 1000);
+    m.collect("cairn_checkpoint_last_logical_bytes", "Database bytes the last successful checkpoint covers.", () => lastResult()?.logicalBytes ?? 0);
+    m.collect("cairn_checkpoint_last_new_bytes", "Bytes the last successful checkpoint added to its store.", () => lastResult()?.newBytes ?? 0);
+    m.collect("cairn_checkpoint_store_bytes", "Size of the checkpoint directory.", () => cs().store_bytes);
   }
 
   private warnAboutPendingFeatures(): void {
     const cc = this.config.checkpoint;
-    if (cc.periodic) this.logger.warn("checkpoint_config.periodic_db_checkpoints is set, but this build has no checkpoint engine yet");
     if (cc.remote) this.logger.warn("checkpoint_config.remote is set, but this build cannot copy checkpoints to a remote store yet");
   }
 
@@ -180,7 +226,25 @@ export class CairnNode {
         last_duration_ms: Math.round(w.lastDurationMs * 10) / 10,
         wal_high_water_bytes: w.walHighWaterBytes,
       },
-      last_checkpoint: null,
+      last_checkpoint: this.lastCheckpoint(),
+      checkpoints: this.checkpoints.status(),
+    };
+  }
+
+  private lastCheckpoint(): NodeStatus["last_checkpoint"] {
+    const last = this.checkpoints.status().last;
+    if (!last) return null;
+    const ms = last.started && last.finished ? Date.parse(last.finished) - Date.parse(last.started) : 0;
+    return {
+      id: last.result?.id ?? null,
+      time: last.finished ?? last.requested,
+      started: last.started ?? null,
+      duration_secs: Math.round(ms) / 1000,
+      result: last.outcome ?? "unknown",
+      ...(last.error ? { error: last.error } : {}),
+      logical_bytes: last.result?.logicalBytes ?? null,
+      new_bytes: last.result?.newBytes ?? null,
+      dir: last.dir,
     };
   }
 
@@ -208,6 +272,7 @@ export class CairnNode {
         server.stop(true);
       }
     }
+    await this.checkpoints.stop();
     this.blobs.close();
     await this.blobs.flushed();
     await this.admin?.stop();

@@ -9,6 +9,7 @@ export default defineCommand({
     setSocketPath(args["socket-path"]);
   },
   subCommands: {
+    checkpoint: () => import("./checkpoint/index.ts").then((m) => m.default),
     "log-level": () => import("./log-level.ts").then((m) => m.default),
   },
 });

@@ -1,0 +1,62 @@
+/** Listing the checkpoints of a store: read-only, never locks or changes anything. */
+import { CairnError, errorMessage } from "../errors.ts";
+import type { StoreReader } from "./reader.ts";
+
+export interface CheckpointListing {
+  id: number;
+  /** Size of the database the checkpoint restores to. */
+  size_bytes: number;
+  /** Stored files it needs: its packs, their indexes, and its manifest. */
+  files: number;
+  created: string;
+  node_id: string;
+  cairn_version: string;
+  page_size: number;
+  blob_count: number;
+  /** Bytes this checkpoint added to the store when it was taken. */
+  new_bytes: number;
+  duration_ms: number;
+}
+
+export interface Listing {
+  location: string;
+  checkpoints: CheckpointListing[];
+  /** Manifests that could not be read (damaged): listed here, not above. */
+  unreadable: { id: number; error: string }[];
+}
+
+export async function listCheckpoints(reader: StoreReader): Promise<Listing> {
+  const ids = await reader.manifestIds();
+  if (!(await reader.exists())) {
+    const others = (await reader.source.list("")).filter((p) => !p.startsWith("tmp/") && !p.endsWith(".lock") && !p.endsWith(".readers"));
+    if (others.length > 0 || ids.length > 0) {
+      throw new CairnError("E_NOT_A_STORE", `${reader.location} is not a cairn checkpoint store (no cairn-store.json)`);
+    }
+    return { location: reader.location, checkpoints: [], unreadable: [] };
+  }
+  await reader.info();
+  const checkpoints: CheckpointListing[] = [];
+  const unreadable: Listing["unreadable"] = [];
+  for (const id of ids) {
+    try {
+      const m = await reader.manifest(id);
+      checkpoints.push({
+        id: m.id,
+        size_bytes: m.db_size_bytes,
+        files: m.packs.length * 2 + 1,
+        created: m.created,
+        node_id: m.node_id,
+        cairn_version: m.cairn_version,
+        page_size: m.page_size,
+        blob_count: m.db_totals.blob_count,
+        new_bytes: m.stats.new_bytes,
+        duration_ms: m.stats.duration_ms,
+      });
+    } catch (e) {
+      // a manifest removed by retention between listing and reading is simply gone
+      if ((e as CairnError).code === "E_STORE_MISSING") continue;
+      unreadable.push({ id, error: errorMessage(e) });
+    }
+  }
+  return { location: reader.location, checkpoints, unreadable };
+}

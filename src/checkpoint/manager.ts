@@ -1,0 +1,348 @@
+/**
+ * The node's checkpoint manager: one checkpoint at a time (a second request fails with
+ * "Backup already in progress"), manual requests from the admin socket (with an optional
+ * delay), the periodic schedule, the task timeout, cancellation, retention after each success,
+ * and the status that `checkpoint status`, /v1/status and /metrics report.
+ *
+ * Its clock and intervals come from config (and a Clock for tests), so tests can drive it.
+ */
+import { readdirSync, statSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import type { CheckpointConfig } from "../config/config.ts";
+import { CairnError, errorMessage } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import { type CheckpointResult, takeCheckpoint, type WalPauser } from "./create.ts";
+import { DirSource } from "./objects.ts";
+import { StoreReader } from "./reader.ts";
+import { applyRetention } from "./retention.ts";
+import { formatBytes, formatDuration } from "../util/format.ts";
+
+export interface Clock {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+export const systemClock: Clock = {
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => {
+    const t = setTimeout(fn, ms);
+    t.unref?.();
+    return t;
+  },
+  clearTimeout: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
+};
+
+export type CheckpointOutcome = "success" | "failed" | "cancelled";
+
+export interface CheckpointRun {
+  /** Attempt number within this node process. */
+  run: number;
+  trigger: "manual" | "periodic";
+  dir: string;
+  state: "waiting" | "running" | "done";
+  requested: string;
+  started?: string;
+  finished?: string;
+  outcome?: CheckpointOutcome;
+  error?: string;
+  result?: CheckpointResult;
+  progress: { done_bytes: number; total_bytes: number };
+}
+
+export interface CheckpointStatus {
+  running: CheckpointRun | null;
+  last: CheckpointRun | null;
+  last_success: CheckpointRun | null;
+  successes: number;
+  failures: number;
+  cancellations: number;
+  /** Failures since the last success. */
+  consecutive_failures: number;
+  store_dir: string;
+  store_bytes: number;
+  periodic: boolean;
+  next_periodic: string | null;
+}
+
+export interface CheckpointManagerDeps {
+  config: CheckpointConfig;
+  nodeId: string;
+  dbFile: string;
+  storagePath: string;
+  wal: WalPauser;
+  logger: Logger;
+  clock?: Clock;
+}
+
+export const BUSY_MESSAGE = "Backup already in progress";
+
+export class CheckpointManager {
+  private current?: { run: CheckpointRun; controller: AbortController; done: Promise<CheckpointRun> };
+  private last?: CheckpointRun;
+  private lastSuccess?: CheckpointRun;
+  private runs = 0;
+  private counts = { successes: 0, failures: 0, cancellations: 0, consecutiveFailures: 0 };
+  private storeBytes = 0;
+  private nextPeriodicAt?: number;
+  private periodicTimer?: unknown;
+  private stopped = false;
+  private readonly clock: Clock;
+
+  constructor(private readonly deps: CheckpointManagerDeps) {
+    this.clock = deps.clock ?? systemClock;
+  }
+
+  async start(): Promise<void> {
+    const { config, logger } = this.deps;
+    this.warnIfSameDevice();
+    this.storeBytes = dirBytes(config.dir);
+    if (config.periodic) {
+      const latest = await latestCheckpointTime(config.dir);
+      const now = this.clock.now();
+      const first = Math.max(latest !== undefined ? latest + config.intervalMs : now, now + config.startupDelayMs);
+      this.schedulePeriodic(first);
+      logger.info(`periodic checkpoints every ${formatDuration(config.intervalMs)} into ${config.dir}; next at ${new Date(first).toISOString()}`);
+    }
+  }
+
+  private warnIfSameDevice(): void {
+    const dev = (p: string): number | undefined => {
+      for (let d = resolve(p); ; d = dirname(d)) {
+        try {
+          return statSync(d).dev;
+        } catch {
+          if (d === dirname(d)) return undefined;
+        }
+      }
+    };
+    const a = dev(this.deps.storagePath);
+    if (a !== undefined && a === dev(this.deps.config.dir)) {
+      this.deps.logger.warn(
+        `the checkpoint directory ${this.deps.config.dir} is on the same device as the database: a disk failure would take both; put checkpoints on another volume or ship them off the host`,
+      );
+    }
+  }
+
+  /**
+   * Start a checkpoint into `path` (default: the configured directory) after `delaySecs`.
+   * Throws E_BUSY ("Backup already in progress") if one is waiting or running.
+   */
+  request(opts: { path?: string; delaySecs?: number; trigger?: "manual" | "periodic" } = {}): CheckpointRun {
+    if (this.stopped) throw new CairnError("E_SHUTTING_DOWN", "the node is shutting down");
+    if (this.current) throw new CairnError("E_BUSY", BUSY_MESSAGE, { hint: "wait for it (checkpoint status) or cancel it (checkpoint cancel)" });
+    const run: CheckpointRun = {
+      run: ++this.runs,
+      trigger: opts.trigger ?? "manual",
+      dir: resolve(opts.path ?? this.deps.config.dir),
+      state: "waiting",
+      requested: new Date(this.clock.now()).toISOString(),
+      progress: { done_bytes: 0, total_bytes: 0 },
+    };
+    const controller = new AbortController();
+    const done = this.execute(run, controller, Math.max(0, (opts.delaySecs ?? 0) * 1000));
+    this.current = { run, controller, done };
+    return run;
+  }
+
+  /** Resolves when the given run has finished (at once if it already has). */
+  async wait(run: number): Promise<CheckpointRun | undefined> {
+    if (this.current?.run.run === run) return this.current.done;
+    return this.last?.run === run ? this.last : undefined;
+  }
+
+  /** Stop the waiting or running checkpoint; nothing of it stays listed. */
+  async cancel(): Promise<CheckpointRun | undefined> {
+    const cur = this.current;
+    if (!cur) return undefined;
+    cur.controller.abort(new CairnError("E_CANCELLED", "checkpoint cancelled"));
+    return cur.done;
+  }
+
+  status(): CheckpointStatus {
+    return {
+      running: this.current?.run ?? null,
+      last: this.last ?? null,
+      last_success: this.lastSuccess ?? null,
+      successes: this.counts.successes,
+      failures: this.counts.failures,
+      cancellations: this.counts.cancellations,
+      consecutive_failures: this.counts.consecutiveFailures,
+      store_dir: this.deps.config.dir,
+      store_bytes: this.storeBytes,
+      periodic: this.deps.config.periodic,
+      next_periodic: this.nextPeriodicAt !== undefined ? new Date(this.nextPeriodicAt).toISOString() : null,
+    };
+  }
+
+  /** Shutdown: cancel whatever runs and stop the schedule. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.periodicTimer !== undefined) this.clock.clearTimeout(this.periodicTimer);
+    this.nextPeriodicAt = undefined;
+    if (this.current) {
+      this.deps.logger.info("cancelling the running checkpoint for shutdown");
+      await this.cancel();
+    }
+  }
+
+  private schedulePeriodic(at: number): void {
+    if (this.stopped) return;
+    if (this.periodicTimer !== undefined) this.clock.clearTimeout(this.periodicTimer);
+    this.nextPeriodicAt = at;
+    this.periodicTimer = this.clock.setTimeout(() => void this.periodicTick(), Math.max(0, at - this.clock.now()));
+  }
+
+  private async periodicTick(): Promise<void> {
+    const { config, logger } = this.deps;
+    this.periodicTimer = undefined;
+    if (this.stopped) return;
+    let run: CheckpointRun;
+    try {
+      run = this.request({ trigger: "periodic" });
+    } catch (e) {
+      logger.info(`periodic checkpoint postponed: ${errorMessage(e)}`);
+      this.schedulePeriodic(this.clock.now() + config.retryBackoffMs);
+      return;
+    }
+    const done = await this.wait(run.run);
+    if (done?.outcome === "success" && done.result) {
+      this.schedulePeriodic(Math.max(Date.parse(done.result.created) + config.intervalMs, this.clock.now()));
+    } else {
+      this.schedulePeriodic(this.clock.now() + config.retryBackoffMs);
+      logger.warn(`periodic checkpoint did not succeed; retrying in ${formatDuration(config.retryBackoffMs)}`);
+    }
+  }
+
+  private async execute(run: CheckpointRun, controller: AbortController, delayMs: number): Promise<CheckpointRun> {
+    const { config, logger } = this.deps;
+    // let request() return (and register this run) before anything can finish it
+    await Promise.resolve();
+    const timeout = this.clock.setTimeout(
+      () => controller.abort(new CairnError("E_TIMEOUT", `checkpoint took longer than ${formatDuration(config.taskTimeoutMs)} and was stopped`)),
+      config.taskTimeoutMs + delayMs,
+    );
+    try {
+      if (delayMs > 0) await abortableSleep(this.clock, delayMs, controller.signal);
+      run.state = "running";
+      run.started = new Date(this.clock.now()).toISOString();
+      logger.info(`checkpoint started (${run.trigger}) into ${run.dir}`);
+      const result = await takeCheckpoint({
+        storeDir: run.dir,
+        nodeId: this.deps.nodeId,
+        dbFile: this.deps.dbFile,
+        wal: this.deps.wal,
+        workers: config.maxBackgroundOperations,
+        sync: config.sync,
+        compression: config.compression,
+        writeBytesPerSec: config.maxWriteBytesPerSec,
+        logger,
+        signal: controller.signal,
+        onProgress: (done, total) => {
+          run.progress = { done_bytes: done, total_bytes: total };
+        },
+      });
+      run.result = result;
+      run.outcome = "success";
+      this.counts.successes++;
+      this.counts.consecutiveFailures = 0;
+      logger.info(
+        `checkpoint ${result.id} created in ${run.dir} in ${(result.durationMs / 1000).toFixed(1)} s ` +
+          `(${formatBytes(result.logicalBytes)}, ${formatBytes(result.newBytes)} new)`,
+      );
+      if (resolve(run.dir) === resolve(config.dir)) await this.retain(run.dir);
+    } catch (e) {
+      const err = e instanceof CairnError ? e : new CairnError("E_CHECKPOINT", errorMessage(e), { cause: e });
+      run.error = err.message;
+      if (err.code === "E_CANCELLED") {
+        run.outcome = "cancelled";
+        this.counts.cancellations++;
+        logger.info(`checkpoint into ${run.dir} cancelled; nothing of it was kept`);
+      } else {
+        run.outcome = "failed";
+        this.counts.failures++;
+        this.counts.consecutiveFailures++;
+        logger.error(`checkpoint into ${run.dir} failed: ${err.message}`);
+      }
+    } finally {
+      this.clock.clearTimeout(timeout);
+      run.state = "done";
+      run.finished = new Date(this.clock.now()).toISOString();
+      if (run.dir === resolve(config.dir)) this.storeBytes = dirBytes(config.dir);
+      this.last = run;
+      if (run.outcome === "success") this.lastSuccess = run;
+      this.current = undefined;
+    }
+    return run;
+  }
+
+  private async retain(dir: string): Promise<void> {
+    const { config, logger } = this.deps;
+    try {
+      const r = await applyRetention(dir, this.deps.nodeId, config.maxCheckpoints, config.sync, logger);
+      if (r.skipped) logger.info(`retention postponed: ${r.skipped}`);
+      if (r.removed.length > 0) logger.info(`retention removed checkpoint(s) ${r.removed.join(", ")}`);
+      if (r.gc && (r.gc.removedPacks > 0 || r.gc.rewrittenPacks > 0)) {
+        logger.info(`garbage collection: ${r.gc.removedPacks} pack(s) removed, ${r.gc.rewrittenPacks} rewritten, ${formatBytes(r.gc.freedBytes)} freed`);
+      }
+    } catch (e) {
+      logger.warn(`retention in ${dir} failed: ${errorMessage(e)}`);
+    }
+  }
+}
+
+function abortableSleep(clock: Clock, ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((res, rej) => {
+    if (signal.aborted) return rej(signal.reason);
+    const t = clock.setTimeout(() => {
+      signal.removeEventListener("abort", onAbort);
+      res();
+    }, ms);
+    const onAbort = () => {
+      clock.clearTimeout(t);
+      rej(signal.reason);
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+async function latestCheckpointTime(dir: string): Promise<number | undefined> {
+  try {
+    const reader = new StoreReader(new DirSource(dir));
+    const ids = await reader.manifestIds();
+    for (const id of ids.reverse()) {
+      try {
+        return Date.parse((await reader.manifest(id)).created);
+      } catch {
+        // a damaged manifest: look at the one before
+      }
+    }
+  } catch {
+    // no store yet
+  }
+  return undefined;
+}
+
+/** Bytes of every file under `dir` (the store's size on disk). */
+export function dirBytes(dir: string): number {
+  let total = 0;
+  const walk = (d: string) => {
+    let entries;
+    try {
+      entries = readdirSync(d, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.isFile()) {
+        try {
+          total += statSync(p).size;
+        } catch {}
+      }
+    }
+  };
+  walk(dir);
+  return total;
+}

@@ -1,0 +1,11 @@
+/**
+ * Named crash points for the fault tests: when CAIRN_TEST_CRASH_POINT names this point, the
+ * process kills itself with SIGKILL right here, as a power cut or kill -9 would. Off unless
+ * that variable is set, which only the test suite does; the node logs a warning at start when
+ * it is set (see node.ts), so it cannot go unnoticed in production.
+ */
+export const CRASH_POINT_ENV = "CAIRN_TEST_CRASH_POINT";
+
+export function crashPoint(name: string): void {
+  if (process.env[CRASH_POINT_ENV] === name) process.kill(process.pid, "SIGKILL");
+}
