@@ -98,9 +98,7 @@ export class CheckpointManager {
     this.warnIfSameDevice();
     this.storeBytes = dirBytes(config.dir);
     if (config.periodic) {
-      const latest = await latestCheckpointTime(config.dir);
-      const now = this.clock.now();
-      const first = Math.max(latest !== undefined ? latest + config.intervalMs : now, now + config.startupDelayMs);
+      const first = firstPeriodicRun(await latestCheckpointTime(config.dir), this.clock.now(), config);
       this.schedulePeriodic(first);
       logger.info(`periodic checkpoints every ${formatDuration(config.intervalMs)} into ${config.dir}; next at ${new Date(first).toISOString()}`);
     }
@@ -206,12 +204,8 @@ export class CheckpointManager {
       return;
     }
     const done = await this.wait(run.run);
-    if (done?.outcome === "success" && done.result) {
-      this.schedulePeriodic(Math.max(Date.parse(done.result.created) + config.intervalMs, this.clock.now()));
-    } else {
-      this.schedulePeriodic(this.clock.now() + config.retryBackoffMs);
-      logger.warn(`periodic checkpoint did not succeed; retrying in ${formatDuration(config.retryBackoffMs)}`);
-    }
+    this.schedulePeriodic(nextPeriodicRun(done, this.clock.now(), config));
+    if (done?.outcome !== "success") logger.warn(`periodic checkpoint did not succeed; retrying in ${formatDuration(config.retryBackoffMs)}`);
   }
 
   private async execute(run: CheckpointRun, controller: AbortController, delayMs: number): Promise<CheckpointRun> {
@@ -289,6 +283,21 @@ export class CheckpointManager {
       logger.warn(`retention in ${dir} failed: ${errorMessage(e)}`);
     }
   }
+}
+
+/** The first periodic run: an interval after the latest checkpoint, but not before the start-up delay. */
+export function firstPeriodicRun(latestCreatedMs: number | undefined, nowMs: number, config: Pick<CheckpointConfig, "intervalMs" | "startupDelayMs">): number {
+  return Math.max(latestCreatedMs !== undefined ? latestCreatedMs + config.intervalMs : nowMs, nowMs + config.startupDelayMs);
+}
+
+/** After a periodic run: an interval after the checkpoint it made, or a back-off after a failure. */
+export function nextPeriodicRun(
+  done: CheckpointRun | undefined,
+  nowMs: number,
+  config: Pick<CheckpointConfig, "intervalMs" | "retryBackoffMs">,
+): number {
+  if (done?.outcome === "success" && done.result) return Math.max(Date.parse(done.result.created) + config.intervalMs, nowMs);
+  return nowMs + config.retryBackoffMs;
 }
 
 function abortableSleep(clock: Clock, ms: number, signal: AbortSignal): Promise<void> {

@@ -1,0 +1,150 @@
+import { describe, expect, test } from "bun:test";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { type CheckpointConfig, DEFAULTS } from "../../src/config/config.ts";
+import { type CheckpointRun, CheckpointManager, type Clock, firstPeriodicRun, nextPeriodicRun } from "../../src/checkpoint/manager.ts";
+import { dbPathIn, openNodeDatabase } from "../../src/engine/database.ts";
+import { silentLogger } from "../../src/log.ts";
+import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
+
+cleanTmpDirsAfterEach();
+
+const H = 3_600_000;
+
+describe("schedule arithmetic", () => {
+  const cfg = { intervalMs: 4 * H, startupDelayMs: 60_000, retryBackoffMs: 300_000 };
+
+  test("first run: latest + interval when that is later than the start-up delay", () => {
+    expect(firstPeriodicRun(1_000 * H, 1_001 * H, cfg)).toBe(1_004 * H);
+  });
+  test("first run: never before the start-up delay, even if a run is overdue", () => {
+    expect(firstPeriodicRun(900 * H, 1_000 * H, cfg)).toBe(1_000 * H + 60_000);
+  });
+  test("first run with no checkpoint yet: after the start-up delay", () => {
+    expect(firstPeriodicRun(undefined, 1_000 * H, cfg)).toBe(1_000 * H + 60_000);
+  });
+  test("after a success: an interval after the checkpoint's creation", () => {
+    const done = { outcome: "success", result: { created: new Date(1_000 * H).toISOString() } } as CheckpointRun;
+    expect(nextPeriodicRun(done, 1_000 * H + 5_000, cfg)).toBe(1_004 * H);
+  });
+  test("after a failure: the back-off", () => {
+    const done = { outcome: "failed" } as CheckpointRun;
+    expect(nextPeriodicRun(done, 1_000 * H, cfg)).toBe(1_000 * H + 300_000);
+  });
+});
+
+/** A clock the test moves by hand; timers fire when their time comes. */
+class FakeClock implements Clock {
+  // starts at the real time: checkpoints stamp their creation with the real clock
+  private t = Date.now();
+  private timers = new Map<number, { at: number; fn: () => void }>();
+  private next = 1;
+  now() {
+    return this.t;
+  }
+  setTimeout(fn: () => void, ms: number) {
+    const id = this.next++;
+    this.timers.set(id, { at: this.t + ms, fn });
+    return id;
+  }
+  clearTimeout(h: unknown) {
+    this.timers.delete(h as number);
+  }
+  /** Move time forward, firing due timers in order. */
+  advance(ms: number) {
+    const until = this.t + ms;
+    for (;;) {
+      const due = [...this.timers.entries()].filter(([, x]) => x.at <= until).sort((a, b) => a[1].at - b[1].at)[0];
+      if (!due) break;
+      this.timers.delete(due[0]);
+      this.t = due[1].at;
+      due[1].fn();
+    }
+    this.t = until;
+  }
+}
+
+describe("periodic checkpoints driven by a fake clock", () => {
+  function setup(overrides: Partial<CheckpointConfig>) {
+    const dir = tmpDir();
+    const { db, nodeId } = openNodeDatabase(join(dir, "db"));
+    db.query("INSERT INTO meta VALUES ('x', ?)").run("y".repeat(10_000));
+    const clock = new FakeClock();
+    const config: CheckpointConfig = {
+      dir: join(dir, "ckpt"),
+      maxCheckpoints: 0,
+      intervalMs: H,
+      sync: false,
+      maxBackgroundOperations: 1,
+      periodic: true,
+      startupDelayMs: 10_000,
+      retryBackoffMs: 300_000,
+      taskTimeoutMs: H,
+      compression: "none",
+      maxWriteBytesPerSec: 0,
+      ...overrides,
+    };
+    const wal = { pause: async () => () => {} };
+    const manager = new CheckpointManager({ config, nodeId, dbFile: dbPathIn(join(dir, "db")), storagePath: join(dir, "db"), wal, logger: silentLogger, clock });
+    return { dir, db, clock, manager, config };
+  }
+
+  async function settle(manager: CheckpointManager) {
+    for (let i = 0; i < 500 && manager.status().running; i++) await Bun.sleep(10);
+    await Bun.sleep(10);
+  }
+
+  test("runs after the start-up delay, then every interval", async () => {
+    const { db, clock, manager } = setup({});
+    await manager.start();
+    const start = clock.now();
+    expect(Date.parse(manager.status().next_periodic!)).toBe(start + 10_000);
+    clock.advance(9_999);
+    expect(manager.status().running).toBeNull();
+    clock.advance(1);
+    await settle(manager);
+    expect(manager.status().successes).toBe(1);
+    const created = Date.parse(manager.status().last!.result!.created);
+    expect(Date.parse(manager.status().next_periodic!)).toBe(Math.max(created + H, clock.now()));
+    clock.advance(H);
+    await settle(manager);
+    expect(manager.status().successes).toBe(2);
+    await manager.stop();
+    expect(manager.status().next_periodic).toBeNull();
+    db.close();
+  }, 20_000);
+
+  test("a failed run is retried after the back-off", async () => {
+    const { dir, db, clock, manager } = setup({ dir: "" });
+    // the checkpoint directory is a file: every attempt fails
+    const file = join(dir, "not-a-dir");
+    writeFileSync(file, "x");
+    (manager as unknown as { deps: { config: CheckpointConfig } }).deps.config.dir = file;
+    await manager.start();
+    clock.advance(10_000);
+    await settle(manager);
+    expect(manager.status().failures).toBe(1);
+    expect(manager.status().consecutive_failures).toBe(1);
+    expect(Date.parse(manager.status().next_periodic!)).toBe(clock.now() + 300_000);
+    clock.advance(300_000);
+    await settle(manager);
+    expect(manager.status().failures).toBe(2);
+    await manager.stop();
+    db.close();
+  }, 20_000);
+
+  test("a running checkpoint makes a second request fail with Backup already in progress", async () => {
+    const { db, manager } = setup({ periodic: false });
+    manager.request({ delaySecs: 3600 });
+    expect(() => manager.request()).toThrow("Backup already in progress");
+    const cancelled = await manager.cancel();
+    expect(cancelled?.outcome).toBe("cancelled");
+    expect(manager.status().running).toBeNull();
+    db.close();
+  });
+});
+
+test("defaults follow Walrus: 5 minute back-off, 1 hour timeout", () => {
+  expect(DEFAULTS.retryBackoffSecs).toBe(300);
+  expect(DEFAULTS.taskTimeoutSecs).toBe(3600);
+});
