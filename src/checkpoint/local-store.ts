@@ -53,6 +53,8 @@ export class LocalStore {
     } catch (e) {
       throw new CairnError("E_STORE_IO", `cannot create the checkpoint directory ${dir}: ${errorMessage(e)}`, { cause: e });
     }
+    // refuse another node's store before touching anything in it (the store file never changes)
+    if (existsSync(join(dir, STORE_FILE))) LocalStore.ownInfo(dir, nodeId);
     const lock = FileLock.exclusive(join(dir, STORE_LOCK_FILE), (holder) =>
       new CairnError("E_STORE_BUSY", `another process (pid ${holder ?? "unknown"}) is writing checkpoints into ${dir}`),
     );

@@ -40,7 +40,8 @@ export interface CheckpointRun {
   run: number;
   trigger: "manual" | "periodic";
   dir: string;
-  state: "waiting" | "running" | "done";
+  /** waiting: for its delay; running: copying; retaining: complete, retention running; done */
+  state: "waiting" | "running" | "retaining" | "done";
   requested: string;
   started?: string;
   finished?: string;
@@ -149,11 +150,15 @@ export class CheckpointManager {
     return this.last?.run === run ? this.last : undefined;
   }
 
-  /** Stop the waiting or running checkpoint; nothing of it stays listed. */
+  /**
+   * Stop the waiting or running checkpoint; nothing of it stays listed. A checkpoint that is
+   * already complete (its retention running) is not touched. Resolves with the run as it
+   * ended: its outcome says whether it was cancelled.
+   */
   async cancel(): Promise<CheckpointRun | undefined> {
     const cur = this.current;
     if (!cur) return undefined;
-    cur.controller.abort(new CairnError("E_CANCELLED", "checkpoint cancelled"));
+    if (cur.run.state !== "retaining") cur.controller.abort(new CairnError("E_CANCELLED", "checkpoint cancelled"));
     return cur.done;
   }
 
@@ -194,6 +199,7 @@ export class CheckpointManager {
   private async periodicTick(): Promise<void> {
     const { config, logger } = this.deps;
     this.periodicTimer = undefined;
+    this.nextPeriodicAt = undefined;
     if (this.stopped) return;
     let run: CheckpointRun;
     try {
@@ -244,6 +250,7 @@ export class CheckpointManager {
         `checkpoint ${result.id} created in ${run.dir} in ${(result.durationMs / 1000).toFixed(1)} s ` +
           `(${formatBytes(result.logicalBytes)}, ${formatBytes(result.newBytes)} new)`,
       );
+      run.state = "retaining";
       if (resolve(run.dir) === resolve(config.dir)) await this.retain(run.dir);
     } catch (e) {
       const err = e instanceof CairnError ? e : new CairnError("E_CHECKPOINT", errorMessage(e), { cause: e });

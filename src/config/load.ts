@@ -62,6 +62,11 @@ export function validateDocument(raw: unknown, file: string): ConfigDocument {
       `${file}: checkpoint_config: set db_checkpoint_interval or db_checkpoint_interval_secs, not both`,
     );
   }
+  const interval = cc?.db_checkpoint_interval;
+  if ((interval && interval.secs === 0 && interval.nanos === 0) || cc?.db_checkpoint_interval_secs === 0) {
+    const key = interval ? "db_checkpoint_interval" : "db_checkpoint_interval_secs";
+    throw new ConfigError(`${file}: checkpoint_config.${key}: expected an interval longer than 0, got 0`);
+  }
   return doc;
 }
 

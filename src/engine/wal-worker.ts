@@ -9,7 +9,7 @@ import { applyConnectionPragmas } from "./database.ts";
 declare const self: Worker;
 
 export type WalCheckpointMode = "PASSIVE" | "TRUNCATE";
-export type WalWorkerRequest = { id: number; file: string; mode: WalCheckpointMode };
+export type WalWorkerRequest = { id: number; file: string; mode: WalCheckpointMode | "CLOSE" };
 export type WalWorkerReply =
   | { id: number; ok: true; busy: number; log: number; checkpointed: number; ms: number }
   | { id: number; ok: false; error: string };
@@ -19,6 +19,14 @@ let db: Database | undefined;
 self.onmessage = (event: MessageEvent<WalWorkerRequest>) => {
   const { id, file, mode } = event.data;
   const started = performance.now();
+  if (mode === "CLOSE") {
+    // close the connection before the thread is terminated: SQLite's locks on the WAL index
+    // are per process, and an abandoned connection's would keep the node's final checkpoint busy
+    db?.close();
+    db = undefined;
+    postMessage({ id, ok: true, busy: 0, log: 0, checkpointed: 0, ms: 0 } satisfies WalWorkerReply);
+    return;
+  }
   try {
     if (!db) {
       db = new Database(file, { readwrite: true, create: false });

@@ -111,7 +111,7 @@ export class WalCheckpointer {
     }
   }
 
-  private request(mode: WalCheckpointMode): Promise<WalWorkerReply> {
+  private request(mode: WalCheckpointMode | "CLOSE"): Promise<WalWorkerReply> {
     const id = this.nextId++;
     return new Promise((resolve) => {
       this.pending.set(id, resolve);
@@ -143,7 +143,10 @@ export class WalCheckpointer {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     await this.running;
-    this.worker?.terminate();
-    this.worker = undefined;
+    if (this.worker) {
+      await this.request("CLOSE");
+      this.worker.terminate();
+      this.worker = undefined;
+    }
   }
 }

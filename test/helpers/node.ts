@@ -28,6 +28,8 @@ export interface StartOptions {
   extraYaml?: string;
   port?: number;
   timeoutMs?: number;
+  /** Extra environment variables for the node process (e.g. CAIRN_TEST_CRASH_POINT). */
+  env?: Record<string, string>;
 }
 
 export function writeConfig(dir: string, port: number, extraYaml = ""): string {
@@ -53,11 +55,22 @@ export function runCairn(args: string[], opts: { cwd?: string; timeoutMs?: numbe
 export async function startNode(dir: string, opts: StartOptions = {}): Promise<NodeHandle> {
   const port = opts.port ?? freePort();
   const configFile = writeConfig(dir, port, opts.extraYaml);
-  return startNodeWithConfig(dir, configFile, `http://127.0.0.1:${port}`, opts.timeoutMs);
+  return startNodeWithConfig(dir, configFile, `http://127.0.0.1:${port}`, opts.timeoutMs, opts.env);
 }
 
-export async function startNodeWithConfig(dir: string, configFile: string, url: string, timeoutMs = 10_000): Promise<NodeHandle> {
-  const proc = Bun.spawn([BINARY, "run", "--config", configFile], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+export async function startNodeWithConfig(
+  dir: string,
+  configFile: string,
+  url: string,
+  timeoutMs = 10_000,
+  env?: Record<string, string>,
+): Promise<NodeHandle> {
+  const proc = Bun.spawn([BINARY, "run", "--config", configFile], {
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+    env: env ? { ...process.env, ...env } : undefined,
+  });
   let stderr = "";
   const decoder = new TextDecoder();
   (async () => {

@@ -1,0 +1,252 @@
+/**
+ * The life of checkpoints inside a running node: cancelling one, the task timeout, shutdown
+ * during one, and retention with garbage collection over repeated checkpoints. Slow
+ * checkpoints are made with the write rate limit (checkpoint_config.max_write_bytes_per_sec).
+ */
+import { describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import {
+  admin,
+  adminAsync,
+  auditDb,
+  checkpointStatus,
+  createCheckpoint,
+  deleteAll,
+  duBytes,
+  filesUnder,
+  leftovers,
+  listJson,
+  materialize,
+  putAll,
+  verify,
+  waitFor,
+} from "../helpers/checkpoint.ts";
+import { pseudoRandomBytes, runCairn, sha256, startNode } from "../helpers/node.ts";
+import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
+
+cleanTmpDirsAfterEach();
+
+const blobs = (prefix: string, n: number, size: number, seed: number) =>
+  Array.from({ length: n }, (_, i) => ({ id: `${prefix}${i}`, body: pseudoRandomBytes(seed + i, size) }));
+
+describe("cancel, timeout, shutdown", () => {
+  test("checkpoint cancel stops a running checkpoint for real: nothing listed, nothing left in tmp/ or packs/; the next one succeeds", async () => {
+    const dir = tmpDir();
+    const store = join(dir, "checkpoints");
+    const node = await startNode(dir, { extraYaml: "checkpoint_config:\n  max_write_bytes_per_sec: 8000000\n" });
+    try {
+      await putAll(node.url, blobs("a", 20, 20_000, 1));
+      expect(createCheckpoint(node)).toBe(1);
+      // ~12 MB more: the next checkpoint writes for ~1.5 s at 8 MB/s
+      const big = blobs("b", 300, 40_000, 1000);
+      await putAll(node.url, big);
+      const packsBefore = filesUnder(store, "packs");
+      const manifestsBefore = filesUnder(store, "manifests");
+
+      const started = admin(node, ["checkpoint", "create", "--detach"]);
+      expect(started.code).toBe(0);
+      // it is really under way: running, and writing its pack into tmp/
+      await waitFor(() => filesUnder(store, "tmp").length > 0, 5000, "the checkpoint to write into tmp/");
+      const running = await checkpointStatus(node);
+      expect(running.running?.state).toBe("running");
+      // meanwhile list and verify see only the complete checkpoint
+      expect(listJson(store).map((l) => l.id)).toEqual([1]);
+      const v = verify(store);
+      expect(v.code).toBe(0);
+      expect(v.stdout).toStartWith("Checkpoint 1: OK");
+      expect((await checkpointStatus(node)).running?.state).toBe("running");
+
+      const t0 = performance.now();
+      const cancel = admin(node, ["checkpoint", "cancel"]);
+      expect(cancel.code).toBe(0);
+      expect(cancel.stdout).toBe(`Checkpoint into ${store} cancelled; nothing of it was kept\n`);
+      expect(performance.now() - t0).toBeLessThan(1500); // stopped, not waited out
+
+      const s = await checkpointStatus(node);
+      expect(s.running).toBeNull();
+      expect(s.last.outcome).toBe("cancelled");
+      expect(s.cancellations).toBe(1);
+      expect(s.successes).toBe(1);
+      const text = admin(node, ["checkpoint", "status"]);
+      expect(text.stdout).toStartWith("No checkpoint running.\nLast: cancelled at ");
+      expect(text.stdout).toContain("Since start: 1 succeeded, 0 failed, 1 cancelled");
+      expect(listJson(store).map((l) => l.id)).toEqual([1]);
+      expect(filesUnder(store, "tmp")).toEqual([]);
+      expect(filesUnder(store, "packs")).toEqual(packsBefore);
+      expect(filesUnder(store, "manifests")).toEqual(manifestsBefore);
+      // nothing more appears afterwards either (the workers really stopped)
+      await Bun.sleep(300);
+      expect(filesUnder(store, "tmp")).toEqual([]);
+      expect(filesUnder(store, "packs")).toEqual(packsBefore);
+      // a cancel with nothing running says so
+      expect(admin(node, ["checkpoint", "cancel"]).stdout).toBe("No checkpoint is running\n");
+
+      expect(createCheckpoint(node)).toBe(2);
+      expect(listJson(store).map((l) => l.id)).toEqual([1, 2]);
+      expect(verify(store).code).toBe(0);
+      const file = join(dir, "m2.db");
+      await materialize(store, 2, file);
+      const a = auditDb(file);
+      expect(a.integrity).toBe("ok");
+      expect(a.count).toBe(320);
+      expect(a.blobs.get("b299")).toBe(sha256(big[299]!.body));
+      expect(await leftovers(store)).toEqual([]);
+    } finally {
+      expect(await node.stop()).toBe(0);
+    }
+  }, 30_000);
+
+  test("a cancel that arrives once the checkpoint is complete (while retention runs) does not claim that nothing was kept", async () => {
+    const dir = tmpDir();
+    const store = join(dir, "checkpoints");
+    const node = await startNode(dir, { extraYaml: "checkpoint_config:\n  max_db_checkpoints: 1\n" });
+    try {
+      // ~40 MB, most of it rewritten before each checkpoint: retention then garbage-collects
+      // (rewrites) a large pack, which gives a cancel time to arrive after the manifest
+      await putAll(node.url, blobs("b", 800, 50_000, 1));
+      expect(createCheckpoint(node)).toBe(1);
+      for (let attempt = 0; ; attempt++) {
+        const id = attempt + 2;
+        await putAll(node.url, blobs("b", 560, 50_000, 100_000 * (attempt + 1)));
+        expect(admin(node, ["checkpoint", "create", "--detach"]).code).toBe(0);
+        const manifest = join(store, "manifests", `${String(id).padStart(10, "0")}.json`);
+        const deadline = Date.now() + 10_000;
+        while (!(await Bun.file(manifest).exists()) && Date.now() < deadline) await Bun.sleep(1);
+        const cancel = await adminAsync(node, ["checkpoint", "cancel"]);
+        expect(cancel.code).toBe(0);
+        await waitFor(async () => (await checkpointStatus(node)).running === null, 10_000, "the checkpoint to end");
+        if (cancel.stdout === "No checkpoint is running\n") {
+          // the cancel came too late to meet the run at all; try again (at most 3 times)
+          expect(attempt).toBeLessThan(2);
+          continue;
+        }
+        // the checkpoint is complete, kept and reported a success...
+        const s = await checkpointStatus(node);
+        expect(s.last.outcome).toBe("success");
+        expect(s.last.result.id).toBe(id);
+        expect(listJson(store).map((l) => l.id)).toEqual([id]);
+        expect(verify(store).code).toBe(0);
+        // ...so the operator must not be told that it was cancelled and nothing was kept
+        expect(cancel.stdout).not.toContain("nothing of it was kept");
+        break;
+      }
+    } finally {
+      expect(await node.stop()).toBe(0);
+    }
+  }, 45_000);
+
+  test("the task timeout stops a slow checkpoint: result failed, nothing listed, nothing left", async () => {
+    const dir = tmpDir();
+    const store = join(dir, "checkpoints");
+    const node = await startNode(dir, {
+      extraYaml: "checkpoint_config:\n  max_write_bytes_per_sec: 2000000\n  db_checkpoint_task_timeout_secs: 1\n",
+    });
+    try {
+      // ~6 MB: 3 s at 2 MB/s, three times the timeout
+      await putAll(node.url, blobs("b", 150, 40_000, 1));
+      const t0 = performance.now();
+      const r = admin(node, ["checkpoint", "create"]);
+      const took = performance.now() - t0;
+      expect(r.code).toBe(1);
+      expect(r.stderr).toStartWith("error: ");
+      expect(r.stderr).toContain("took longer than 1 s");
+      expect(took).toBeLessThan(2500);
+      const s = await checkpointStatus(node);
+      expect(s.running).toBeNull();
+      expect(s.last.outcome).toBe("failed");
+      expect(s.failures).toBe(1);
+      expect(s.successes).toBe(0);
+      const list = runCairn(["list-db-checkpoint", store]);
+      expect(list.code).toBe(0);
+      expect(list.stdout).toBe(`No checkpoints found in ${store}\n`);
+      expect(filesUnder(store, "tmp")).toEqual([]);
+      expect(filesUnder(store, "packs")).toEqual([]);
+      expect(filesUnder(store, "manifests")).toEqual([]);
+      expect((await fetch(`${node.url}/v1/blobs/b3`)).status).toBe(200);
+    } finally {
+      expect(await node.stop()).toBe(0);
+    }
+  }, 30_000);
+
+  test("SIGTERM during a checkpoint: the node exits 0 and leaves no partial checkpoint", async () => {
+    const dir = tmpDir();
+    const store = join(dir, "checkpoints");
+    const node = await startNode(dir, { extraYaml: "checkpoint_config:\n  max_write_bytes_per_sec: 2000000\n" });
+    await putAll(node.url, blobs("b", 150, 40_000, 1));
+    expect(admin(node, ["checkpoint", "create", "--detach"]).code).toBe(0);
+    await waitFor(() => filesUnder(store, "tmp").length > 0, 5000, "the checkpoint to write into tmp/");
+    const t0 = performance.now();
+    expect(await node.stop("SIGTERM")).toBe(0);
+    expect(performance.now() - t0).toBeLessThan(2500);
+    expect(runCairn(["list-db-checkpoint", store]).stdout).toBe(`No checkpoints found in ${store}\n`);
+    expect(filesUnder(store, "tmp")).toEqual([]);
+    expect(filesUnder(store, "packs")).toEqual([]);
+  }, 30_000);
+});
+
+describe("retention and garbage collection", () => {
+  test("max_db_checkpoints: 2 over 6 checkpoints with churn: the newest 2 kept with their ids, the store stays bounded, both verify and restore", async () => {
+    const dir = tmpDir();
+    const store = join(dir, "checkpoints");
+    const node = await startNode(dir, { extraYaml: "checkpoint_config:\n  max_db_checkpoints: 2\n" });
+    const state = new Map<string, string>();
+    const states: Map<string, string>[] = [];
+    const sizes: { step: number; store: number; db: number }[] = [];
+    try {
+      const first = blobs("b", 250, 25_000, 1);
+      await putAll(node.url, first);
+      for (const b of first) state.set(b.id, sha256(b.body));
+      let fresh = 0;
+      for (let step = 1; step <= 6; step++) {
+        if (step > 1) {
+          // rewrite about a third of the blobs, delete a few, add a few
+          const ids = [...state.keys()];
+          const rewrite = ids.filter((_, i) => (i + step) % 3 === 0).map((id, i) => ({ id, body: pseudoRandomBytes(step * 100_000 + i, 25_000) }));
+          await putAll(node.url, rewrite);
+          for (const b of rewrite) state.set(b.id, sha256(b.body));
+          const gone = ids.filter((_, i) => (i + step) % 17 === 0 && !rewrite.some((r) => r.id === ids[i]));
+          await deleteAll(node.url, gone);
+          for (const id of gone) state.delete(id);
+          const added = blobs(`n${step}-`, 12, 25_000, 500_000 + step * 1000);
+          fresh += added.length;
+          await putAll(node.url, added);
+          for (const b of added) state.set(b.id, sha256(b.body));
+        }
+        expect(createCheckpoint(node)).toBe(step);
+        states[step] = new Map(state);
+        const listed = listJson(store);
+        expect(listed.map((l) => l.id)).toEqual(step === 1 ? [1] : [step - 1, step]);
+        sizes.push({ step, store: duBytes(store), db: listed.at(-1)!.size_bytes });
+      }
+      expect(fresh).toBe(60);
+      // the store does not grow without bound: after 6 rounds of churn it holds less than
+      // three database images
+      for (const x of sizes) expect({ ...x, bounded: x.store < 3 * x.db }).toMatchObject({ bounded: true });
+      expect(await leftovers(store)).toEqual([]);
+
+      const v = verify(store);
+      expect(v.code).toBe(0);
+      expect(v.stdout).toContain("Checkpoint 5: OK");
+      expect(v.stdout).toContain("Checkpoint 6: OK");
+      for (const id of [5, 6]) {
+        const file = join(dir, `m${id}.db`);
+        await materialize(store, id, file);
+        const a = auditDb(file);
+        expect(a.integrity).toBe("ok");
+        expect(a.blobs).toEqual(states[id]!);
+        expect(a.totals).toEqual({ blob_count: a.count, blob_bytes: a.bytes });
+      }
+      // numbering goes on after the node restarts: never reused
+      expect(await node.stop()).toBe(0);
+      const again = await startNode(dir, { extraYaml: "checkpoint_config:\n  max_db_checkpoints: 2\n" });
+      try {
+        expect(createCheckpoint(again)).toBe(7);
+        expect(listJson(store).map((l) => l.id)).toEqual([6, 7]);
+      } finally {
+        expect(await again.stop()).toBe(0);
+      }
+    } finally {
+      if (node.proc.exitCode === null) await node.stop();
+    }
+  }, 45_000);
+});
