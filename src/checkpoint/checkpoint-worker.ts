@@ -4,7 +4,7 @@
  * does not hold yet to a pack of its own in the store's tmp/ folder. Also loads pack indexes
  * and block lists for the coordinator, so that no heavy work runs on the node's main thread.
  */
-import { closeSync, fsyncSync, mkdirSync, openSync, readSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, fdatasyncSync, fsyncSync, mkdirSync, openSync, readSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { CairnError } from "../errors.ts";
 import { DigestTable } from "./digest-table.ts";
@@ -15,7 +15,6 @@ import {
   INDEX_ENTRY_BYTES,
   PACK_MAGIC,
   newPackId,
-  readIndexEntry,
   SEGMENT_ENTRY_BYTES,
   writeIndexEntry,
 } from "./format.ts";
@@ -23,6 +22,7 @@ import { blockDigest, quickHash, toHex } from "./hash.ts";
 import { DirSource } from "./objects.ts";
 import type { PackWritten, RangeResult, SnapshotSpec, WorkerInit, WorkerReply, WorkerRequest } from "./protocol.ts";
 import { crashPoint } from "../util/crash-point.ts";
+import { lowerThisThreadPriority } from "../util/thread-priority.ts";
 import { collectGarbage } from "./gc.ts";
 import { StoreReader } from "./reader.ts";
 import { scanWal } from "./wal-format.ts";
@@ -35,7 +35,7 @@ const WRITE_BUFFER_BYTES = 1024 * 1024;
 let init: WorkerInit | undefined;
 let seed = 0n;
 let table: DigestTable | undefined;
-let prev: { entries: Uint8Array; quick: BigUint64Array; count: number } | undefined;
+let prev: { entries: Uint8Array; words: Uint32Array; quick: BigUint64Array; count: number } | undefined;
 let snap: (SnapshotSpec & { dbFd: number; walFd: number | undefined }) | undefined;
 const chunk = new Uint8Array(CHUNK_BYTES);
 
@@ -45,6 +45,8 @@ interface OpenPack {
   packId: string;
   fd: number;
   bytes: number;
+  /** Bytes written since the last fdatasync. */
+  unsynced: number;
   entries: Uint8Array;
   count: number;
   buffer: Uint8Array;
@@ -83,6 +85,7 @@ function openPack(): OpenPack {
     packId,
     fd,
     bytes: 0,
+    unsynced: 0,
     entries: new Uint8Array(INDEX_ENTRY_BYTES * 1024),
     count: 0,
     buffer: new Uint8Array(WRITE_BUFFER_BYTES),
@@ -96,10 +99,21 @@ function openPack(): OpenPack {
   return p;
 }
 
+/**
+ * With `sync`, packs are flushed to disk every SYNC_EVERY bytes rather than all at the end,
+ * so that no single large flush queues ahead of the node's own commit fsyncs.
+ */
+const SYNC_EVERY = 8 * 1024 * 1024;
+
 function flush(p: OpenPack): void {
   if (p.buffered === 0) return;
   writeAll(p.fd, p.buffer.subarray(0, p.buffered));
+  p.unsynced += p.buffered;
   p.buffered = 0;
+  if (init!.sync && p.unsynced >= SYNC_EVERY) {
+    fdatasyncSync(p.fd);
+    p.unsynced = 0;
+  }
 }
 
 function closePack(p: OpenPack): void {
@@ -198,6 +212,7 @@ function processRange(first: number, count: number): RangeResult {
   const bs = init!.blockSize;
   const imageBytes = s.pageCount * s.pageSize;
   const entries = new Uint8Array(count * SEGMENT_ENTRY_BYTES);
+  const words = new Uint32Array(entries.buffer);
   const quick = new BigUint64Array(entries.buffer);
   const refs = new Int32Array(count);
   let newBlocks = 0;
@@ -206,6 +221,8 @@ function processRange(first: number, count: number): RangeResult {
   const start = first * bs;
   const end = Math.min((first + count) * bs, imageBytes);
   const step = Math.floor(CHUNK_BYTES / bs) * bs;
+  // SEGMENT_ENTRY_BYTES is 40: 10 words an entry, the quick hash in the 5th u64
+  const W = SEGMENT_ENTRY_BYTES / 4;
   for (let pos = start; pos < end; pos += step) {
     const len = Math.min(step, end - pos);
     const buf = readImage(pos, len);
@@ -214,28 +231,28 @@ function processRange(first: number, count: number): RangeResult {
       const i = b - first;
       const data = buf.subarray(o, Math.min(o + bs, len));
       const q = quickHash(data, seed);
-      let digest: Uint8Array | undefined;
-      let ref = -1;
+      quick[i * 5 + 4] = q;
       if (prev && b < prev.count && prev.quick[b * 5 + 4] === q) {
         // unchanged since the previous checkpoint: reuse its digest, if the store still has it
-        digest = prev.entries.subarray(b * SEGMENT_ENTRY_BYTES, b * SEGMENT_ENTRY_BYTES + 32);
-        ref = table!.get(digest);
-      }
-      if (ref < 0) {
-        digest = blockDigest(data);
-        rehashed++;
-        ref = table!.get(digest);
-        if (ref < 0) {
-          const stored = storeBlock(digest, data, BLOCK_KIND_DATA);
-          ref = stored.ref;
-          if (stored.added) {
-            newBlocks++;
-            newBytes += data.length;
-          }
+        const ref = table!.getAt(prev.entries, b * SEGMENT_ENTRY_BYTES);
+        if (ref >= 0) {
+          for (let k = 0; k < 8; k++) words[i * W + k] = prev.words[b * W + k]!;
+          refs[i] = ref;
+          continue;
         }
       }
-      entries.set(digest!, i * SEGMENT_ENTRY_BYTES);
-      quick[i * 5 + 4] = q;
+      const digest = blockDigest(data);
+      rehashed++;
+      let ref = table!.get(digest);
+      if (ref < 0) {
+        const stored = storeBlock(digest, data, BLOCK_KIND_DATA);
+        ref = stored.ref;
+        if (stored.added) {
+          newBlocks++;
+          newBytes += data.length;
+        }
+      }
+      entries.set(digest, i * SEGMENT_ENTRY_BYTES);
       refs[i] = ref;
     }
   }
@@ -253,9 +270,9 @@ async function loadIndex(storeDir: string, packIds: string[]): Promise<SharedArr
     decoded.push(idx);
     total += idx.count;
   }
-  let t = DigestTable.create(total);
+  const t = DigestTable.create(total);
   decoded.forEach((idx, packIndex) => {
-    for (let i = 0; i < idx.count; i++) t = t.set(readIndexEntry(idx, i).digest, packIndex);
+    for (let i = 0; i < idx.count; i++) t.insertAt(idx.entries, i * INDEX_ENTRY_BYTES, packIndex);
   });
   return t.buffer;
 }
@@ -301,11 +318,13 @@ async function handle(msg: WorkerRequest): Promise<unknown> {
       init = msg;
       seed = BigInt(msg.seed);
       mkdirSync(msg.tmpDir, { recursive: true });
+      // a checkpoint is background work: the node's request thread goes first
+      lowerThisThreadPriority(10);
       return;
     case "table":
       table = DigestTable.attach(msg.table);
       prev = msg.prev
-        ? { entries: new Uint8Array(msg.prev), quick: new BigUint64Array(msg.prev), count: msg.prevBlockCount }
+        ? { entries: new Uint8Array(msg.prev), words: new Uint32Array(msg.prev), quick: new BigUint64Array(msg.prev), count: msg.prevBlockCount }
         : undefined;
       return;
     case "snapshot":
@@ -345,7 +364,7 @@ async function handle(msg: WorkerRequest): Promise<unknown> {
     case "loadBlockList":
       return loadBlockList(msg.storeDir, msg.manifestId);
     case "gc":
-      return collectGarbage(msg.storeDir, { minLiveFraction: msg.minLiveFraction, sync: msg.sync });
+      return collectGarbage(msg.storeDir, { minLiveFraction: msg.minLiveFraction, sync: msg.sync, checkpointsRemoved: msg.checkpointsRemoved });
   }
 }
 

@@ -24,7 +24,7 @@ import type { Logger } from "../log.ts";
 import { crashPoint } from "../util/crash-point.ts";
 import { VERSION } from "../version.ts";
 import { DigestTable } from "./digest-table.ts";
-import { BLOCK_KIND_SEGMENT, PACK_TARGET_BYTES, SEGMENT_BLOCKS, SEGMENT_ENTRY_BYTES } from "./format.ts";
+import { BLOCK_KIND_SEGMENT, INDEX_ENTRY_BYTES, PACK_TARGET_BYTES, SEGMENT_BLOCKS, SEGMENT_ENTRY_BYTES } from "./format.ts";
 import { blockDigest, toHex } from "./hash.ts";
 import { LocalStore } from "./local-store.ts";
 import { WorkerPool } from "./pool.ts";
@@ -39,6 +39,19 @@ export interface WalPauser {
   pause(): Promise<() => void>;
 }
 
+/**
+ * What a node remembers of a store between its checkpoints, so the next one need not reload
+ * it: the digest table (indices into `packIds`) and the last checkpoint's block list. It is
+ * checked against the store's pack list each time; if any remembered pack is gone (garbage
+ * collection, or a change from outside) everything is loaded again.
+ */
+export interface StoreCache {
+  dir: string;
+  packIds: string[];
+  table: DigestTable;
+  prev?: { id: number; entries: SharedArrayBuffer; count: number };
+}
+
 export interface CheckpointOptions {
   storeDir: string;
   nodeId: string;
@@ -51,6 +64,8 @@ export interface CheckpointOptions {
   writeBytesPerSec: number;
   logger: Logger;
   signal?: AbortSignal;
+  /** Kept by the caller between checkpoints; takeCheckpoint reads and updates it. */
+  cache?: { current?: StoreCache };
   /** Called as blocks are read: bytes done of total. */
   onProgress?: (done: number, total: number) => void;
 }
@@ -66,11 +81,20 @@ export interface CheckpointResult {
   rehashed: number;
   files: number;
   blobCount: number;
+  /** Milliseconds spent in each phase, in order (for logs and the bench). */
+  phases: Record<string, number>;
 }
 
 export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointResult> {
   const t0 = performance.now();
   const started = new Date();
+  const phases: Record<string, number> = {};
+  let lastMark = t0;
+  const mark = (name: string) => {
+    const now = performance.now();
+    phases[name] = Math.round((now - lastMark) * 10) / 10;
+    lastMark = now;
+  };
   const store = LocalStore.openForWrite(o.storeDir, o.nodeId, o.logger);
   const pool = new WorkerPool(Math.max(1, o.workers));
   const cancelled = () => new CairnError("E_CANCELLED", "checkpoint cancelled");
@@ -81,21 +105,55 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
     if (o.signal?.aborted) throw o.signal.reason instanceof CairnError ? o.signal.reason : cancelled();
     const id = await store.nextId();
     const prevId = id > 1 && (await store.reader.manifestIds()).includes(id - 1) ? id - 1 : undefined;
-    const packIds = await store.packIds();
+    const present = await store.packIds();
+    const cached = o.cache?.current;
+    const usable = cached && cached.dir === o.storeDir && cached.packIds.every((p) => present.includes(p)) ? cached : undefined;
 
-    // 1. what the store holds
-    const [tableBuf, prevList] = await Promise.all([
-      pool.call<SharedArrayBuffer>(0, { type: "loadIndex", storeDir: o.storeDir, packIds }),
-      prevId
-        ? pool
-            .call<{ entries: SharedArrayBuffer; count: number }>(pool.size - 1, { type: "loadBlockList", storeDir: o.storeDir, manifestId: prevId })
-            .catch((e) => {
-              o.logger.warn(`could not read checkpoint ${prevId}'s block list (${e.message}); every block will be hashed`);
-              return undefined;
-            })
-        : undefined,
-    ]);
-    const table = DigestTable.attach(tableBuf);
+    // 1. what the store holds: from the cache (plus packs added since), or loaded by workers
+    let packIds: string[];
+    let table: DigestTable;
+    let tableBuf: SharedArrayBuffer;
+    if (usable) {
+      packIds = [...usable.packIds];
+      table = usable.table;
+      const known = new Set(packIds);
+      const added = present.filter((p) => !known.has(p));
+      let extra = 0;
+      const decoded = [];
+      for (const p of added) {
+        const idx = await store.reader.index(p);
+        decoded.push(idx);
+        extra += idx.count;
+      }
+      if (table.size + extra > table.capacity / 2) {
+        // regrow by reloading: rare, and keeps the table sized for what it holds
+        tableBuf = await pool.call<SharedArrayBuffer>(0, { type: "loadIndex", storeDir: o.storeDir, packIds: present });
+        packIds = present;
+        table = DigestTable.attach(tableBuf);
+      } else {
+        decoded.forEach((idx, k) => {
+          for (let i = 0; i < idx.count; i++) table.insertAt(idx.entries, i * INDEX_ENTRY_BYTES, packIds.length + k);
+        });
+        packIds.push(...added);
+        tableBuf = table.buffer;
+      }
+    } else {
+      packIds = present;
+      tableBuf = await pool.call<SharedArrayBuffer>(0, { type: "loadIndex", storeDir: o.storeDir, packIds });
+      table = DigestTable.attach(tableBuf);
+    }
+    const prevList =
+      prevId === undefined
+        ? undefined
+        : usable?.prev?.id === prevId
+          ? usable.prev
+          : await pool
+              .call<{ entries: SharedArrayBuffer; count: number }>(pool.size - 1, { type: "loadBlockList", storeDir: o.storeDir, manifestId: prevId })
+              .catch((e) => {
+                o.logger.warn(`could not read checkpoint ${prevId}'s block list (${e.message}); every block will be hashed`);
+                return undefined;
+              });
+    mark("load_store");
     await pool.all({
       type: "init",
       storeDir: o.storeDir,
@@ -108,6 +166,7 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
       writeBytesPerSec: o.writeBytesPerSec > 0 ? Math.max(1, Math.floor(o.writeBytesPerSec / pool.size)) : 0,
     });
     await pool.all({ type: "table", table: tableBuf, prev: prevList?.entries ?? null, prevBlockCount: prevList?.count ?? 0 });
+    mark("start_workers");
 
     // 2-3. pin, read, release
     const resume = await o.wal.pause();
@@ -132,6 +191,7 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
         overlayOffsets: overlay?.offsets ?? new Float64Array(0),
       };
       await pool.all({ type: "snapshot", spec });
+      mark("pin_and_scan_wal");
       ({ results, rangeWorker } = await readAllBlocks(pool, spec, store.info.block_size, o.onProgress));
       pinned.checkGuard();
     } finally {
@@ -139,49 +199,55 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
       resume();
     }
     crashPoint("checkpoint:blocks-read");
+    mark("read_blocks");
 
     // 4. the block list, and its segments
     const imageBytes = spec.pageCount * spec.pageSize;
     const blockCount = Math.ceil(imageBytes / store.info.block_size);
     const entries = new Uint8Array(blockCount * SEGMENT_ENTRY_BYTES);
-    const refs: { worker: number; ref: number }[] = [];
+    // which packs the checkpoint needs: table packs by index, and each worker's own packs
+    const tablePacks = new Uint8Array(packIds.length);
+    const ownPacks: Set<number>[] = Array.from({ length: pool.size }, () => new Set());
+    const need = (worker: number, ref: number) => {
+      if (ref >= 0) tablePacks[ref] = 1;
+      else ownPacks[worker]!.add(-ref - 1);
+    };
     let newBlocks = 0;
     let rehashed = 0;
     results.forEach((r, i) => {
       entries.set(r.entries, i * RANGE_BLOCKS * SEGMENT_ENTRY_BYTES);
-      for (const ref of r.refs) refs.push({ worker: rangeWorker[i]!, ref });
+      for (const ref of r.refs) need(rangeWorker[i]!, ref);
       newBlocks += r.newBlocks;
       rehashed += r.rehashed;
     });
     const segments: string[] = [];
     const newSegments: { data: Uint8Array; kind: number }[] = [];
-    const segmentRefs: number[] = [];
     for (let s = 0; s * SEGMENT_BLOCKS < blockCount; s++) {
       const seg = entries.subarray(s * SEGMENT_BLOCKS * SEGMENT_ENTRY_BYTES, Math.min(blockCount, (s + 1) * SEGMENT_BLOCKS) * SEGMENT_ENTRY_BYTES);
       const digest = blockDigest(seg);
       segments.push(toHex(digest));
       const known = table.get(digest);
-      if (known >= 0) segmentRefs.push(known);
+      if (known >= 0) need(-1, known);
       else newSegments.push({ data: seg.slice(), kind: BLOCK_KIND_SEGMENT });
     }
     if (newSegments.length > 0) {
       const stored = await pool.call<{ refs: number[] }>(0, { type: "store", blocks: newSegments });
-      for (const ref of stored.refs) refs.push({ worker: 0, ref });
+      for (const ref of stored.refs) need(0, ref);
     }
-    for (const ref of segmentRefs) refs.push({ worker: -1, ref });
 
+    mark("segments");
     // 5. close, publish and sync the packs
     const finished = await pool.all<{ packs: PackWritten[]; myPacks: string[] }>({ type: "finish" });
+    mark("close_packs");
     crashPoint("checkpoint:packs-written");
     const needed = new Set<string>();
-    for (const { worker, ref } of refs) {
-      if (ref >= 0) needed.add(packIds[ref]!);
-      else needed.add(finished[worker]!.myPacks[-ref - 1]!);
-    }
+    tablePacks.forEach((n, i) => n && needed.add(packIds[i]!));
+    ownPacks.forEach((own, w) => own.forEach((k) => needed.add(finished[w]!.myPacks[k]!)));
     const written = finished.flatMap((f) => f.packs);
     for (const p of written) store.publishPack(p.packId);
     crashPoint("checkpoint:packs-published");
     if (o.sync && written.length > 0) store.syncPackDirs(written.map((p) => p.packId));
+    mark("publish_packs");
     if (o.signal?.aborted) throw cancelled();
 
     // 6. the manifest, last
@@ -215,6 +281,29 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
     });
     published = true;
     crashPoint("checkpoint:after-manifest");
+    mark("manifest");
+    if (o.cache) {
+      // remember the store as it now is: the new packs join the table, this block list is next's "previous"
+      const fresh = written.map((p) => p.packId);
+      let extra = 0;
+      const decoded = [];
+      for (const p of fresh) {
+        const idx = await store.reader.index(p);
+        decoded.push(idx);
+        extra += idx.count;
+      }
+      if (table.size + extra <= table.capacity / 2) {
+        decoded.forEach((idx, k) => {
+          for (let i = 0; i < idx.count; i++) table.insertAt(idx.entries, i * INDEX_ENTRY_BYTES, packIds.length + k);
+        });
+        const prevEntries = new SharedArrayBuffer(entries.byteLength);
+        new Uint8Array(prevEntries).set(entries);
+        o.cache.current = { dir: o.storeDir, packIds: [...packIds, ...fresh], table, prev: { id, entries: prevEntries, count: blockCount } };
+      } else {
+        o.cache.current = undefined;
+      }
+    }
+    o.logger.debug(`checkpoint ${id} phases (ms): ${Object.entries(phases).map(([k, v]) => `${k} ${v}`).join(", ")}`);
     return {
       id,
       dir: o.storeDir,
@@ -226,6 +315,7 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
       rehashed,
       files: packs.length * 2 + 1,
       blobCount: totals.blob_count,
+      phases,
     };
   } catch (e) {
     if (!published) discardTmp(store.tmpDir);

@@ -9,8 +9,8 @@
 const HEADER_WORDS = 4; // capacity, size, reserved, reserved
 const KEY_WORDS = 4;
 
-function word(d: Uint8Array, i: number): number {
-  const o = i * 4;
+function word(d: Uint8Array, i: number, at = 0): number {
+  const o = at + i * 4;
   return (d[o]! | (d[o + 1]! << 8) | (d[o + 2]! << 16) | (d[o + 3]! << 24)) >>> 0;
 }
 
@@ -52,10 +52,15 @@ export class DigestTable {
 
   /** The pack index holding `digest`, or -1. */
   get(digest: Uint8Array): number {
-    const k0 = word(digest, 0);
-    const k1 = word(digest, 1);
-    const k2 = word(digest, 2);
-    const k3 = word(digest, 3);
+    return this.getAt(digest, 0);
+  }
+
+  /** Like get(), for the digest at byte `at` of `buf` (no subarray needed). */
+  getAt(buf: Uint8Array, at: number): number {
+    const k0 = word(buf, 0, at);
+    const k1 = word(buf, 1, at);
+    const k2 = word(buf, 2, at);
+    const k3 = word(buf, 3, at);
     let i = k0 & this.mask;
     for (;;) {
       const v = this.vals[i]!;
@@ -76,11 +81,20 @@ export class DigestTable {
     return table;
   }
 
-  private insert(digest: Uint8Array, packIndex: number): void {
-    const k0 = word(digest, 0);
-    const k1 = word(digest, 1);
-    const k2 = word(digest, 2);
-    const k3 = word(digest, 3);
+  /**
+   * Bulk loading: record the digest at byte `at` of `buf` without growing the table. The
+   * caller sized it with create() for everything it will load.
+   */
+  insertAt(buf: Uint8Array, at: number, packIndex: number): void {
+    if (this.size + 1 > this.capacity / 2) throw new Error("DigestTable.insertAt: table is full; size it with create()");
+    this.insert(buf, packIndex, at);
+  }
+
+  private insert(digest: Uint8Array, packIndex: number, at = 0): void {
+    const k0 = word(digest, 0, at);
+    const k1 = word(digest, 1, at);
+    const k2 = word(digest, 2, at);
+    const k3 = word(digest, 3, at);
     let i = k0 & this.mask;
     for (;;) {
       const v = this.vals[i]!;

@@ -31,7 +31,8 @@ import {
   SEGMENT_ENTRY_BYTES,
   writeIndexEntry,
 } from "./format.ts";
-import { toHex } from "./hash.ts";
+import { DigestTable } from "./digest-table.ts";
+import { fromHex } from "./hash.ts";
 import { DirSource } from "./objects.ts";
 import { StoreReader } from "./reader.ts";
 
@@ -45,6 +46,11 @@ export interface GcOptions {
   /** Rewrite a pack once less than this fraction of its bytes is live. */
   minLiveFraction: number;
   sync: boolean;
+  /**
+   * Whether checkpoints were removed since the last collection. Blocks only die when a
+   * checkpoint goes, so without removals only unreferenced leftovers are looked for.
+   */
+  checkpointsRemoved: boolean;
 }
 
 function fileSize(path: string): number {
@@ -95,12 +101,14 @@ export async function collectGarbage(dir: string, opts: GcOptions): Promise<GcRe
     }
   }
 
-  // what every remaining checkpoint needs
-  const needed = new Set<string>();
+  if (!opts.checkpointsRemoved) return result;
+
+  // what every remaining checkpoint needs: a binary table of digests (no strings per block)
+  let needed = DigestTable.create(manifests.reduce((n, m) => n + m.block_count + m.segments.length, 0));
   for (const m of manifests) {
-    for (const s of m.segments) needed.add(s);
+    for (const s of m.segments) needed = needed.set(fromHex(s), 0);
     const list = await reader.blockList(m);
-    for (let b = 0; b < m.block_count; b++) needed.add(toHex(list.subarray(b * SEGMENT_ENTRY_BYTES, b * SEGMENT_ENTRY_BYTES + 32)));
+    for (let b = 0; b < m.block_count; b++) needed = needed.set(list.subarray(b * SEGMENT_ENTRY_BYTES, b * SEGMENT_ENTRY_BYTES + 32), 0);
   }
 
   for (const packId of [...live].sort()) {
@@ -111,7 +119,7 @@ export async function collectGarbage(dir: string, opts: GcOptions): Promise<GcRe
     for (let i = 0; i < idx.count; i++) {
       const e = readIndexEntry(idx, i);
       totalBytes += e.storedLength;
-      if (needed.has(toHex(e.digest))) {
+      if (needed.getAt(idx.entries, i * INDEX_ENTRY_BYTES) >= 0) {
         liveBytes += e.storedLength;
         keep.push(i);
       }

@@ -11,7 +11,7 @@ import { dirname, join, resolve } from "node:path";
 import type { CheckpointConfig } from "../config/config.ts";
 import { CairnError, errorMessage } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { type CheckpointResult, takeCheckpoint, type WalPauser } from "./create.ts";
+import { type CheckpointResult, type StoreCache, takeCheckpoint, type WalPauser } from "./create.ts";
 import { DirSource } from "./objects.ts";
 import { StoreReader } from "./reader.ts";
 import { applyRetention } from "./retention.ts";
@@ -89,6 +89,8 @@ export class CheckpointManager {
   private periodicTimer?: unknown;
   private stopped = false;
   private readonly clock: Clock;
+  /** The configured store, remembered between checkpoints (see StoreCache). */
+  private readonly cache: { current?: StoreCache } = {};
 
   constructor(private readonly deps: CheckpointManagerDeps) {
     this.clock = deps.clock ?? systemClock;
@@ -238,6 +240,7 @@ export class CheckpointManager {
         writeBytesPerSec: config.maxWriteBytesPerSec,
         logger,
         signal: controller.signal,
+        cache: resolve(run.dir) === resolve(config.dir) ? this.cache : undefined,
         onProgress: (done, total) => {
           run.progress = { done_bytes: done, total_bytes: total };
         },

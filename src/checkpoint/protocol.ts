@@ -37,7 +37,7 @@ export type WorkerRequest =
   | { type: "abort"; id: number }
   | { type: "loadIndex"; id: number; storeDir: string; packIds: string[] }
   | { type: "loadBlockList"; id: number; storeDir: string; manifestId: number }
-  | { type: "gc"; id: number; storeDir: string; minLiveFraction: number; sync: boolean };
+  | { type: "gc"; id: number; storeDir: string; minLiveFraction: number; sync: boolean; checkpointsRemoved: boolean };
 
 export interface PackWritten {
   packId: string;

@@ -11,6 +11,7 @@ import {
   type DecodedIndex,
   equalBytes,
   FLAG_ZSTD,
+  INDEX_ENTRY_BYTES,
   type IndexEntry,
   indexPath,
   type Manifest,
@@ -22,7 +23,8 @@ import {
   STORE_FILE,
   type StoreInfo,
 } from "./format.ts";
-import { blockDigest, toHex } from "./hash.ts";
+import { DigestTable } from "./digest-table.ts";
+import { blockDigest, fromHex, toHex } from "./hash.ts";
 import type { ObjectSource } from "./objects.ts";
 
 export interface BlockLocation extends IndexEntry {
@@ -99,11 +101,37 @@ export class StoreReader {
   }
 
   /**
+   * Where the given digests are, among the given packs (the first location found wins).
+   * Scans the indexes with a binary table: no per-entry allocation, whatever the pack size.
+   */
+  async locateSome(packIds: string[], digests: string[]): Promise<Map<string, BlockLocation>> {
+    const wanted = DigestTable.create(digests.length);
+    let table = wanted;
+    const keys = digests.map((d) => fromHex(d));
+    keys.forEach((k, i) => {
+      table = table.set(k, i);
+    });
+    const found = new Map<string, BlockLocation>();
+    for (const packId of packIds) {
+      const idx = await this.index(packId);
+      for (let i = 0; i < idx.count && found.size < digests.length; i++) {
+        const w = table.getAt(idx.entries, i * INDEX_ENTRY_BYTES);
+        if (w < 0 || found.has(digests[w]!)) continue;
+        const e = readIndexEntry(idx, i);
+        // the table keys on 16 bytes: confirm the whole digest
+        if (!equalBytes(e.digest, keys[w]!)) continue;
+        found.set(digests[w]!, { ...e, digest: e.digest.slice(), packId });
+      }
+    }
+    return found;
+  }
+
+  /**
    * The block list of a checkpoint: SEGMENT_ENTRY_BYTES per block (digest, quick hash), read
    * from its segments, each checked against its digest.
    */
   async blockList(m: Manifest, where?: Map<string, BlockLocation>): Promise<Uint8Array> {
-    const loc = where ?? (await this.locate(m.packs));
+    const loc = where ?? (await this.locateSome(m.packs, m.segments));
     const out = new Uint8Array(m.block_count * SEGMENT_ENTRY_BYTES);
     for (let s = 0; s < m.segments.length; s++) {
       const l = loc.get(m.segments[s]!);

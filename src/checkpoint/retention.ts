@@ -32,7 +32,7 @@ export async function applyRetention(dir: string, nodeId: string, keep: number, 
     for (const id of removed) store.removeManifest(id);
     const pool = new WorkerPool(1);
     try {
-      const gc = await pool.call<GcResult>(0, { type: "gc", storeDir: dir, minLiveFraction: 0.5, sync });
+      const gc = await pool.call<GcResult>(0, { type: "gc", storeDir: dir, minLiveFraction: 0.5, sync, checkpointsRemoved: removed.length > 0 });
       return { removed, gc };
     } catch (e) {
       logger.warn(`garbage collection in ${dir} failed: ${(e as Error).message}`);

@@ -51,14 +51,25 @@ export function readWalIndexHeader(shmFile: string): WalIndexHeader {
 const WAL_HEADER_BYTES = 32;
 const FRAME_HEADER_BYTES = 24;
 
+const nativeLittleEndian = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
 /** Add `data` (a multiple of 8 bytes) to the running WAL checksum `s`. */
 function checksum(s: [number, number], data: Uint8Array, bigEndian: boolean): void {
   let s1 = s[0];
   let s2 = s[1];
-  const dv = new DataView(data.buffer, data.byteOffset, data.byteLength);
-  for (let i = 0; i < data.byteLength; i += 8) {
-    s1 = (s1 + dv.getUint32(i, !bigEndian) + s2) >>> 0;
-    s2 = (s2 + dv.getUint32(i + 4, !bigEndian) + s1) >>> 0;
+  if (bigEndian !== nativeLittleEndian && data.byteOffset % 4 === 0) {
+    // words in native order: read them straight from a Uint32Array (the common case)
+    const w = new Uint32Array(data.buffer, data.byteOffset, data.byteLength / 4);
+    for (let i = 0; i < w.length; i += 2) {
+      s1 = (s1 + w[i]! + s2) >>> 0;
+      s2 = (s2 + w[i + 1]! + s1) >>> 0;
+    }
+  } else {
+    const dv = new DataView(data.buffer, data.byteOffset, data.byteLength);
+    for (let i = 0; i < data.byteLength; i += 8) {
+      s1 = (s1 + dv.getUint32(i, !bigEndian) + s2) >>> 0;
+      s2 = (s2 + dv.getUint32(i + 4, !bigEndian) + s1) >>> 0;
+    }
   }
   s[0] = s1;
   s[1] = s2;

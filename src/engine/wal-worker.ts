@@ -4,6 +4,7 @@
  * Protocol: {id, mode} in, {id, ok, busy, log, checkpointed, ms} or {id, ok:false, error} out.
  */
 import { Database } from "bun:sqlite";
+import { lowerThisThreadPriority } from "../util/thread-priority.ts";
 import { applyConnectionPragmas } from "./database.ts";
 
 declare const self: Worker;
@@ -15,6 +16,8 @@ export type WalWorkerReply =
   | { id: number; ok: false; error: string };
 
 let db: Database | undefined;
+// folding the WAL in is background work: the node's request thread goes first
+lowerThisThreadPriority(5);
 
 self.onmessage = (event: MessageEvent<WalWorkerRequest>) => {
   const { id, file, mode } = event.data;
