@@ -7,10 +7,13 @@
  * SIGTERM at the end, on failure, and on SIGINT/SIGTERM. The exit code is non-zero if any
  * section failed, any request failed, or a node did not exit with 0.
  *
- * Environment: CAIRN_BENCH_SCALE=0.1 shrinks every request count (quick smoke runs).
+ * Environment: CAIRN_BENCH_SCALE=0.1 shrinks every request count (quick smoke runs);
+ * CAIRN_BENCH_ONLY=checkpoints runs only the sections whose title contains that text
+ * (case-insensitive; comma-separated for several).
  */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { checkpointsSection } from "./lib/checkpoints.ts";
 import { nodePutGetSection } from "./lib/node-put-get.ts";
 import { stopAllNodes } from "./lib/node.ts";
 import { rawSqliteSection } from "./lib/raw-sqlite.ts";
@@ -19,7 +22,17 @@ import { createContext, type Section } from "./lib/section.ts";
 import { TempDirs } from "./lib/tmp.ts";
 import { benchScale } from "./lib/workload.ts";
 
-const SECTIONS: Section[] = [nodePutGetSection, rawSqliteSection];
+const SECTIONS: Section[] = [nodePutGetSection, rawSqliteSection, checkpointsSection];
+
+/** The sections this run measures: all, or those CAIRN_BENCH_ONLY names. */
+function selectedSections(): Section[] {
+  const only = process.env.CAIRN_BENCH_ONLY?.trim();
+  if (!only) return SECTIONS;
+  const wanted = only.toLowerCase().split(",").map((w) => w.trim()).filter(Boolean);
+  const picked = SECTIONS.filter((s) => wanted.some((w) => s.title.toLowerCase().includes(w)));
+  if (picked.length === 0) throw new Error(`CAIRN_BENCH_ONLY=${JSON.stringify(only)} matches no section (${SECTIONS.map((s) => s.title).join("; ")})`);
+  return picked;
+}
 
 const RESULTS_FILE = join(import.meta.dir, "results.md");
 
@@ -52,9 +65,11 @@ async function main(): Promise<number> {
   const scale = benchScale();
   const parts: string[] = ["# cairn benchmark", "", renderFacts(facts)];
   if (scale !== 1) parts.push(`- CAIRN_BENCH_SCALE: ${scale} (request counts scaled; not comparable with full runs)`);
+  const sections = selectedSections();
+  if (sections.length !== SECTIONS.length) parts.push(`- CAIRN_BENCH_ONLY: ${sections.map((s) => s.title).join("; ")} (other sections not run)`);
 
   try {
-    for (const section of SECTIONS) {
+    for (const section of sections) {
       log(`section: ${section.title}`);
       const t0 = performance.now();
       const body = await section.run(ctx);

@@ -10,6 +10,8 @@ export interface LoadOptions {
   concurrency: number;
   /** Stop starting new requests after this long; in-flight ones still finish. */
   timeCapMs: number;
+  /** Optional: stop starting new requests once this returns true (polled before each request). */
+  stop?: () => boolean;
   /** Make request `i`; resolve when it has fully succeeded, throw (with a reason) if not. */
   request: (i: number) => Promise<void>;
 }
@@ -31,7 +33,7 @@ export interface LoadResult {
 }
 
 export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
-  const { count, concurrency, timeCapMs, request } = opts;
+  const { count, concurrency, timeCapMs, request, stop } = opts;
   const okIndices: number[] = [];
   const latenciesMs: number[] = [];
   let next = 0;
@@ -43,7 +45,7 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
 
   const worker = async (): Promise<void> => {
     for (;;) {
-      if (next >= count) return;
+      if (next >= count || stop?.()) return;
       if (performance.now() > deadline) {
         capped = true;
         return;
