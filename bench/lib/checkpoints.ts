@@ -22,7 +22,7 @@
  */
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { type LoadResult, runLoad } from "./load.ts";
+import { type LoadResult, putBlob, runLoad } from "./load.ts";
 import { BINARY, ensureBinary, type RunningNode, startNode } from "./node.ts";
 import { num, ratio, table } from "./report.ts";
 import type { BenchContext, Section } from "./section.ts";
@@ -168,15 +168,6 @@ async function stopChecked(node: RunningNode): Promise<void> {
 }
 
 const socketOf = (node: RunningNode) => join(node.dir, "admin.socket");
-
-async function putBlob(url: string, id: string, body: Uint8Array): Promise<void> {
-  const res = await fetch(`${url}/v1/blobs/${id}`, { method: "PUT", body });
-  if (res.status === 201 || res.status === 204) {
-    await res.arrayBuffer();
-    return;
-  }
-  throw new Error(`PUT ${id}: HTTP ${res.status} ${(await res.text()).slice(0, 200).trim()}`);
-}
 
 async function deleteBlob(url: string, id: string): Promise<void> {
   const res = await fetch(`${url}/v1/blobs/${id}`, { method: "DELETE" });

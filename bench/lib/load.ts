@@ -68,3 +68,13 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
   okIndices.sort((a, b) => a - b);
   return { attempted: next, okIndices, failed, firstFailure, elapsedMs, latenciesMs, capped };
 }
+
+/** PUT one blob; throws unless the node answers 201 or 204. */
+export async function putBlob(url: string, id: string, body: Uint8Array): Promise<void> {
+  const res = await fetch(`${url}/v1/blobs/${id}`, { method: "PUT", body });
+  if (res.status === 201 || res.status === 204) {
+    await res.arrayBuffer();
+    return;
+  }
+  throw new Error(`PUT ${id}: HTTP ${res.status} ${(await res.text()).slice(0, 200).trim()}`);
+}

@@ -4,7 +4,7 @@
  * of random bytes, then GET each of them back. Every response is checked (PUT 201/204, GET 200
  * with the right length); anything else counts as failed and fails the run.
  */
-import { type LoadResult, runLoad } from "./load.ts";
+import { type LoadResult, putBlob, runLoad } from "./load.ts";
 import { ensureBinary, type RunningNode, withNode } from "./node.ts";
 import { findRawCell, rawSqliteResults } from "./raw-sqlite.ts";
 import { num, ratio, table } from "./report.ts";
@@ -21,15 +21,6 @@ interface NodeCell {
   load: LoadResult;
   /** PUT only: group commits the node made during the cell, from /metrics. */
   commits?: number;
-}
-
-async function putBlob(url: string, id: string, body: Uint8Array): Promise<void> {
-  const res = await fetch(`${url}/v1/blobs/${id}`, { method: "PUT", body });
-  if (res.status === 201 || res.status === 204) {
-    await res.arrayBuffer();
-    return;
-  }
-  throw new Error(`PUT ${id}: HTTP ${res.status} ${(await res.text()).slice(0, 200).trim()}`);
 }
 
 async function getBlob(url: string, id: string, expectedBytes: number): Promise<void> {

@@ -29,6 +29,7 @@ import { blockDigest, toHex } from "./hash.ts";
 import { LocalStore } from "./local-store.ts";
 import { WorkerPool } from "./pool.ts";
 import type { PackWritten, RangeResult, SnapshotSpec } from "./protocol.ts";
+import type { StoreReader } from "./reader.ts";
 import { pinSnapshot } from "./snapshot.ts";
 import type { WalOverlay } from "./wal-format.ts";
 
@@ -118,24 +119,14 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
       table = usable.table;
       const known = new Set(packIds);
       const added = present.filter((p) => !known.has(p));
-      let extra = 0;
-      const decoded = [];
-      for (const p of added) {
-        const idx = await store.reader.index(p);
-        decoded.push(idx);
-        extra += idx.count;
-      }
-      if (table.size + extra > table.capacity / 2) {
+      if (await addPacksToTable(store.reader, table, packIds.length, added)) {
+        packIds.push(...added);
+        tableBuf = table.buffer;
+      } else {
         // regrow by reloading: rare, and keeps the table sized for what it holds
         tableBuf = await pool.call<SharedArrayBuffer>(0, { type: "loadIndex", storeDir: o.storeDir, packIds: present });
         packIds = present;
         table = DigestTable.attach(tableBuf);
-      } else {
-        decoded.forEach((idx, k) => {
-          for (let i = 0; i < idx.count; i++) table.insertAt(idx.entries, i * INDEX_ENTRY_BYTES, packIds.length + k);
-        });
-        packIds.push(...added);
-        tableBuf = table.buffer;
       }
     } else {
       packIds = present;
@@ -285,17 +276,7 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
     if (o.cache) {
       // remember the store as it now is: the new packs join the table, this block list is next's "previous"
       const fresh = written.map((p) => p.packId);
-      let extra = 0;
-      const decoded = [];
-      for (const p of fresh) {
-        const idx = await store.reader.index(p);
-        decoded.push(idx);
-        extra += idx.count;
-      }
-      if (table.size + extra <= table.capacity / 2) {
-        decoded.forEach((idx, k) => {
-          for (let i = 0; i < idx.count; i++) table.insertAt(idx.entries, i * INDEX_ENTRY_BYTES, packIds.length + k);
-        });
+      if (await addPacksToTable(store.reader, table, packIds.length, fresh)) {
         const prevEntries = new SharedArrayBuffer(entries.byteLength);
         new Uint8Array(prevEntries).set(entries);
         o.cache.current = { dir: o.storeDir, packIds: [...packIds, ...fresh], table, prev: { id, entries: prevEntries, count: blockCount } };
@@ -325,6 +306,25 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
     pool.terminate();
     store.release();
   }
+}
+
+/**
+ * Add every entry of `packIds` to `table`, numbering them from `firstIndex`. Returns false,
+ * adding nothing, if the table has no room for them all (the caller reloads instead).
+ */
+async function addPacksToTable(reader: StoreReader, table: DigestTable, firstIndex: number, packIds: string[]): Promise<boolean> {
+  const decoded = [];
+  let count = 0;
+  for (const p of packIds) {
+    const idx = await reader.index(p);
+    decoded.push(idx);
+    count += idx.count;
+  }
+  if (table.size + count > table.capacity / 2) return false;
+  decoded.forEach((idx, k) => {
+    for (let i = 0; i < idx.count; i++) table.insertAt(idx.entries, i * INDEX_ENTRY_BYTES, firstIndex + k);
+  });
+  return true;
 }
 
 /** Hand out ranges of blocks to the workers until all are read. */

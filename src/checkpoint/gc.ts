@@ -12,11 +12,11 @@
  * If any manifest cannot be read, nothing is collected: a damaged manifest might name packs
  * that only look unreferenced.
  */
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { CairnError } from "../errors.ts";
 import { crashPoint } from "../util/crash-point.ts";
-import { fsyncDir, writeFileAtomic } from "../util/fsx.ts";
+import { fileSizeOrZero, fsyncDir, writeFileAtomic } from "../util/fsx.ts";
 import {
   encodeIndex,
   encodeManifest,
@@ -53,14 +53,6 @@ export interface GcOptions {
   checkpointsRemoved: boolean;
 }
 
-function fileSize(path: string): number {
-  try {
-    return statSync(path).size;
-  } catch {
-    return 0;
-  }
-}
-
 function unlinkIfThere(path: string): void {
   try {
     unlinkSync(path);
@@ -89,13 +81,13 @@ export async function collectGarbage(dir: string, opts: GcOptions): Promise<GcRe
     if (live.has(id) && indexed.has(id)) continue;
     if (f.endsWith(".idx") || (f.endsWith(".pack") && !indexed.has(id))) {
       if (f.endsWith(".idx")) {
-        result.freedBytes += fileSize(join(dir, f)) + fileSize(join(dir, packPath(id)));
+        result.freedBytes += fileSizeOrZero(join(dir, f)) + fileSizeOrZero(join(dir, packPath(id)));
         unlinkIfThere(join(dir, f));
         unlinkIfThere(join(dir, packPath(id)));
         result.removedPacks++;
         crashPoint("gc:removed-pack");
       } else {
-        result.freedBytes += fileSize(join(dir, f));
+        result.freedBytes += fileSizeOrZero(join(dir, f));
         unlinkIfThere(join(dir, f));
       }
     }
@@ -134,7 +126,7 @@ export async function collectGarbage(dir: string, opts: GcOptions): Promise<GcRe
       writeFileAtomic(join(dir, manifestPath(m.id)), encodeManifest(rest));
       crashPoint("gc:manifest-rewritten");
     }
-    result.freedBytes += fileSize(join(dir, packPath(packId))) - fileSize(join(dir, packPath(newId)));
+    result.freedBytes += fileSizeOrZero(join(dir, packPath(packId))) - fileSizeOrZero(join(dir, packPath(newId)));
     unlinkIfThere(join(dir, indexPath(packId)));
     unlinkIfThere(join(dir, packPath(packId)));
     result.rewrittenPacks++;

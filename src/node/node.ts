@@ -2,7 +2,6 @@
  * A running cairn node: the storage lock, the database and its WAL checkpointer, the blob
  * store, the REST API and the admin socket, started in that order and stopped in reverse.
  */
-import { statSync } from "node:fs";
 import type { Server } from "bun";
 import type { NodeConfig } from "../config/config.ts";
 import { CairnError, errorMessage } from "../errors.ts";
@@ -17,6 +16,7 @@ import { type FileLock, StorageLock } from "../engine/lock.ts";
 import { WalCheckpointer } from "../engine/wal.ts";
 import { Metrics } from "./metrics.ts";
 import { CRASH_POINT_ENV } from "../util/crash-point.ts";
+import { fileSizeOrZero } from "../util/fsx.ts";
 import { checkpointRoutes } from "./admin-routes.ts";
 import { CheckpointManager } from "../checkpoint/manager.ts";
 import type { Database } from "bun:sqlite";
@@ -168,7 +168,7 @@ export class CairnNode {
     m.collect("cairn_uptime_seconds", "Seconds since the node started.", () => (Date.now() - this.startedAt) / 1000);
     m.collect("cairn_blobs", "Blobs stored.", () => this.blobs.totals().count);
     m.collect("cairn_blob_bytes", "Bytes of blob content stored.", () => this.blobs.totals().bytes);
-    m.collect("cairn_db_size_bytes", "Size of the database file.", () => fileSize(dbPathIn(this.config.storagePath)));
+    m.collect("cairn_db_size_bytes", "Size of the database file.", () => fileSizeOrZero(dbPathIn(this.config.storagePath)));
     m.collect("cairn_wal_size_bytes", "Size of the database's -wal file.", () => this.wal.walSize());
     m.collect("cairn_wal_high_water_bytes", "Largest -wal file size seen after a commit.", () => this.wal.stats.walHighWaterBytes);
     m.collect("cairn_wal_checkpoints_total", "WAL checkpoints run by the node.", () => this.wal.stats.runs, "counter");
@@ -217,7 +217,7 @@ export class CairnNode {
       database_path: dbFile,
       blob_count: totals.count,
       blob_bytes: totals.bytes,
-      db_size_bytes: fileSize(dbFile),
+      db_size_bytes: fileSizeOrZero(dbFile),
       wal_size_bytes: this.wal.walSize(),
       wal_checkpoints: {
         runs: w.runs,
@@ -286,14 +286,6 @@ export class CairnNode {
     this.db.close();
     this.lock.release();
     log.info("node stopped cleanly");
-  }
-}
-
-function fileSize(path: string): number {
-  try {
-    return statSync(path).size;
-  } catch {
-    return 0;
   }
 }
 

@@ -1,5 +1,5 @@
 /** Small file-system helpers for durable replacement: temp name, fsync, rename, fsync dir. */
-import { closeSync, fsyncSync, openSync, renameSync, writeSync } from "node:fs";
+import { closeSync, fsyncSync, openSync, renameSync, statSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
 
 export function fsyncPath(path: string): void {
@@ -29,4 +29,13 @@ export function writeFileAtomic(path: string, data: string | Uint8Array): void {
   }
   renameSync(tmp, path);
   fsyncDir(dirname(path));
+}
+
+/** Size of a file in bytes; 0 if it does not exist. */
+export function fileSizeOrZero(path: string): number {
+  try {
+    return statSync(path).size;
+  } catch {
+    return 0;
+  }
 }
