@@ -37,6 +37,21 @@ export type WorkerRequest =
   | { type: "abort"; id: number }
   | { type: "loadIndex"; id: number; storeDir: string; packIds: string[] }
   | { type: "loadBlockList"; id: number; storeDir: string; manifestId: number }
+  | {
+      type: "restoreInit";
+      id: number;
+      storeDir: string;
+      packIds: string[];
+      /** Per block, 5 u32: pack index, offset, stored length, raw length, flags. */
+      locations: SharedArrayBuffer;
+      /** The block list (SEGMENT_ENTRY_BYTES per block). */
+      list: SharedArrayBuffer;
+      blockSize: number;
+      imageBytes: number;
+      /** The image being rebuilt: each worker writes its ranges into it. */
+      imageFile: string;
+    }
+  | { type: "restoreRange"; id: number; first: number; count: number }
   | { type: "gc"; id: number; storeDir: string; minLiveFraction: number; sync: boolean; checkpointsRemoved: boolean };
 
 export interface PackWritten {

@@ -1,15 +1,15 @@
 /**
  * Helpers for the checkpoint end-to-end tests: driving `local-admin checkpoint`, reading the
  * listing, materializing a checkpoint back into a database file (through the store reader and
- * rebuildImage, since restore is not built yet), and looking at a store's files.
+ * the restore's rebuildImage), and looking at a store's files.
  */
 import { Database } from "bun:sqlite";
-import { closeSync, openSync, readdirSync, readSync, statSync, writeSync } from "node:fs";
+import { closeSync, openSync, readdirSync, readSync, rmSync, statSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { indexPath, type Manifest, packPath } from "../../src/checkpoint/format.ts";
 import { DirSource } from "../../src/checkpoint/objects.ts";
 import { StoreReader } from "../../src/checkpoint/reader.ts";
-import { rebuildImage } from "../../src/checkpoint/rebuild.ts";
+import { rebuildImage } from "../../src/restore/rebuild.ts";
 import { BINARY, type NodeHandle, runCairn, sha256, sqlite3 } from "./node.ts";
 
 export interface Listed {
@@ -77,7 +77,9 @@ export function verify(dir: string, id?: number) {
 export async function materialize(dir: string, id: number, outFile: string): Promise<Manifest> {
   const reader = new StoreReader(new DirSource(dir));
   const m = await reader.manifest(id);
-  await rebuildImage(reader, m, outFile);
+  const progressFile = `${outFile}.progress`;
+  await rebuildImage({ reader, storeDir: dir, manifest: m, imageFile: outFile, progressFile, workers: 2 });
+  rmSync(progressFile, { force: true });
   return m;
 }
 

@@ -1,0 +1,82 @@
+import { availableParallelism } from "node:os";
+import { defineCommand } from "citty";
+import { CairnError } from "../errors.ts";
+import { type IntegrityCheck, restore } from "../restore/restore.ts";
+import { formatBytes, formatTime } from "../util/format.ts";
+import { createProgress } from "../util/progress.ts";
+import { parseCheckpointId } from "./_args.ts";
+import { createLogger } from "./_logger.ts";
+
+export default defineCommand({
+  meta: {
+    name: "restore",
+    description:
+      "Rebuild a checkpoint's database into a node's storage_path: verified, atomic, resumable (run it again after an interruption)",
+  },
+  args: {
+    "db-checkpoint-path": { type: "string", valueHint: "DIR", required: true, description: "Checkpoint directory to restore from" },
+    "db-path": { type: "string", valueHint: "DIR", required: true, description: "The node's storage_path to restore into (the node must be stopped)" },
+    "checkpoint-id": { type: "string", valueHint: "N", description: "Checkpoint to restore (default: the newest intact one)" },
+    force: { type: "boolean", description: "Replace an existing database: it is moved aside to a sibling folder, never deleted" },
+    "integrity-check": { type: "enum", options: ["none", "quick", "full"], default: "quick", description: "SQLite check of the result before it is put in place" },
+    "dry-run": { type: "boolean", description: "Print the plan (checkpoint, size, target, what moves aside) and write nothing" },
+    json: { type: "boolean", description: "Print the result as JSON on stdout" },
+    parallel: { type: "string", valueHint: "N", description: "Worker threads fetching and checking blocks (default: number of cores, at most 4)" },
+  },
+  async run({ args }) {
+    const logger = createLogger("info");
+    const parallel = args.parallel === undefined ? Math.min(4, availableParallelism()) : Number(args.parallel);
+    if (!Number.isInteger(parallel) || parallel < 1 || parallel > 64) {
+      throw new CairnError("E_USAGE", `--parallel must be a whole number from 1 to 64, got ${JSON.stringify(args.parallel)}`, { exitStatus: 2 });
+    }
+    const controller = new AbortController();
+    let signalled: string | undefined;
+    for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+      process.on(sig, () => {
+        if (signalled) return;
+        signalled = sig;
+        controller.abort();
+      });
+    }
+    const progress = createProgress("restore");
+    try {
+      const r = await restore({
+        source: args["db-checkpoint-path"],
+        dbPath: args["db-path"],
+        checkpointId: parseCheckpointId(args["checkpoint-id"]),
+        force: Boolean(args.force),
+        integrityCheck: args["integrity-check"] as IntegrityCheck,
+        dryRun: Boolean(args["dry-run"]),
+        workers: parallel,
+        logger,
+        signal: controller.signal,
+        onProgress: (done, total) => progress.update(done, total),
+      });
+      progress.end();
+      if (args.json) {
+        process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+        return;
+      }
+      if (args["dry-run"]) {
+        const lines = [
+          `Would restore checkpoint ${r.checkpoint_id}${r.latest ? " (the newest)" : ""} of node ${r.node_id}, created ${formatTime(r.created)}, ${formatBytes(r.size_bytes)}`,
+          `  from ${r.source}`,
+          `  into ${r.db_path}/cairn.db (staged in ${r.staging_dir} first)`,
+          r.existing ? `  moving the existing ${r.existing.files.join(", ")} aside to ${r.move_aside_to}` : "  the target holds no database",
+          "Nothing was written.",
+        ];
+        process.stdout.write(`${lines.join("\n")}\n`);
+        return;
+      }
+      if (r.move_aside_to && r.existing) process.stdout.write(`The previous database (${r.existing.files.join(", ")}) was moved to ${r.move_aside_to}\n`);
+      process.stdout.write(r.latest ? `Restored from latest (${r.checkpoint_id}) successfully.\n` : `Restored from ${r.checkpoint_id} successfully.\n`);
+    } catch (e) {
+      progress.end();
+      if (signalled && e instanceof CairnError && e.code === "E_INTERRUPTED") {
+        process.stderr.write(`Interrupted (${signalled}). What was restored so far is kept; run the same command again to continue.\n`);
+        process.exit(130);
+      }
+      throw e;
+    }
+  },
+});

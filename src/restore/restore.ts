@@ -1,0 +1,280 @@
+/**
+ * `cairn restore`: plan, guard, rebuild, check, swap.
+ *
+ * Guards, before anything is written: the target's storage lock (a running node holds it), an
+ * existing database (refused without --force), a database of another node (refused), an
+ * unknown checkpoint id (refused, listing the ids there are).
+ *
+ * The image is rebuilt in a staging folder beside the target (`.<name>.cairn-restore`, same
+ * filesystem), each block checked as it is written, then checked by SQLite
+ * (PRAGMA quick_check by default). Only then: with --force the existing database files move
+ * to a sibling folder (never deleted), the staged database is renamed into the target in one
+ * step, and the folder is fsynced. The target never holds a half-written database, and if
+ * anything fails before the swap it is left as it was.
+ */
+import { Database } from "bun:sqlite";
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, rmdirSync, unlinkSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
+import { CairnError, errorMessage } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import { DB_FILE } from "../engine/database.ts";
+import { type FileLock, LOCK_FILE, StorageLock } from "../engine/lock.ts";
+import type { Manifest } from "../checkpoint/format.ts";
+import { holdStoreForReading, openStoreReader } from "../checkpoint/open.ts";
+import type { StoreReader } from "../checkpoint/reader.ts";
+import { fsyncDir, writeFileAtomic } from "../util/fsx.ts";
+import { rebuildImage } from "./rebuild.ts";
+
+export type IntegrityCheck = "none" | "quick" | "full";
+
+export interface RestoreOptions {
+  source: string;
+  dbPath: string;
+  checkpointId?: number;
+  force: boolean;
+  integrityCheck: IntegrityCheck;
+  dryRun: boolean;
+  workers: number;
+  logger: Logger;
+  signal?: AbortSignal;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface RestorePlan {
+  checkpoint_id: number;
+  /** True when no --checkpoint-id was given (the newest intact checkpoint). */
+  latest: boolean;
+  source: string;
+  node_id: string;
+  created: string;
+  size_bytes: number;
+  db_path: string;
+  staging_dir: string;
+  /** Database files in the target that --force moves aside, and where to. */
+  existing: { files: string[]; node_id: string | null } | null;
+  move_aside_to: string | null;
+}
+
+export interface RestoreResult extends RestorePlan {
+  duration_ms: number;
+  resumed: boolean;
+  integrity_check: IntegrityCheck;
+}
+
+const DB_FILES = [DB_FILE, `${DB_FILE}-wal`, `${DB_FILE}-shm`];
+
+function stagingDirFor(dbPath: string): string {
+  return join(dirname(dbPath), `.${basename(dbPath)}.cairn-restore`);
+}
+
+/** The node id of an existing database, without changing it; null if it cannot be read. */
+function existingNodeId(dbFile: string): string | null {
+  for (const uri of [dbFile, `file:${dbFile}?immutable=1`]) {
+    let db: Database | undefined;
+    try {
+      db = new Database(uri, { readonly: true });
+      const row = db.query<{ value: string }, []>("SELECT value FROM meta WHERE key = 'node_id'").get();
+      if (row) return row.value;
+    } catch {
+      // try the next way, or give up
+    } finally {
+      db?.close();
+    }
+  }
+  return null;
+}
+
+async function pickCheckpoint(reader: StoreReader, wanted: number | undefined, source: string): Promise<{ manifest: Manifest; candidates: number[] }> {
+  const ids = await reader.manifestIds();
+  if (ids.length === 0) throw new CairnError("E_NOT_FOUND", `there are no checkpoints in ${source}`);
+  if (wanted !== undefined) {
+    if (!ids.includes(wanted)) throw new CairnError("E_NOT_FOUND", `there is no checkpoint ${wanted} in ${source}; checkpoints there: ${ids.join(", ")}`);
+    return { manifest: await reader.manifest(wanted), candidates: [wanted] };
+  }
+  const candidates = [...ids].reverse();
+  for (const id of candidates) {
+    try {
+      return { manifest: await reader.manifest(id), candidates: candidates.slice(candidates.indexOf(id)) };
+    } catch {
+      // damaged manifest: the caller's loop warns when it falls back
+    }
+  }
+  throw new CairnError("E_STORE_DAMAGED", `no checkpoint in ${source} can be read`);
+}
+
+function describeExisting(dbPath: string): RestorePlan["existing"] {
+  const files = DB_FILES.filter((f) => existsSync(join(dbPath, f)));
+  if (files.length === 0) return null;
+  return { files, node_id: existsSync(join(dbPath, DB_FILE)) ? existingNodeId(join(dbPath, DB_FILE)) : null };
+}
+
+export async function restore(o: RestoreOptions): Promise<RestoreResult> {
+  const t0 = performance.now();
+  const dbPath = resolve(o.dbPath);
+  const reader = await openStoreReader(o.source);
+  await reader.info();
+  const { manifest: first } = await pickCheckpoint(reader, o.checkpointId, o.source);
+
+  // the target: not while a node runs there; an existing database only with --force, and only
+  // one of the same node
+  if (StorageLock.isHeld(dbPath)) {
+    throw new CairnError("E_LOCKED", `a node is running on ${dbPath} (pid ${StorageLock.holder(dbPath) ?? "unknown"}); refusing to restore into it`, {
+      hint: "stop the node first (systemctl stop cairn)",
+    });
+  }
+  const existing = describeExisting(dbPath);
+  const asideDir = existing ? `${dbPath}.replaced-${new Date().toISOString().replace(/[:.]/g, "-")}` : null;
+  const plan = (m: Manifest, latest: boolean): RestorePlan => ({
+    checkpoint_id: m.id,
+    latest,
+    source: reader.location,
+    node_id: m.node_id,
+    created: m.created,
+    size_bytes: m.db_size_bytes,
+    db_path: dbPath,
+    staging_dir: stagingDirFor(dbPath),
+    existing,
+    move_aside_to: asideDir,
+  });
+  if (existing) {
+    if (existing.node_id && existing.node_id !== first.node_id) {
+      throw new CairnError(
+        "E_OTHER_NODE",
+        `${dbPath} holds the database of node ${existing.node_id}, but the checkpoint is of node ${first.node_id}; refusing to replace one node's database with another's`,
+        { hint: "restore into an empty directory, or move the existing database away yourself first" },
+      );
+    }
+    if (!o.force) {
+      throw new CairnError("E_EXISTS", `${dbPath} already holds a database (${existing.files.join(", ")})`, {
+        hint: `add --force to move it aside to a sibling folder (${basename(asideDir!)}) first`,
+      });
+    }
+  }
+  if (o.dryRun) return { ...plan(first, o.checkpointId === undefined), duration_ms: 0, resumed: false, integrity_check: o.integrityCheck };
+
+  // from here on we hold the target's lock: no node can start on it while we work
+  const hadDir = existsSync(dbPath);
+  const hadLockFile = existsSync(join(dbPath, LOCK_FILE));
+  const lock: FileLock = StorageLock.acquire(dbPath, "refusing to restore into it");
+  const readers = await holdStoreForReading(reader);
+  let swapped = false;
+  try {
+    let manifest = first;
+    const candidates = o.checkpointId === undefined ? (await reader.manifestIds()).filter((id) => id <= first.id).reverse() : [first.id];
+    for (let k = 0; ; k++) {
+      try {
+        const resumed = await stage(o, reader, manifest, dbPath);
+        await check(o, join(stagingDirFor(dbPath), DB_FILE), manifest);
+        swap(dbPath, existing ? asideDir : null);
+        swapped = true;
+        rmSync(stagingDirFor(dbPath), { recursive: true, force: true });
+        return { ...plan(manifest, o.checkpointId === undefined), duration_ms: Math.round(performance.now() - t0), resumed, integrity_check: o.integrityCheck };
+      } catch (e) {
+        const damaged = e instanceof CairnError && (e.code === "E_STORE_DAMAGED" || e.code === "E_STORE_MISSING" || e.code === "E_RESTORE_CHECK");
+        const nextId = candidates[k + 1];
+        if (!damaged || o.checkpointId !== undefined || nextId === undefined) throw e;
+        o.logger.warn(`checkpoint ${manifest.id} is damaged (${errorMessage(e)}); trying checkpoint ${nextId}`);
+        rmSync(stagingDirFor(dbPath), { recursive: true, force: true });
+        manifest = await reader.manifest(nextId);
+      }
+    }
+  } finally {
+    readers.release();
+    lock.release();
+    if (!swapped) {
+      // leave the target as it was found
+      if (!hadLockFile) rmSync(join(dbPath, LOCK_FILE), { force: true });
+      if (!hadDir) {
+        try {
+          rmdirSync(dbPath);
+        } catch {
+          // not empty after all: leave it
+        }
+      }
+    }
+  }
+}
+
+interface StagingPlan {
+  source: string;
+  checkpoint_id: number;
+  manifest_checksum: string;
+}
+
+/** Rebuild into the staging folder, continuing an earlier run of the same plan. */
+async function stage(o: RestoreOptions, reader: StoreReader, m: Manifest, dbPath: string): Promise<boolean> {
+  const dir = stagingDirFor(dbPath);
+  const planFile = join(dir, "plan.json");
+  const want: StagingPlan = { source: reader.location, checkpoint_id: m.id, manifest_checksum: m.checksum };
+  let resumed = false;
+  if (existsSync(planFile)) {
+    try {
+      const had = JSON.parse(readFileSync(planFile, "utf8")) as StagingPlan;
+      resumed = had.source === want.source && had.checkpoint_id === want.checkpoint_id && had.manifest_checksum === want.manifest_checksum;
+    } catch {
+      resumed = false;
+    }
+  }
+  if (!resumed) {
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    writeFileAtomic(planFile, JSON.stringify(want));
+  } else o.logger.info(`continuing the interrupted restore of checkpoint ${m.id} in ${dir}`);
+  // the workers read the store's files directly
+  const r = await rebuildImage({
+    reader,
+    storeDir: reader.location,
+    manifest: m,
+    imageFile: join(dir, DB_FILE),
+    progressFile: join(dir, "progress.json"),
+    workers: o.workers,
+    signal: o.signal,
+    onProgress: o.onProgress,
+  });
+  if (resumed && r.resumedRanges > 0) o.logger.info(`${r.resumedRanges} of ${r.ranges} ranges were already restored and checked`);
+  return resumed;
+}
+
+/** SQLite's own check of the staged database; no -wal or -shm is left beside it. */
+async function check(o: RestoreOptions, file: string, m: Manifest): Promise<void> {
+  if (o.integrityCheck !== "none") {
+    const db = new Database(file, { readwrite: true, create: false });
+    try {
+      const pragma = o.integrityCheck === "full" ? "integrity_check" : "quick_check";
+      const rows = db.query<Record<string, string>, []>(`PRAGMA ${pragma}`).all().map((r) => Object.values(r)[0]);
+      if (rows.length !== 1 || rows[0] !== "ok") {
+        throw new CairnError("E_RESTORE_CHECK", `the restored database of checkpoint ${m.id} fails PRAGMA ${pragma}: ${rows.slice(0, 3).join("; ")}`);
+      }
+      const nodeRow = db.query<{ value: string }, []>("SELECT value FROM meta WHERE key = 'node_id'").get();
+      if (nodeRow?.value !== m.node_id) throw new CairnError("E_RESTORE_CHECK", `the restored database says node ${nodeRow?.value}, the checkpoint ${m.node_id}`);
+    } finally {
+      db.close();
+    }
+  }
+  for (const f of [`${file}-wal`, `${file}-shm`]) if (existsSync(f)) unlinkSync(f);
+}
+
+/** Move the existing database aside (if any), rename the staged one in, fsync both folders. */
+function swap(dbPath: string, asideDir: string | null): void {
+  const staged = join(stagingDirFor(dbPath), DB_FILE);
+  mkdirSync(dbPath, { recursive: true });
+  if (asideDir) {
+    const present = DB_FILES.filter((f) => existsSync(join(dbPath, f)));
+    if (present.length > 0) {
+      mkdirSync(asideDir, { recursive: true });
+      for (const f of present) renameSync(join(dbPath, f), join(asideDir, f));
+      fsyncDir(asideDir);
+    }
+  }
+  // stale -wal/-shm must never sit beside the restored database
+  for (const f of DB_FILES.slice(1)) if (existsSync(join(dbPath, f))) unlinkSync(join(dbPath, f));
+  renameSync(staged, join(dbPath, DB_FILE));
+  fsyncDir(dbPath);
+  fsyncDir(dirname(dbPath));
+}
+
+/** Leftover staging folders (for --help texts and tests). */
+export function stagingDirOf(dbPath: string): string {
+  return stagingDirFor(resolve(dbPath));
+}
+
