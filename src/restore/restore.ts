@@ -67,21 +67,23 @@ function stagingDirFor(dbPath: string): string {
   return join(dirname(dbPath), `.${basename(dbPath)}.cairn-restore`);
 }
 
-/** The node id of an existing database, without changing it; null if it cannot be read. */
+/**
+ * The node id of an existing database, without changing it; null if it cannot be read.
+ * Opening even read-only makes SQLite create -wal and -shm beside a cleanly closed database;
+ * those are removed again, so a refused or dry-run restore leaves the target as it found it.
+ */
 function existingNodeId(dbFile: string): string | null {
-  for (const uri of [dbFile, `file:${dbFile}?immutable=1`]) {
-    let db: Database | undefined;
-    try {
-      db = new Database(uri, { readonly: true });
-      const row = db.query<{ value: string }, []>("SELECT value FROM meta WHERE key = 'node_id'").get();
-      if (row) return row.value;
-    } catch {
-      // try the next way, or give up
-    } finally {
-      db?.close();
-    }
+  const sidecars = [`${dbFile}-wal`, `${dbFile}-shm`].filter((f) => !existsSync(f));
+  let db: Database | undefined;
+  try {
+    db = new Database(dbFile, { readonly: true });
+    return db.query<{ value: string }, []>("SELECT value FROM meta WHERE key = 'node_id'").get()?.value ?? null;
+  } catch {
+    return null;
+  } finally {
+    db?.close();
+    for (const f of sidecars) rmSync(f, { force: true });
   }
-  return null;
 }
 
 async function pickCheckpoint(reader: StoreReader, wanted: number | undefined, source: string): Promise<{ manifest: Manifest; candidates: number[] }> {
