@@ -11,6 +11,7 @@ import { DigestTable } from "../checkpoint/digest-table.ts";
 import { equalBytes, INDEX_ENTRY_BYTES, type Manifest, readIndexEntry, SEGMENT_ENTRY_BYTES } from "../checkpoint/format.ts";
 import { WorkerPool } from "../checkpoint/pool.ts";
 import type { StoreReader } from "../checkpoint/reader.ts";
+import { crashPoint } from "../util/crash-point.ts";
 import { writeFileAtomic } from "../util/fsx.ts";
 
 /** Blocks per range: the unit of work, of writing and of resuming. */
@@ -136,7 +137,10 @@ export async function rebuildImage(o: RebuildOptions): Promise<RebuildResult> {
           done.add(r);
           doneBytes += bytes;
           unflushed += bytes;
-          if (unflushed >= FLUSH_EVERY_BYTES) persist();
+          if (unflushed >= FLUSH_EVERY_BYTES) {
+            persist();
+            crashPoint("restore:progress-saved");
+          }
           o.onProgress?.(doneBytes, m.db_size_bytes);
         }
       }),

@@ -22,6 +22,7 @@ import { type FileLock, LOCK_FILE, StorageLock } from "../engine/lock.ts";
 import type { Manifest } from "../checkpoint/format.ts";
 import { holdStoreForReading, openStoreReader } from "../checkpoint/open.ts";
 import type { StoreReader } from "../checkpoint/reader.ts";
+import { crashPoint } from "../util/crash-point.ts";
 import { fsyncDir, writeFileAtomic } from "../util/fsx.ts";
 import { rebuildImage } from "./rebuild.ts";
 
@@ -167,8 +168,10 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
       try {
         const resumed = await stage(o, reader, manifest, dbPath);
         await check(o, join(stagingDirFor(dbPath), DB_FILE), manifest);
+        crashPoint("restore:checked");
         swap(dbPath, existing ? asideDir : null);
         swapped = true;
+        crashPoint("restore:swapped");
         rmSync(stagingDirFor(dbPath), { recursive: true, force: true });
         return { ...plan(manifest, o.checkpointId === undefined), duration_ms: Math.round(performance.now() - t0), resumed, integrity_check: o.integrityCheck };
       } catch (e) {
@@ -266,6 +269,7 @@ function swap(dbPath: string, asideDir: string | null): void {
       mkdirSync(asideDir, { recursive: true });
       for (const f of present) renameSync(join(dbPath, f), join(asideDir, f));
       fsyncDir(asideDir);
+      crashPoint("restore:moved-aside");
     }
   }
   // stale -wal/-shm must never sit beside the restored database
