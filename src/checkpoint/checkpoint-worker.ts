@@ -4,6 +4,7 @@
  * does not hold yet to a pack of its own in the store's tmp/ folder. Also loads pack indexes
  * and block lists for the coordinator, so that no heavy work runs on the node's main thread.
  */
+import { Database } from "bun:sqlite";
 import { closeSync, fdatasyncSync, fsyncSync, mkdirSync, openSync, readSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { CairnError } from "../errors.ts";
@@ -21,7 +22,7 @@ import {
   writeIndexEntry,
 } from "./format.ts";
 import { blockDigest, quickHash, toHex } from "./hash.ts";
-import { DirSource } from "./objects.ts";
+import { DirSource, missing } from "./objects.ts";
 import type { PackWritten, RangeResult, SnapshotSpec, WorkerInit, WorkerReply, WorkerRequest } from "./protocol.ts";
 import { crashPoint } from "../util/crash-point.ts";
 import { lowerThisThreadPriority } from "../util/thread-priority.ts";
@@ -321,7 +322,12 @@ function restoreRange(first: number, count: number): number {
   const fdOf = (packIndex: number): number => {
     let fd = r.fds.get(packIndex);
     if (fd === undefined) {
-      fd = openSync(join(r.storeDir, packPath(r.packIds[packIndex]!)), "r");
+      const path = packPath(r.packIds[packIndex]!);
+      try {
+        fd = openSync(join(r.storeDir, path), "r");
+      } catch (e) {
+        throw missing(r.storeDir, path, e);
+      }
       r.fds.set(packIndex, fd);
     }
     return fd;
@@ -470,6 +476,19 @@ async function handle(msg: WorkerRequest): Promise<unknown> {
       return;
     case "restoreRange":
       return restoreRange(msg.first, msg.count);
+    case "integrityCheck": {
+      const db = new Database(msg.file, { readwrite: true, create: false });
+      try {
+        const rows = db
+          .query<Record<string, string>, []>(`PRAGMA ${msg.full ? "integrity_check" : "quick_check"}`)
+          .all()
+          .map((r) => String(Object.values(r)[0]));
+        const nodeId = db.query<{ value: string }, []>("SELECT value FROM meta WHERE key = 'node_id'").get()?.value ?? null;
+        return { rows, nodeId };
+      } finally {
+        db.close();
+      }
+    }
     case "scanWal":
       return scanWal(msg.walFile, msg.walIndex);
     case "loadIndex":

@@ -52,6 +52,7 @@ export type WorkerRequest =
       imageFile: string;
     }
   | { type: "restoreRange"; id: number; first: number; count: number }
+  | { type: "integrityCheck"; id: number; file: string; full: boolean }
   | { type: "gc"; id: number; storeDir: string; minLiveFraction: number; sync: boolean; checkpointsRemoved: boolean };
 
 export interface PackWritten {

@@ -137,3 +137,57 @@ export function scanWal(walFile: string, hdr: WalIndexHeader): WalOverlay {
     closeSync(fd);
   }
 }
+
+/**
+ * The committed frames of a WAL read without its index (as SQLite's recovery does): frames are
+ * taken while their salts match the header's and the running checksum holds, up to the last
+ * commit among them. Returns undefined if there is no usable WAL.
+ */
+export function scanWalRecovery(walFile: string): WalOverlay | undefined {
+  let fd: number;
+  try {
+    fd = openSync(walFile, "r");
+  } catch {
+    return undefined;
+  }
+  try {
+    const head = new Uint8Array(WAL_HEADER_BYTES);
+    if (readSync(fd, head, 0, WAL_HEADER_BYTES, 0) !== WAL_HEADER_BYTES) return undefined;
+    const hv = new DataView(head.buffer);
+    const magic = hv.getUint32(0, false);
+    if (magic !== 0x377f0682 && magic !== 0x377f0683) return undefined;
+    const bigEndian = (magic & 1) === 1;
+    const pageSize = hv.getUint32(8, false);
+    const salt1 = hv.getUint32(16, false);
+    const salt2 = hv.getUint32(20, false);
+    const s: [number, number] = [0, 0];
+    checksum(s, head.subarray(0, 24), bigEndian);
+    if (s[0] !== hv.getUint32(24, false) || s[1] !== hv.getUint32(28, false)) return undefined;
+    const frameBytes = FRAME_HEADER_BYTES + pageSize;
+    const frame = new Uint8Array(frameBytes);
+    const pending = new Map<number, number>();
+    const committed = new Map<number, number>();
+    let pageCount = 0;
+    for (let i = 0; ; i++) {
+      const pos = WAL_HEADER_BYTES + i * frameBytes;
+      if (readSync(fd, frame, 0, frameBytes, pos) !== frameBytes) break;
+      const fv = new DataView(frame.buffer, 0, FRAME_HEADER_BYTES);
+      if (fv.getUint32(8, false) !== salt1 || fv.getUint32(12, false) !== salt2) break;
+      checksum(s, frame.subarray(0, 8), bigEndian);
+      checksum(s, frame.subarray(FRAME_HEADER_BYTES), bigEndian);
+      if (s[0] !== fv.getUint32(16, false) || s[1] !== fv.getUint32(20, false)) break;
+      pending.set(fv.getUint32(0, false), pos + FRAME_HEADER_BYTES);
+      const commitSize = fv.getUint32(4, false);
+      if (commitSize > 0) {
+        for (const [p, o] of pending) committed.set(p, o);
+        pending.clear();
+        pageCount = commitSize;
+      }
+    }
+    if (pageCount === 0) return undefined;
+    const pages = Uint32Array.from([...committed.keys()].filter((p) => p <= pageCount)).sort();
+    return { pages, offsets: Float64Array.from(pages, (p) => committed.get(p)!), pageCount };
+  } finally {
+    closeSync(fd);
+  }
+}

@@ -13,7 +13,7 @@
  * anything fails before the swap it is left as it was.
  */
 import { Database } from "bun:sqlite";
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, rmdirSync, unlinkSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, rmdirSync, statSync, unlinkSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { CairnError, errorMessage } from "../errors.ts";
 import type { Logger } from "../log.ts";
@@ -24,6 +24,8 @@ import { holdStoreForReading, openStoreReader } from "../checkpoint/open.ts";
 import type { StoreReader } from "../checkpoint/reader.ts";
 import { crashPoint } from "../util/crash-point.ts";
 import { fsyncDir, writeFileAtomic } from "../util/fsx.ts";
+import { scanWalRecovery } from "../checkpoint/wal-format.ts";
+import { WorkerPool } from "../checkpoint/pool.ts";
 import { rebuildImage } from "./rebuild.ts";
 
 export type IntegrityCheck = "none" | "quick" | "full";
@@ -64,30 +66,70 @@ export interface RestoreResult extends RestorePlan {
 
 const DB_FILES = [DB_FILE, `${DB_FILE}-wal`, `${DB_FILE}-shm`];
 
+/**
+ * Where the restore is staged: beside the target, on its filesystem, so that the final rename
+ * is atomic. When the target is itself a mount point, its parent is another filesystem; then
+ * the staging folder goes inside it (a hidden folder no node reads).
+ */
 function stagingDirFor(dbPath: string): string {
+  try {
+    if (statSync(dbPath).dev !== statSync(dirname(dbPath)).dev) return join(dbPath, ".cairn-restore");
+  } catch {
+    // the target does not exist yet: it will be made on its parent's filesystem
+  }
   return join(dirname(dbPath), `.${basename(dbPath)}.cairn-restore`);
 }
 
+/** How much of an existing database is read to find its node id (meta is one of its first tables). */
+const PROBE_PAGES = 64;
+
 /**
- * The node id of an existing database, without changing it; null if it cannot be read.
- * Opening even read-only makes SQLite create -wal and -shm beside a cleanly closed database;
- * those are removed again, so a refused or dry-run restore leaves the target as it found it.
+ * The node id of an existing database, read without opening it in place: SQLite would create
+ * or rewrite -wal and -shm beside it even read-only. Its first pages, with their newest
+ * committed versions from the WAL laid over them, are loaded into an in-memory database.
+ * Null if that does not answer (then nothing can be said about the database's owner).
  */
-function existingNodeId(dbFile: string): string | null {
-  const sidecars = [`${dbFile}-wal`, `${dbFile}-shm`].filter((f) => !existsSync(f));
+export function existingNodeId(dbFile: string): string | null {
   let db: Database | undefined;
   try {
-    db = new Database(dbFile, { readonly: true });
+    const fd = openSync(dbFile, "r");
+    const head = new Uint8Array(100);
+    readSync(fd, head, 0, 100, 0);
+    const v = (head[16]! << 8) | head[17]!;
+    const pageSize = v === 1 ? 65536 : v;
+    if (pageSize < 512) return null;
+    const image = new Uint8Array(PROBE_PAGES * pageSize);
+    readSync(fd, image, 0, image.length, 0);
+    closeSync(fd);
+    const overlay = scanWalRecovery(`${dbFile}-wal`);
+    if (overlay) {
+      const wfd = openSync(`${dbFile}-wal`, "r");
+      try {
+        overlay.pages.forEach((p, i) => {
+          if (p <= PROBE_PAGES) readSync(wfd, image, (p - 1) * pageSize, pageSize, overlay.offsets[i]!);
+        });
+      } finally {
+        closeSync(wfd);
+      }
+    }
+    // an in-memory image cannot be in WAL mode: mark it as a rollback-journal database
+    image[18] = 1;
+    image[19] = 1;
+    db = Database.deserialize(image, { readonly: true });
     return db.query<{ value: string }, []>("SELECT value FROM meta WHERE key = 'node_id'").get()?.value ?? null;
   } catch {
     return null;
   } finally {
     db?.close();
-    for (const f of sidecars) rmSync(f, { force: true });
   }
 }
 
-async function pickCheckpoint(reader: StoreReader, wanted: number | undefined, source: string): Promise<{ manifest: Manifest; candidates: number[] }> {
+async function pickCheckpoint(
+  reader: StoreReader,
+  wanted: number | undefined,
+  source: string,
+  logger: Logger,
+): Promise<{ manifest: Manifest; candidates: number[] }> {
   const ids = await reader.manifestIds();
   if (ids.length === 0) throw new CairnError("E_NOT_FOUND", `there are no checkpoints in ${source}`);
   if (wanted !== undefined) {
@@ -98,8 +140,8 @@ async function pickCheckpoint(reader: StoreReader, wanted: number | undefined, s
   for (const id of candidates) {
     try {
       return { manifest: await reader.manifest(id), candidates: candidates.slice(candidates.indexOf(id)) };
-    } catch {
-      // damaged manifest: the caller's loop warns when it falls back
+    } catch (e) {
+      logger.warn(`checkpoint ${id} cannot be read (${errorMessage(e)}); skipping it`);
     }
   }
   throw new CairnError("E_STORE_DAMAGED", `no checkpoint in ${source} can be read`);
@@ -116,7 +158,7 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
   const dbPath = resolve(o.dbPath);
   const reader = await openStoreReader(o.source);
   await reader.info();
-  const { manifest: first } = await pickCheckpoint(reader, o.checkpointId, o.source);
+  const { manifest: first } = await pickCheckpoint(reader, o.checkpointId, o.source, o.logger);
 
   // the target: not while a node runs there; an existing database only with --force, and only
   // one of the same node
@@ -167,7 +209,9 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
     for (let k = 0; ; k++) {
       try {
         const resumed = await stage(o, reader, manifest, dbPath);
+        throwIfInterrupted(o.signal);
         await check(o, join(stagingDirFor(dbPath), DB_FILE), manifest);
+        throwIfInterrupted(o.signal);
         crashPoint("restore:checked");
         swap(dbPath, existing ? asideDir : null);
         swapped = true;
@@ -177,6 +221,8 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
       } catch (e) {
         const damaged = e instanceof CairnError && (e.code === "E_STORE_DAMAGED" || e.code === "E_STORE_MISSING" || e.code === "E_RESTORE_CHECK");
         const nextId = candidates[k + 1];
+        // an interrupted restore keeps its staging folder to continue; any other failure does not
+        if (!(e instanceof CairnError && e.code === "E_INTERRUPTED")) rmSync(stagingDirFor(dbPath), { recursive: true, force: true });
         if (!damaged || o.checkpointId !== undefined || nextId === undefined) throw e;
         o.logger.warn(`checkpoint ${manifest.id} is damaged (${errorMessage(e)}); trying checkpoint ${nextId}`);
         rmSync(stagingDirFor(dbPath), { recursive: true, force: true });
@@ -240,20 +286,29 @@ async function stage(o: RestoreOptions, reader: StoreReader, m: Manifest, dbPath
   return resumed;
 }
 
-/** SQLite's own check of the staged database; no -wal or -shm is left beside it. */
+function throwIfInterrupted(signal?: AbortSignal): void {
+  if (signal?.aborted) throw new CairnError("E_INTERRUPTED", "restore interrupted");
+}
+
+/**
+ * SQLite's own check of the staged database, in a worker so that an interrupt can stop it
+ * (on a large database it takes minutes). No -wal or -shm is left beside the file.
+ */
 async function check(o: RestoreOptions, file: string, m: Manifest): Promise<void> {
   if (o.integrityCheck !== "none") {
-    const db = new Database(file, { readwrite: true, create: false });
+    const pool = new WorkerPool(1);
+    const onAbort = () => pool.terminate(new CairnError("E_INTERRUPTED", "restore interrupted"));
+    o.signal?.addEventListener("abort", onAbort);
     try {
+      const r = await pool.call<{ rows: string[]; nodeId: string | null }>(0, { type: "integrityCheck", file, full: o.integrityCheck === "full" });
       const pragma = o.integrityCheck === "full" ? "integrity_check" : "quick_check";
-      const rows = db.query<Record<string, string>, []>(`PRAGMA ${pragma}`).all().map((r) => Object.values(r)[0]);
-      if (rows.length !== 1 || rows[0] !== "ok") {
-        throw new CairnError("E_RESTORE_CHECK", `the restored database of checkpoint ${m.id} fails PRAGMA ${pragma}: ${rows.slice(0, 3).join("; ")}`);
+      if (r.rows.length !== 1 || r.rows[0] !== "ok") {
+        throw new CairnError("E_RESTORE_CHECK", `the restored database of checkpoint ${m.id} fails PRAGMA ${pragma}: ${r.rows.slice(0, 3).join("; ")}`);
       }
-      const nodeRow = db.query<{ value: string }, []>("SELECT value FROM meta WHERE key = 'node_id'").get();
-      if (nodeRow?.value !== m.node_id) throw new CairnError("E_RESTORE_CHECK", `the restored database says node ${nodeRow?.value}, the checkpoint ${m.node_id}`);
+      if (r.nodeId !== m.node_id) throw new CairnError("E_RESTORE_CHECK", `the restored database says node ${r.nodeId}, the checkpoint ${m.node_id}`);
     } finally {
-      db.close();
+      o.signal?.removeEventListener("abort", onAbort);
+      pool.terminate();
     }
   }
   for (const f of [`${file}-wal`, `${file}-shm`]) if (existsSync(f)) unlinkSync(f);
