@@ -301,6 +301,8 @@ let restore:
       imageBytes: number;
       fds: Map<number, number>;
       imageFd: number;
+      /** One range's worth of image, reused for every range. */
+      buffer: Uint8Array;
     }
   | undefined;
 
@@ -317,7 +319,8 @@ function restoreRange(first: number, count: number): number {
   const r = restore!;
   const start = first * r.blockSize;
   const end = Math.min((first + count) * r.blockSize, r.imageBytes);
-  const out = new Uint8Array(end - start);
+  if (r.buffer.length < end - start) r.buffer = new Uint8Array(end - start);
+  const out = r.buffer.subarray(0, end - start);
   const last = first + Math.ceil((end - start) / r.blockSize);
   const fdOf = (packIndex: number): number => {
     let fd = r.fds.get(packIndex);
@@ -472,6 +475,7 @@ async function handle(msg: WorkerRequest): Promise<unknown> {
         imageBytes: msg.imageBytes,
         fds: new Map(),
         imageFd: openSync(msg.imageFile, "r+"),
+        buffer: new Uint8Array(0),
       };
       return;
     case "restoreRange":

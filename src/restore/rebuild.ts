@@ -5,7 +5,7 @@
  * written only after the image is flushed to disk, so an interrupted rebuild (Ctrl-C, kill -9,
  * a lost SSH session) continues where it stopped and never re-fetches a finished range.
  */
-import { closeSync, existsSync, fdatasyncSync, ftruncateSync, openSync, readFileSync } from "node:fs";
+import { closeSync, existsSync, fdatasync, fdatasyncSync, ftruncateSync, openSync, readFileSync } from "node:fs";
 import { CairnError } from "../errors.ts";
 import { DigestTable } from "../checkpoint/digest-table.ts";
 import { equalBytes, INDEX_ENTRY_BYTES, type Manifest, readIndexEntry, SEGMENT_ENTRY_BYTES } from "../checkpoint/format.ts";
@@ -108,10 +108,29 @@ export async function rebuildImage(o: RebuildOptions): Promise<RebuildResult> {
   const onAbort = () => pool.terminate(new CairnError("E_INTERRUPTED", "restore interrupted"));
   o.signal?.addEventListener("abort", onAbort);
   let unflushed = 0;
+  /** Make the ranges done so far durable: flush the image, then record them. */
   const persist = () => {
     fdatasyncSync(fd);
     writeFileAtomic(o.progressFile, JSON.stringify({ ranges, done: [...done].sort((a, b) => a - b) } satisfies ProgressState));
     unflushed = 0;
+  };
+  /**
+   * The same, off this thread, while the workers go on writing: the ranges recorded are those
+   * done before the flush began. One at a time.
+   */
+  let flushing: Promise<void> | undefined;
+  const persistInBackground = () => {
+    if (flushing) return;
+    const snapshot = [...done].sort((a, b) => a - b);
+    unflushed = 0;
+    flushing = new Promise<void>((res, rej) => fdatasync(fd, (e) => (e ? rej(e) : res())))
+      .then(() => {
+        writeFileAtomic(o.progressFile, JSON.stringify({ ranges, done: snapshot } satisfies ProgressState));
+        crashPoint("restore:progress-saved");
+      })
+      .finally(() => {
+        flushing = undefined;
+      });
   };
   try {
     ftruncateSync(fd, m.db_size_bytes);
@@ -137,19 +156,18 @@ export async function rebuildImage(o: RebuildOptions): Promise<RebuildResult> {
           done.add(r);
           doneBytes += bytes;
           unflushed += bytes;
-          if (unflushed >= FLUSH_EVERY_BYTES) {
-            persist();
-            crashPoint("restore:progress-saved");
-          }
+          if (unflushed >= FLUSH_EVERY_BYTES) persistInBackground();
           o.onProgress?.(doneBytes, m.db_size_bytes);
         }
       }),
     );
+    await flushing;
     persist();
     return { bytes: m.db_size_bytes, resumedRanges, ranges };
   } catch (e) {
     // keep what is done for the next run; a range half-written is simply not marked done
     try {
+      await flushing?.catch(() => {});
       persist();
     } catch {
       // the disk may be what failed
