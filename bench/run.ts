@@ -17,12 +17,13 @@ import { checkpointsSection } from "./lib/checkpoints.ts";
 import { nodePutGetSection } from "./lib/node-put-get.ts";
 import { stopAllNodes } from "./lib/node.ts";
 import { rawSqliteSection } from "./lib/raw-sqlite.ts";
+import { restoreSection } from "./lib/restore.ts";
 import { machineFacts, renderFacts } from "./lib/report.ts";
 import { createContext, type Section } from "./lib/section.ts";
 import { TempDirs } from "./lib/tmp.ts";
 import { benchScale } from "./lib/workload.ts";
 
-const SECTIONS: Section[] = [nodePutGetSection, rawSqliteSection, checkpointsSection];
+const SECTIONS: Section[] = [nodePutGetSection, rawSqliteSection, checkpointsSection, restoreSection];
 
 /** The sections this run measures: all, or those CAIRN_BENCH_ONLY names. */
 function selectedSections(): Section[] {

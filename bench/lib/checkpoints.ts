@@ -20,21 +20,42 @@
  * Before each timed copy or checkpoint a `sync` (not timed) flushes what earlier steps left
  * dirty, so that their write-back is not billed to the next measurement.
  */
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
+import {
+  addBlobs,
+  BUILD_BLOBS,
+  type Blob,
+  Blobs,
+  type Ckpt,
+  CONCURRENCY,
+  checkpoint,
+  checkpointYaml,
+  type CopyAnchors,
+  type Cpu,
+  cpuSince,
+  duBytes,
+  KiB,
+  listing,
+  measureCopyAnchors,
+  must,
+  type NodeCheckpointConfig,
+  type Op,
+  processCpu,
+  rng,
+  runOps,
+  SEED,
+  socketOf,
+  stopChecked,
+  syncAll,
+} from "./blob-db.ts";
 import { type LoadResult, putBlob, runLoad } from "./load.ts";
 import { BINARY, ensureBinary, type RunningNode, startNode } from "./node.ts";
-import { num, ratio, table } from "./report.ts";
+import { met, mib, num, pct, ratio, secs, table } from "./report.ts";
 import type { BenchContext, Section } from "./section.ts";
-import { percentile } from "./stats.ts";
-import { benchScale, MiB, randomBytes } from "./workload.ts";
+import { median, percentile } from "./stats.ts";
+import { benchScale, randomBytes } from "./workload.ts";
 
-const KiB = 1024;
-/** Blobs in the database at scale 1 (~1 GB at 1–100 KiB each). */
-const BUILD_BLOBS = 20_000;
-const MIN_BLOB = 1 * KiB;
-const MAX_BLOB = 100 * KiB;
-const CONCURRENCY = 16;
 const CHURN_STEPS = 10;
 const CHURN = { replace: 0.01, remove: 0.005, add: 0.01 };
 /** The machine has 2 cores: a checkpoint may use both. */
@@ -44,7 +65,6 @@ const IDLE_MS = 3000;
 const CP_RUNS = 3;
 /** Full checkpoints per setting (sync false / true); the median is compared with the anchors' median. */
 const FULL_RUNS = 3;
-const SEED = 0x5eed_c0de;
 
 const TARGET = { fullVsCopy: 1.5, newBytes: 0.03, incrVsFull: 0.35, store: 1.3, p99: 1.5 };
 
@@ -57,176 +77,7 @@ const TARGET = { fullVsCopy: 1.5, newBytes: 0.03, incrVsFull: 0.35, store: 1.3, 
  * run is listed in the results, and ratios are of medians.
  */
 
-interface NodeCheckpointConfig {
-  sync: boolean;
-  compression: "none" | "zstd";
-  /** max_background_operations (default WORKERS). */
-  workers?: number;
-}
-
-// ---- small helpers ----------------------------------------------------------------------------
-
-/** mulberry32: a seeded PRNG for sizes and choices, so runs pick the same shapes. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-interface Exec {
-  stdout: string;
-  stderr: string;
-  code: number;
-  ms: number;
-  /** CPU time (user + system) of the process, ms. */
-  cpuMs: number;
-}
-
-async function exec(argv: string[]): Promise<Exec> {
-  const t0 = performance.now();
-  const p = Bun.spawn(argv, { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
-  const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
-  const ms = performance.now() - t0;
-  const cpu = p.resourceUsage()?.cpuTime.total;
-  return { stdout, stderr, code, ms, cpuMs: cpu === undefined ? Number.NaN : Number(cpu) / 1000 };
-}
-
-const CLOCK_TICKS = Number(Bun.spawnSync(["getconf", "CLK_TCK"]).stdout.toString().trim()) || 100;
-
-interface Cpu {
-  userMs: number;
-  sysMs: number;
-}
-
-/** CPU time (all threads) a running process has used so far; NaN if unknown. */
-function processCpu(pid: number): Cpu {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    // fields 14 and 15 of stat(5) (utime, stime); f[0] is field 3
-    return { userMs: (Number(f[11]) / CLOCK_TICKS) * 1000, sysMs: (Number(f[12]) / CLOCK_TICKS) * 1000 };
-  } catch {
-    return { userMs: Number.NaN, sysMs: Number.NaN };
-  }
-}
-
-function cpuSince(pid: number, before: Cpu): Cpu {
-  const now = processCpu(pid);
-  return { userMs: now.userMs - before.userMs, sysMs: now.sysMs - before.sysMs };
-}
-
-async function must(argv: string[]): Promise<Exec> {
-  const r = await exec(argv);
-  if (r.code !== 0) throw new Error(`${argv.join(" ")}: exit ${r.code}: ${(r.stderr || r.stdout).trim().slice(0, 500)}`);
-  return r;
-}
-
-/** Flush dirty pages (not timed), so earlier writes are not billed to the next measurement. */
-async function syncAll(): Promise<void> {
-  await must(["sync"]);
-}
-
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  if (s.length === 0) return Number.NaN;
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-async function duBytes(dir: string): Promise<number> {
-  const r = await must(["du", "-sb", dir]);
-  return Number(r.stdout.split(/\s/)[0]);
-}
-
-const secs = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
-const mib = (b: number) => `${num(b / MiB)} MiB`;
-const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
-const met = (ok: boolean) => (ok ? "yes" : "**no**");
-
-// ---- the node ---------------------------------------------------------------------------------
-
-function checkpointYaml(storeDir: string, c: NodeCheckpointConfig): string {
-  return [
-    "checkpoint_config:",
-    `  db_checkpoint_dir: ${storeDir}`,
-    "  max_db_checkpoints: 0",
-    `  max_background_operations: ${c.workers ?? WORKERS}`,
-    `  sync: ${c.sync}`,
-    `  compression: ${c.compression}`,
-    "",
-  ].join("\n");
-}
-
-async function stopChecked(node: RunningNode): Promise<void> {
-  const code = await node.stop();
-  if (code !== 0) throw new Error(`the node exited with code ${code} after SIGTERM (expected 0):\n${node.logs().slice(-2000)}`);
-}
-
-const socketOf = (node: RunningNode) => join(node.dir, "admin.socket");
-
-async function deleteBlob(url: string, id: string): Promise<void> {
-  const res = await fetch(`${url}/v1/blobs/${id}`, { method: "DELETE" });
-  await res.arrayBuffer();
-  if (res.status !== 204) throw new Error(`DELETE ${id}: HTTP ${res.status}`);
-}
-
-// ---- checkpoints through the CLI ---------------------------------------------------------------
-
-interface Listed {
-  id: number;
-  size_bytes: number;
-  files: number;
-  new_bytes: number;
-  duration_ms: number;
-  blob_count: number;
-}
-
-async function listing(storeDir: string): Promise<Listed[]> {
-  const r = await must([BINARY, "list-db-checkpoint", storeDir, "--json"]);
-  return JSON.parse(r.stdout) as Listed[];
-}
-
-interface Ckpt {
-  id: number;
-  /** duration_ms measured inside the node (manifest stats). */
-  durationMs: number;
-  /** Wall time of `cairn local-admin checkpoint create` (CLI start, 200 ms status polls, retention + GC when into db_checkpoint_dir). */
-  wallMs: number;
-  sizeBytes: number;
-  newBytes: number;
-  files: number;
-  /** du -sb of the store after it. */
-  storeBytes: number;
-  /** CPU time the node process (all threads) used during the CLI command. */
-  nodeCpu: Cpu;
-}
-
-async function checkpoint(node: RunningNode, storeDir: string): Promise<Ckpt> {
-  await syncAll();
-  const cpu0 = processCpu(node.pid);
-  const r = await must([BINARY, "local-admin", "--socket-path", socketOf(node), "checkpoint", "create", "--path", storeDir]);
-  const nodeCpu = cpuSince(node.pid, cpu0);
-  const m = /Checkpoint (\d+) created/.exec(r.stdout);
-  if (!m) throw new Error(`unexpected output of checkpoint create: ${r.stdout.trim()}`);
-  const id = Number(m[1]);
-  const c = (await listing(storeDir)).find((x) => x.id === id);
-  if (!c) throw new Error(`checkpoint ${id} is not listed in ${storeDir}`);
-  return {
-    id,
-    durationMs: c.duration_ms,
-    wallMs: r.ms,
-    sizeBytes: c.size_bytes,
-    newBytes: c.new_bytes,
-    files: c.files,
-    storeBytes: await duBytes(storeDir),
-    nodeCpu,
-  };
-}
+// ---- the node's checkpoint status and churn ------------------------------------------------------
 
 interface CheckpointStatusReply {
   running: { run: number } | null;
@@ -239,41 +90,6 @@ async function checkpointStatus(node: RunningNode): Promise<CheckpointStatusRepl
   return (await res.json()) as CheckpointStatusReply;
 }
 
-// ---- the blobs ----------------------------------------------------------------------------------
-
-interface Blob {
-  id: string;
-  size: number;
-}
-
-class Blobs {
-  readonly list: Blob[] = [];
-  private nextId = 0;
-  constructor(private readonly rand: () => number) {}
-
-  size(): number {
-    return MIN_BLOB + Math.floor(this.rand() * (MAX_BLOB - MIN_BLOB + 1));
-  }
-
-  fresh(): Blob {
-    return { id: `blob-${(this.nextId++).toString().padStart(7, "0")}`, size: this.size() };
-  }
-
-  /** `k` distinct indices of the list (partial Fisher–Yates). */
-  pick(k: number): number[] {
-    const idx = Array.from(this.list, (_, i) => i);
-    for (let i = 0; i < k; i++) {
-      const j = i + Math.floor(this.rand() * (idx.length - i));
-      [idx[i], idx[j]] = [idx[j]!, idx[i]!];
-    }
-    return idx.slice(0, k);
-  }
-
-  bytes(): number {
-    return this.list.reduce((s, b) => s + b.size, 0);
-  }
-}
-
 interface ChurnStep {
   replaced: number;
   removed: number;
@@ -281,22 +97,6 @@ interface ChurnStep {
   bytesPut: number;
   elapsedMs: number;
   failed: number;
-}
-
-type Op = { kind: "put"; blob: Blob } | { kind: "delete"; id: string };
-
-async function runOps(ctx: BenchContext, url: string, ops: readonly Op[], what: string): Promise<LoadResult> {
-  const r = await runLoad({
-    count: ops.length,
-    concurrency: CONCURRENCY,
-    timeCapMs: 600_000,
-    request: (i) => {
-      const op = ops[i]!;
-      return op.kind === "put" ? putBlob(url, op.blob.id, randomBytes(op.blob.size)) : deleteBlob(url, op.id);
-    },
-  });
-  if (r.failed > 0) ctx.fail(`checkpoints: ${what}: ${r.failed} failed request(s); first: ${r.firstFailure}`);
-  return r;
 }
 
 async function churn(ctx: BenchContext, url: string, blobs: Blobs): Promise<ChurnStep> {
@@ -312,7 +112,7 @@ async function churn(ctx: BenchContext, url: string, blobs: Blobs): Promise<Chur
   for (const b of replaced) ops.push({ kind: "put", blob: b });
   for (const i of removed) ops.push({ kind: "delete", id: blobs.list[i]!.id });
   for (const b of added) ops.push({ kind: "put", blob: b });
-  const r = await runOps(ctx, url, ops, "churn");
+  const r = await runOps(ctx, url, ops, "checkpoints: churn");
   // the bench's view of what the node holds
   picked.slice(0, nReplace).forEach((i, k) => (blobs.list[i] = replaced[k]!));
   const kept = blobs.list.filter((_, i) => !removed.has(i));
@@ -330,11 +130,7 @@ async function churn(ctx: BenchContext, url: string, blobs: Blobs): Promise<Chur
 
 // ---- anchors ----------------------------------------------------------------------------------
 
-interface Anchors {
-  dbBytes: number;
-  cpMs: number[];
-  cpCpuMs: number[];
-  cpSyncMs: number[];
+interface Anchors extends CopyAnchors {
   backupMs?: number;
   backupCpuMs?: number;
   vacuumCpuMs?: number;
@@ -344,30 +140,11 @@ interface Anchors {
   vacuumError?: string;
 }
 
+/** `cp`, `cp` + `sync` (see WARM_UP_NOTE), then one `sqlite3 .backup` and one `VACUUM INTO`. */
 async function measureAnchors(ctx: BenchContext, dbFile: string, workDir: string): Promise<Anchors> {
   const copy = join(workDir, "copy.db");
   const rmCopy = () => must(["rm", "-f", copy, `${copy}-journal`, `${copy}-wal`, `${copy}-shm`]);
-  const a: Anchors = { dbBytes: statSync(dbFile).size, cpMs: [], cpCpuMs: [], cpSyncMs: [] };
-  await must(["sh", "-c", 'cat "$1" > /dev/null', "sh", dbFile]); // page cache warm
-  // one untimed copy first: see WARM_UP_NOTE
-  await must(["cp", dbFile, copy]);
-  await rmCopy();
-  for (let i = 0; i < CP_RUNS; i++) {
-    await syncAll();
-    const r = await must(["cp", dbFile, copy]);
-    a.cpMs.push(r.ms);
-    a.cpCpuMs.push(r.cpuMs);
-    await rmCopy();
-  }
-  for (let i = 0; i < CP_RUNS; i++) {
-    await syncAll();
-    const t0 = performance.now();
-    await must(["cp", dbFile, copy]);
-    await must(["sync", copy]);
-    a.cpSyncMs.push(performance.now() - t0);
-    await rmCopy();
-  }
-  ctx.log(`checkpoints: anchors: cp ${secs(median(a.cpMs))}, cp+sync ${secs(median(a.cpSyncMs))}`);
+  const a: Anchors = await measureCopyAnchors(ctx, dbFile, workDir, CP_RUNS, "checkpoints");
   await syncAll();
   try {
     const r = await must(["sqlite3", dbFile, `.backup '${copy}'`]);
@@ -517,7 +294,7 @@ async function measure(ctx: BenchContext): Promise<Results> {
   const SYNC: NodeCheckpointConfig = { sync: true, compression: "none" };
   let node: RunningNode | undefined;
   const start = async (c: NodeCheckpointConfig) => {
-    node = await startNode(dir, checkpointYaml(store, c));
+    node = await startNode(dir, checkpointYaml(store, c, WORKERS));
     return node;
   };
   const restart = async (c: NodeCheckpointConfig) => {
@@ -538,17 +315,7 @@ async function measure(ctx: BenchContext): Promise<Results> {
     // 1. the database
     let n = await start(NOSYNC);
     const count = Math.max(200, Math.round(BUILD_BLOBS * benchScale()));
-    const toPut = Array.from({ length: count }, () => blobs.fresh());
-    ctx.log(`checkpoints: PUT ${count} blobs of 1–100 KiB (random bytes) at concurrency ${CONCURRENCY}`);
-    const build = await runOps(
-      ctx,
-      n.url,
-      toPut.map((blob) => ({ kind: "put", blob })),
-      "building the database",
-    );
-    if (build.failed > 0) throw new Error(`building the database: ${build.failed} PUT(s) failed; first: ${build.firstFailure}`);
-    blobs.list.push(...toPut);
-    ctx.log(`checkpoints: ${mib(blobs.bytes())} of blobs in ${secs(build.elapsedMs)}`);
+    const build = await addBlobs(ctx, n.url, blobs, count, "checkpoints");
 
     // 2. anchors, on the stopped node's database file
     await stopChecked(n);
@@ -618,7 +385,7 @@ async function measure(ctx: BenchContext): Promise<Results> {
     return {
       blobs: count,
       buildMs: build.elapsedMs,
-      buildBytes: toPut.reduce((s, b) => s + b.size, 0),
+      buildBytes: build.bytes,
       anchors,
       fullNoSync,
       fullSync,

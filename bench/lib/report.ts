@@ -3,6 +3,7 @@ import { Database } from "bun:sqlite";
 import { readFileSync } from "node:fs";
 import { availableParallelism, totalmem } from "node:os";
 import { REPO_ROOT } from "./node.ts";
+import { MiB } from "./workload.ts";
 
 function command(argv: string[], cwd = REPO_ROOT): string | undefined {
   try {
@@ -102,3 +103,9 @@ export function num(x: number): string {
 export function ratio(x: number): string {
   return Number.isFinite(x) ? `${x.toFixed(2)}×` : "–";
 }
+
+export const secs = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+export const mib = (b: number) => `${num(b / MiB)} MiB`;
+export const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
+/** The "met?" column of a target table. */
+export const met = (ok: boolean) => (ok ? "yes" : "**no**");

@@ -19,3 +19,11 @@ export function throughput(ops: number, bytesPerOp: number, elapsedMs: number): 
   if (secs <= 0) return { perSec: Number.NaN, mibPerSec: Number.NaN };
   return { perSec: ops / secs, mibPerSec: (ops * bytesPerOp) / MiB / secs };
 }
+
+/** The median of unsorted samples (the mean of the middle two for an even count); NaN when there are none. */
+export function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  if (s.length === 0) return Number.NaN;
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
