@@ -93,6 +93,8 @@ export async function rebuildImage(o: RebuildOptions): Promise<RebuildResult> {
   const m = o.manifest;
   const list = await o.reader.blockList(m);
   const { locations, packIds } = await locateBlocks(o.reader, m, list);
+  // planning built and dropped per-block objects: collect them before the long part
+  Bun.gc(true);
   const listShared = new SharedArrayBuffer(list.byteLength);
   new Uint8Array(listShared).set(list);
 
