@@ -265,16 +265,9 @@ function processRange(first: number, count: number): RangeResult {
 // ---- loading what the store holds ---------------------------------------------------------------
 
 async function loadIndex(storeDir: string, packIds: string[]): Promise<SharedArrayBuffer> {
-  const reader = new StoreReader(new DirSource(storeDir));
-  const decoded = [];
-  let total = 0;
-  for (const id of packIds) {
-    const idx = await reader.index(id);
-    decoded.push(idx);
-    total += idx.count;
-  }
-  const t = DigestTable.create(total);
-  decoded.forEach((idx, packIndex) => {
+  const { indexes, entries } = await new StoreReader(new DirSource(storeDir)).indexesOf(packIds);
+  const t = DigestTable.create(entries);
+  indexes.forEach((idx, packIndex) => {
     for (let i = 0; i < idx.count; i++) t.insertAt(idx.entries, i * INDEX_ENTRY_BYTES, packIndex);
   });
   return t.buffer;

@@ -313,15 +313,9 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
  * adding nothing, if the table has no room for them all (the caller reloads instead).
  */
 async function addPacksToTable(reader: StoreReader, table: DigestTable, firstIndex: number, packIds: string[]): Promise<boolean> {
-  const decoded = [];
-  let count = 0;
-  for (const p of packIds) {
-    const idx = await reader.index(p);
-    decoded.push(idx);
-    count += idx.count;
-  }
-  if (table.size + count > table.capacity / 2) return false;
-  decoded.forEach((idx, k) => {
+  const { indexes, entries } = await reader.indexesOf(packIds);
+  if (table.size + entries > table.capacity / 2) return false;
+  indexes.forEach((idx, k) => {
     for (let i = 0; i < idx.count; i++) table.insertAt(idx.entries, i * INDEX_ENTRY_BYTES, firstIndex + k);
   });
   return true;

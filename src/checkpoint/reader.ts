@@ -79,6 +79,18 @@ export class StoreReader {
     return idx;
   }
 
+  /** The indexes of `packIds`, in that order, and how many entries they hold together. */
+  async indexesOf(packIds: string[]): Promise<{ indexes: DecodedIndex[]; entries: number }> {
+    const indexes: DecodedIndex[] = [];
+    let entries = 0;
+    for (const id of packIds) {
+      const idx = await this.index(id);
+      indexes.push(idx);
+      entries += idx.count;
+    }
+    return { indexes, entries };
+  }
+
   /** Where each block of the given packs is, keyed by hex digest. */
   async locate(packIds: string[]): Promise<Map<string, BlockLocation>> {
     const where = new Map<string, BlockLocation>();

@@ -41,13 +41,7 @@ export interface RebuildResult {
 /** Where each block of the checkpoint is: 5 u32 per block (see restoreInit in protocol.ts). */
 async function locateBlocks(reader: StoreReader, m: Manifest, list: Uint8Array): Promise<{ locations: SharedArrayBuffer; packIds: string[] }> {
   const packIds = m.packs;
-  const indexes = [];
-  let total = 0;
-  for (const p of packIds) {
-    const idx = await reader.index(p);
-    indexes.push(idx);
-    total += idx.count;
-  }
+  const { indexes, entries: total } = await reader.indexesOf(packIds);
   // digest → global entry number (packs one after the other)
   const table = DigestTable.create(total);
   const firstEntry: number[] = [];
