@@ -48,3 +48,8 @@ export function sysCode(e: unknown): string | undefined {
   }
   return undefined;
 }
+
+/** True for "no space left on device" however it surfaced (system error, SQLite, a worker). */
+export function isDiskFull(e: unknown): boolean {
+  return sysCode(e) === "ENOSPC" || /ENOSPC|no space left on device|database or disk is full/i.test(errorMessage(e));
+}

@@ -19,7 +19,7 @@
  */
 import { readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { CairnError } from "../errors.ts";
+import { CairnError, isDiskFull } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { crashPoint } from "../util/crash-point.ts";
 import { VERSION } from "../version.ts";
@@ -300,6 +300,12 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
     };
   } catch (e) {
     if (!published) discardTmp(store.tmpDir);
+    if (isDiskFull(e)) {
+      throw new CairnError("E_DISK_FULL", `no space left on the device holding ${o.storeDir}; the checkpoint was discarded and nothing of it is listed`, {
+        hint: "free space there, or take checkpoints into another directory (checkpoint create --path, db_checkpoint_dir)",
+        cause: e,
+      });
+    }
     throw e;
   } finally {
     o.signal?.removeEventListener("abort", onAbort);

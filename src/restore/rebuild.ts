@@ -5,7 +5,7 @@
  * written only after the image is flushed to disk, so an interrupted rebuild (Ctrl-C, kill -9,
  * a lost SSH session) continues where it stopped and never re-fetches a finished range.
  */
-import { closeSync, existsSync, fdatasync, fdatasyncSync, ftruncateSync, openSync, readFileSync } from "node:fs";
+import { closeSync, existsSync, fdatasync, fdatasyncSync, ftruncateSync, openSync, readFileSync, statSync } from "node:fs";
 import { CairnError } from "../errors.ts";
 import { DigestTable } from "../checkpoint/digest-table.ts";
 import { equalBytes, INDEX_ENTRY_BYTES, type Manifest, readIndexEntry, SEGMENT_ENTRY_BYTES } from "../checkpoint/format.ts";
@@ -72,8 +72,17 @@ interface ProgressState {
   done: number[];
 }
 
-function loadProgress(file: string, ranges: number): Set<number> {
+/**
+ * The ranges an earlier run finished, if its image is still there at its full size (after a
+ * crash right after the swap, the image has gone into place and its progress means nothing).
+ */
+function loadProgress(file: string, ranges: number, imageFile: string, imageBytes: number): Set<number> {
   if (!existsSync(file)) return new Set();
+  try {
+    if (statSync(imageFile).size !== imageBytes) return new Set();
+  } catch {
+    return new Set();
+  }
   try {
     const s = JSON.parse(readFileSync(file, "utf8")) as ProgressState;
     if (s.ranges !== ranges || !Array.isArray(s.done)) return new Set();
@@ -93,7 +102,7 @@ export async function rebuildImage(o: RebuildOptions): Promise<RebuildResult> {
   new Uint8Array(listShared).set(list);
 
   const ranges = Math.ceil(m.block_count / RESTORE_RANGE_BLOCKS);
-  const done = loadProgress(o.progressFile, ranges);
+  const done = loadProgress(o.progressFile, ranges, o.imageFile, m.db_size_bytes);
   const resumedRanges = done.size;
   const rangeBytes = (r: number) => Math.min(RESTORE_RANGE_BLOCKS * m.block_size, m.db_size_bytes - r * RESTORE_RANGE_BLOCKS * m.block_size);
   let doneBytes = [...done].reduce((s, r) => s + rangeBytes(r), 0);

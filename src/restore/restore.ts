@@ -15,7 +15,8 @@
 import { Database } from "bun:sqlite";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, rmdirSync, statSync, unlinkSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
-import { CairnError, errorMessage } from "../errors.ts";
+import { CairnError, errorMessage, isDiskFull } from "../errors.ts";
+import { formatBytes } from "../util/format.ts";
 import type { Logger } from "../log.ts";
 import { DB_FILE } from "../engine/database.ts";
 import { type FileLock, LOCK_FILE, StorageLock } from "../engine/lock.ts";
@@ -141,6 +142,8 @@ async function pickCheckpoint(
     try {
       return { manifest: await reader.manifest(id), candidates: candidates.slice(candidates.indexOf(id)) };
     } catch (e) {
+      // a newer format needs a newer binary, not an older checkpoint
+      if (e instanceof CairnError && e.code === "E_STORE_FORMAT") throw e;
       logger.warn(`checkpoint ${id} cannot be read (${errorMessage(e)}); skipping it`);
     }
   }
@@ -223,6 +226,12 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
         const nextId = candidates[k + 1];
         // an interrupted restore keeps its staging folder to continue; any other failure does not
         if (!(e instanceof CairnError && e.code === "E_INTERRUPTED")) rmSync(stagingDirFor(dbPath), { recursive: true, force: true });
+        if (isDiskFull(e)) {
+          throw new CairnError("E_DISK_FULL", `no space left on the device holding ${stagingDirFor(dbPath)}; ${dbPath} was not touched`, {
+            hint: `free space there (the restore needs ${formatBytes(manifest.db_size_bytes)}), then run the same command again`,
+            cause: e,
+          });
+        }
         if (!damaged || o.checkpointId !== undefined || nextId === undefined) throw e;
         o.logger.warn(`checkpoint ${manifest.id} is damaged (${errorMessage(e)}); trying checkpoint ${nextId}`);
         rmSync(stagingDirFor(dbPath), { recursive: true, force: true });
