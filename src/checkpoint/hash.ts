@@ -25,7 +25,3 @@ export function toHex(b: Uint8Array): string {
 export function fromHex(s: string): Uint8Array {
   return new Uint8Array(Buffer.from(s, "hex"));
 }
-
-export function digestHex(data: Uint8Array): string {
-  return toHex(blockDigest(data));
-}

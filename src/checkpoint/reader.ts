@@ -91,20 +91,6 @@ export class StoreReader {
     return { indexes, entries };
   }
 
-  /** Where each block of the given packs is, keyed by hex digest. */
-  async locate(packIds: string[]): Promise<Map<string, BlockLocation>> {
-    const where = new Map<string, BlockLocation>();
-    for (const packId of packIds) {
-      const idx = await this.index(packId);
-      for (let i = 0; i < idx.count; i++) {
-        const e = readIndexEntry(idx, i);
-        const key = toHex(e.digest);
-        if (!where.has(key)) where.set(key, { ...e, digest: e.digest.slice(), packId });
-      }
-    }
-    return where;
-  }
-
   /** Read one block, decompress it and check its digest. */
   async block(loc: BlockLocation): Promise<Uint8Array> {
     const path = packPath(loc.packId);

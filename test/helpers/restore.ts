@@ -213,7 +213,7 @@ export async function uniqueBlockIn(store: string, id: number, ranges: number[])
   const uses = new Map<string, number>();
   for (let b = 0; b < m.block_count; b++) uses.set(digestOf(b), (uses.get(digestOf(b)) ?? 0) + 1);
   const segments = new Set(m.segments);
-  const where = await reader.locate(m.packs);
+  const where = await reader.locateSome(m.packs, [...uses.keys()]);
   for (const r of ranges) {
     // from the middle of the range outwards: the first blocks of an image are SQLite's header pages
     const first = r * RESTORE_RANGE_BLOCKS;
