@@ -20,7 +20,7 @@ import { rawSqliteSection } from "./lib/raw-sqlite.ts";
 import { restoreSection } from "./lib/restore.ts";
 import { machineFacts, renderFacts } from "./lib/report.ts";
 import { createContext, type Section } from "./lib/section.ts";
-import { TempDirs } from "./lib/tmp.ts";
+import { installCleanup, TempDirs } from "./lib/tmp.ts";
 import { benchScale } from "./lib/workload.ts";
 
 const SECTIONS: Section[] = [nodePutGetSection, rawSqliteSection, checkpointsSection, restoreSection];
@@ -43,21 +43,7 @@ function log(msg: string): void {
 
 const tmp = new TempDirs();
 
-async function cleanUp(): Promise<void> {
-  await stopAllNodes();
-  const left = tmp.removeAll();
-  if (left.length > 0) log(`could not remove: ${left.join(", ")}`);
-}
-
-let interrupted = false;
-for (const sig of ["SIGINT", "SIGTERM"] as const) {
-  process.on(sig, () => {
-    if (interrupted) return;
-    interrupted = true;
-    log(`${sig}: stopping nodes and removing temp dirs`);
-    void cleanUp().finally(() => process.exit(130));
-  });
-}
+const cleanUp = installCleanup(tmp, log, stopAllNodes);
 
 async function main(): Promise<number> {
   const ctx = createContext(tmp, log);

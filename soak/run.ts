@@ -19,7 +19,7 @@ import { join } from "node:path";
 import { must } from "../bench/lib/blob-db.ts";
 import { BINARY, ensureBinary, type RunningNode, startNode, stopAllNodes } from "../bench/lib/node.ts";
 import { machineFacts, mib, renderFacts, table } from "../bench/lib/report.ts";
-import { TempDirs } from "../bench/lib/tmp.ts";
+import { installCleanup, TempDirs } from "../bench/lib/tmp.ts";
 import { type AuditCounts, audit, contentOf, fingerprint, History, type OpRecord } from "./lib/history.ts";
 
 const RESULTS_FILE = join(import.meta.dir, "results.md");
@@ -225,21 +225,7 @@ async function restoreAndAudit(tmp: TempDirs, storeDir: string, c: Listed, h: Hi
 
 const tmp = new TempDirs();
 
-async function cleanUp(): Promise<void> {
-  await stopAllNodes();
-  const left = tmp.removeAll();
-  if (left.length > 0) log(`could not remove: ${left.join(", ")}`);
-}
-
-let interrupted = false;
-for (const sig of ["SIGINT", "SIGTERM"] as const) {
-  process.on(sig, () => {
-    if (interrupted) return;
-    interrupted = true;
-    log(`${sig}: stopping the node and removing temp dirs`);
-    void cleanUp().finally(() => process.exit(130));
-  });
-}
+const cleanUp = installCleanup(tmp, log, stopAllNodes);
 
 async function main(): Promise<number> {
   const s = settings();

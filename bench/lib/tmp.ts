@@ -37,3 +37,25 @@ export class TempDirs {
     return failed;
   }
 }
+
+/**
+ * Cleanup shared by `bun run bench` and `bun run soak`: stop every node and remove the temp
+ * dirs, at the end and on SIGINT/SIGTERM (then exit 130). Returns the cleanup to call.
+ */
+export function installCleanup(tmp: TempDirs, log: (msg: string) => void, stopAllNodes: () => Promise<void>): () => Promise<void> {
+  const cleanUp = async () => {
+    await stopAllNodes();
+    const left = tmp.removeAll();
+    if (left.length > 0) log(`could not remove: ${left.join(", ")}`);
+  };
+  let interrupted = false;
+  for (const sig of ["SIGINT", "SIGTERM"] as const) {
+    process.on(sig, () => {
+      if (interrupted) return;
+      interrupted = true;
+      log(`${sig}: stopping nodes and removing temp dirs`);
+      void cleanUp().finally(() => process.exit(130));
+    });
+  }
+  return cleanUp;
+}
