@@ -16,6 +16,7 @@ const main = defineCommand({
     "local-admin": () => import("./commands/local-admin/index.ts").then((m) => m.default),
     "list-db-checkpoint": () => import("./commands/list-db-checkpoint.ts").then((m) => m.default),
     "verify-db-checkpoint": () => import("./commands/verify-db-checkpoint.ts").then((m) => m.default),
+    "export-db-checkpoint": () => import("./commands/export-db-checkpoint.ts").then((m) => m.default),
     restore: () => import("./commands/restore.ts").then((m) => m.default),
   },
 });

@@ -29,6 +29,7 @@ import { lowerThisThreadPriority } from "../util/thread-priority.ts";
 import { collectGarbage } from "./gc.ts";
 import { decodeBlock, StoreReader } from "./reader.ts";
 import { scanWal } from "./wal-format.ts";
+import { closeRestore, openRestore, restoreRange, setRestoreWindow } from "../restore/range-worker.ts";
 
 declare const self: Worker;
 
@@ -282,116 +283,6 @@ async function loadBlockList(storeDir: string, manifestId: number): Promise<{ en
   return { entries: sab, count: m.block_count };
 }
 
-// ---- restoring: fetch, check and assemble ranges of the image -----------------------------------
-
-let restore:
-  | {
-      storeDir: string;
-      packIds: string[];
-      loc: Uint32Array;
-      list: Uint8Array;
-      blockSize: number;
-      imageBytes: number;
-      fds: Map<number, number>;
-      imageFd: number;
-      /** One range's worth of image, reused for every range. */
-      buffer: Uint8Array;
-    }
-  | undefined;
-
-let rangesSinceGc = 0;
-
-/** Longest single read when blocks lie back to back in a pack. */
-const RESTORE_READ_BYTES = 1024 * 1024;
-
-/**
- * Rebuild blocks [first, first+count) of the image, each checked against its digest, and write
- * them at their place in the image file. Blocks stored raw and back to back in one pack (the
- * usual case) are read in one go straight into place and checked there; others one by one.
- * Returns the bytes written.
- */
-function restoreRange(first: number, count: number): number {
-  const r = restore!;
-  const start = first * r.blockSize;
-  const end = Math.min((first + count) * r.blockSize, r.imageBytes);
-  if (r.buffer.length < end - start) r.buffer = new Uint8Array(end - start);
-  const out = r.buffer.subarray(0, end - start);
-  const last = first + Math.ceil((end - start) / r.blockSize);
-  const fdOf = (packIndex: number): number => {
-    let fd = r.fds.get(packIndex);
-    if (fd === undefined) {
-      const path = packPath(r.packIds[packIndex]!);
-      try {
-        fd = openSync(join(r.storeDir, path), "r");
-      } catch (e) {
-        throw missing(r.storeDir, path, e);
-      }
-      r.fds.set(packIndex, fd);
-    }
-    return fd;
-  };
-  const expectedLength = (b: number) => Math.min(r.blockSize, r.imageBytes - b * r.blockSize);
-  const isPlain = (b: number) => (r.loc[b * 5 + 4]! & FLAG_ZSTD) === 0 && r.loc[b * 5 + 2] === expectedLength(b) && r.loc[b * 5 + 3] === expectedLength(b);
-  const damaged = (b: number, why: string) =>
-    new CairnError("E_STORE_DAMAGED", `${r.storeDir}/${packPath(r.packIds[r.loc[b * 5]!]!)}: block ${b} at offset ${r.loc[b * 5 + 1]} ${why} (damaged)`);
-  let b = first;
-  while (b < last) {
-    const packIndex = r.loc[b * 5]!;
-    const offset = r.loc[b * 5 + 1]!;
-    const at = b * r.blockSize - start;
-    if (isPlain(b)) {
-      // extend the run while the next block follows this one in the same pack
-      let e = b + 1;
-      let bytes = expectedLength(b);
-      while (
-        e < last &&
-        bytes < RESTORE_READ_BYTES &&
-        isPlain(e) &&
-        r.loc[e * 5] === packIndex &&
-        r.loc[e * 5 + 1] === offset + bytes
-      ) {
-        bytes += expectedLength(e);
-        e++;
-      }
-      const n = readSync(fdOf(packIndex), out, at, bytes, offset);
-      if (n !== bytes) throw damaged(b, "is cut short (truncated pack)");
-      for (let k = b; k < e; k++) {
-        const o = k * r.blockSize - start;
-        const digest = blockDigest(out.subarray(o, o + expectedLength(k)));
-        if (!equalBytes(digest, r.list.subarray(k * SEGMENT_ENTRY_BYTES, k * SEGMENT_ENTRY_BYTES + 32))) {
-          throw damaged(k, "does not match its digest");
-        }
-      }
-      b = e;
-      continue;
-    }
-    const storedLength = r.loc[b * 5 + 2]!;
-    const stored = new Uint8Array(storedLength);
-    const n = readSync(fdOf(packIndex), stored, 0, storedLength, offset);
-    const loc = { digest: r.list.subarray(b * SEGMENT_ENTRY_BYTES, b * SEGMENT_ENTRY_BYTES + 32), offset, storedLength, rawLength: r.loc[b * 5 + 3]!, flags: r.loc[b * 5 + 4]! };
-    const raw = decodeBlock(n === storedLength ? stored : stored.subarray(0, n), loc, `${r.storeDir}/${packPath(r.packIds[packIndex]!)}`);
-    if (raw.length !== expectedLength(b)) throw damaged(b, "has the wrong length");
-    out.set(raw, at);
-    b++;
-  }
-  let off = 0;
-  while (off < out.length) off += writeSync(r.imageFd, out, off, out.length - off, start + off);
-  // each block left a small digest buffer behind: collect every few ranges, so memory stays
-  // flat however large the database (a lazy collector lets it grow with the number of ranges)
-  if (++rangesSinceGc >= 4) {
-    Bun.gc(false);
-    rangesSinceGc = 0;
-  }
-  return out.length;
-}
-
-function closeRestore(): void {
-  if (!restore) return;
-  for (const fd of restore.fds.values()) closeSync(fd);
-  closeSync(restore.imageFd);
-  restore = undefined;
-}
-
 // ---- messages ---------------------------------------------------------------------------------
 
 function closeSnapshot(): void {
@@ -465,19 +356,11 @@ async function handle(msg: WorkerRequest): Promise<unknown> {
       closeRestore();
       return;
     case "restoreInit":
-      closeRestore();
       lowerThisThreadPriority(5);
-      restore = {
-        storeDir: msg.storeDir,
-        packIds: msg.packIds,
-        loc: new Uint32Array(msg.locations),
-        list: new Uint8Array(msg.list),
-        blockSize: msg.blockSize,
-        imageBytes: msg.imageBytes,
-        fds: new Map(),
-        imageFd: openSync(msg.imageFile, "r+"),
-        buffer: new Uint8Array(0),
-      };
+      openRestore(msg);
+      return;
+    case "restoreWindow":
+      setRestoreWindow(msg.firstBlock, msg.list, msg.locations);
       return;
     case "restoreRange":
       return restoreRange(msg.first, msg.count);

@@ -1,33 +1,66 @@
 /**
- * Opening a checkpoint store named on the command line for reading. Today a local directory;
- * archives and s3:// URLs plug in here, behind the same ObjectSource interface.
+ * Opening a checkpoint store named on the command line, for reading: the one place that knows
+ * the backends. A folder and an `s3://BUCKET/PREFIX` URL are read through an ObjectSource
+ * (random access: StoreReader); an archive file is read as a stream (ArchiveReader). list,
+ * verify, restore and export take either and never ask which backend it is.
  */
 import { existsSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { CairnError } from "../errors.ts";
 import { FileLock } from "../engine/lock.ts";
+import { ArchiveReader } from "./archive.ts";
 import { STORE_READERS_LOCK_FILE } from "./local-store.ts";
 import { DirSource } from "./objects.ts";
 import { StoreReader } from "./reader.ts";
+import type { PackSourceSpec } from "../restore/range-worker.ts";
+import { isS3Url, resolveS3Settings, type S3Settings, S3Source } from "./s3.ts";
 
-export async function openStoreReader(location: string): Promise<StoreReader> {
-  const dir = resolve(location);
+/** A checkpoint store opened for reading, whatever holds it. */
+export type CheckpointSource = StoreReader | ArchiveReader;
+
+export interface OpenOptions {
+  /** S3 settings beyond the URL (endpoint, region, credentials); the environment fills the rest. */
+  s3?: Omit<S3Settings, "url">;
+}
+
+export async function openCheckpointSource(location: string, opts: OpenOptions = {}): Promise<CheckpointSource> {
+  if (isS3Url(location)) return new StoreReader(new S3Source(resolveS3Settings({ ...opts.s3, url: location })));
+  const path = resolve(location);
   let st;
   try {
-    st = statSync(dir);
+    st = statSync(path);
   } catch {
-    throw new CairnError("E_NOT_FOUND", `${dir} does not exist`, { hint: "give the checkpoint directory (db_checkpoint_dir)" });
+    throw new CairnError("E_NOT_FOUND", `${path} does not exist`, {
+      hint: "give the checkpoint directory (db_checkpoint_dir), an archive file or an s3:// URL",
+    });
   }
-  if (!st.isDirectory()) throw new CairnError("E_NOT_FOUND", `${dir} is not a directory`);
-  return new StoreReader(new DirSource(dir));
+  if (st.isFile()) return new ArchiveReader(location, path);
+  if (!st.isDirectory()) throw new CairnError("E_NOT_FOUND", `${path} is neither a directory nor an archive file`);
+  return new StoreReader(new DirSource(path));
+}
+
+/** How a worker reaches the packs of a store opened here (plain data, posted to workers). */
+export function packSourceOf(reader: CheckpointSource): PackSourceSpec {
+  if (reader.kind === "archive") return { dir: "" };
+  return reader.source instanceof S3Source ? { s3: reader.source.spec } : { dir: reader.location };
+}
+
+/** A store that must allow random access (export reads from one; archives are read as streams). */
+export async function openStoreReader(location: string, opts: OpenOptions = {}): Promise<StoreReader> {
+  const src = await openCheckpointSource(location, opts);
+  if (src.kind === "archive") {
+    throw new CairnError("E_USAGE", `${location} is an archive; this needs a checkpoint directory or an s3:// URL`, { exitStatus: 2 });
+  }
+  return src;
 }
 
 /**
  * Hold the store's readers lock (shared) while reading it, so that the node's garbage
- * collection does not delete what is being read. Waits while a collection runs.
+ * collection does not delete what is being read. Waits while a collection runs. Only local
+ * directories have one; an archive never changes.
  */
-export async function holdStoreForReading(reader: StoreReader, timeoutMs = 60_000): Promise<{ release(): void }> {
-  if (!(reader.source instanceof DirSource)) return { release() {} };
+export async function holdStoreForReading(reader: CheckpointSource, timeoutMs = 60_000): Promise<{ release(): void }> {
+  if (reader.kind !== "objects" || !(reader.source instanceof DirSource)) return { release() {} };
   const path = join(reader.location, STORE_READERS_LOCK_FILE);
   if (!existsSync(path)) return { release() {} };
   const deadline = Date.now() + timeoutMs;

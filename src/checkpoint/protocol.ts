@@ -1,4 +1,5 @@
 /** Messages between the checkpoint coordinator (main thread) and its workers. */
+import type { PackSourceSpec } from "../restore/range-worker.ts";
 import type { WalIndexHeader } from "./wal-format.ts";
 
 export interface WorkerInit {
@@ -40,16 +41,22 @@ export type WorkerRequest =
   | {
       type: "restoreInit";
       id: number;
-      storeDir: string;
+      /** Where the packs are read from. */
+      source: PackSourceSpec;
       packIds: string[];
-      /** Per block, 5 u32: pack index, offset, stored length, raw length, flags. */
-      locations: SharedArrayBuffer;
-      /** The block list (SEGMENT_ENTRY_BYTES per block). */
-      list: SharedArrayBuffer;
       blockSize: number;
       imageBytes: number;
       /** The image being rebuilt: each worker writes its ranges into it. */
       imageFile: string;
+    }
+  | {
+      type: "restoreWindow";
+      id: number;
+      firstBlock: number;
+      /** The window's block list (SEGMENT_ENTRY_BYTES per block). */
+      list: SharedArrayBuffer;
+      /** Per block, LOC_WORDS u32: pack number, offset, stored length, raw length, flags. */
+      locations: SharedArrayBuffer;
     }
   | { type: "restoreRange"; id: number; first: number; count: number }
   | { type: "integrityCheck"; id: number; file: string; full: boolean }

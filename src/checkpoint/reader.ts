@@ -31,9 +31,16 @@ export interface BlockLocation extends IndexEntry {
   packId: string;
 }
 
+/** Words per block in a location table: pack number (in the list given), offset, stored length, raw length, flags. */
+export const LOC_WORDS = 5;
+/** Decoded pack indexes kept in memory at most (the oldest are dropped first). */
+const INDEX_CACHE_BYTES = 64 * 1024 * 1024;
+
 export class StoreReader {
+  readonly kind = "objects" as const;
   private infoCache?: StoreInfo;
   private indexCache = new Map<string, DecodedIndex>();
+  private indexCacheBytes = 0;
 
   constructor(readonly source: ObjectSource) {}
 
@@ -75,6 +82,13 @@ export class StoreReader {
       const path = indexPath(packId);
       idx = decodeIndex(await this.source.get(path), `${this.location}/${path}`);
       this.indexCache.set(packId, idx);
+      this.indexCacheBytes += idx.entries.byteLength;
+      // bounded: a reader walking a large store re-reads rather than holding every index
+      for (const [id, old] of this.indexCache) {
+        if (this.indexCacheBytes <= INDEX_CACHE_BYTES || id === packId) break;
+        this.indexCache.delete(id);
+        this.indexCacheBytes -= old.entries.byteLength;
+      }
     }
     return idx;
   }
@@ -125,23 +139,73 @@ export class StoreReader {
   }
 
   /**
-   * The block list of a checkpoint: SEGMENT_ENTRY_BYTES per block (digest, quick hash), read
-   * from its segments, each checked against its digest.
+   * Where each of `count` blocks of a block list (SEGMENT_ENTRY_BYTES each) is among `packIds`:
+   * LOC_WORDS u32 per block, written into `out` (a shared buffer, for workers). Memory is that
+   * of the list, whatever the size of the store: the indexes are scanned, not loaded together.
+   * Throws E_STORE_DAMAGED naming the first block in none of the packs.
    */
-  async blockList(m: Manifest, where?: Map<string, BlockLocation>): Promise<Uint8Array> {
-    const loc = where ?? (await this.locateSome(m.packs, m.segments));
-    const out = new Uint8Array(m.block_count * SEGMENT_ENTRY_BYTES);
-    for (let s = 0; s < m.segments.length; s++) {
-      const l = loc.get(m.segments[s]!);
+  async locateList(packIds: string[], list: Uint8Array, count: number, out: Uint32Array, what: (b: number) => string): Promise<void> {
+    const table = DigestTable.create(count);
+    for (let b = 0; b < count; b++) table.insertAt(list, b * SEGMENT_ENTRY_BYTES, b);
+    let distinct = 0;
+    for (let b = 0; b < count; b++) if (table.getAt(list, b * SEGMENT_ENTRY_BYTES) === b) distinct++;
+    const found = new Uint8Array(count);
+    let foundCount = 0;
+    for (let p = 0; p < packIds.length && foundCount < distinct; p++) {
+      const idx = await this.index(packIds[p]!);
+      const dv = new DataView(idx.entries.buffer, idx.entries.byteOffset, idx.entries.byteLength);
+      for (let i = 0; i < idx.count; i++) {
+        const at = i * INDEX_ENTRY_BYTES;
+        const w = table.getAt(idx.entries, at);
+        if (w < 0 || found[w]) continue;
+        // the table keys on 16 bytes: confirm the whole digest
+        let same = true;
+        for (let k = 0; k < 32 && same; k++) same = idx.entries[at + k] === list[w * SEGMENT_ENTRY_BYTES + k];
+        if (!same) continue;
+        const o = w * LOC_WORDS;
+        out[o] = p;
+        out[o + 1] = dv.getUint32(at + 32, true);
+        out[o + 2] = dv.getUint32(at + 36, true);
+        out[o + 3] = dv.getUint32(at + 40, true);
+        out[o + 4] = dv.getUint32(at + 44, true);
+        found[w] = 1;
+        foundCount++;
+      }
+    }
+    for (let b = 0; b < count; b++) {
+      const first = table.getAt(list, b * SEGMENT_ENTRY_BYTES);
+      if (!found[first]) throw new CairnError("E_STORE_DAMAGED", `${what(b)} is in none of its packs`);
+      if (first !== b) out.copyWithin(b * LOC_WORDS, first * LOC_WORDS, first * LOC_WORDS + LOC_WORDS);
+    }
+  }
+
+  /**
+   * The entries of segments [first, first + n) of a checkpoint's block list, each segment
+   * checked against its digest; `where` locates the segments (locateSome over m.segments).
+   */
+  async segmentEntries(m: Manifest, where: Map<string, BlockLocation>, first: number, n: number): Promise<Uint8Array> {
+    const end = Math.min(m.segments.length, first + n);
+    const blocks = Math.min(m.block_count, end * m.segment_blocks) - first * m.segment_blocks;
+    const out = new Uint8Array(Math.max(0, blocks) * SEGMENT_ENTRY_BYTES);
+    for (let s = first; s < end; s++) {
+      const l = where.get(m.segments[s]!);
       if (!l) {
         throw new CairnError("E_STORE_DAMAGED", `checkpoint ${m.id}: segment ${s} (${m.segments[s]!.slice(0, 16)}…) is in none of its packs`);
       }
       const seg = await this.block(l);
       const expected = Math.min(m.segment_blocks, m.block_count - s * m.segment_blocks) * SEGMENT_ENTRY_BYTES;
       if (seg.length !== expected) throw new CairnError("E_STORE_DAMAGED", `checkpoint ${m.id}: segment ${s} has the wrong length`);
-      out.set(seg, s * m.segment_blocks * SEGMENT_ENTRY_BYTES);
+      out.set(seg, (s - first) * m.segment_blocks * SEGMENT_ENTRY_BYTES);
     }
     return out;
+  }
+
+  /**
+   * The block list of a checkpoint: SEGMENT_ENTRY_BYTES per block (digest, quick hash), read
+   * from its segments, each checked against its digest.
+   */
+  async blockList(m: Manifest, where?: Map<string, BlockLocation>): Promise<Uint8Array> {
+    return this.segmentEntries(m, where ?? (await this.locateSome(m.packs, m.segments)), 0, m.segments.length);
   }
 }
 

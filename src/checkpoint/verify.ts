@@ -6,7 +6,8 @@
 import { CairnError, errorMessage } from "../errors.ts";
 import { equalBytes, FLAG_ZSTD, type Manifest, PACK_MAGIC, packPath, readIndexEntry, SEGMENT_ENTRY_BYTES } from "./format.ts";
 import { blockDigest, toHex } from "./hash.ts";
-import type { StoreReader } from "./reader.ts";
+import type { ArchiveReader } from "./archive.ts";
+import type { CheckpointSource } from "./open.ts";
 
 export interface CheckpointVerdict {
   id: number;
@@ -26,10 +27,11 @@ export interface VerifyProgress {
 const MAX_PROBLEMS = 20;
 
 export async function verifyCheckpoints(
-  reader: StoreReader,
+  reader: CheckpointSource,
   ids: number[],
   onProgress?: (p: VerifyProgress) => void,
 ): Promise<CheckpointVerdict[]> {
+  if (reader.kind === "archive") return verifyArchive(reader, onProgress);
   await reader.info();
   const manifests = new Map<number, Manifest>();
   const verdicts = new Map<number, CheckpointVerdict>();
@@ -123,4 +125,26 @@ export async function verifyCheckpoints(
   }
   for (const v of verdicts.values()) v.ok = v.problems.length === 0;
   return ids.map((id) => verdicts.get(id)!);
+}
+
+/** An archive holds one checkpoint: stream it through every check a restore makes. */
+async function verifyArchive(reader: ArchiveReader, onProgress?: (p: VerifyProgress) => void): Promise<CheckpointVerdict[]> {
+  const [id] = await reader.manifestIds();
+  const v: CheckpointVerdict = { id: id!, ok: true, problems: [], blocks: 0, bytes: 0 };
+  let lastReport = 0;
+  try {
+    const m = await reader.streamBlocks((_b, data) => {
+      v.blocks++;
+      v.bytes += data.length;
+      if (onProgress && v.bytes - lastReport >= 64 * 1024 * 1024) {
+        lastReport = v.bytes;
+        onProgress({ packsDone: 0, packsTotal: 0, bytesDone: v.bytes });
+      }
+    });
+    v.bytes = m.db_size_bytes;
+  } catch (e) {
+    v.problems.push(errorMessage(e));
+  }
+  v.ok = v.problems.length === 0;
+  return [v];
 }

@@ -24,7 +24,7 @@ export const checkpointDirArg = {
     type: "positional",
     valueHint: "DIR",
     required: true,
-    description: "Checkpoint directory (db_checkpoint_dir)",
+    description: "Checkpoint directory (db_checkpoint_dir), an archive from export-db-checkpoint, or s3://BUCKET/PREFIX",
   },
 } as const satisfies ArgsDef;
 

@@ -1,5 +1,5 @@
 import { defineCommand } from "citty";
-import { holdStoreForReading, openStoreReader } from "../checkpoint/open.ts";
+import { holdStoreForReading, openCheckpointSource } from "../checkpoint/open.ts";
 import { verifyCheckpoints } from "../checkpoint/verify.ts";
 import { CairnError } from "../errors.ts";
 import { formatBytes } from "../util/format.ts";
@@ -12,7 +12,7 @@ export default defineCommand({
   },
   args: { ...checkpointDirArg, ...checkpointIdArg },
   async run({ args }) {
-    const reader = await openStoreReader(args.dir);
+    const reader = await openCheckpointSource(args.dir);
     const existing = await reader.manifestIds();
     const wanted = parseCheckpointId(args["checkpoint-id"]);
     if (wanted !== undefined && !existing.includes(wanted)) {

@@ -5,12 +5,14 @@
  * written only after the image is flushed to disk, so an interrupted rebuild (Ctrl-C, kill -9,
  * a lost SSH session) continues where it stopped and never re-fetches a finished range.
  */
-import { closeSync, existsSync, fdatasync, fdatasyncSync, ftruncateSync, openSync, readFileSync, statSync } from "node:fs";
+import { closeSync, existsSync, fdatasync, fdatasyncSync, ftruncateSync, openSync, readFileSync, statSync, writeSync } from "node:fs";
 import { CairnError } from "../errors.ts";
-import { DigestTable } from "../checkpoint/digest-table.ts";
-import { equalBytes, INDEX_ENTRY_BYTES, type Manifest, readIndexEntry, SEGMENT_ENTRY_BYTES } from "../checkpoint/format.ts";
+import type { ArchiveReader } from "../checkpoint/archive.ts";
+import { type Manifest, SEGMENT_ENTRY_BYTES } from "../checkpoint/format.ts";
+import type { CheckpointSource } from "../checkpoint/open.ts";
 import { WorkerPool } from "../checkpoint/pool.ts";
-import type { StoreReader } from "../checkpoint/reader.ts";
+import { LOC_WORDS, type StoreReader } from "../checkpoint/reader.ts";
+import type { PackSourceSpec } from "./range-worker.ts";
 import { crashPoint } from "../util/crash-point.ts";
 import { writeFileAtomic } from "../util/fsx.ts";
 
@@ -20,9 +22,9 @@ export const RESTORE_RANGE_BLOCKS = 1024;
 const FLUSH_EVERY_BYTES = 128 * 1024 * 1024;
 
 export interface RebuildOptions {
-  reader: StoreReader;
-  /** A local store directory, which the workers read directly. */
-  storeDir: string;
+  reader: CheckpointSource;
+  /** Where the workers read packs from (the reader's store, for a folder or S3). */
+  source: PackSourceSpec;
   manifest: Manifest;
   imageFile: string;
   progressFile: string;
@@ -36,35 +38,6 @@ export interface RebuildResult {
   /** Ranges found already done by an earlier, interrupted run. */
   resumedRanges: number;
   ranges: number;
-}
-
-/** Where each block of the checkpoint is: 5 u32 per block (see restoreInit in protocol.ts). */
-async function locateBlocks(reader: StoreReader, m: Manifest, list: Uint8Array): Promise<{ locations: SharedArrayBuffer; packIds: string[] }> {
-  const packIds = m.packs;
-  const { indexes, entries: total } = await reader.indexesOf(packIds);
-  // digest → global entry number (packs one after the other)
-  const table = DigestTable.create(total);
-  const firstEntry: number[] = [];
-  let n = 0;
-  indexes.forEach((idx) => {
-    firstEntry.push(n);
-    for (let i = 0; i < idx.count; i++) table.insertAt(idx.entries, i * INDEX_ENTRY_BYTES, n + i);
-    n += idx.count;
-  });
-  const locations = new SharedArrayBuffer(m.block_count * 5 * 4);
-  const loc = new Uint32Array(locations);
-  for (let b = 0; b < m.block_count; b++) {
-    const g = table.getAt(list, b * SEGMENT_ENTRY_BYTES);
-    let p = -1;
-    if (g >= 0) {
-      p = firstEntry.findLastIndex((f) => f <= g);
-      const e = readIndexEntry(indexes[p]!, g - firstEntry[p]!);
-      if (!equalBytes(e.digest, list.subarray(b * SEGMENT_ENTRY_BYTES, b * SEGMENT_ENTRY_BYTES + 32))) p = -1;
-      else loc.set([p, e.offset, e.storedLength, e.rawLength, e.flags], b * 5);
-    }
-    if (p < 0) throw new CairnError("E_STORE_DAMAGED", `checkpoint ${m.id}: block ${b} is in none of its packs`);
-  }
-  return { locations, packIds };
 }
 
 interface ProgressState {
@@ -92,15 +65,11 @@ function loadProgress(file: string, ranges: number, imageFile: string, imageByte
   }
 }
 
+/** Segments whose blocks are located and handed to the workers together (128 Ki blocks). */
+const WINDOW_SEGMENTS = 512;
+
 export async function rebuildImage(o: RebuildOptions): Promise<RebuildResult> {
   const m = o.manifest;
-  const list = await o.reader.blockList(m);
-  const { locations, packIds } = await locateBlocks(o.reader, m, list);
-  // planning built and dropped per-block objects: collect them before the long part
-  Bun.gc(true);
-  const listShared = new SharedArrayBuffer(list.byteLength);
-  new Uint8Array(listShared).set(list);
-
   const ranges = Math.ceil(m.block_count / RESTORE_RANGE_BLOCKS);
   const done = loadProgress(o.progressFile, ranges, o.imageFile, m.db_size_bytes);
   const resumedRanges = done.size;
@@ -109,9 +78,6 @@ export async function rebuildImage(o: RebuildOptions): Promise<RebuildResult> {
   o.onProgress?.(doneBytes, m.db_size_bytes);
 
   const fd = openSync(o.imageFile, existsSync(o.imageFile) && resumedRanges > 0 ? "r+" : "w", 0o600);
-  const pool = new WorkerPool(Math.max(1, o.workers));
-  const onAbort = () => pool.terminate(new CairnError("E_INTERRUPTED", "restore interrupted"));
-  o.signal?.addEventListener("abort", onAbort);
   let unflushed = 0;
   /** Make the ranges done so far durable: flush the image, then record them. */
   const persist = () => {
@@ -120,8 +86,8 @@ export async function rebuildImage(o: RebuildOptions): Promise<RebuildResult> {
     unflushed = 0;
   };
   /**
-   * The same, off this thread, while the workers go on writing: the ranges recorded are those
-   * done before the flush began. One at a time.
+   * The same, off this thread, while the work goes on: the ranges recorded are those done
+   * before the flush began. One at a time.
    */
   let flushing: Promise<void> | undefined;
   const persistInBackground = () => {
@@ -137,35 +103,17 @@ export async function rebuildImage(o: RebuildOptions): Promise<RebuildResult> {
         flushing = undefined;
       });
   };
+  const rangeDone = (r: number, bytes: number) => {
+    done.add(r);
+    doneBytes += bytes;
+    unflushed += bytes;
+    if (unflushed >= FLUSH_EVERY_BYTES) persistInBackground();
+    o.onProgress?.(doneBytes, m.db_size_bytes);
+  };
   try {
     ftruncateSync(fd, m.db_size_bytes);
-    await pool.all({
-      type: "restoreInit",
-      storeDir: o.storeDir,
-      packIds,
-      locations,
-      list: listShared,
-      blockSize: m.block_size,
-      imageBytes: m.db_size_bytes,
-      imageFile: o.imageFile,
-    });
-    const todo = Array.from({ length: ranges }, (_, r) => r).filter((r) => !done.has(r));
-    let next = 0;
-    await Promise.all(
-      Array.from({ length: pool.size }, async (_, w) => {
-        while (next < todo.length) {
-          if (o.signal?.aborted) throw new CairnError("E_INTERRUPTED", "restore interrupted");
-          const r = todo[next++]!;
-          const first = r * RESTORE_RANGE_BLOCKS;
-          const bytes = await pool.call<number>(w, { type: "restoreRange", first, count: Math.min(RESTORE_RANGE_BLOCKS, m.block_count - first) });
-          done.add(r);
-          doneBytes += bytes;
-          unflushed += bytes;
-          if (unflushed >= FLUSH_EVERY_BYTES) persistInBackground();
-          o.onProgress?.(doneBytes, m.db_size_bytes);
-        }
-      }),
-    );
+    if (o.reader.kind === "archive") await fromStream(o, fd, done, rangeDone);
+    else await fromObjects(o, o.reader, done, rangeDone);
     await flushing;
     persist();
     return { bytes: m.db_size_bytes, resumedRanges, ranges };
@@ -179,8 +127,91 @@ export async function rebuildImage(o: RebuildOptions): Promise<RebuildResult> {
     }
     throw e;
   } finally {
-    o.signal?.removeEventListener("abort", onAbort);
-    pool.terminate();
     closeSync(fd);
   }
+}
+
+/**
+ * From a directory or S3: a window of the block list at a time is located in the store's
+ * indexes and handed to the workers, which fetch, check and write its ranges in parallel.
+ * Memory is that of one window, whatever the size of the database.
+ */
+async function fromObjects(o: RebuildOptions, reader: StoreReader, done: Set<number>, rangeDone: (r: number, bytes: number) => void): Promise<void> {
+  const m = o.manifest;
+  const segmentsAt = await reader.locateSome(m.packs, m.segments);
+  const pool = new WorkerPool(Math.max(1, o.workers));
+  const onAbort = () => pool.terminate(new CairnError("E_INTERRUPTED", "restore interrupted"));
+  o.signal?.addEventListener("abort", onAbort);
+  try {
+    await pool.all({ type: "restoreInit", source: o.source, packIds: m.packs, blockSize: m.block_size, imageBytes: m.db_size_bytes, imageFile: o.imageFile });
+    const segsPerRange = RESTORE_RANGE_BLOCKS / m.segment_blocks;
+    for (let s0 = 0; s0 < m.segments.length; s0 += WINDOW_SEGMENTS) {
+      const firstBlock = s0 * m.segment_blocks;
+      const nseg = Math.min(WINDOW_SEGMENTS, m.segments.length - s0);
+      const r0 = s0 / segsPerRange;
+      const r1 = Math.ceil((s0 + nseg) / segsPerRange);
+      const todo = Array.from({ length: r1 - r0 }, (_, k) => r0 + k).filter((r) => !done.has(r));
+      if (todo.length === 0) continue;
+      if (o.signal?.aborted) throw new CairnError("E_INTERRUPTED", "restore interrupted");
+      const entries = await reader.segmentEntries(m, segmentsAt, s0, nseg);
+      const count = entries.length / SEGMENT_ENTRY_BYTES;
+      const list = new SharedArrayBuffer(entries.length);
+      new Uint8Array(list).set(entries);
+      const locations = new SharedArrayBuffer(count * LOC_WORDS * 4);
+      await reader.locateList(m.packs, entries, count, new Uint32Array(locations), (b) => `checkpoint ${m.id}: block ${firstBlock + b}`);
+      await pool.all({ type: "restoreWindow", firstBlock, list, locations });
+      let next = 0;
+      await Promise.all(
+        Array.from({ length: pool.size }, async (_, w) => {
+          while (next < todo.length) {
+            if (o.signal?.aborted) throw new CairnError("E_INTERRUPTED", "restore interrupted");
+            const r = todo[next++]!;
+            const first = r * RESTORE_RANGE_BLOCKS;
+            const bytes = await pool.call<number>(w, { type: "restoreRange", first, count: Math.min(RESTORE_RANGE_BLOCKS, m.block_count - first) });
+            rangeDone(r, bytes);
+          }
+        }),
+      );
+    }
+  } finally {
+    o.signal?.removeEventListener("abort", onAbort);
+    pool.terminate();
+  }
+}
+
+/**
+ * From an archive: read front to back (archive.ts checks every block against its segment and
+ * digest), written sequentially a range at a time. Ranges done by an earlier run are read past,
+ * not written again.
+ */
+async function fromStream(o: RebuildOptions, fd: number, done: Set<number>, rangeDone: (r: number, bytes: number) => void): Promise<void> {
+  const m = o.manifest;
+  const archive = o.reader as ArchiveReader;
+  const buffer = new Uint8Array(RESTORE_RANGE_BLOCKS * m.block_size);
+  let range = -1;
+  let filled = 0;
+  const flush = () => {
+    if (range < 0) return;
+    const bytes = Math.min(buffer.length, m.db_size_bytes - range * buffer.length);
+    if (filled !== bytes) throw new CairnError("E_STORE_DAMAGED", `${archive.location}: range ${range} is incomplete`);
+    let off = 0;
+    while (off < bytes) off += writeSync(fd, buffer, off, bytes - off, range * buffer.length + off);
+    rangeDone(range, bytes);
+    range = -1;
+    filled = 0;
+  };
+  const seen = await archive.streamBlocks(
+    (b, data) => {
+      const r = Math.floor(b / RESTORE_RANGE_BLOCKS);
+      if (r !== range) {
+        flush();
+        range = r;
+      }
+      buffer.set(data, (b - r * RESTORE_RANGE_BLOCKS) * m.block_size);
+      filled += data.length;
+    },
+    { skip: (b) => done.has(Math.floor(b / RESTORE_RANGE_BLOCKS)), signal: o.signal },
+  );
+  flush();
+  if (seen.checksum !== m.checksum) throw new CairnError("E_STORE_DAMAGED", `${archive.location} changed while it was read`);
 }

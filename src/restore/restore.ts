@@ -21,8 +21,7 @@ import type { Logger } from "../log.ts";
 import { DB_FILE } from "../engine/database.ts";
 import { type FileLock, LOCK_FILE, StorageLock } from "../engine/lock.ts";
 import type { Manifest } from "../checkpoint/format.ts";
-import { holdStoreForReading, openStoreReader } from "../checkpoint/open.ts";
-import type { StoreReader } from "../checkpoint/reader.ts";
+import { type CheckpointSource, holdStoreForReading, openCheckpointSource, packSourceOf } from "../checkpoint/open.ts";
 import { crashPoint } from "../util/crash-point.ts";
 import { fsyncDir, writeFileAtomic } from "../util/fsx.ts";
 import { scanWalRecovery } from "../checkpoint/wal-format.ts";
@@ -126,7 +125,7 @@ export function existingNodeId(dbFile: string): string | null {
 }
 
 async function pickCheckpoint(
-  reader: StoreReader,
+  reader: CheckpointSource,
   wanted: number | undefined,
   source: string,
   logger: Logger,
@@ -159,7 +158,7 @@ function describeExisting(dbPath: string): RestorePlan["existing"] {
 export async function restore(o: RestoreOptions): Promise<RestoreResult> {
   const t0 = performance.now();
   const dbPath = resolve(o.dbPath);
-  const reader = await openStoreReader(o.source);
+  const reader = await openCheckpointSource(o.source);
   await reader.info();
   const { manifest: first } = await pickCheckpoint(reader, o.checkpointId, o.source, o.logger);
 
@@ -262,7 +261,7 @@ interface StagingPlan {
 }
 
 /** Rebuild into the staging folder, continuing an earlier run of the same plan. */
-async function stage(o: RestoreOptions, reader: StoreReader, m: Manifest, dbPath: string): Promise<boolean> {
+async function stage(o: RestoreOptions, reader: CheckpointSource, m: Manifest, dbPath: string): Promise<boolean> {
   const dir = stagingDirFor(dbPath);
   const planFile = join(dir, "plan.json");
   const want: StagingPlan = { source: reader.location, checkpoint_id: m.id, manifest_checksum: m.checksum };
@@ -280,10 +279,9 @@ async function stage(o: RestoreOptions, reader: StoreReader, m: Manifest, dbPath
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     writeFileAtomic(planFile, JSON.stringify(want));
   } else o.logger.info(`continuing the interrupted restore of checkpoint ${m.id} in ${dir}`);
-  // the workers read the store's files directly
   const r = await rebuildImage({
     reader,
-    storeDir: reader.location,
+    source: packSourceOf(reader),
     manifest: m,
     imageFile: join(dir, DB_FILE),
     progressFile: join(dir, "progress.json"),

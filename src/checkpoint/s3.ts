@@ -1,0 +1,231 @@
+/**
+ * A checkpoint store under an S3 prefix (`s3://BUCKET/PREFIX`), through Bun's own S3Client.
+ * It reads through the same ObjectSource interface as a directory, and adds the few writes a
+ * push needs (put a file, delete one). Every request is retried with back-off on transient
+ * errors (connection refused or reset, 5xx, throttling); errors that retrying cannot fix
+ * (no such key or bucket, access denied, bad credentials) fail at once.
+ *
+ * Credentials never leave this module: they are not in `location`, in error messages or logs.
+ */
+import { closeSync, openSync, readSync, statSync } from "node:fs";
+import { S3Client } from "bun";
+import { CairnError, errorMessage } from "../errors.ts";
+import { missing, type ObjectSource } from "./objects.ts";
+
+export interface S3Settings {
+  /** s3://BUCKET/PREFIX */
+  url: string;
+  endpoint?: string;
+  region?: string;
+  accessKeyId?: string;
+  secretAccessKey?: string;
+  sessionToken?: string;
+}
+
+/** How a worker rebuilds the same S3Source: plain data, safe to post. */
+export type S3SourceSpec = Required<Pick<S3Settings, "url">> & Omit<S3Settings, "url">;
+
+export function isS3Url(location: string): boolean {
+  return location.startsWith("s3://");
+}
+
+export function parseS3Url(url: string): { bucket: string; prefix: string } {
+  const m = /^s3:\/\/([^/]+)\/?(.*)$/.exec(url);
+  if (!m || !m[1]) {
+    throw new CairnError("E_USAGE", `${url} is not an S3 location`, { hint: "name it as s3://BUCKET/PREFIX", exitStatus: 2 });
+  }
+  return { bucket: m[1], prefix: m[2]!.replace(/\/+$/, "") };
+}
+
+/** Fill what the settings leave out from the usual S3_* / AWS_* environment variables. */
+export function resolveS3Settings(s: S3Settings, env: Record<string, string | undefined> = process.env): S3SourceSpec {
+  return {
+    url: s.url,
+    endpoint: s.endpoint ?? env.S3_ENDPOINT ?? env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL,
+    region: s.region ?? env.S3_REGION ?? env.AWS_REGION ?? env.AWS_DEFAULT_REGION,
+    accessKeyId: s.accessKeyId ?? env.S3_ACCESS_KEY_ID ?? env.AWS_ACCESS_KEY_ID,
+    secretAccessKey: s.secretAccessKey ?? env.S3_SECRET_ACCESS_KEY ?? env.AWS_SECRET_ACCESS_KEY,
+    sessionToken: s.sessionToken ?? env.S3_SESSION_TOKEN ?? env.AWS_SESSION_TOKEN,
+  };
+}
+
+/** Codes that retrying cannot fix. */
+const PERMANENT = new Set([
+  "NoSuchKey",
+  "NoSuchBucket",
+  "AccessDenied",
+  "InvalidAccessKeyId",
+  "SignatureDoesNotMatch",
+  "InvalidBucketName",
+  "ERR_S3_MISSING_CREDENTIALS",
+  "ERR_S3_INVALID_ENDPOINT",
+  "ERR_S3_INVALID_PATH",
+  "ERR_S3_INVALID_SIGNATURE",
+]);
+
+function s3Code(e: unknown): string | undefined {
+  const c = (e as { code?: unknown })?.code;
+  return typeof c === "string" ? c : undefined;
+}
+
+export interface RetryPolicy {
+  attempts: number;
+  firstDelayMs: number;
+  maxDelayMs: number;
+}
+
+export const DEFAULT_RETRY: RetryPolicy = { attempts: 5, firstDelayMs: 200, maxDelayMs: 5_000 };
+
+/** Files larger than this are uploaded in parts. */
+export const MULTIPART_THRESHOLD = 16 * 1024 * 1024;
+const PART_BYTES = 8 * 1024 * 1024;
+
+export class S3Source implements ObjectSource {
+  readonly location: string;
+  readonly bucket: string;
+  readonly prefix: string;
+  private readonly client: S3Client;
+
+  constructor(
+    readonly spec: S3SourceSpec,
+    readonly retry: RetryPolicy = DEFAULT_RETRY,
+  ) {
+    const { bucket, prefix } = parseS3Url(spec.url);
+    this.bucket = bucket;
+    this.prefix = prefix;
+    this.location = `s3://${bucket}${prefix ? `/${prefix}` : ""}`;
+    this.client = new S3Client({
+      bucket,
+      endpoint: spec.endpoint,
+      region: spec.region,
+      accessKeyId: spec.accessKeyId,
+      secretAccessKey: spec.secretAccessKey,
+      sessionToken: spec.sessionToken,
+    });
+  }
+
+  private key(path: string): string {
+    return this.prefix ? `${this.prefix}/${path}` : path;
+  }
+
+  /** Run `op`, retrying transient failures with doubling delays. */
+  private async withRetry<T>(what: string, path: string, op: () => Promise<T>): Promise<T> {
+    let delay = this.retry.firstDelayMs;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await op();
+      } catch (e) {
+        const code = s3Code(e);
+        if (code === "NoSuchKey") throw missing(this.location, path, e);
+        if ((code && PERMANENT.has(code)) || attempt >= this.retry.attempts) {
+          throw new CairnError(
+            code && PERMANENT.has(code) ? "E_REMOTE_DENIED" : "E_REMOTE_UNAVAILABLE",
+            `${what} ${this.location}/${path} failed${attempt > 1 ? ` after ${attempt} attempts` : ""}: ${code ? `${code}: ` : ""}${errorMessage(e)}`,
+            {
+              cause: e,
+              hint:
+                code && PERMANENT.has(code)
+                  ? "check the bucket name and the S3_*/AWS_* credentials"
+                  : "check that the S3 endpoint is reachable (S3_ENDPOINT / remote.endpoint)",
+            },
+          );
+        }
+        await Bun.sleep(delay);
+        delay = Math.min(delay * 2, this.retry.maxDelayMs);
+      }
+    }
+  }
+
+  async get(path: string): Promise<Uint8Array> {
+    return this.withRetry("reading", path, () => this.client.file(this.key(path)).bytes());
+  }
+
+  async getRange(path: string, offset: number, length: number): Promise<Uint8Array> {
+    if (length === 0) return new Uint8Array(0);
+    return this.withRetry("reading", path, () => this.client.file(this.key(path)).slice(offset, offset + length).bytes());
+  }
+
+  async size(path: string): Promise<number | undefined> {
+    try {
+      return await this.withRetry("checking", path, () => this.client.size(this.key(path)));
+    } catch (e) {
+      if ((e as CairnError).code === "E_STORE_MISSING") return undefined;
+      throw e;
+    }
+  }
+
+  async list(prefix: string): Promise<string[]> {
+    const out: string[] = [];
+    const base = this.prefix ? `${this.prefix}/` : "";
+    let token: string | undefined;
+    do {
+      const page = await this.withRetry("listing", prefix, () =>
+        this.client.list({ prefix: `${base}${prefix}`, maxKeys: 1000, ...(token ? { continuationToken: token } : {}) }),
+      );
+      for (const o of page.contents ?? []) if (o.key.startsWith(base)) out.push(o.key.slice(base.length));
+      token = page.isTruncated ? page.nextContinuationToken : undefined;
+    } while (token);
+    return out.sort();
+  }
+
+  /** Sizes of every object under `prefix`, in one listing. */
+  async listSizes(prefix: string): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    const base = this.prefix ? `${this.prefix}/` : "";
+    let token: string | undefined;
+    do {
+      const page = await this.withRetry("listing", prefix, () =>
+        this.client.list({ prefix: `${base}${prefix}`, maxKeys: 1000, ...(token ? { continuationToken: token } : {}) }),
+      );
+      for (const o of page.contents ?? []) if (o.key.startsWith(base)) out.set(o.key.slice(base.length), o.size ?? 0);
+      token = page.isTruncated ? page.nextContinuationToken : undefined;
+    } while (token);
+    return out;
+  }
+
+  async put(path: string, data: Uint8Array): Promise<void> {
+    await this.withRetry("writing", path, () => this.client.write(this.key(path), data));
+  }
+
+  /**
+   * Upload a local file. Large files go up in parts, a few at a time, read from disk as they
+   * are sent (memory stays at a few parts whatever the file size); a failed upload is retried
+   * whole.
+   */
+  async putFile(path: string, localFile: string): Promise<number> {
+    const size = statSync(localFile).size;
+    if (size <= MULTIPART_THRESHOLD) {
+      const data = new Uint8Array(await Bun.file(localFile).arrayBuffer());
+      await this.put(path, data);
+      return size;
+    }
+    await this.withRetry("writing", path, async () => {
+      const writer = this.client.file(this.key(path)).writer({ partSize: PART_BYTES, queueSize: 4, retry: 2 });
+      const fd = openSync(localFile, "r");
+      try {
+        const buf = new Uint8Array(PART_BYTES);
+        for (let off = 0, part = 1; off < size; part++) {
+          const n = readSync(fd, buf, 0, Math.min(PART_BYTES, size - off), off);
+          if (n <= 0) throw new CairnError("E_STORE_IO", `${localFile} shrank while it was uploaded`);
+          writer.write(buf.slice(0, n));
+          // let the queue drain every few parts, so memory stays bounded
+          if (part % 4 === 0) await writer.flush();
+          off += n;
+        }
+        await writer.end();
+      } finally {
+        closeSync(fd);
+      }
+    });
+    return size;
+  }
+
+  async delete(path: string): Promise<void> {
+    try {
+      await this.withRetry("deleting", path, () => this.client.delete(this.key(path)));
+    } catch (e) {
+      if ((e as CairnError).code === "E_STORE_MISSING") return;
+      throw e;
+    }
+  }
+}

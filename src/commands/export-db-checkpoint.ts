@@ -1,0 +1,53 @@
+import { defineCommand } from "citty";
+import { exportCheckpoint } from "../checkpoint/export.ts";
+import { holdStoreForReading, openStoreReader } from "../checkpoint/open.ts";
+import { CairnError } from "../errors.ts";
+import { formatBytes } from "../util/format.ts";
+import { createProgress } from "../util/progress.ts";
+import { checkpointDirArg, parseCheckpointId } from "./_args.ts";
+
+export default defineCommand({
+  meta: {
+    name: "export-db-checkpoint",
+    description: "Write one checkpoint as a self-contained archive (.tar, .tar.gz or .tar.zst) that list, verify and restore accept",
+  },
+  args: {
+    ...checkpointDirArg,
+    "checkpoint-id": { type: "string", valueHint: "N", required: true, description: "The checkpoint to export" },
+    output: { type: "string", valueHint: "FILE", required: true, description: "Archive to write: .tar, .tar.gz or .tar.zst (replaced atomically)" },
+    json: { type: "boolean", description: "Print the result as JSON on stdout" },
+  },
+  async run({ args }) {
+    const id = parseCheckpointId(args["checkpoint-id"])!;
+    const reader = await openStoreReader(args.dir);
+    const ids = await reader.manifestIds();
+    if (!ids.includes(id)) {
+      throw new CairnError("E_NOT_FOUND", `there is no checkpoint ${id} in ${args.dir}; checkpoints there: ${ids.join(", ") || "none"}`);
+    }
+    const controller = new AbortController();
+    for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.once(sig, () => controller.abort());
+    const progress = createProgress("export");
+    const hold = await holdStoreForReading(reader);
+    try {
+      const r = await exportCheckpoint({
+        reader,
+        checkpointId: id,
+        output: args.output,
+        signal: controller.signal,
+        onProgress: (done, total) => progress.update(done, total),
+      });
+      progress.end();
+      if (args.json) process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+      else {
+        process.stdout.write(
+          `Exported checkpoint ${r.checkpoint_id} (${formatBytes(r.size_bytes)}) to ${r.output}: ${formatBytes(r.archive_bytes)}, ${r.compression === "none" ? "uncompressed" : r.compression}, in ${(r.duration_ms / 1000).toFixed(1)} s\n`,
+        );
+      }
+    } catch (e) {
+      progress.end();
+      throw e;
+    } finally {
+      hold.release();
+    }
+  },
+});

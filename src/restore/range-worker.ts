@@ -1,0 +1,198 @@
+/**
+ * The restore side of a checkpoint worker: fetch, check and assemble ranges of the image.
+ *
+ * The coordinator (rebuild.ts) hands over the block list and block locations one window at a
+ * time; each range is read from the store in runs of blocks that lie back to back in one pack
+ * (a local file read with pread, or one ranged GET from S3, a few at a time), every block is
+ * checked against its digest, and the range is written at its place in the image file.
+ */
+import { closeSync, openSync, readSync, writeSync } from "node:fs";
+import { join } from "node:path";
+import { CairnError } from "../errors.ts";
+import { equalBytes, FLAG_ZSTD, packPath, SEGMENT_ENTRY_BYTES } from "../checkpoint/format.ts";
+import { blockDigest } from "../checkpoint/hash.ts";
+import { missing } from "../checkpoint/objects.ts";
+import { decodeBlock, LOC_WORDS } from "../checkpoint/reader.ts";
+import { type S3SourceSpec, S3Source } from "../checkpoint/s3.ts";
+
+/** Where the store's packs are read from: a local folder, or an S3 prefix. */
+export type PackSourceSpec = { dir: string } | { s3: S3SourceSpec };
+
+interface PackBytes {
+  readonly location: string;
+  /** Read `length` bytes at `offset` of pack `packId` into `into` at `at`; returns bytes read. */
+  read(packId: string, into: Uint8Array, at: number, length: number, offset: number): Promise<number>;
+  /** Reads in flight at once within one range. */
+  readonly parallel: number;
+  close(): void;
+}
+
+class DirPacks implements PackBytes {
+  readonly parallel = 1;
+  private fds = new Map<string, number>();
+  constructor(readonly location: string) {}
+  async read(packId: string, into: Uint8Array, at: number, length: number, offset: number): Promise<number> {
+    let fd = this.fds.get(packId);
+    if (fd === undefined) {
+      const path = packPath(packId);
+      try {
+        fd = openSync(join(this.location, path), "r");
+      } catch (e) {
+        throw missing(this.location, path, e);
+      }
+      this.fds.set(packId, fd);
+    }
+    let got = 0;
+    while (got < length) {
+      const n = readSync(fd, into, at + got, length - got, offset + got);
+      if (n <= 0) break;
+      got += n;
+    }
+    return got;
+  }
+  close(): void {
+    for (const fd of this.fds.values()) closeSync(fd);
+    this.fds.clear();
+  }
+}
+
+class S3Packs implements PackBytes {
+  readonly parallel = 4;
+  private readonly source: S3Source;
+  constructor(spec: S3SourceSpec) {
+    this.source = new S3Source(spec);
+  }
+  get location(): string {
+    return this.source.location;
+  }
+  async read(packId: string, into: Uint8Array, at: number, length: number, offset: number): Promise<number> {
+    const data = await this.source.getRange(packPath(packId), offset, length);
+    into.set(data.subarray(0, length), at);
+    return Math.min(length, data.length);
+  }
+  close(): void {}
+}
+
+interface RestoreState {
+  packs: PackBytes;
+  packIds: string[];
+  blockSize: number;
+  imageBytes: number;
+  imageFd: number;
+  /** The current window: its first block, its list entries and block locations. */
+  firstBlock: number;
+  list: Uint8Array;
+  loc: Uint32Array;
+  /** One range's worth of image, reused for every range. */
+  buffer: Uint8Array;
+}
+
+let state: RestoreState | undefined;
+let rangesSinceGc = 0;
+
+/** Longest single read when blocks lie back to back in a pack. */
+const RESTORE_READ_BYTES = 1024 * 1024;
+
+export function openRestore(o: { source: PackSourceSpec; packIds: string[]; blockSize: number; imageBytes: number; imageFile: string }): void {
+  closeRestore();
+  state = {
+    packs: "dir" in o.source ? new DirPacks(o.source.dir) : new S3Packs(o.source.s3),
+    packIds: o.packIds,
+    blockSize: o.blockSize,
+    imageBytes: o.imageBytes,
+    imageFd: openSync(o.imageFile, "r+"),
+    firstBlock: 0,
+    list: new Uint8Array(0),
+    loc: new Uint32Array(0),
+    buffer: new Uint8Array(0),
+  };
+}
+
+export function setRestoreWindow(firstBlock: number, list: SharedArrayBuffer, locations: SharedArrayBuffer): void {
+  const r = state!;
+  r.firstBlock = firstBlock;
+  r.list = new Uint8Array(list);
+  r.loc = new Uint32Array(locations);
+}
+
+export function closeRestore(): void {
+  if (!state) return;
+  state.packs.close();
+  closeSync(state.imageFd);
+  state = undefined;
+}
+
+/**
+ * Rebuild blocks [first, first+count) of the image (numbers in the whole image; the window
+ * must hold them), each checked against its digest, and write them at their place in the
+ * image file. Returns the bytes written.
+ */
+export async function restoreRange(first: number, count: number): Promise<number> {
+  const r = state!;
+  const start = first * r.blockSize;
+  const end = Math.min((first + count) * r.blockSize, r.imageBytes);
+  if (r.buffer.length < end - start) r.buffer = new Uint8Array(end - start);
+  const out = r.buffer.subarray(0, end - start);
+  const last = first + Math.ceil((end - start) / r.blockSize);
+  const w = (b: number) => (b - r.firstBlock) * LOC_WORDS;
+  const digestOf = (b: number) => r.list.subarray((b - r.firstBlock) * SEGMENT_ENTRY_BYTES, (b - r.firstBlock) * SEGMENT_ENTRY_BYTES + 32);
+  const expectedLength = (b: number) => Math.min(r.blockSize, r.imageBytes - b * r.blockSize);
+  const isPlain = (b: number) => (r.loc[w(b) + 4]! & FLAG_ZSTD) === 0 && r.loc[w(b) + 2] === expectedLength(b) && r.loc[w(b) + 3] === expectedLength(b);
+  const packName = (b: number) => `${r.packs.location}/${packPath(r.packIds[r.loc[w(b)]!]!)}`;
+  const damaged = (b: number, why: string) => new CairnError("E_STORE_DAMAGED", `${packName(b)}: block ${b} at offset ${r.loc[w(b) + 1]} ${why} (damaged)`);
+
+  // runs of blocks back to back in one pack: plain runs are read straight into place
+  const runs: { b: number; e: number; bytes: number; plain: boolean }[] = [];
+  for (let b = first; b < last; ) {
+    const plain = isPlain(b);
+    const pack = r.loc[w(b)]!;
+    const offset = r.loc[w(b) + 1]!;
+    let e = b + 1;
+    let bytes = r.loc[w(b) + 2]!;
+    while (e < last && bytes < RESTORE_READ_BYTES && isPlain(e) === plain && r.loc[w(e)] === pack && r.loc[w(e) + 1] === offset + bytes) {
+      bytes += r.loc[w(e) + 2]!;
+      e++;
+    }
+    runs.push({ b, e, bytes, plain });
+    b = e;
+  }
+  const fetchRun = async (run: (typeof runs)[number]) => {
+    const pack = r.packIds[r.loc[w(run.b)]!]!;
+    const offset = r.loc[w(run.b) + 1]!;
+    if (run.plain) {
+      const at = run.b * r.blockSize - start;
+      const n = await r.packs.read(pack, out, at, run.bytes, offset);
+      if (n !== run.bytes) throw damaged(run.b, "is cut short (truncated pack)");
+      for (let k = run.b; k < run.e; k++) {
+        const o = k * r.blockSize - start;
+        if (!equalBytes(blockDigest(out.subarray(o, o + expectedLength(k))), digestOf(k))) throw damaged(k, "does not match its digest");
+      }
+      return;
+    }
+    const stored = new Uint8Array(run.bytes);
+    const n = await r.packs.read(pack, stored, 0, run.bytes, offset);
+    for (let k = run.b, at = 0; k < run.e; k++) {
+      const len = r.loc[w(k) + 2]!;
+      const loc = { digest: digestOf(k), offset: r.loc[w(k) + 1]!, storedLength: len, rawLength: r.loc[w(k) + 3]!, flags: r.loc[w(k) + 4]! };
+      const raw = decodeBlock(stored.subarray(at, Math.min(n, at + len)), loc, packName(k));
+      if (raw.length !== expectedLength(k)) throw damaged(k, "has the wrong length");
+      out.set(raw, k * r.blockSize - start);
+      at += len;
+    }
+  };
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(r.packs.parallel, runs.length) }, async () => {
+      while (next < runs.length) await fetchRun(runs[next++]!);
+    }),
+  );
+  let off = 0;
+  while (off < out.length) off += writeSync(r.imageFd, out, off, out.length - off, start + off);
+  // each block left a small digest buffer behind: collect every few ranges, so memory stays
+  // flat however large the database (a lazy collector lets it grow with the number of ranges)
+  if (++rangesSinceGc >= 4) {
+    Bun.gc(false);
+    rangesSinceGc = 0;
+  }
+  return out.length;
+}
