@@ -15,6 +15,8 @@ import { type CheckpointResult, type StoreCache, takeCheckpoint, type WalPauser 
 import { DirSource } from "./objects.ts";
 import { StoreReader } from "./reader.ts";
 import { applyRetention } from "./retention.ts";
+import { pushCheckpoints, type PushResult, RemoteReplicator, type RemoteStatus } from "./remote.ts";
+import { isS3Url, resolveS3Settings, S3Source } from "./s3.ts";
 import { formatBytes, formatDuration } from "../util/format.ts";
 
 export interface Clock {
@@ -40,14 +42,16 @@ export interface CheckpointRun {
   run: number;
   trigger: "manual" | "periodic";
   dir: string;
-  /** waiting: for its delay; running: copying; retaining: complete, retention running; done */
-  state: "waiting" | "running" | "retaining" | "done";
+  /** waiting: for its delay; running: copying; uploading: to an s3:// --path; retaining: complete, retention running; done */
+  state: "waiting" | "running" | "uploading" | "retaining" | "done";
   requested: string;
   started?: string;
   finished?: string;
   outcome?: CheckpointOutcome;
   error?: string;
   result?: CheckpointResult;
+  /** For a checkpoint into an s3:// --path: what was uploaded. */
+  push?: PushResult;
   progress: { done_bytes: number; total_bytes: number };
 }
 
@@ -64,6 +68,8 @@ export interface CheckpointStatus {
   store_bytes: number;
   periodic: boolean;
   next_periodic: string | null;
+  /** Copies to checkpoint_config.remote, if configured. */
+  remote: RemoteStatus | null;
 }
 
 export interface CheckpointManagerDeps {
@@ -91,14 +97,32 @@ export class CheckpointManager {
   private readonly clock: Clock;
   /** The configured store, remembered between checkpoints (see StoreCache). */
   private readonly cache: { current?: StoreCache } = {};
+  /** Copies every local checkpoint to checkpoint_config.remote, in the background. */
+  readonly remote?: RemoteReplicator;
 
   constructor(private readonly deps: CheckpointManagerDeps) {
     this.clock = deps.clock ?? systemClock;
+    const r = deps.config.remote;
+    if (r) {
+      this.remote = new RemoteReplicator({
+        localDir: deps.config.dir,
+        remote: new S3Source(resolveS3Settings({ url: r.url, endpoint: r.endpoint, region: r.region, accessKeyId: r.accessKeyId, secretAccessKey: r.secretAccessKey })),
+        maxRemote: r.maxRemoteCheckpoints,
+        retryBackoffMs: r.retryBackoffMs,
+        logger: deps.logger,
+        clock: this.clock,
+      });
+    }
   }
 
   async start(): Promise<void> {
     const { config, logger } = this.deps;
     this.warnIfSameDevice();
+    if (this.remote) {
+      logger.info(`checkpoints are copied to ${this.remote.status().url}`);
+      // copy whatever an earlier run did not get to
+      if ((await latestCheckpointTime(config.dir)) !== undefined) this.remote.notify();
+    }
     this.storeBytes = dirBytes(config.dir);
     if (config.periodic) {
       const first = firstPeriodicRun(await latestCheckpointTime(config.dir), this.clock.now(), config);
@@ -135,7 +159,7 @@ export class CheckpointManager {
     const run: CheckpointRun = {
       run: ++this.runs,
       trigger: opts.trigger ?? "manual",
-      dir: resolve(opts.path ?? this.deps.config.dir),
+      dir: opts.path && isS3Url(opts.path) ? opts.path : resolve(opts.path ?? this.deps.config.dir),
       state: "waiting",
       requested: new Date(this.clock.now()).toISOString(),
       progress: { done_bytes: 0, total_bytes: 0 },
@@ -177,6 +201,7 @@ export class CheckpointManager {
       store_bytes: this.storeBytes,
       periodic: this.deps.config.periodic,
       next_periodic: this.nextPeriodicAt !== undefined ? new Date(this.nextPeriodicAt).toISOString() : null,
+      remote: this.remote?.status() ?? null,
     };
   }
 
@@ -189,6 +214,7 @@ export class CheckpointManager {
       this.deps.logger.info("cancelling the running checkpoint for shutdown");
       await this.cancel();
     }
+    await this.remote?.stop();
   }
 
   private schedulePeriodic(at: number): void {
@@ -229,8 +255,11 @@ export class CheckpointManager {
       run.state = "running";
       run.started = new Date(this.clock.now()).toISOString();
       logger.info(`checkpoint started (${run.trigger}) into ${run.dir}`);
+      // into an S3 prefix: taken into the local store, then copied there
+      const toS3 = isS3Url(run.dir);
+      const storeDir = toS3 ? config.dir : run.dir;
       const result = await takeCheckpoint({
-        storeDir: run.dir,
+        storeDir,
         nodeId: this.deps.nodeId,
         dbFile: this.deps.dbFile,
         wal: this.deps.wal,
@@ -240,12 +269,24 @@ export class CheckpointManager {
         writeBytesPerSec: config.maxWriteBytesPerSec,
         logger,
         signal: controller.signal,
-        cache: resolve(run.dir) === resolve(config.dir) ? this.cache : undefined,
+        cache: resolve(storeDir) === resolve(config.dir) ? this.cache : undefined,
         onProgress: (done, total) => {
           run.progress = { done_bytes: done, total_bytes: total };
         },
       });
       run.result = result;
+      if (toS3) {
+        run.state = "uploading";
+        const same = config.remote && config.remote.url.replace(/\/+$/, "") === run.dir.replace(/\/+$/, "") ? config.remote : undefined;
+        run.push = await pushCheckpoints({
+          localDir: storeDir,
+          remote: new S3Source(resolveS3Settings({ url: run.dir, endpoint: same?.endpoint, region: same?.region, accessKeyId: same?.accessKeyId, secretAccessKey: same?.secretAccessKey })),
+          ids: [result.id],
+          maxRemote: same?.maxRemoteCheckpoints ?? 0,
+          logger,
+          signal: controller.signal,
+        });
+      }
       run.outcome = "success";
       this.counts.successes++;
       this.counts.consecutiveFailures = 0;
@@ -254,7 +295,10 @@ export class CheckpointManager {
           `(${formatBytes(result.logicalBytes)}, ${formatBytes(result.newBytes)} new)`,
       );
       run.state = "retaining";
-      if (resolve(run.dir) === resolve(config.dir)) await this.retain(run.dir);
+      if (resolve(storeDir) === resolve(config.dir)) {
+        await this.retain(storeDir);
+        this.remote?.notify();
+      }
     } catch (e) {
       const err = e instanceof CairnError ? e : new CairnError("E_CHECKPOINT", errorMessage(e), { cause: e });
       run.error = err.message;
@@ -272,7 +316,7 @@ export class CheckpointManager {
       this.clock.clearTimeout(timeout);
       run.state = "done";
       run.finished = new Date(this.clock.now()).toISOString();
-      if (run.dir === resolve(config.dir)) this.storeBytes = dirBytes(config.dir);
+      this.storeBytes = dirBytes(config.dir);
       this.last = run;
       if (run.outcome === "success") this.lastSuccess = run;
       this.current = undefined;

@@ -25,7 +25,7 @@ export async function applyRetention(dir: string, nodeId: string, keep: number, 
     try {
       readers = FileLock.exclusive(join(dir, STORE_READERS_LOCK_FILE), () => new CairnError("E_STORE_READING", "busy"));
     } catch {
-      return { removed: [], skipped: "a restore, verify or export is reading the store" };
+      return { removed: [], skipped: "a restore, verify, export or copy to the remote is reading the store" };
     }
     const ids = await store.reader.manifestIds();
     const removed = keep > 0 ? ids.slice(0, Math.max(0, ids.length - keep)) : [];

@@ -33,6 +33,9 @@ export interface RemoteConfig {
   endpoint?: string;
   region?: string;
   maxRemoteCheckpoints: number;
+  retryBackoffMs: number;
+  accessKeyId?: string;
+  secretAccessKey?: string;
 }
 
 /** The defaults of ../shared/CONTRACT.md. Paths that are not given derive from storage_path. */
@@ -54,6 +57,7 @@ export const DEFAULTS = {
   compression: "none" as const,
   maxWriteBytesPerSec: 0,
   maxRemoteCheckpoints: 30,
+  remoteRetryBackoffSecs: 60,
 } as const;
 
 /** What `cairn run` uses without --config: everything under ./cairn-data. */

@@ -139,6 +139,9 @@ export function resolveConfig(doc: ConfigDocument, baseDir: string): NodeConfig 
         endpoint: cc.remote.endpoint,
         region: cc.remote.region,
         maxRemoteCheckpoints: cc.remote.max_remote_checkpoints ?? DEFAULTS.maxRemoteCheckpoints,
+        retryBackoffMs: (cc.remote.retry_backoff_secs ?? DEFAULTS.remoteRetryBackoffSecs) * 1000,
+        accessKeyId: cc.remote.access_key_id,
+        secretAccessKey: cc.remote.secret_access_key,
       },
     },
   };

@@ -45,8 +45,14 @@ const remote = v.strictObject(
     endpoint: v.optional(v.pipe(v.string("expected a URL"), v.url("expected a URL"))),
     region: v.optional(v.pipe(v.string("expected a region name"), v.nonEmpty("expected a region name"))),
     max_remote_checkpoints: v.optional(wholeNumber(0)),
+    // cairn extensions
+    /** After a failed upload, try again after this long. */
+    retry_backoff_secs: v.optional(seconds(0.01)),
+    /** Credentials, if not in the environment (S3_* / AWS_*): prefer the environment. */
+    access_key_id: v.optional(v.pipe(v.string("expected a string"), v.nonEmpty("expected a string"))),
+    secret_access_key: v.optional(v.pipe(v.string("expected a string"), v.nonEmpty("expected a string"))),
   },
-  "expected a mapping with url, endpoint, region, max_remote_checkpoints",
+  "expected a mapping with url, endpoint, region, max_remote_checkpoints, retry_backoff_secs, access_key_id, secret_access_key",
 );
 
 export const checkpointConfigSchema = v.strictObject(

@@ -111,7 +111,6 @@ export class CairnNode {
       });
       await node.admin.start();
       await checkpoints.start();
-      node.warnAboutPendingFeatures();
       if (process.env[CRASH_POINT_ENV]) logger.warn(`${CRASH_POINT_ENV} is set: this node will kill itself at crash point ${process.env[CRASH_POINT_ENV]} (a test setting)`);
       logger.info(
         `cairn ${VERSION} node ${opened.nodeId} serving http://${hostForUrl(config.restApi.host)}:${config.restApi.port} ` +
@@ -197,12 +196,25 @@ export class CairnNode {
     m.collect("cairn_checkpoint_last_logical_bytes", "Database bytes the last successful checkpoint covers.", () => lastResult()?.logicalBytes ?? 0);
     m.collect("cairn_checkpoint_last_new_bytes", "Bytes the last successful checkpoint added to its store.", () => lastResult()?.newBytes ?? 0);
     m.collect("cairn_checkpoint_store_bytes", "Size of the checkpoint directory.", () => cs().store_bytes);
+    const rs = () => cs().remote;
+    if (this.config.checkpoint.remote) {
+      m.collect("cairn_remote_pushes_total", "Copies of checkpoints to the remote store, by result.", () => {
+        const r = rs();
+        return [
+          { labels: { result: "success" }, value: r?.successes ?? 0 },
+          { labels: { result: "failed" }, value: r?.failures ?? 0 },
+        ];
+      }, "counter");
+      m.collect("cairn_remote_consecutive_failures", "Copies to the remote failed since the last success.", () => rs()?.consecutive_failures ?? 0);
+      m.collect("cairn_remote_last_checkpoint_id", "Newest checkpoint on the remote store (0: none).", () => rs()?.last_pushed_id ?? 0);
+      m.collect("cairn_remote_last_success_timestamp_seconds", "When a copy to the remote last succeeded.", () => {
+        const t = rs()?.last_success;
+        return t ? Date.parse(t) / 1000 : 0;
+      });
+      m.collect("cairn_remote_uploaded_bytes_total", "Bytes uploaded to the remote store.", () => rs()?.uploaded_bytes_total ?? 0, "counter");
+    }
   }
 
-  private warnAboutPendingFeatures(): void {
-    const cc = this.config.checkpoint;
-    if (cc.remote) this.logger.warn("checkpoint_config.remote is set, but this build cannot copy checkpoints to a remote store yet");
-  }
 
   status(): NodeStatus {
     const totals = this.blobs.totals();

@@ -3,6 +3,7 @@ import { defineCommand } from "citty";
 import { CHECKPOINT_ROUTES, type CheckpointCreateRequest } from "../../../admin/protocol.ts";
 import type { CheckpointRun, CheckpointStatus } from "../../../checkpoint/manager.ts";
 import { CairnError } from "../../../errors.ts";
+import { isS3Url } from "../../../checkpoint/s3.ts";
 import { formatBytes } from "../../../util/format.ts";
 import { adminClient } from "../context.ts";
 
@@ -12,14 +13,14 @@ export default defineCommand({
     description: "Ask the node for a checkpoint and wait until it is complete (it runs inside the node and goes on if this command is interrupted)",
   },
   args: {
-    path: { type: "string", valueHint: "DIR", description: "Checkpoint directory (default: the node's db_checkpoint_dir)" },
+    path: { type: "string", valueHint: "DIR", description: "Checkpoint directory or s3://BUCKET/PREFIX (default: the node's db_checkpoint_dir)" },
     "delay-secs": { type: "string", valueHint: "N", description: "Start after N seconds" },
     detach: { type: "boolean", description: "Return as soon as the node has started it" },
   },
   async run({ args }) {
     const client = adminClient();
     const body: CheckpointCreateRequest = {};
-    if (args.path) body.path = resolve(args.path);
+    if (args.path) body.path = isS3Url(args.path) ? args.path : resolve(args.path);
     if (args["delay-secs"] !== undefined) {
       const n = Number(args["delay-secs"]);
       if (!(n >= 0) || !Number.isFinite(n)) throw new CairnError("E_USAGE", `--delay-secs must be a number >= 0, got ${JSON.stringify(args["delay-secs"])}`, { exitStatus: 2 });
@@ -49,6 +50,10 @@ function report(run: CheckpointRun): void {
   if (run.outcome === "success" && run.result) {
     const r = run.result;
     process.stdout.write(`Checkpoint ${r.id} created in ${(r.durationMs / 1000).toFixed(1)} s (${formatBytes(r.logicalBytes)}, ${formatBytes(r.newBytes)} new)\n`);
+    if (run.push) {
+      const p = run.push;
+      process.stdout.write(`Copied to ${run.dir}: ${p.uploaded_files} file(s), ${formatBytes(p.uploaded_bytes)} uploaded, ${p.skipped_files} already there\n`);
+    }
     return;
   }
   if (run.outcome === "cancelled") throw new CairnError("E_CANCELLED", "the checkpoint was cancelled; nothing of it was kept");

@@ -25,6 +25,12 @@ export default defineCommand({
     if (s.last_success && s.last_success !== s.last && s.last_success.run !== s.last?.run) out.push(`Last success: ${describe(s.last_success)}`);
     out.push(`Since start: ${s.successes} succeeded, ${s.failures} failed, ${s.cancellations} cancelled`);
     out.push(`Store: ${s.store_dir} (${formatBytes(s.store_bytes)})`);
+    if (s.remote) {
+      const x = s.remote;
+      const state = x.state === "pushing" ? "copying now" : x.state === "waiting-retry" ? `last copy FAILED (${x.consecutive_failures} in a row), retrying at ${formatTime(x.next_retry!)}` : "idle";
+      out.push(`Remote: ${x.url}: ${state}; newest there: ${x.last_pushed_id ?? "none"}${x.last_success ? ` (last copied ${formatTime(x.last_success)}, ${formatBytes(x.last_uploaded_bytes)} uploaded)` : ""}`);
+      if (x.last_error) out.push(`Remote error: ${x.last_error}`);
+    }
     out.push(s.periodic ? `Periodic: on, next at ${s.next_periodic ? formatTime(s.next_periodic) : "(after the running one)"}` : "Periodic: off");
     process.stdout.write(`${out.join("\n")}\n`);
   },
