@@ -17,13 +17,14 @@ import { checkpointsSection } from "./lib/checkpoints.ts";
 import { nodePutGetSection } from "./lib/node-put-get.ts";
 import { stopAllNodes } from "./lib/node.ts";
 import { rawSqliteSection } from "./lib/raw-sqlite.ts";
+import { offHostSection } from "./lib/offhost.ts";
 import { restoreSection } from "./lib/restore.ts";
 import { machineFacts, renderFacts } from "./lib/report.ts";
 import { createContext, type Section } from "./lib/section.ts";
 import { installCleanup, TempDirs } from "./lib/tmp.ts";
 import { benchScale } from "./lib/workload.ts";
 
-const SECTIONS: Section[] = [nodePutGetSection, rawSqliteSection, checkpointsSection, restoreSection];
+const SECTIONS: Section[] = [nodePutGetSection, rawSqliteSection, checkpointsSection, restoreSection, offHostSection];
 
 /** The sections this run measures: all, or those CAIRN_BENCH_ONLY names. */
 function selectedSections(): Section[] {

@@ -35,9 +35,9 @@ export interface Exec {
   cpuSysMs: number;
 }
 
-export async function exec(argv: string[]): Promise<Exec> {
+export async function exec(argv: string[], env?: Record<string, string>): Promise<Exec> {
   const t0 = performance.now();
-  const p = Bun.spawn(argv, { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  const p = Bun.spawn(argv, { stdin: "ignore", stdout: "pipe", stderr: "pipe", env: env ? { ...process.env, ...env } : undefined });
   const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
   const ms = performance.now() - t0;
   const usage = p.resourceUsage();
@@ -55,8 +55,8 @@ export async function exec(argv: string[]): Promise<Exec> {
   };
 }
 
-export async function must(argv: string[]): Promise<Exec> {
-  const r = await exec(argv);
+export async function must(argv: string[], env?: Record<string, string>): Promise<Exec> {
+  const r = await exec(argv, env);
   if (r.code !== 0) throw new Error(`${argv.join(" ")}: exit ${r.code}: ${(r.stderr || r.stdout).trim().slice(0, 500)}`);
   return r;
 }

@@ -90,7 +90,7 @@ async function checkpointStatus(node: RunningNode): Promise<CheckpointStatusRepl
   return (await res.json()) as CheckpointStatusReply;
 }
 
-interface ChurnStep {
+export interface ChurnStep {
   replaced: number;
   removed: number;
   added: number;
@@ -99,7 +99,7 @@ interface ChurnStep {
   failed: number;
 }
 
-async function churn(ctx: BenchContext, url: string, blobs: Blobs): Promise<ChurnStep> {
+export async function churn(ctx: BenchContext, url: string, blobs: Blobs): Promise<ChurnStep> {
   const n = blobs.list.length;
   const nReplace = Math.round(n * CHURN.replace);
   const nRemove = Math.round(n * CHURN.remove);

@@ -61,12 +61,12 @@ export function writeNodeConfig(dir: string, port: number, extraYaml = ""): stri
 }
 
 /** Start a node whose config and storage live in `dir`. Retries on another port if the port was taken. */
-export async function startNode(dir: string, extraYaml = ""): Promise<RunningNode> {
+export async function startNode(dir: string, extraYaml = "", env?: Record<string, string>): Promise<RunningNode> {
   for (let attempt = 1; ; attempt++) {
     const port = freePort();
     const configFile = writeNodeConfig(dir, port, extraYaml);
     try {
-      return await spawnNode(dir, configFile, `http://127.0.0.1:${port}`);
+      return await spawnNode(dir, configFile, `http://127.0.0.1:${port}`, env);
     } catch (e) {
       const portTaken = e instanceof Error && /E_LISTEN|cannot listen|EADDRINUSE/i.test(e.message);
       if (!portTaken || attempt >= START_ATTEMPTS) throw e;
@@ -74,10 +74,11 @@ export async function startNode(dir: string, extraYaml = ""): Promise<RunningNod
   }
 }
 
-async function spawnNode(dir: string, configFile: string, url: string): Promise<RunningNode> {
+async function spawnNode(dir: string, configFile: string, url: string, env?: Record<string, string>): Promise<RunningNode> {
   if (closed) throw new Error("the bench is shutting down; not starting a node");
   const proc: Subprocess<"ignore", "pipe", "pipe"> = Bun.spawn([BINARY, "run", "--config", configFile], {
     cwd: dir,
+    env: env ? { ...process.env, ...env } : undefined,
     stdin: "ignore",
     stdout: "pipe",
     stderr: "pipe",
