@@ -31,6 +31,8 @@ export interface RebuildOptions {
   workers: number;
   signal?: AbortSignal;
   onProgress?: (done: number, total: number) => void;
+  /** Work to run on the complete image while its last flush to disk runs (the SQLite check). */
+  whileFlushing?: () => Promise<void>;
 }
 
 export interface RebuildResult {
@@ -115,7 +117,12 @@ export async function rebuildImage(o: RebuildOptions): Promise<RebuildResult> {
     if (o.reader.kind === "archive") await fromStream(o, fd, done, rangeDone);
     else await fromObjects(o, o.reader, done, rangeDone);
     await flushing;
-    persist();
+    // the last flush, and whatever the caller checks meanwhile (SQLite reads the image from
+    // the page cache; nothing is put in place before both are done)
+    const flushed = new Promise<void>((res, rej) => fdatasync(fd, (e) => (e ? rej(e) : res()))).then(() =>
+      writeFileAtomic(o.progressFile, JSON.stringify({ ranges, done: [...done].sort((a, b) => a - b) } satisfies ProgressState)),
+    );
+    await Promise.all([flushed, o.whileFlushing?.()]);
     return { bytes: m.db_size_bytes, resumedRanges, ranges };
   } catch (e) {
     // keep what is done for the next run; a range half-written is simply not marked done

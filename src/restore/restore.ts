@@ -22,7 +22,7 @@ import { DB_FILE } from "../engine/database.ts";
 import { type FileLock, LOCK_FILE, StorageLock } from "../engine/lock.ts";
 import type { Manifest } from "../checkpoint/format.ts";
 import { type CheckpointSource, holdStoreForReading, openCheckpointSource, packSourceOf } from "../checkpoint/open.ts";
-import { crashPoint } from "../util/crash-point.ts";
+import { crashPoint, pausePoint } from "../util/crash-point.ts";
 import { fsyncDir, writeFileAtomic } from "../util/fsx.ts";
 import { scanWalRecovery } from "../checkpoint/wal-format.ts";
 import { WorkerPool } from "../checkpoint/pool.ts";
@@ -210,9 +210,9 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
     const candidates = o.checkpointId === undefined ? (await reader.manifestIds()).filter((id) => id <= first.id).reverse() : [first.id];
     for (let k = 0; ; k++) {
       try {
+        // stage() runs check() on the image while its last flush runs
         const resumed = await stage(o, reader, manifest, dbPath);
-        throwIfInterrupted(o.signal);
-        await check(o, join(stagingDirFor(dbPath), DB_FILE), manifest);
+        await pausePoint("restore:before-swap");
         throwIfInterrupted(o.signal);
         crashPoint("restore:checked");
         swap(dbPath, existing ? asideDir : null);
@@ -288,6 +288,10 @@ async function stage(o: RestoreOptions, reader: CheckpointSource, m: Manifest, d
     workers: o.workers,
     signal: o.signal,
     onProgress: o.onProgress,
+    whileFlushing: async () => {
+      throwIfInterrupted(o.signal);
+      await check(o, join(dir, DB_FILE), m);
+    },
   });
   if (resumed && r.resumedRanges > 0) o.logger.info(`${r.resumedRanges} of ${r.ranges} ranges were already restored and checked`);
   return resumed;

@@ -9,3 +9,13 @@ export const CRASH_POINT_ENV = "CAIRN_TEST_CRASH_POINT";
 export function crashPoint(name: string): void {
   if (process.env[CRASH_POINT_ENV] === name) process.kill(process.pid, "SIGKILL");
 }
+
+/**
+ * Named pause points, for tests that must signal a process at a given step: when
+ * CAIRN_TEST_PAUSE_POINT names this point, wait CAIRN_TEST_PAUSE_MS (default 3000) here.
+ */
+export const PAUSE_POINT_ENV = "CAIRN_TEST_PAUSE_POINT";
+
+export async function pausePoint(name: string): Promise<void> {
+  if (process.env[PAUSE_POINT_ENV] === name) await Bun.sleep(Number(process.env.CAIRN_TEST_PAUSE_MS ?? 3000));
+}

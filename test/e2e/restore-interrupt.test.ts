@@ -151,7 +151,8 @@ describe("kill -9 of restore, then the same command again", () => {
   test("right at the end (every range done, before the swap): the second run fetches nothing, byte-identical", async () => {
     const s = copyStore();
     const dbPath = join(tmpDir(), "db");
-    const run = spawnRestore(s, dbPath);
+    // the restore waits before its swap, so the kill lands between "all done" and the swap
+    const run = spawnRestore(s, dbPath, [], BEFORE_SWAP_PAUSE);
     const allDone = () => {
       const p = readProgress(dbPath);
       return p !== undefined && p.done.length === p.ranges;
@@ -169,6 +170,9 @@ describe("kill -9 of restore, then the same command again", () => {
     expect(again.stderr).toContain(`${progress.ranges} of ${progress.ranges} ranges were already restored`);
   }, 30_000);
 });
+
+/** Makes a restore wait 3 s between its last check and its swap (see pausePoint). */
+const BEFORE_SWAP_PAUSE = { CAIRN_TEST_PAUSE_POINT: "restore:before-swap" };
 
 describe("a signal to restore", () => {
   for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
@@ -194,9 +198,9 @@ describe("a signal to restore", () => {
     }, 30_000);
   }
 
-  test("SIGINT during the final check (every range done, before the swap): exit 130, nothing put in place; the same command then finishes, byte-identical", async () => {
+  test("SIGINT after the final check (every range done, before the swap): exit 130, nothing put in place; the same command then finishes, byte-identical", async () => {
     const dbPath = join(tmpDir(), "db");
-    const run = spawnRestore(store, dbPath);
+    const run = spawnRestore(store, dbPath, [], BEFORE_SWAP_PAUSE);
     const allDone = () => {
       const p = readProgress(dbPath);
       return p !== undefined && p.done.length === p.ranges;

@@ -118,8 +118,13 @@ export interface BackgroundRestore {
   done(): Promise<{ code: number | null; signal: string | null; stdout: string; stderr: string }>;
 }
 
-export function spawnRestore(store: string, dbPath: string, extra: string[] = []): BackgroundRestore {
-  const proc = Bun.spawn([BINARY, ...restoreArgs(store, dbPath, extra)], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+export function spawnRestore(store: string, dbPath: string, extra: string[] = [], env?: Record<string, string>): BackgroundRestore {
+  const proc = Bun.spawn([BINARY, ...restoreArgs(store, dbPath, extra)], {
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+    env: env ? { ...process.env, ...env } : undefined,
+  });
   let out = "";
   let err = "";
   const pumps = [
