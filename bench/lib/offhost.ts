@@ -4,14 +4,16 @@
  * server against restore from a directory, all in one run.
  *
  *  1. s3rver (the test suite's S3-protocol server) on 127.0.0.1, data in a temp dir;
- *  2. one node with a local checkpoint store and `remote: s3://cairn-bench/node`: build the
- *     ~1 GB database over REST, checkpoint 1 (full), wait for its copy; one churn step (1%
- *     replaced, 0.5% deleted, 1% added, as in Checkpoints), checkpoint 2, wait for its copy:
- *     the bytes that copy uploaded against the database size (target ≤ 3%); stop the node;
- *  3. anchors on the stopped node's cairn.db (the database of checkpoint 2): `tar -cf`,
- *     `tar -czf`, `tar --zstd -cf`, each timed; then `export-db-checkpoint` of checkpoint 2 to
+ *  2. one node with a local checkpoint store and `remote: s3://cairn-bench/node`: a quarter of
+ *     the blobs and checkpoint 1 (the small one), the rest and checkpoint 2 (~1 GB), each copied;
+ *     one churn step (1% replaced, 0.5% deleted, 1% added, as in Checkpoints), checkpoint 3,
+ *     wait for its copy: the bytes that copy uploaded against the database size (target ≤ 3%);
+ *     stop the node;
+ *  3. anchors on the stopped node's cairn.db (the database of checkpoint 3): `tar -cf`,
+ *     `tar -czf`, `tar --zstd -cf`, each timed; then `export-db-checkpoint` of checkpoint 3 to
  *     .tar, .tar.gz and .tar.zst, each timed with its peak RSS; export / tar of the same kind;
- *  4. restore of checkpoint 2 from the directory, from s3:// and from the .tar.zst archive into
+ *     and the export of checkpoint 1 to .tar: peak memory at two sizes;
+ *  4. restore of checkpoint 3 from the directory, from s3:// and from the .tar.zst archive into
  *     fresh dirs: wall time and peak RSS; S3 / directory.
  *
  * An untimed `sync` comes before every timed step; each series has one untimed first run.
@@ -94,6 +96,8 @@ interface Results {
   firstPush: { bytes: number; ms: number };
   churnPush: { bytes: number; ms: number };
   checkpoint2: { sizeBytes: number; newBytes: number };
+  /** Export of the first, quarter-size checkpoint: memory at two sizes. */
+  small: { sizeBytes: number; t: Timed };
   anchors: { kind: string; t: Timed }[];
   exports: { kind: string; t: Timed }[];
   restores: { from: string; t: Timed }[];
@@ -114,7 +118,12 @@ async function measure(ctx: BenchContext): Promise<Results> {
     const yaml = `${checkpointYaml(store, { sync: false, compression: "none" }, 2)}  remote:\n    url: ${url}\n    max_remote_checkpoints: 0\n`;
     node = await startNode(dir, yaml, env);
     const blobs = new Blobs(rng(SEED + 7));
-    await addBlobs(ctx, node.url, blobs, Math.max(200, Math.round(BUILD_BLOBS * benchScale())), "off-host");
+    // a quarter first: checkpoint 1 is the small database whose export memory is compared
+    const total = Math.max(200, Math.round(BUILD_BLOBS * benchScale()));
+    await addBlobs(ctx, node.url, blobs, Math.round(total / 4), "off-host");
+    const small = await checkpoint(node, store);
+    await waitForPush(node, small.id);
+    await addBlobs(ctx, node.url, blobs, total - Math.round(total / 4), "off-host");
     const c1 = await checkpoint(node, store);
     const p1 = await waitForPush(node, c1.id);
     ctx.log(`off-host: checkpoint ${c1.id} (${mib(c1.sizeBytes)}) copied: ${mib(p1.status.last_uploaded_bytes)} in ${secs(p1.ms)}`);
@@ -145,6 +154,8 @@ async function measure(ctx: BenchContext): Promise<Results> {
         t: await timed(ctx, `export .${ext}`, () => [BINARY, "export-db-checkpoint", store, "--checkpoint-id", String(c2.id), "--output", out], () => out, undefined, () => rmSync(out, { force: true })),
       });
     }
+    const smallOut = join(work, "small.tar");
+    const smallExport = await timed(ctx, `export .tar of the ${mib(small.sizeBytes)} checkpoint`, () => [BINARY, "export-db-checkpoint", store, "--checkpoint-id", String(small.id), "--output", smallOut], () => smallOut, undefined, () => rmSync(smallOut, { force: true }));
     // keep one archive for the restore from it
     const archive = join(work, "keep.tar.zst");
     await must([BINARY, "export-db-checkpoint", store, "--checkpoint-id", String(c2.id), "--output", archive]);
@@ -165,6 +176,7 @@ async function measure(ctx: BenchContext): Promise<Results> {
       firstPush: { bytes: p1.status.last_uploaded_bytes, ms: p1.ms },
       churnPush: { bytes: p2.status.last_uploaded_bytes, ms: p2.ms },
       checkpoint2: { sizeBytes: c2.sizeBytes, newBytes: c2.newBytes },
+      small: { sizeBytes: small.sizeBytes, t: smallExport },
       anchors,
       exports,
       restores,
@@ -189,6 +201,15 @@ function render(r: Results): string {
       "–",
     ]);
   }
+  const bigTar = r.exports.find((e) => e.kind === "tar")!;
+  const memRatio = median(bigTar.t.rss) / median(r.small.t.rss);
+  rows.push([
+    `peak memory of export to .tar: ${mib(r.checkpoint2.sizeBytes)} / ${mib(r.small.sizeBytes)} checkpoint`,
+    `${mib(r.small.sizeBytes)}: ${mib(median(r.small.t.rss))} (${r.small.t.rss.map(mib).join(", ")})`,
+    "independent of size (≤ 1.2×)",
+    `${ratio(memRatio)}: ${mib(median(bigTar.t.rss))} (${bigTar.t.rss.map(mib).join(", ")})`,
+    HAVE_TIME ? met(memRatio <= 1.2) : "not measured",
+  ]);
   const share = r.churnPush.bytes / r.dbBytes;
   rows.push([
     "bytes uploaded by the copy after one churn step / database size",
@@ -210,10 +231,11 @@ function render(r: Results): string {
   return [
     `One \`dist/cairn run\` node (\`max_background_operations: 2\`, \`sync: false\`, \`compression: none\`) with`,
     "`checkpoint_config.remote` pointing at s3rver (the S3-protocol server the tests use, a Node.js program",
-    "storing objects as files) on 127.0.0.1; the database built over REST as in Checkpoints; checkpoint 1",
-    "(full) and, after one churn step (1% of blobs replaced, 0.5% deleted, 1% added), checkpoint 2, each",
+    "storing objects as files) on 127.0.0.1; the database built over REST as in Checkpoints, a checkpoint",
+    "after the first quarter of the blobs (the small one for export memory), a full one after the rest,",
+    "and, after one churn step (1% of blobs replaced, 0.5% deleted, 1% added), an incremental one, each",
     "copied to the remote by the node in the background. The anchors and exports read the stopped node's",
-    `\`cairn.db\` (${mib(r.dbBytes)}) and checkpoint 2 (${mib(r.checkpoint2.sizeBytes)}, ${mib(r.checkpoint2.newBytes)} new) from page cache; an`,
+    `\`cairn.db\` (${mib(r.dbBytes)}) and the last checkpoint (${mib(r.checkpoint2.sizeBytes)}, ${mib(r.checkpoint2.newBytes)} new) from page cache; an`,
     `untimed \`sync\` precedes every timed run; each series has one untimed first run, then ${RUNS} timed (median shown).`,
     "Export checks every block's digest on the way; `tar` copies bytes. Peak RSS is `/usr/bin/time -f %M`.",
     "",
