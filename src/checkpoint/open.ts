@@ -34,7 +34,7 @@ export async function openCheckpointSource(location: string, opts: OpenOptions =
       hint: "give the checkpoint directory (db_checkpoint_dir), an archive file or an s3:// URL",
     });
   }
-  if (st.isFile()) return new ArchiveReader(location, path);
+  if (st.isFile()) return new ArchiveReader(path, path);
   if (!st.isDirectory()) throw new CairnError("E_NOT_FOUND", `${path} is neither a directory nor an archive file`);
   return new StoreReader(new DirSource(path));
 }

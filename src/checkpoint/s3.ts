@@ -155,17 +155,7 @@ export class S3Source implements ObjectSource {
   }
 
   async list(prefix: string): Promise<string[]> {
-    const out: string[] = [];
-    const base = this.prefix ? `${this.prefix}/` : "";
-    let token: string | undefined;
-    do {
-      const page = await this.withRetry("listing", prefix, () =>
-        this.client.list({ prefix: `${base}${prefix}`, maxKeys: 1000, ...(token ? { continuationToken: token } : {}) }),
-      );
-      for (const o of page.contents ?? []) if (o.key.startsWith(base)) out.push(o.key.slice(base.length));
-      token = page.isTruncated ? page.nextContinuationToken : undefined;
-    } while (token);
-    return out.sort();
+    return [...(await this.listSizes(prefix)).keys()].sort();
   }
 
   /** Sizes of every object under `prefix`, in one listing. */
