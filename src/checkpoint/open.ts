@@ -24,7 +24,16 @@ export interface OpenOptions {
 }
 
 export async function openCheckpointSource(location: string, opts: OpenOptions = {}): Promise<CheckpointSource> {
-  if (isS3Url(location)) return new StoreReader(new S3Source(resolveS3Settings({ ...opts.s3, url: location })));
+  if (isS3Url(location)) {
+    const reader = new StoreReader(new S3Source(resolveS3Settings({ ...opts.s3, url: location })));
+    // a prefix exists only through its objects: a mistyped one must not "verify" as empty
+    if (!(await reader.exists())) {
+      throw new CairnError("E_NOT_FOUND", `${reader.location} holds no checkpoint store (no cairn-store.json)`, {
+        hint: "check the bucket and prefix (list them with your S3 tool)",
+      });
+    }
+    return reader;
+  }
   const path = resolve(location);
   let st;
   try {

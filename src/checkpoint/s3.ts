@@ -145,13 +145,15 @@ export class S3Source implements ObjectSource {
     return this.withRetry("reading", path, () => this.client.file(this.key(path)).slice(offset, offset + length).bytes());
   }
 
+  /**
+   * Through a listing, not HEAD: a HEAD reply has no body, so a refused key or a missing
+   * bucket would come back as an unknown (and so retried) error.
+   */
   async size(path: string): Promise<number | undefined> {
-    try {
-      return await this.withRetry("checking", path, () => this.client.size(this.key(path)));
-    } catch (e) {
-      if ((e as CairnError).code === "E_STORE_MISSING") return undefined;
-      throw e;
-    }
+    const key = this.key(path);
+    const page = await this.withRetry("checking", path, () => this.client.list({ prefix: key, maxKeys: 1 }));
+    const hit = (page.contents ?? []).find((o) => o.key === key);
+    return hit ? (hit.size ?? 0) : undefined;
   }
 
   async list(prefix: string): Promise<string[]> {

@@ -76,7 +76,9 @@ function formatIssue(issue: v.BaseIssue<unknown>): string {
     return `${keys.join(".")}: unknown key (expected one of ${knownKeys(keys.slice(0, -1)).join(", ")})`;
   }
   const where = keys.length > 0 ? keys.join(".") : "(top level)";
-  return `${where}: ${issue.message}, got ${describeValue(issue.input)}`;
+  // a credential is never echoed, even when it is wrong
+  const secret = /(secret|access_key)/.test(keys.at(-1) ?? "");
+  return `${where}: ${issue.message}, got ${secret ? `a ${typeof issue.input} (not shown)` : describeValue(issue.input)}`;
 }
 
 /** The keys the schema allows in the mapping at `parent` (a key path). */
