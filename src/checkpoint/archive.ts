@@ -15,8 +15,8 @@
  * against the manifest and each block against its segment, holding one segment at a time.
  * GNU tar lists and extracts it; extracted, it is a checkpoint directory like any other.
  */
-import { createReadStream, closeSync, openSync, readSync } from "node:fs";
-import { Readable } from "node:stream";
+import { createReadStream, closeSync, fstatSync, openSync, readSync } from "node:fs";
+import { type Readable, Transform } from "node:stream";
 import { createGunzip, createZstdDecompress } from "node:zlib";
 import tar from "tar-stream";
 import { CairnError, errorMessage } from "../errors.ts";
@@ -75,6 +75,68 @@ function sniffCompression(path: string): ArchiveCompression {
     if (n >= 2 && head[0] === 0x1f && head[1] === 0x8b) return "gzip";
     if (n >= 4 && head[0] === 0x28 && head[1] === 0xb5 && head[2] === 0x2f && head[3] === 0xfd) return "zstd";
     return "none";
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Bytes of the tar stream's end kept, to check its end-of-archive blocks (GNU tar pads to 10 KiB). */
+const TAIL_BYTES = 16 * 1024;
+
+function concatTail(tail: Uint8Array, chunk: Uint8Array): Uint8Array {
+  const out = new Uint8Array(Math.min(TAIL_BYTES, tail.length + chunk.length));
+  const keep = out.length - chunk.length;
+  out.set(tail.subarray(tail.length - keep), 0);
+  out.set(chunk, keep);
+  return out;
+}
+
+/**
+ * Walk the frames of a zstd file by their headers (RFC 8878) without decoding them: what is
+ * wrong if a frame is cut short or malformed, else undefined.
+ */
+export function zstdFramesProblem(path: string): string | undefined {
+  const fd = openSync(path, "r");
+  try {
+    const size = fstatSync(fd).size;
+    const buf = new Uint8Array(18);
+    const read = (at: number, n: number) => (at + n <= size ? readSync(fd, buf, 0, n, at) === n : false);
+    let at = 0;
+    if (size === 0) return "the zstd stream is empty";
+    while (at < size) {
+      if (!read(at, 4)) return `the zstd stream is cut short at byte ${at}`;
+      const magic = new DataView(buf.buffer).getUint32(0, true);
+      if (magic >= 0x184d2a50 && magic <= 0x184d2a5f) {
+        // a skippable frame: magic, 4-byte length, that many bytes
+        if (!read(at + 4, 4)) return `the zstd stream is cut short at byte ${at}`;
+        at += 8 + new DataView(buf.buffer).getUint32(0, true);
+        if (at > size) return "the zstd stream is cut short in a skippable frame";
+        continue;
+      }
+      if (magic !== 0xfd2fb528) return `not a zstd frame at byte ${at}`;
+      if (!read(at + 4, 1)) return `the zstd stream is cut short at byte ${at}`;
+      const fhd = buf[0]!;
+      const fcsFlag = fhd >> 6;
+      const single = (fhd >> 5) & 1;
+      const checksum = (fhd >> 2) & 1;
+      const dictFlag = fhd & 3;
+      const header = 1 + (single ? 0 : 1) + [0, 1, 2, 4][dictFlag]! + (fcsFlag === 0 ? single : [0, 2, 4, 8][fcsFlag]!);
+      at += 4 + header;
+      for (;;) {
+        if (!read(at, 3)) return `the zstd stream is cut short at byte ${at}`;
+        const bh = buf[0]! | (buf[1]! << 8) | (buf[2]! << 16);
+        const last = bh & 1;
+        const type = (bh >> 1) & 3;
+        const bsize = bh >>> 3;
+        if (type === 3) return `a malformed zstd block at byte ${at}`;
+        at += 3 + (type === 1 ? 1 : bsize);
+        if (at > size) return `the zstd stream is cut short in a block at byte ${at - bsize - 3}`;
+        if (last) break;
+      }
+      if (checksum) at += 4;
+      if (at > size) return "the zstd stream is cut short in a frame checksum";
+    }
+    return undefined;
   } finally {
     closeSync(fd);
   }
@@ -159,15 +221,28 @@ export class ArchiveReader {
       extract.destroy(e as Error);
     };
     input.on("error", fail);
-    if (compression === "none") input.pipe(extract as unknown as NodeJS.WritableStream);
+    // the tar stream's length and its last bytes, to find its end-of-archive blocks
+    let total = 0;
+    let tail: Uint8Array = new Uint8Array(0);
+    const tap = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        total += chunk.length;
+        tail = chunk.length >= TAIL_BYTES ? new Uint8Array(chunk.subarray(chunk.length - TAIL_BYTES)) : concatTail(tail, chunk);
+        cb(null, chunk);
+      },
+    });
+    tap.on("error", fail);
+    if (compression === "none") input.pipe(tap).pipe(extract as unknown as NodeJS.WritableStream);
     else {
       const z = compression === "gzip" ? createGunzip() : createZstdDecompress();
       z.on("error", fail);
-      input.pipe(z).pipe(extract as unknown as NodeJS.WritableStream);
+      input.pipe(z).pipe(tap).pipe(extract as unknown as NodeJS.WritableStream);
     }
     let root: string | undefined;
+    let lastEnd = 0;
     try {
-      for await (const entry of extract as AsyncIterable<Readable & { header: tar.Header }>) {
+      for await (const entry of extract as AsyncIterable<Readable & { header: tar.Header; offset: number }>) {
+        lastEnd = entry.offset + 512 + Math.ceil((entry.header.size ?? 0) / 512) * 512;
         const name = entry.header.name.replace(/^\.\//, "");
         const slash = name.indexOf("/");
         const top = slash < 0 ? name : name.slice(0, slash);
@@ -188,6 +263,11 @@ export class ArchiveReader {
       extract.destroy();
     }
     if (failure) throw this.damaged(`cannot be read: ${errorMessage(failure)}`, failure);
+    // a tar ends with two zero blocks; without them the archive was cut after its last entry
+    const markerAt = tail.length - (total - lastEnd);
+    if (total - lastEnd < 1024 || markerAt < 0 || !tail.subarray(markerAt, markerAt + 1024).every((b) => b === 0)) {
+      throw this.damaged("the archive's end-of-archive marker is missing (truncated)");
+    }
   }
 
   private async readWhole(e: ArchiveEntry): Promise<Uint8Array> {
@@ -251,6 +331,11 @@ export class ArchiveReader {
    * checked or handed on (a resumed restore has them). `onBytes` counts archive bytes read.
    */
   async streamBlocks(sink: BlockSink, opts: { skip?: (block: number) => boolean; signal?: AbortSignal } = {}): Promise<Manifest> {
+    // zstd's decoder ends quietly at a frame cut short: walk the frames first
+    if (sniffCompression(this.file) === "zstd") {
+      const why = zstdFramesProblem(this.file);
+      if (why) throw this.damaged(`${why} (truncated or damaged)`);
+    }
     const it = this.entries();
     try {
       const { manifest: m } = await this.readHead(it);

@@ -8,9 +8,9 @@
  * damaged store makes a failed export, never a damaged archive. The file appears under its
  * name only when complete (temp name, fsync, rename, fsync of the folder).
  */
-import { closeSync, createWriteStream, fsyncSync, openSync, renameSync, rmSync, statSync } from "node:fs";
+import { closeSync, createWriteStream, fsyncSync, openSync, renameSync, rmSync, statSync, type WriteStream } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
-import type { Writable } from "node:stream";
+import type { Transform, Writable } from "node:stream";
 import { createGzip, createZstdCompress, constants as zlibConstants } from "node:zlib";
 import tar from "tar-stream";
 import { CairnError, errorMessage, isDiskFull } from "../errors.ts";
@@ -69,25 +69,106 @@ function exportPackIds(m: Manifest): string[] {
 
 type EntryHeader = Partial<tar.Header> & Pick<tar.Header, "name">;
 
-/** A tar entry written with backpressure. */
-async function writeEntry(pack: tar.Pack, header: EntryHeader, body: Uint8Array | ((write: (chunk: Uint8Array) => Promise<void>) => Promise<void>)): Promise<void> {
-  if (body instanceof Uint8Array) {
-    await new Promise<void>((res, rej) => pack.entry(header, Buffer.from(body.buffer, body.byteOffset, body.byteLength), (e) => (e ? rej(e) : res())));
-    return;
-  }
-  let done!: Promise<void>;
-  const entry = (() => {
-    let s!: Writable;
-    done = new Promise<void>((res, rej) => {
-      s = pack.entry(header, (e) => (e ? rej(e) : res())) as unknown as Writable;
+/**
+ * The archive file being written: tar-stream → gzip/zstd → a temp file. Any stream's error
+ * fails every pending write at once (no write waits for a drain that will not come), and
+ * tearing it down never leaves an error unheard.
+ */
+class ArchiveFile {
+  private readonly pack = tar.pack();
+  private readonly file: WriteStream;
+  private readonly z?: Transform;
+  private readonly closed: Promise<void>;
+  private failure: unknown;
+  private readonly failed: Promise<never>;
+  private rejectFailed!: (e: unknown) => void;
+
+  constructor(readonly tmp: string, compression: ArchiveCompression) {
+    this.failed = new Promise<never>((_, rej) => {
+      this.rejectFailed = rej;
     });
-    return s;
-  })();
-  await body(async (chunk) => {
-    if (!entry.write(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength))) await new Promise((r) => entry.once("drain", r));
-  });
-  entry.end();
-  await done;
+    this.failed.catch(() => {});
+    this.file = createWriteStream(tmp, { mode: 0o600, highWaterMark: 1024 * 1024 });
+    this.closed = new Promise<void>((res) => this.file.on("close", () => res()));
+    const fail = (e: unknown) => this.fail(e);
+    this.file.on("error", fail);
+    this.pack.on("error", fail);
+    if (compression === "none") this.pack.pipe(this.file);
+    else {
+      this.z =
+        compression === "gzip"
+          ? createGzip({ level: 6, chunkSize: 256 * 1024 })
+          : createZstdCompress({ params: { [zlibConstants.ZSTD_c_compressionLevel]: 3 }, chunkSize: 256 * 1024 });
+      this.z.on("error", fail);
+      this.pack.pipe(this.z as unknown as Writable).pipe(this.file);
+    }
+  }
+
+  private fail(e: unknown): void {
+    if (this.failure !== undefined) return;
+    this.failure = e ?? new Error("the archive stream failed");
+    this.rejectFailed(this.failure);
+  }
+
+  /** Throws what failed, if anything did. */
+  check(): void {
+    if (this.failure !== undefined) throw this.failure;
+  }
+
+  /** Wait for `p`, unless the streams fail first. */
+  private guard<T>(p: Promise<T>): Promise<T> {
+    return Promise.race([p, this.failed]);
+  }
+
+  /** One entry: its whole body, or a function writing it in chunks (with backpressure). */
+  async entry(header: EntryHeader, body: Uint8Array | ((write: (chunk: Uint8Array) => Promise<void>) => Promise<void>)): Promise<void> {
+    this.check();
+    if (body instanceof Uint8Array) {
+      await this.guard(
+        new Promise<void>((res, rej) => this.pack.entry({ ...header, size: body.length }, Buffer.from(body.buffer, body.byteOffset, body.byteLength), (e) => (e ? rej(e) : res()))),
+      );
+      return;
+    }
+    let entry!: Writable;
+    const done = new Promise<void>((res, rej) => {
+      entry = this.pack.entry(header, (e) => (e ? rej(e) : res())) as unknown as Writable;
+    });
+    done.catch(() => {});
+    entry.on("error", (e) => this.fail(e));
+    await body(async (chunk) => {
+      this.check();
+      if (!entry.write(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength))) await this.guard(new Promise((r) => entry.once("drain", r)));
+    });
+    entry.end();
+    await this.guard(done);
+  }
+
+  /** The end-of-archive blocks, everything flushed and fsynced. */
+  async finish(): Promise<void> {
+    this.pack.finalize();
+    await this.guard(this.closed);
+    this.check();
+    const fd = openSync(this.tmp, "r");
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  /** Stop everything and remove the temp file. */
+  async destroy(): Promise<void> {
+    this.fail(new CairnError("E_INTERRUPTED", "export stopped"));
+    this.pack.destroy();
+    this.z?.destroy();
+    this.file.destroy();
+    await Promise.race([this.closed, Bun.sleep(1000)]);
+    rmSync(this.tmp, { force: true });
+  }
+
+  get error(): unknown {
+    return this.failure;
+  }
 }
 
 export async function exportCheckpoint(o: ExportOptions): Promise<ExportResult> {
@@ -105,34 +186,25 @@ export async function exportCheckpoint(o: ExportOptions): Promise<ExportResult> 
   const mtime = new Date(m.created);
   const header = (name: string, size: number): EntryHeader => ({ name: `${root}/${name}`, size, mtime, mode: 0o644, type: "file" });
 
-  const tmp = join(dirname(output), `.${basename(output)}.partial`);
-  const pack = tar.pack();
-  const file = createWriteStream(tmp, { mode: 0o600, highWaterMark: 1024 * 1024 });
-  let failure: unknown;
-  const fail = (e: unknown) => {
-    failure ??= e;
-  };
-  file.on("error", fail);
-  const written = new Promise<void>((res) => file.on("close", () => res()));
-  if (compression === "none") pack.pipe(file);
-  else {
-    const z =
-      compression === "gzip"
-        ? createGzip({ level: 6, chunkSize: 256 * 1024 })
-        : createZstdCompress({ params: { [zlibConstants.ZSTD_c_compressionLevel]: 3 }, chunkSize: 256 * 1024 });
-    z.on("error", fail);
-    pack.pipe(z as unknown as Writable).pipe(file);
+  let st;
+  try {
+    st = statSync(dirname(output));
+  } catch {
+    throw new CairnError("E_NOT_FOUND", `the folder ${dirname(output)} does not exist`, { hint: "create it first, or give another --output" });
   }
+  if (!st.isDirectory()) throw new CairnError("E_NOT_FOUND", `${dirname(output)} is not a folder`);
+  const tmp = join(dirname(output), `.${basename(output)}.partial`);
+  const archive = new ArchiveFile(tmp, compression);
   const check = () => {
-    if (failure) throw failure;
+    archive.check();
     if (o.signal?.aborted) throw new CairnError("E_INTERRUPTED", "export interrupted");
   };
 
   let done = 0;
   o.onProgress?.(0, m.db_size_bytes);
   try {
-    await writeEntry(pack, header(STORE_FILE, 0), encodeStoreInfo(info));
-    await writeEntry(pack, header(manifestPath(m.id), exported.length), exported);
+    await archive.entry(header(STORE_FILE, 0), encodeStoreInfo(info));
+    await archive.entry(header(manifestPath(m.id), exported.length), exported);
     for (let w0 = 0; w0 < m.segments.length; w0 += WINDOW_SEGMENTS) {
       const nseg = Math.min(WINDOW_SEGMENTS, m.segments.length - w0);
       const list = await reader.segmentEntries(m, segmentsAt, w0, nseg);
@@ -144,27 +216,17 @@ export async function exportCheckpoint(o: ExportOptions): Promise<ExportResult> 
         check();
         const k = p0 / EXPORT_PACK_SEGMENTS;
         const segs = Math.min(EXPORT_PACK_SEGMENTS, w0 + nseg - p0);
-        done += await writePack(pack, header, reader, m, packIds[k]!, segmentsAt, p0, segs, list, loc, firstBlock, check);
+        done += await writePack(archive, header, reader, m, packIds[k]!, segmentsAt, p0, segs, list, loc, firstBlock, check);
         o.onProgress?.(done, m.db_size_bytes);
       }
     }
     check();
-    pack.finalize();
-    await written;
-    check();
-    const fd = openSync(tmp, "r");
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
+    await archive.finish();
     renameSync(tmp, output);
     fsyncDir(dirname(output));
   } catch (e) {
-    pack.destroy();
-    file.destroy();
-    rmSync(tmp, { force: true });
-    const err = failure ?? e;
+    const err = archive.error ?? e;
+    await archive.destroy();
     if (isDiskFull(err)) {
       throw new CairnError("E_DISK_FULL", `no space left on the device holding ${output}; nothing was written`, { cause: err });
     }
@@ -188,7 +250,7 @@ export async function exportCheckpoint(o: ExportOptions): Promise<ExportResult> 
  * Returns the logical bytes of the blocks it holds.
  */
 async function writePack(
-  pack: tar.Pack,
+  archive: ArchiveFile,
   header: (name: string, size: number) => EntryHeader,
   reader: StoreReader,
   m: Manifest,
@@ -229,8 +291,8 @@ async function writePack(
   });
   const packBytes = offset;
   const index = encodeIndex(packBytes, entries, items.length);
-  await writeEntry(pack, header(indexPath(packId), index.length), index);
-  await writeEntry(pack, header(packPath(packId), packBytes), async (write) => {
+  await archive.entry(header(indexPath(packId), index.length), index);
+  await archive.entry(header(packPath(packId), packBytes), async (write) => {
     await write(new TextEncoder().encode(PACK_MAGIC));
     let i = 0;
     while (i < items.length) {

@@ -91,6 +91,20 @@ describe("disk full", () => {
     expect(targetFiles(small)).toEqual([]);
   }, 30_000);
 
+  maybe("export into a 20 MB tmpfs, as .tar, .tar.gz and .tar.zst: exit 1 saying the disk is full, within seconds, no partial file left", () => {
+    const small = tmpfs("small-export", "20m");
+    for (const ext of ["tar", "tar.gz", "tar.zst"]) {
+      const t0 = performance.now();
+      const r = runCairn(["export-db-checkpoint", join(dir, "checkpoints"), "--checkpoint-id", "1", "--output", join(small, `cp1.${ext}`)], { timeoutMs: 20_000 });
+      console.log(`export .${ext} into a full disk: exit ${r.code} in ${Math.round(performance.now() - t0)} ms; stderr: ${r.stderr.trim()}`);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toStartWith("error: ");
+      expect(r.stderr).toMatch(NO_SPACE);
+      expect(r.stderr.trimEnd().split("\n")).toHaveLength(1);
+      expect(readdirSync(small)).toEqual([]);
+    }
+  }, 60_000);
+
   maybe("node storage on a 30 MB tmpfs: the PUT that does not fit gets 507, every acknowledged blob stays readable, the node keeps serving", async () => {
     const ndir = mkdtempSync("/tmp/cairn-fdnode-");
     unmounts.push(mountTmpfs(join(ndir, "db"), "30m"));

@@ -4,6 +4,7 @@
  * brings it back on the same port with the same data.
  */
 import { mkdirSync } from "node:fs";
+import { createRequire } from "node:module";
 import S3rver from "s3rver";
 import { freePort } from "./node.ts";
 
@@ -63,3 +64,28 @@ export async function listObjects(s: S3Server, prefix: string): Promise<Map<stri
   return out;
 }
 
+function clientOf(s: S3Server): Bun.S3Client {
+  return new Bun.S3Client({ endpoint: s.endpoint, bucket: S3_BUCKET, accessKeyId: "S3RVER", secretAccessKey: "S3RVER", region: "us-east-1" });
+}
+
+/** Read one object of the server's bucket. */
+export async function getObject(s: S3Server, key: string): Promise<Uint8Array> {
+  return clientOf(s).file(key).bytes();
+}
+
+/** Write one object into the server's bucket (e.g. a stray file for retention to collect). */
+export async function putObject(s: S3Server, key: string, data: Uint8Array | string): Promise<void> {
+  await clientOf(s).write(key, data);
+}
+
+/**
+ * Let s3rver accept another access key (it checks that the key id exists; it does not verify
+ * V4 signatures, so the secret itself is never checked by the server).
+ */
+export function addS3Credentials(accessKeyId: string, secretAccessKey: string): void {
+  // the same module instance s3rver's authentication reads its key registry from
+  const { DUMMY_ACCOUNT } = createRequire(import.meta.url)("s3rver/lib/models/account.js") as {
+    DUMMY_ACCOUNT: { createKeyPair(id: string, secret: string): void };
+  };
+  DUMMY_ACCOUNT.createKeyPair(accessKeyId, secretAccessKey);
+}
