@@ -3,9 +3,10 @@
  * directory (here), and later an archive or an S3 prefix. Paths are relative to the store's
  * root with "/" separators (see format.ts).
  */
-import { closeSync, openSync, readdirSync, readFileSync, readSync, statSync } from "node:fs";
+import { closeSync, openSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { CairnError, errorMessage, sysCode } from "../errors.ts";
+import { preadFully } from "../util/fsx.ts";
 
 export interface ObjectSource {
   /** How to name the store to an operator (a path or URL). */
@@ -47,12 +48,7 @@ export class DirSource implements ObjectSource {
     }
     try {
       const buf = new Uint8Array(length);
-      let got = 0;
-      while (got < length) {
-        const n = readSync(fd, buf, got, length - got, offset + got);
-        if (n <= 0) break;
-        got += n;
-      }
+      const got = preadFully(fd, buf, 0, length, offset);
       return got === length ? buf : buf.subarray(0, got);
     } finally {
       closeSync(fd);

@@ -6,9 +6,10 @@
  * (a local file read with pread, or one ranged GET from S3, a few at a time), every block is
  * checked against its digest, and the range is written at its place in the image file.
  */
-import { closeSync, openSync, readSync, writeSync } from "node:fs";
+import { closeSync, openSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { CairnError } from "../errors.ts";
+import { preadFully } from "../util/fsx.ts";
 import { equalBytes, FLAG_ZSTD, packPath, SEGMENT_ENTRY_BYTES } from "../checkpoint/format.ts";
 import { blockDigest } from "../checkpoint/hash.ts";
 import { missing } from "../checkpoint/objects.ts";
@@ -42,13 +43,7 @@ class DirPacks implements PackBytes {
       }
       this.fds.set(packId, fd);
     }
-    let got = 0;
-    while (got < length) {
-      const n = readSync(fd, into, at + got, length - got, offset + got);
-      if (n <= 0) break;
-      got += n;
-    }
-    return got;
+    return preadFully(fd, into, at, length, offset);
   }
   close(): void {
     for (const fd of this.fds.values()) closeSync(fd);

@@ -1,5 +1,5 @@
-/** Small file-system helpers for durable replacement: temp name, fsync, rename, fsync dir. */
-import { closeSync, fsyncSync, openSync, renameSync, statSync, writeSync } from "node:fs";
+/** Small file-system helpers: durable replacement (temp name, fsync, rename, fsync dir) and full reads. */
+import { closeSync, fsyncSync, openSync, readSync, renameSync, statSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
 
 function fsyncPath(path: string): void {
@@ -38,4 +38,15 @@ export function fileSizeOrZero(path: string): number {
   } catch {
     return 0;
   }
+}
+
+/** Read `length` bytes at `offset` of `fd` into `into` at `at`, looping over short reads; returns the bytes read (fewer only at end of file). */
+export function preadFully(fd: number, into: Uint8Array, at: number, length: number, offset: number): number {
+  let got = 0;
+  while (got < length) {
+    const n = readSync(fd, into, at + got, length - got, offset + got);
+    if (n <= 0) break;
+    got += n;
+  }
+  return got;
 }

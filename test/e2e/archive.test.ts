@@ -28,7 +28,7 @@ import {
   runCairnEnv,
   writePrefix,
 } from "../helpers/archive.ts";
-import { createCheckpoint, deleteAll, filesUnder, flipByte, type Listed, listJson, putAll, verify } from "../helpers/checkpoint.ts";
+import { createCheckpoint, decimalSize, deleteAll, filesUnder, flipByte, type Listed, listJson, putAll, verify } from "../helpers/checkpoint.ts";
 import { sameBytes, targetFiles } from "../helpers/faults.ts";
 import { getJson, pseudoRandomBytes, runCairn, sha256, sqlite3, startNode } from "../helpers/node.ts";
 import {
@@ -48,14 +48,6 @@ import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
 cleanTmpDirsAfterEach();
 
 // ---- the data ---------------------------------------------------------------------------------
-
-/** Decimal units with one decimal, as the contract's listing shows sizes. */
-function decimalSize(n: number): string {
-  const units = ["B", "KB", "MB", "GB", "TB", "PB"];
-  let u = 0;
-  while (n >= 1000 ** (u + 1) && u < units.length - 1) u++;
-  return `${(n / 1000 ** u).toFixed(1)} ${units[u]}`;
-}
 
 const MiB = 1024 * 1024;
 const A = 3000;

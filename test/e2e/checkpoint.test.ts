@@ -14,6 +14,7 @@ import {
   checkpointStatus,
   createCheckpoint,
   createCheckpointAsync,
+  decimalSize,
   duBytes,
   listJson,
   materialize,
@@ -26,14 +27,6 @@ import { getJson, pseudoRandomBytes, runCairn, sha256, startNode } from "../help
 import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
 
 cleanTmpDirsAfterEach();
-
-/** Decimal units with one decimal, as the contract's listing shows sizes. */
-function decimalSize(n: number): string {
-  const units = ["B", "KB", "MB", "GB", "TB", "PB"];
-  let u = 0;
-  while (n >= 1000 ** (u + 1) && u < units.length - 1) u++;
-  return `${(n / 1000 ** u).toFixed(1)} ${units[u]}`;
-}
 
 describe("checkpoint consistency", () => {
   for (const variant of ["max_background_operations: 2", "max_background_operations: 2\n  compression: zstd\n  sync: false"]) {

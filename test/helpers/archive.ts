@@ -6,6 +6,7 @@
  * that ended it.
  */
 import { closeSync, openSync, readSync, statSync, writeFileSync } from "node:fs";
+import { preadFully } from "../../src/util/fsx.ts";
 import { BINARY } from "./node.ts";
 
 export type ArchiveExt = "tar" | "tar.gz" | "tar.zst";
@@ -53,13 +54,7 @@ export interface TarEntry {
 
 function readAt(fd: number, offset: number, length: number): Uint8Array {
   const buf = new Uint8Array(length);
-  let got = 0;
-  while (got < length) {
-    const n = readSync(fd, buf, got, length - got, offset + got);
-    if (n <= 0) break;
-    got += n;
-  }
-  return buf.subarray(0, got);
+  return buf.subarray(0, preadFully(fd, buf, 0, length, offset));
 }
 
 const cString = (b: Uint8Array) => {

@@ -246,3 +246,11 @@ export async function leftovers(store: string): Promise<string[]> {
   }
   return [...filesUnder(store, "packs").filter((f) => !needed.has(f)), ...filesUnder(store, "tmp")];
 }
+
+/** Decimal units with one decimal, as the contract's listing shows sizes. */
+export function decimalSize(n: number): string {
+  const units = ["B", "KB", "MB", "GB", "TB", "PB"];
+  let u = 0;
+  while (n >= 1000 ** (u + 1) && u < units.length - 1) u++;
+  return `${(n / 1000 ** u).toFixed(1)} ${units[u]}`;
+}
