@@ -5,7 +5,7 @@
  * a file, and running the binary with extra environment variables while seeing the signal
  * that ended it.
  */
-import { closeSync, openSync, readSync, statSync, writeFileSync } from "node:fs";
+import { closeSync, openSync, statSync, writeFileSync } from "node:fs";
 import { preadFully } from "../../src/util/fsx.ts";
 import { BINARY } from "./node.ts";
 
