@@ -21,7 +21,7 @@ import {
   SEGMENT_ENTRY_BYTES,
   writeIndexEntry,
 } from "./format.ts";
-import { blockDigest, quickHash, toHex } from "./hash.ts";
+import { blockDigest, quickHash } from "./hash.ts";
 import { DirSource, missing } from "./objects.ts";
 import type { PackWritten, RangeResult, SnapshotSpec, WorkerInit, WorkerReply, WorkerRequest } from "./protocol.ts";
 import { crashPoint } from "../util/crash-point.ts";
@@ -29,7 +29,7 @@ import { lowerThisThreadPriority } from "../util/thread-priority.ts";
 import { collectGarbage } from "./gc.ts";
 import { decodeBlock, StoreReader } from "./reader.ts";
 import { scanWal } from "./wal-format.ts";
-import { closeRestore, openRestore, restoreRange, setRestoreWindow } from "../restore/range-worker.ts";
+import { closeRestore, openRestore, restoreRange, setRestoreTables, setRestoreWindow } from "../restore/range-worker.ts";
 
 declare const self: Worker;
 
@@ -61,7 +61,8 @@ let current: OpenPack | undefined;
 const written: PackWritten[] = [];
 /** This worker's packs, in order; refs to them are -(k+1). */
 const myPacks: string[] = [];
-const newHere = new Map<string, number>();
+/** Blocks this worker stored during this checkpoint: digest → -ref (binary keys, no strings per block). */
+let newHere = DigestTable.create(1 << 16);
 let bytesWritten = 0;
 const started = performance.now();
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
@@ -142,9 +143,8 @@ function closePack(p: OpenPack): void {
  * worker's pack) and whether it was added now (false: an earlier block had the same content).
  */
 function storeBlock(digest: Uint8Array, data: Uint8Array, kind: number): { ref: number; added: boolean } {
-  const key = toHex(digest);
-  const known = newHere.get(key);
-  if (known !== undefined) return { ref: known, added: false };
+  const known = newHere.get(digest);
+  if (known >= 0) return { ref: -known, added: false };
   let payload = data;
   let flags = kind << 8;
   if (init!.compression === "zstd") {
@@ -170,7 +170,7 @@ function storeBlock(digest: Uint8Array, data: Uint8Array, kind: number): { ref: 
   }
   p.bytes += payload.length;
   const ref = -myPacks.length;
-  newHere.set(key, ref);
+  newHere = newHere.set(digest, -ref);
   if (p.bytes >= init!.packTargetBytes) {
     closePack(p);
     current = undefined;
@@ -359,8 +359,11 @@ async function handle(msg: WorkerRequest): Promise<unknown> {
       lowerThisThreadPriority(5);
       openRestore(msg);
       return;
+    case "restoreTables":
+      setRestoreTables(msg.list, msg.locations);
+      return;
     case "restoreWindow":
-      setRestoreWindow(msg.firstBlock, msg.list, msg.locations);
+      setRestoreWindow(msg.firstBlock);
       return;
     case "restoreRange":
       return restoreRange(msg.first, msg.count);

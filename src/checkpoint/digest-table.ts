@@ -42,6 +42,13 @@ export class DigestTable {
     return new DigestTable(buffer);
   }
 
+  /** Empty the table, to reuse it; returns it. */
+  clear(): DigestTable {
+    this.vals.fill(0);
+    this.header[1] = 0;
+    return this;
+  }
+
   get size(): number {
     return this.header[1]!;
   }

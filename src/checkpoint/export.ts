@@ -15,6 +15,7 @@ import { createGzip, createZstdCompress, constants as zlibConstants } from "node
 import tar from "tar-stream";
 import { CairnError, errorMessage, isDiskFull } from "../errors.ts";
 import { fsyncDir } from "../util/fsx.ts";
+import { DigestTable } from "./digest-table.ts";
 import { type ArchiveCompression, archiveRoot, compressionForName } from "./archive.ts";
 import {
   encodeIndex,
@@ -32,14 +33,12 @@ import {
   writeIndexEntry,
 } from "./format.ts";
 import { blockDigest, toHex } from "./hash.ts";
-import { type BlockLocation, decodeBlock, LOC_WORDS, type StoreReader } from "./reader.ts";
+import { type BlockLocation, decodeBlock, LOC_WORDS, type StoreReader, windowSegments } from "./reader.ts";
 
 /** Segments per pack of an archive: 8,192 blocks, 64 MiB of 8 KiB blocks. */
 export const EXPORT_PACK_SEGMENTS = 32;
-/** Segments whose blocks are located together: bounds the memory of a window. */
-const WINDOW_SEGMENTS = EXPORT_PACK_SEGMENTS * 16;
 /** Adjacent stored blocks are read from the store in runs of at most this. */
-const READ_RUN_BYTES = 4 * 1024 * 1024;
+const READ_RUN_BYTES = 1024 * 1024;
 
 export interface ExportOptions {
   reader: StoreReader;
@@ -80,14 +79,10 @@ class ArchiveFile {
   private readonly z?: Transform;
   private readonly closed: Promise<void>;
   private failure: unknown;
-  private readonly failed: Promise<never>;
-  private rejectFailed!: (e: unknown) => void;
+  /** Waits in progress, failed at once if a stream fails. */
+  private readonly waiting = new Set<(e: unknown) => void>();
 
   constructor(readonly tmp: string, compression: ArchiveCompression) {
-    this.failed = new Promise<never>((_, rej) => {
-      this.rejectFailed = rej;
-    });
-    this.failed.catch(() => {});
     this.file = createWriteStream(tmp, { mode: 0o600, highWaterMark: 1024 * 1024 });
     this.closed = new Promise<void>((res) => this.file.on("close", () => res()));
     const fail = (e: unknown) => this.fail(e);
@@ -107,7 +102,8 @@ class ArchiveFile {
   private fail(e: unknown): void {
     if (this.failure !== undefined) return;
     this.failure = e ?? new Error("the archive stream failed");
-    this.rejectFailed(this.failure);
+    for (const reject of this.waiting) reject(this.failure);
+    this.waiting.clear();
   }
 
   /** Throws what failed, if anything did. */
@@ -115,9 +111,22 @@ class ArchiveFile {
     if (this.failure !== undefined) throw this.failure;
   }
 
-  /** Wait for `p`, unless the streams fail first. */
+  /** Wait for `p`, unless the streams fail first (no reaction is left behind either way). */
   private guard<T>(p: Promise<T>): Promise<T> {
-    return Promise.race([p, this.failed]);
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    return new Promise<T>((res, rej) => {
+      this.waiting.add(rej);
+      p.then(
+        (v) => {
+          this.waiting.delete(rej);
+          res(v);
+        },
+        (e) => {
+          this.waiting.delete(rej);
+          rej(e);
+        },
+      );
+    });
   }
 
   /** One entry: its whole body, or a function writing it in chunks (with backpressure). */
@@ -205,19 +214,25 @@ export async function exportCheckpoint(o: ExportOptions): Promise<ExportResult> 
   try {
     await archive.entry(header(STORE_FILE, 0), encodeStoreInfo(info));
     await archive.entry(header(manifestPath(m.id), exported.length), exported);
-    for (let w0 = 0; w0 < m.segments.length; w0 += WINDOW_SEGMENTS) {
-      const nseg = Math.min(WINDOW_SEGMENTS, m.segments.length - w0);
+    const window = windowSegments(m, EXPORT_PACK_SEGMENTS);
+    // the location and digest tables are reused by every window
+    const loc = new Uint32Array(window * m.segment_blocks * LOC_WORDS);
+    const scratch = DigestTable.create(window * m.segment_blocks);
+    for (let w0 = 0; w0 < m.segments.length; w0 += window) {
+      const nseg = Math.min(window, m.segments.length - w0);
       const list = await reader.segmentEntries(m, segmentsAt, w0, nseg);
       const count = list.length / SEGMENT_ENTRY_BYTES;
       const firstBlock = w0 * m.segment_blocks;
-      const loc = new Uint32Array(count * LOC_WORDS);
-      await reader.locateList(m.packs, list, count, loc, (b) => `checkpoint ${m.id}: block ${firstBlock + b}`);
+      await reader.locateList(m.packs, list, count, loc, (b) => `checkpoint ${m.id}: block ${firstBlock + b}`, scratch);
       for (let p0 = w0; p0 < w0 + nseg; p0 += EXPORT_PACK_SEGMENTS) {
         check();
         const k = p0 / EXPORT_PACK_SEGMENTS;
         const segs = Math.min(EXPORT_PACK_SEGMENTS, w0 + nseg - p0);
         done += await writePack(archive, header, reader, m, packIds[k]!, segmentsAt, p0, segs, list, loc, firstBlock, check);
         o.onProgress?.(done, m.db_size_bytes);
+        // a pack leaves its read buffers and per-block digests behind: collect them, so that
+        // a lazy collector does not let the peak drift up with the database size
+        Bun.gc(true);
       }
     }
     check();

@@ -50,14 +50,15 @@ export type WorkerRequest =
       imageFile: string;
     }
   | {
-      type: "restoreWindow";
+      /** The tables every window is written into, shared once. */
+      type: "restoreTables";
       id: number;
-      firstBlock: number;
       /** The window's block list (SEGMENT_ENTRY_BYTES per block). */
       list: SharedArrayBuffer;
       /** Per block, LOC_WORDS u32: pack number, offset, stored length, raw length, flags. */
       locations: SharedArrayBuffer;
     }
+  | { type: "restoreWindow"; id: number; firstBlock: number }
   | { type: "restoreRange"; id: number; first: number; count: number }
   | { type: "integrityCheck"; id: number; file: string; full: boolean }
   | { type: "gc"; id: number; storeDir: string; minLiveFraction: number; sync: boolean; checkpointsRemoved: boolean };

@@ -34,7 +34,18 @@ export interface BlockLocation extends IndexEntry {
 /** Words per block in a location table: pack number (in the list given), offset, stored length, raw length, flags. */
 export const LOC_WORDS = 5;
 /** Decoded pack indexes kept in memory at most (the oldest are dropped first). */
-const INDEX_CACHE_BYTES = 64 * 1024 * 1024;
+const INDEX_CACHE_BYTES = 4 * 1024 * 1024;
+
+/**
+ * How many segments a reader walking a whole checkpoint (restore, export) locates at a time:
+ * at least 64 (16 Ki blocks, 128 MiB of image: memory stays flat for ordinary databases), at
+ * most a sixteenth of the checkpoint (so the indexes are scanned 16 times at most, however
+ * large it is), a multiple of `multiple`.
+ */
+export function windowSegments(m: Manifest, multiple: number): number {
+  const n = Math.max(64, Math.ceil(m.segments.length / 16));
+  return Math.ceil(n / multiple) * multiple;
+}
 
 export class StoreReader {
   readonly kind = "objects" as const;
@@ -144,8 +155,8 @@ export class StoreReader {
    * of the list, whatever the size of the store: the indexes are scanned, not loaded together.
    * Throws E_STORE_DAMAGED naming the first block in none of the packs.
    */
-  async locateList(packIds: string[], list: Uint8Array, count: number, out: Uint32Array, what: (b: number) => string): Promise<void> {
-    const table = DigestTable.create(count);
+  async locateList(packIds: string[], list: Uint8Array, count: number, out: Uint32Array, what: (b: number) => string, scratch?: DigestTable): Promise<void> {
+    const table = scratch && scratch.capacity >= count * 2 ? scratch.clear() : DigestTable.create(count);
     for (let b = 0; b < count; b++) table.insertAt(list, b * SEGMENT_ENTRY_BYTES, b);
     let distinct = 0;
     for (let b = 0; b < count; b++) if (table.getAt(list, b * SEGMENT_ENTRY_BYTES) === b) distinct++;

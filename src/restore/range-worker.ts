@@ -103,11 +103,15 @@ export function openRestore(o: { source: PackSourceSpec; packIds: string[]; bloc
   };
 }
 
-export function setRestoreWindow(firstBlock: number, list: SharedArrayBuffer, locations: SharedArrayBuffer): void {
-  const r = state!;
-  r.firstBlock = firstBlock;
-  r.list = new Uint8Array(list);
-  r.loc = new Uint32Array(locations);
+/** The tables the coordinator writes each window into (shared, so never copied). */
+export function setRestoreTables(list: SharedArrayBuffer, locations: SharedArrayBuffer): void {
+  state!.list = new Uint8Array(list);
+  state!.loc = new Uint32Array(locations);
+}
+
+/** The tables now hold the window starting at block `firstBlock`. */
+export function setRestoreWindow(firstBlock: number): void {
+  state!.firstBlock = firstBlock;
 }
 
 export function closeRestore(): void {
@@ -185,8 +189,8 @@ export async function restoreRange(first: number, count: number): Promise<number
   while (off < out.length) off += writeSync(r.imageFd, out, off, out.length - off, start + off);
   // each block left a small digest buffer behind: collect every few ranges, so memory stays
   // flat however large the database (a lazy collector lets it grow with the number of ranges)
-  if (++rangesSinceGc >= 4) {
-    Bun.gc(false);
+  if (++rangesSinceGc >= 2) {
+    Bun.gc(true);
     rangesSinceGc = 0;
   }
   return out.length;

@@ -11,7 +11,8 @@ import type { ArchiveReader } from "../checkpoint/archive.ts";
 import { type Manifest, SEGMENT_ENTRY_BYTES } from "../checkpoint/format.ts";
 import type { CheckpointSource } from "../checkpoint/open.ts";
 import { WorkerPool } from "../checkpoint/pool.ts";
-import { LOC_WORDS, type StoreReader } from "../checkpoint/reader.ts";
+import { DigestTable } from "../checkpoint/digest-table.ts";
+import { LOC_WORDS, type StoreReader, windowSegments } from "../checkpoint/reader.ts";
 import type { PackSourceSpec } from "./range-worker.ts";
 import { crashPoint } from "../util/crash-point.ts";
 import { writeFileAtomic } from "../util/fsx.ts";
@@ -67,8 +68,6 @@ function loadProgress(file: string, ranges: number, imageFile: string, imageByte
   }
 }
 
-/** Segments whose blocks are located and handed to the workers together (128 Ki blocks). */
-const WINDOW_SEGMENTS = 512;
 
 export async function rebuildImage(o: RebuildOptions): Promise<RebuildResult> {
   const m = o.manifest;
@@ -152,9 +151,19 @@ async function fromObjects(o: RebuildOptions, reader: StoreReader, done: Set<num
   try {
     await pool.all({ type: "restoreInit", source: o.source, packIds: m.packs, blockSize: m.block_size, imageBytes: m.db_size_bytes, imageFile: o.imageFile });
     const segsPerRange = RESTORE_RANGE_BLOCKS / m.segment_blocks;
-    for (let s0 = 0; s0 < m.segments.length; s0 += WINDOW_SEGMENTS) {
+    const window = windowSegments(m, segsPerRange);
+    // one list, one location table and one digest table, reused by every window (shared with
+    // the workers once): nothing is allocated per window
+    const maxBlocks = window * m.segment_blocks;
+    const list = new SharedArrayBuffer(maxBlocks * SEGMENT_ENTRY_BYTES);
+    const locations = new SharedArrayBuffer(maxBlocks * LOC_WORDS * 4);
+    const listBytes = new Uint8Array(list);
+    const loc = new Uint32Array(locations);
+    const scratch = DigestTable.create(maxBlocks);
+    await pool.all({ type: "restoreTables", list, locations });
+    for (let s0 = 0; s0 < m.segments.length; s0 += window) {
       const firstBlock = s0 * m.segment_blocks;
-      const nseg = Math.min(WINDOW_SEGMENTS, m.segments.length - s0);
+      const nseg = Math.min(window, m.segments.length - s0);
       const r0 = s0 / segsPerRange;
       const r1 = Math.ceil((s0 + nseg) / segsPerRange);
       const todo = Array.from({ length: r1 - r0 }, (_, k) => r0 + k).filter((r) => !done.has(r));
@@ -162,11 +171,11 @@ async function fromObjects(o: RebuildOptions, reader: StoreReader, done: Set<num
       if (o.signal?.aborted) throw new CairnError("E_INTERRUPTED", "restore interrupted");
       const entries = await reader.segmentEntries(m, segmentsAt, s0, nseg);
       const count = entries.length / SEGMENT_ENTRY_BYTES;
-      const list = new SharedArrayBuffer(entries.length);
-      new Uint8Array(list).set(entries);
-      const locations = new SharedArrayBuffer(count * LOC_WORDS * 4);
-      await reader.locateList(m.packs, entries, count, new Uint32Array(locations), (b) => `checkpoint ${m.id}: block ${firstBlock + b}`);
-      await pool.all({ type: "restoreWindow", firstBlock, list, locations });
+      listBytes.set(entries);
+      await reader.locateList(m.packs, listBytes, count, loc, (b) => `checkpoint ${m.id}: block ${firstBlock + b}`, scratch);
+      await pool.all({ type: "restoreWindow", firstBlock });
+      // locating a window leaves its index reads behind: collect them before the next
+      Bun.gc(true);
       let next = 0;
       await Promise.all(
         Array.from({ length: pool.size }, async (_, w) => {
