@@ -149,13 +149,16 @@ export interface DecodedIndex {
   entries: Uint8Array;
 }
 
-/** Decode and check a pack index; throws E_STORE_DAMAGED naming `name` if anything is off. */
-export function decodeIndex(data: Uint8Array, name: string): DecodedIndex {
+/**
+ * Decode and check a pack index; throws E_STORE_DAMAGED naming `name` if anything is off.
+ * `checksum: false` skips its BLAKE3 (for a file this process has already checked).
+ */
+export function decodeIndex(data: Uint8Array, name: string, checksum = true): DecodedIndex {
   const bad = (why: string) => new CairnError("E_STORE_DAMAGED", `${name}: ${why}`);
   if (data.length < INDEX_HEADER_BYTES + DIGEST_BYTES) throw bad("index file is truncated");
   if (new TextDecoder().decode(data.subarray(0, 8)) !== INDEX_MAGIC) throw bad("not a cairn pack index (bad magic)");
   const body = data.subarray(0, data.length - DIGEST_BYTES);
-  if (!equalBytes(blockDigest(body), data.subarray(data.length - DIGEST_BYTES))) throw bad("index checksum mismatch (damaged)");
+  if (checksum && !equalBytes(blockDigest(body), data.subarray(data.length - DIGEST_BYTES))) throw bad("index checksum mismatch (damaged)");
   const dv = new DataView(data.buffer, data.byteOffset, data.byteLength);
   const packBytes = Number(dv.getBigUint64(8, true));
   const count = dv.getUint32(16, true);

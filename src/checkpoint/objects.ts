@@ -3,7 +3,7 @@
  * directory (here), and later an archive or an S3 prefix. Paths are relative to the store's
  * root with "/" separators (see format.ts).
  */
-import { closeSync, openSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { CairnError, errorMessage, sysCode } from "../errors.ts";
 import { preadFully } from "../util/fsx.ts";
@@ -19,6 +19,11 @@ export interface ObjectSource {
   size(path: string): Promise<number | undefined>;
   /** Paths of every object under `prefix` (a folder path ending in "/"), any depth. */
   list(prefix: string): Promise<string[]>;
+  /**
+   * A whole object read into `reuse` when it fits (a view of it), else into a new buffer: for
+   * readers that scan many objects and keep none. Optional; get() serves otherwise.
+   */
+  getReusing?(path: string, reuse: Uint8Array): Promise<Uint8Array>;
 }
 
 export function missing(location: string, path: string, cause?: unknown): CairnError {
@@ -50,6 +55,23 @@ export class DirSource implements ObjectSource {
       const buf = new Uint8Array(length);
       const got = preadFully(fd, buf, 0, length, offset);
       return got === length ? buf : buf.subarray(0, got);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  async getReusing(path: string, reuse: Uint8Array): Promise<Uint8Array> {
+    let fd: number;
+    try {
+      fd = openSync(join(this.location, path), "r");
+    } catch (e) {
+      if (sysCode(e) === "ENOENT") throw missing(this.location, path, e);
+      throw new CairnError("E_STORE_IO", `cannot read ${join(this.location, path)}: ${errorMessage(e)}`, { cause: e });
+    }
+    try {
+      const size = fstatSync(fd).size;
+      const buf = size <= reuse.length ? reuse : new Uint8Array(size);
+      return buf.subarray(0, preadFully(fd, buf, 0, size, 0));
     } finally {
       closeSync(fd);
     }

@@ -52,6 +52,9 @@ export class StoreReader {
   private infoCache?: StoreInfo;
   private indexCache = new Map<string, DecodedIndex>();
   private indexCacheBytes = 0;
+  /** Indexes whose checksum this reader has checked (a re-read need not check it again). */
+  private readonly checkedIndexes = new Set<string>();
+  private scanBuffer: Uint8Array = new Uint8Array(0);
 
   constructor(readonly source: ObjectSource) {}
 
@@ -87,11 +90,27 @@ export class StoreReader {
     return m;
   }
 
+  /**
+   * An index for one pass over it: from the cache, or read into a buffer reused by the next
+   * call (so a scan of many indexes allocates nothing), its checksum checked on first read.
+   */
+  private async indexForScan(packId: string): Promise<DecodedIndex> {
+    const cached = this.indexCache.get(packId);
+    if (cached || !this.source.getReusing) return cached ?? this.index(packId);
+    const path = indexPath(packId);
+    const data = await this.source.getReusing(path, this.scanBuffer);
+    if (data.buffer !== this.scanBuffer.buffer) this.scanBuffer = new Uint8Array(data.buffer);
+    const idx = decodeIndex(data, `${this.location}/${path}`, !this.checkedIndexes.has(packId));
+    this.checkedIndexes.add(packId);
+    return idx;
+  }
+
   async index(packId: string): Promise<DecodedIndex> {
     let idx = this.indexCache.get(packId);
     if (!idx) {
       const path = indexPath(packId);
       idx = decodeIndex(await this.source.get(path), `${this.location}/${path}`);
+      this.checkedIndexes.add(packId);
       this.indexCache.set(packId, idx);
       this.indexCacheBytes += idx.entries.byteLength;
       // bounded: a reader walking a large store re-reads rather than holding every index
@@ -163,7 +182,7 @@ export class StoreReader {
     const found = new Uint8Array(count);
     let foundCount = 0;
     for (let p = 0; p < packIds.length && foundCount < distinct; p++) {
-      const idx = await this.index(packIds[p]!);
+      const idx = await this.indexForScan(packIds[p]!);
       const dv = new DataView(idx.entries.buffer, idx.entries.byteOffset, idx.entries.byteLength);
       for (let i = 0; i < idx.count; i++) {
         const at = i * INDEX_ENTRY_BYTES;
