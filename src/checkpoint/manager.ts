@@ -15,6 +15,8 @@ import { type CheckpointResult, type StoreCache, takeCheckpoint, type WalPauser 
 import { DirSource } from "./objects.ts";
 import { StoreReader } from "./reader.ts";
 import { applyRetention } from "./retention.ts";
+import { isArchiveName } from "./archive.ts";
+import { type ExportResult, exportCheckpoint } from "./export.ts";
 import { pushCheckpoints, type PushResult, RemoteReplicator, type RemoteStatus } from "./remote.ts";
 import { isS3Url, resolveS3Settings, S3Source } from "./s3.ts";
 import { formatBytes, formatDuration } from "../util/format.ts";
@@ -42,7 +44,10 @@ export interface CheckpointRun {
   run: number;
   trigger: "manual" | "periodic";
   dir: string;
-  /** waiting: for its delay; running: copying; uploading: to an s3:// --path; retaining: complete, retention running; done */
+  /**
+   * waiting: for its delay; running: copying; uploading: to an s3:// or archive --path (taken
+   * into the local store first); retaining: complete, retention running; done
+   */
   state: "waiting" | "running" | "uploading" | "retaining" | "done";
   requested: string;
   started?: string;
@@ -52,6 +57,8 @@ export interface CheckpointRun {
   result?: CheckpointResult;
   /** For a checkpoint into an s3:// --path: what was uploaded. */
   push?: PushResult;
+  /** For a checkpoint into an archive --path (.tar, .tar.gz, .tar.zst): the archive written. */
+  export?: ExportResult;
   progress: { done_bytes: number; total_bytes: number };
 }
 
@@ -255,9 +262,10 @@ export class CheckpointManager {
       run.state = "running";
       run.started = new Date(this.clock.now()).toISOString();
       logger.info(`checkpoint started (${run.trigger}) into ${run.dir}`);
-      // into an S3 prefix: taken into the local store, then copied there
+      // into an S3 prefix or an archive: taken into the local store, then copied there
       const toS3 = isS3Url(run.dir);
-      const storeDir = toS3 ? config.dir : run.dir;
+      const toArchive = !toS3 && isArchiveName(run.dir);
+      const storeDir = toS3 || toArchive ? config.dir : run.dir;
       const result = await takeCheckpoint({
         storeDir,
         nodeId: this.deps.nodeId,
@@ -284,6 +292,15 @@ export class CheckpointManager {
           ids: [result.id],
           maxRemote: same?.maxRemoteCheckpoints ?? 0,
           logger,
+          signal: controller.signal,
+        });
+      }
+      if (toArchive) {
+        run.state = "uploading";
+        run.export = await exportCheckpoint({
+          reader: new StoreReader(new DirSource(storeDir)),
+          checkpointId: result.id,
+          output: run.dir,
           signal: controller.signal,
         });
       }

@@ -14,13 +14,16 @@ import { WorkerPool } from "../checkpoint/pool.ts";
 import { DigestTable } from "../checkpoint/digest-table.ts";
 import { LOC_WORDS, type StoreReader, windowSegments } from "../checkpoint/reader.ts";
 import type { PackSourceSpec } from "./range-worker.ts";
-import { crashPoint } from "../util/crash-point.ts";
+import { crashPoint, FLUSH_EVERY_ENV } from "../util/crash-point.ts";
 import { writeFileAtomic } from "../util/fsx.ts";
 
 /** Blocks per range: the unit of work, of writing and of resuming. */
 export const RESTORE_RANGE_BLOCKS = 1024;
-/** Progress is made durable at least this often (bytes written since the last flush). */
-const FLUSH_EVERY_BYTES = 128 * 1024 * 1024;
+/**
+ * Progress is made durable at least this often (bytes written since the last flush). Tests
+ * lower it (CAIRN_TEST_FLUSH_EVERY_BYTES) to interrupt small restores after a saved step.
+ */
+const FLUSH_EVERY_BYTES = Number(process.env[FLUSH_EVERY_ENV]) > 0 ? Number(process.env[FLUSH_EVERY_ENV]) : 128 * 1024 * 1024;
 
 export interface RebuildOptions {
   reader: CheckpointSource;

@@ -19,3 +19,6 @@ export const PAUSE_POINT_ENV = "CAIRN_TEST_PAUSE_POINT";
 export async function pausePoint(name: string): Promise<void> {
   if (process.env[PAUSE_POINT_ENV] === name) await Bun.sleep(Number(process.env.CAIRN_TEST_PAUSE_MS ?? 3000));
 }
+
+/** Restore's progress flush interval, in bytes, for tests of small restores (see rebuild.ts). */
+export const FLUSH_EVERY_ENV = "CAIRN_TEST_FLUSH_EVERY_BYTES";

@@ -707,3 +707,31 @@ describe("export faults and subtle truncations", () => {
     expect(v.stdout).toContain("truncated or damaged");
   }, 20_000);
 });
+
+describe("checkpoint create --path into an archive", () => {
+  test("takes the checkpoint into the local store and writes it as the archive: it lists, verifies and restores like the directory", async () => {
+    const d = tmpDir();
+    const node = await startNode(d, { extraYaml: "checkpoint_config:\n  db_checkpoint_dir: ./ckpt\n  sync: false\n" });
+    try {
+      await putAll(node.url, Array.from({ length: 200 }, (_, i) => ({ id: `a${i}`, body: pseudoRandomBytes(7000 + i, 3000 + i * 37) })));
+      const out = join(d, "backup", "node.tar.zst");
+      mkdirSync(dirname(out));
+      const r = runCairn(["local-admin", "--socket-path", node.socket, "checkpoint", "create", "--path", out], { timeoutMs: 60_000 });
+      expect(r.stderr).toBe("");
+      expect(r.code).toBe(0);
+      expect(r.stdout).toMatch(/^Checkpoint 1 created in [^\n]+\nExported to [^\n]+node\.tar\.zst: [\d.]+ [KMG]?B, zstd\n$/);
+      expect(readdirSync(dirname(out))).toEqual(["node.tar.zst"]);
+      const fromArchive = listJson(out);
+      expect(fromArchive.map((c) => c.id)).toEqual([1]);
+      expect(fromArchive[0]!.size_bytes).toBe(listJson(join(d, "ckpt"))[0]!.size_bytes);
+      expect(verify(out).code).toBe(0);
+      const a = join(tmpDir(), "db");
+      const b = join(tmpDir(), "db");
+      expect(restore(out, a).code).toBe(0);
+      expect(restore(join(d, "ckpt"), b).code).toBe(0);
+      expect(sameBytes(join(a, "cairn.db"), join(b, "cairn.db"))).toBe(true);
+    } finally {
+      expect(await node.stop()).toBe(0);
+    }
+  }, 60_000);
+});

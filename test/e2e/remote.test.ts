@@ -269,6 +269,27 @@ describe("a node copying its checkpoints to a remote store", () => {
     expected.set("late0", sha256(body(0, 3)));
   }, 40_000);
 
+  test("restore from s3:// killed -9 after a saved step, then the same command: it does not fetch the done ranges again, byte-identical", async () => {
+    const target = tmpDir("cairn-rk-");
+    const whole = join(target, "whole");
+    const resumed = join(target, "resumed");
+    const args = (dbPath: string) => ["restore", "--db-checkpoint-path", url, "--db-path", dbPath, "--checkpoint-id", "2"];
+    const r0 = await cairn(args(whole), s3.env, 60_000);
+    expect(r0.code).toBe(0);
+    // progress saved every 4 MiB; the restore kills itself right after the first save
+    const small = { ...s3.env, CAIRN_TEST_FLUSH_EVERY_BYTES: String(4 * 1024 * 1024) };
+    const killed = await cairn(args(resumed), { ...small, CAIRN_TEST_CRASH_POINT: "restore:progress-saved" }, 60_000);
+    expect(killed.code).toBeNull();
+    expect(existsSync(join(resumed, "cairn.db"))).toBe(false);
+    const again = await cairn(args(resumed), small, 60_000);
+    expect(again.code).toBe(0);
+    expect(again.stderr).toMatch(/\b[1-9]\d* of \d+ ranges were already restored/);
+    const a = await Bun.file(join(whole, "cairn.db")).bytes();
+    const b = await Bun.file(join(resumed, "cairn.db")).bytes();
+    expect(b.length).toBe(a.length);
+    expect(Buffer.compare(a, b)).toBe(0);
+  }, 60_000);
+
   test("remote retention keeps the newest 2 of 4 and collects every pack they do not need", async () => {
     await putAll(node.url, [{ id: "d0", body: body(7, 4) }]);
     expect(await createCheckpointAsync(node)).toBe(3);

@@ -13,7 +13,7 @@ export default defineCommand({
     description: "Ask the node for a checkpoint and wait until it is complete (it runs inside the node and goes on if this command is interrupted)",
   },
   args: {
-    path: { type: "string", valueHint: "DIR", description: "Checkpoint directory or s3://BUCKET/PREFIX (default: the node's db_checkpoint_dir)" },
+    path: { type: "string", valueHint: "DIR", description: "Checkpoint directory, s3://BUCKET/PREFIX, or an archive (.tar, .tar.gz, .tar.zst) (default: the node's db_checkpoint_dir)" },
     "delay-secs": { type: "string", valueHint: "N", description: "Start after N seconds" },
     detach: { type: "boolean", description: "Return as soon as the node has started it" },
   },
@@ -50,6 +50,10 @@ function report(run: CheckpointRun): void {
   if (run.outcome === "success" && run.result) {
     const r = run.result;
     process.stdout.write(`Checkpoint ${r.id} created in ${(r.durationMs / 1000).toFixed(1)} s (${formatBytes(r.logicalBytes)}, ${formatBytes(r.newBytes)} new)\n`);
+    if (run.export) {
+      const x = run.export;
+      process.stdout.write(`Exported to ${x.output}: ${formatBytes(x.archive_bytes)}, ${x.compression === "none" ? "uncompressed" : x.compression}\n`);
+    }
     if (run.push) {
       const p = run.push;
       process.stdout.write(`Copied to ${run.dir}: ${p.uploaded_files} file(s), ${formatBytes(p.uploaded_bytes)} uploaded, ${p.skipped_files} already there\n`);
