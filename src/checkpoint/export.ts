@@ -37,6 +37,7 @@ import { type BlockLocation, decodeBlock, LOC_WORDS, type StoreReader, windowSeg
 
 /** Segments per pack of an archive: 8,192 blocks, 64 MiB of 8 KiB blocks. */
 export const EXPORT_PACK_SEGMENTS = 32;
+let runsSinceGc = 0;
 /** Adjacent stored blocks are read from the store in runs of at most this. */
 const READ_RUN_BYTES = 1024 * 1024;
 
@@ -353,6 +354,11 @@ async function writePack(
       }
       await write(run);
       i = j;
+      // a young collection every few runs frees the runs already written (a full one per pack)
+      if (++runsSinceGc >= 16) {
+        Bun.gc(false);
+        runsSinceGc = 0;
+      }
     }
   });
   return logical;
