@@ -5,7 +5,7 @@ import { formatBytes, formatTime } from "../util/format.ts";
 import { checkpointDirArg } from "./_args.ts";
 
 export default defineCommand({
-  meta: { name: "list-db-checkpoint", description: "List the checkpoints in a checkpoint directory (read-only; works while the node runs)" },
+  meta: { name: "list-db-checkpoint", description: "List the checkpoints in a checkpoint directory, archive or s3:// store (read-only; works while the node runs)" },
   args: {
     ...checkpointDirArg,
     json: { type: "boolean", description: "Print a JSON array (id, size_bytes, files, created, node_id, ...)" },

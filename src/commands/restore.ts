@@ -14,7 +14,7 @@ export default defineCommand({
       "Rebuild a checkpoint's database into a node's storage_path: verified, atomic, resumable (run it again after an interruption)",
   },
   args: {
-    "db-checkpoint-path": { type: "string", valueHint: "DIR", required: true, description: "Checkpoint directory to restore from" },
+    "db-checkpoint-path": { type: "string", valueHint: "DIR", required: true, description: "Checkpoint directory, archive (.tar, .tar.gz, .tar.zst) or s3://BUCKET/PREFIX to restore from" },
     "db-path": { type: "string", valueHint: "DIR", required: true, description: "The node's storage_path to restore into (the node must be stopped)" },
     "checkpoint-id": { type: "string", valueHint: "N", description: "Checkpoint to restore (default: the newest intact one)" },
     force: { type: "boolean", description: "Replace an existing database: it is moved aside to a sibling folder, never deleted" },
