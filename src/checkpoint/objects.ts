@@ -43,14 +43,18 @@ export class DirSource implements ObjectSource {
     }
   }
 
-  async getRange(path: string, offset: number, length: number): Promise<Uint8Array> {
-    let fd: number;
+  /** Open a stored file for reading; a missing one is E_STORE_MISSING. */
+  private open(path: string): number {
     try {
-      fd = openSync(join(this.location, path), "r");
+      return openSync(join(this.location, path), "r");
     } catch (e) {
       if (sysCode(e) === "ENOENT") throw missing(this.location, path, e);
       throw new CairnError("E_STORE_IO", `cannot read ${join(this.location, path)}: ${errorMessage(e)}`, { cause: e });
     }
+  }
+
+  async getRange(path: string, offset: number, length: number): Promise<Uint8Array> {
+    const fd = this.open(path);
     try {
       const buf = new Uint8Array(length);
       const got = preadFully(fd, buf, 0, length, offset);
@@ -61,13 +65,7 @@ export class DirSource implements ObjectSource {
   }
 
   async getReusing(path: string, reuse: Uint8Array): Promise<Uint8Array> {
-    let fd: number;
-    try {
-      fd = openSync(join(this.location, path), "r");
-    } catch (e) {
-      if (sysCode(e) === "ENOENT") throw missing(this.location, path, e);
-      throw new CairnError("E_STORE_IO", `cannot read ${join(this.location, path)}: ${errorMessage(e)}`, { cause: e });
-    }
+    const fd = this.open(path);
     try {
       const size = fstatSync(fd).size;
       const buf = size <= reuse.length ? reuse : new Uint8Array(size);
