@@ -5,7 +5,7 @@
  * and block lists for the coordinator, so that no heavy work runs on the node's main thread.
  */
 import { Database } from "bun:sqlite";
-import { closeSync, fdatasyncSync, fsyncSync, mkdirSync, openSync, readSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, fdatasyncSync, fsyncSync, mkdirSync, openSync, readSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { CairnError } from "../errors.ts";
 import { DigestTable } from "./digest-table.ts";
@@ -25,6 +25,7 @@ import { blockDigest, quickHash } from "./hash.ts";
 import { DirSource, missing } from "./objects.ts";
 import type { PackWritten, RangeResult, SnapshotSpec, WorkerInit, WorkerReply, WorkerRequest } from "./protocol.ts";
 import { crashPoint } from "../util/crash-point.ts";
+import { preadFully, writeFully } from "../util/fsx.ts";
 import { lowerThisThreadPriority } from "../util/thread-priority.ts";
 import { collectGarbage } from "./gc.ts";
 import { decodeBlock, StoreReader } from "./reader.ts";
@@ -72,8 +73,7 @@ function tmpFile(packId: string, ext: "pack" | "idx"): string {
 }
 
 function writeAll(fd: number, data: Uint8Array): void {
-  let off = 0;
-  while (off < data.length) off += writeSync(fd, data, off, data.length - off);
+  writeFully(fd, data);
   bytesWritten += data.length;
   const rate = init!.writeBytesPerSec;
   if (rate > 0) {
@@ -184,12 +184,7 @@ function storeBlock(digest: Uint8Array, data: Uint8Array, kind: number): { ref: 
 function readImage(pos: number, len: number): Uint8Array {
   const s = snap!;
   const buf = chunk.subarray(0, len);
-  let got = 0;
-  while (got < len) {
-    const n = readSync(s.dbFd, buf, got, len - got, pos + got);
-    if (n <= 0) break;
-    got += n;
-  }
+  const got = preadFully(s.dbFd, buf, 0, len, pos);
   if (got < len) buf.fill(0, got);
   if (s.overlayPages.length > 0) {
     const firstPage = Math.floor(pos / s.pageSize) + 1;

@@ -12,11 +12,11 @@
  * If any manifest cannot be read, nothing is collected: a damaged manifest might name packs
  * that only look unreferenced.
  */
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { CairnError } from "../errors.ts";
 import { crashPoint } from "../util/crash-point.ts";
-import { fileSizeOrZero, fsyncDir, writeFileAtomic } from "../util/fsx.ts";
+import { fileSizeOrZero, fsyncDir, writeFileAtomic, writeFully } from "../util/fsx.ts";
 import {
   encodeIndex,
   encodeManifest,
@@ -146,14 +146,13 @@ async function rewritePack(dir: string, reader: StoreReader, packId: string, kee
   let offset = 0;
   try {
     const magic = new TextEncoder().encode(PACK_MAGIC);
-    writeSync(fd, magic);
+    writeFully(fd, magic);
     offset = magic.length;
     for (let k = 0; k < keep.length; k++) {
       const e = readIndexEntry(idx, keep[k]!);
       const stored = await reader.source.getRange(packPath(packId), e.offset, e.storedLength);
       if (stored.length !== e.storedLength) throw new CairnError("E_STORE_DAMAGED", `${packPath(packId)} is truncated`);
-      let w = 0;
-      while (w < stored.length) w += writeSync(fd, stored, w, stored.length - w);
+      writeFully(fd, stored);
       writeIndexEntry(entries, k, { ...e, offset });
       offset += stored.length;
     }
@@ -164,8 +163,7 @@ async function rewritePack(dir: string, reader: StoreReader, packId: string, kee
   const ifd = openSync(tmpIdx, "w", 0o644);
   try {
     const data = encodeIndex(offset, entries, keep.length);
-    let w = 0;
-    while (w < data.length) w += writeSync(ifd, data, w, data.length - w);
+    writeFully(ifd, data);
     if (sync) fsyncSync(ifd);
   } finally {
     closeSync(ifd);

@@ -13,19 +13,15 @@ import { STORE_READERS_LOCK_FILE } from "./local-store.ts";
 import { DirSource } from "./objects.ts";
 import { StoreReader } from "./reader.ts";
 import type { PackSourceSpec } from "../restore/range-worker.ts";
-import { isS3Url, resolveS3Settings, type S3Settings, S3Source } from "./s3.ts";
+import { isS3Url, resolveS3Settings, S3Source } from "./s3.ts";
 
 /** A checkpoint store opened for reading, whatever holds it. */
 export type CheckpointSource = StoreReader | ArchiveReader;
 
-export interface OpenOptions {
-  /** S3 settings beyond the URL (endpoint, region, credentials); the environment fills the rest. */
-  s3?: Omit<S3Settings, "url">;
-}
-
-export async function openCheckpointSource(location: string, opts: OpenOptions = {}): Promise<CheckpointSource> {
+/** Open `location` for reading; an s3:// URL takes its settings from the environment. */
+export async function openCheckpointSource(location: string): Promise<CheckpointSource> {
   if (isS3Url(location)) {
-    const reader = new StoreReader(new S3Source(resolveS3Settings({ ...opts.s3, url: location })));
+    const reader = new StoreReader(new S3Source(resolveS3Settings({ url: location })));
     // a prefix exists only through its objects: a mistyped one must not "verify" as empty
     if (!(await reader.exists())) {
       throw new CairnError("E_NOT_FOUND", `${reader.location} holds no checkpoint store (no cairn-store.json)`, {
@@ -49,14 +45,13 @@ export async function openCheckpointSource(location: string, opts: OpenOptions =
 }
 
 /** How a worker reaches the packs of a store opened here (plain data, posted to workers). */
-export function packSourceOf(reader: CheckpointSource): PackSourceSpec {
-  if (reader.kind === "archive") return { dir: "" };
+export function packSourceOf(reader: StoreReader): PackSourceSpec {
   return reader.source instanceof S3Source ? { s3: reader.source.spec } : { dir: reader.location };
 }
 
 /** A store that must allow random access (export reads from one; archives are read as streams). */
-export async function openStoreReader(location: string, opts: OpenOptions = {}): Promise<StoreReader> {
-  const src = await openCheckpointSource(location, opts);
+export async function openStoreReader(location: string): Promise<StoreReader> {
+  const src = await openCheckpointSource(location);
   if (src.kind === "archive") {
     throw new CairnError("E_USAGE", `${location} is an archive; this needs a checkpoint directory or an s3:// URL`, { exitStatus: 2 });
   }

@@ -16,7 +16,7 @@ import { CairnError, errorMessage } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { FileLock } from "../engine/lock.ts";
 import { formatBytes, formatDuration } from "../util/format.ts";
-import { decodeManifest, decodeStoreInfo, indexPath, type Manifest, MANIFEST_NAME_RE, manifestPath, PACK_ID_RE, packPath, STORE_FILE } from "./format.ts";
+import { indexPath, type Manifest, manifestPath, PACK_ID_RE, packPath, STORE_FILE } from "./format.ts";
 import { STORE_READERS_LOCK_FILE } from "./local-store.ts";
 import type { Clock } from "./manager.ts";
 import { DirSource } from "./objects.ts";
@@ -52,15 +52,6 @@ export interface PushOptions {
   onProgress?: (uploadedBytes: number) => void;
 }
 
-async function remoteManifestIds(remote: S3Source): Promise<number[]> {
-  const ids: number[] = [];
-  for (const p of await remote.list("manifests/")) {
-    const m = MANIFEST_NAME_RE.exec(p.slice("manifests/".length));
-    if (m) ids.push(Number(m[1]));
-  }
-  return ids.sort((a, b) => a - b);
-}
-
 /** Copy checkpoints of the local store in `localDir` to `remote`, then apply its retention. */
 export async function pushCheckpoints(o: PushOptions): Promise<PushResult> {
   const t0 = performance.now();
@@ -71,10 +62,10 @@ export async function pushCheckpoints(o: PushOptions): Promise<PushResult> {
     if (o.signal?.aborted) throw new CairnError("E_CANCELLED", "push cancelled");
   };
 
-  // the remote's owner, or a new remote store
-  const remoteInfoSize = await remote.size(STORE_FILE);
-  if (remoteInfoSize !== undefined) {
-    const theirs = decodeStoreInfo(await remote.get(STORE_FILE), `${remote.location}/${STORE_FILE}`);
+  // the remote's owner, or a new remote store (read like any store)
+  const remoteStore = new StoreReader(remote);
+  if (await remoteStore.exists()) {
+    const theirs = await remoteStore.info();
     if (theirs.node_id !== info.node_id) {
       throw new CairnError("E_FOREIGN_STORE", `${remote.location} holds the checkpoints of node ${theirs.node_id}, not of this node (${info.node_id}); refusing to write into it`, {
         hint: "give each node its own remote prefix",
@@ -92,7 +83,7 @@ export async function pushCheckpoints(o: PushOptions): Promise<PushResult> {
   if (!hold) throw new CairnError("E_STORE_BUSY", `the node is collecting garbage in ${o.localDir}`, { hint: "the push is retried later" });
   const result: PushResult = { pushed: [], uploaded_files: 0, uploaded_bytes: 0, skipped_files: 0, removed: [], remote_checkpoints: [], duration_ms: 0 };
   try {
-    const remoteIds = await remoteManifestIds(remote);
+    const remoteIds = await remoteStore.manifestIds();
     const newestRemote = remoteIds.at(-1) ?? 0;
     const localIds = await local.manifestIds();
     const ids = (o.ids ?? localIds.filter((id) => id > newestRemote)).filter((id) => !remoteIds.includes(id));
@@ -150,7 +141,8 @@ export async function pushCheckpoints(o: PushOptions): Promise<PushResult> {
  * its manifest is needed by none and goes too (the next push uploads it again if needed).
  */
 export async function applyRemoteRetention(remote: S3Source, keep: number, logger: Logger): Promise<{ removed: number[]; kept: number[] }> {
-  const ids = await remoteManifestIds(remote);
+  const store = new StoreReader(remote);
+  const ids = await store.manifestIds();
   const removed = keep > 0 ? ids.slice(0, Math.max(0, ids.length - keep)) : [];
   for (const id of removed) await remote.delete(manifestPath(id));
   const kept = ids.filter((id) => !removed.includes(id));
@@ -159,7 +151,7 @@ export async function applyRemoteRetention(remote: S3Source, keep: number, logge
   for (const id of kept) {
     let m: Manifest;
     try {
-      m = decodeManifest(await remote.get(manifestPath(id)), `${remote.location}/${manifestPath(id)}`);
+      m = await store.manifest(id);
     } catch (e) {
       // without knowing what a checkpoint needs, nothing may be collected
       logger.warn(`remote retention: cannot read checkpoint ${id} (${errorMessage(e)}); not collecting packs`);

@@ -6,10 +6,10 @@
  * (a local file read with pread, or one ranged GET from S3, a few at a time), every block is
  * checked against its digest, and the range is written at its place in the image file.
  */
-import { closeSync, openSync, writeSync } from "node:fs";
+import { closeSync, openSync } from "node:fs";
 import { join } from "node:path";
 import { CairnError } from "../errors.ts";
-import { preadFully } from "../util/fsx.ts";
+import { preadFully, writeFully } from "../util/fsx.ts";
 import { equalBytes, FLAG_ZSTD, packPath, SEGMENT_ENTRY_BYTES } from "../checkpoint/format.ts";
 import { blockDigest } from "../checkpoint/hash.ts";
 import { missing } from "../checkpoint/objects.ts";
@@ -185,8 +185,7 @@ export async function restoreRange(first: number, count: number): Promise<number
       while (next < runs.length) await fetchRun(runs[next++]!);
     }),
   );
-  let off = 0;
-  while (off < out.length) off += writeSync(r.imageFd, out, off, out.length - off, start + off);
+  writeFully(r.imageFd, out, start);
   // each block left a small digest buffer behind: collect every few ranges, so memory stays
   // flat however large the database (a lazy collector lets it grow with the number of ranges)
   if (++rangesSinceGc >= 2) {

@@ -5,17 +5,16 @@
  * written only after the image is flushed to disk, so an interrupted rebuild (Ctrl-C, kill -9,
  * a lost SSH session) continues where it stopped and never re-fetches a finished range.
  */
-import { closeSync, existsSync, fdatasync, fdatasyncSync, ftruncateSync, openSync, readFileSync, statSync, writeSync } from "node:fs";
+import { closeSync, existsSync, fdatasync, fdatasyncSync, ftruncateSync, openSync, readFileSync, statSync } from "node:fs";
 import { CairnError } from "../errors.ts";
 import type { ArchiveReader } from "../checkpoint/archive.ts";
 import { type Manifest, SEGMENT_ENTRY_BYTES } from "../checkpoint/format.ts";
-import type { CheckpointSource } from "../checkpoint/open.ts";
+import { type CheckpointSource, packSourceOf } from "../checkpoint/open.ts";
 import { WorkerPool } from "../checkpoint/pool.ts";
 import { DigestTable } from "../checkpoint/digest-table.ts";
 import { LOC_WORDS, type StoreReader, windowSegments } from "../checkpoint/reader.ts";
-import type { PackSourceSpec } from "./range-worker.ts";
 import { crashPoint, FLUSH_EVERY_ENV } from "../util/crash-point.ts";
-import { writeFileAtomic } from "../util/fsx.ts";
+import { writeFileAtomic, writeFully } from "../util/fsx.ts";
 
 /** Blocks per range: the unit of work, of writing and of resuming. */
 export const RESTORE_RANGE_BLOCKS = 1024;
@@ -27,8 +26,6 @@ const FLUSH_EVERY_BYTES = Number(process.env[FLUSH_EVERY_ENV]) > 0 ? Number(proc
 
 export interface RebuildOptions {
   reader: CheckpointSource;
-  /** Where the workers read packs from (the reader's store, for a folder or S3). */
-  source: PackSourceSpec;
   manifest: Manifest;
   imageFile: string;
   progressFile: string;
@@ -71,7 +68,6 @@ function loadProgress(file: string, ranges: number, imageFile: string, imageByte
   }
 }
 
-
 export async function rebuildImage(o: RebuildOptions): Promise<RebuildResult> {
   const m = o.manifest;
   const ranges = Math.ceil(m.block_count / RESTORE_RANGE_BLOCKS);
@@ -83,10 +79,14 @@ export async function rebuildImage(o: RebuildOptions): Promise<RebuildResult> {
 
   const fd = openSync(o.imageFile, existsSync(o.imageFile) && resumedRanges > 0 ? "r+" : "w", 0o600);
   let unflushed = 0;
-  /** Make the ranges done so far durable: flush the image, then record them. */
+  const doneList = () => [...done].sort((a, b) => a - b);
+  /** Record ranges as done: only after the image holding them has been flushed. */
+  const record = (list: number[]) => writeFileAtomic(o.progressFile, JSON.stringify({ ranges, done: list } satisfies ProgressState));
+  const flushImage = () => new Promise<void>((res, rej) => fdatasync(fd, (e) => (e ? rej(e) : res())));
+  /** Make the ranges done so far durable, on this thread (after a failure). */
   const persist = () => {
     fdatasyncSync(fd);
-    writeFileAtomic(o.progressFile, JSON.stringify({ ranges, done: [...done].sort((a, b) => a - b) } satisfies ProgressState));
+    record(doneList());
     unflushed = 0;
   };
   /**
@@ -96,11 +96,11 @@ export async function rebuildImage(o: RebuildOptions): Promise<RebuildResult> {
   let flushing: Promise<void> | undefined;
   const persistInBackground = () => {
     if (flushing) return;
-    const snapshot = [...done].sort((a, b) => a - b);
+    const snapshot = doneList();
     unflushed = 0;
-    flushing = new Promise<void>((res, rej) => fdatasync(fd, (e) => (e ? rej(e) : res())))
+    flushing = flushImage()
       .then(() => {
-        writeFileAtomic(o.progressFile, JSON.stringify({ ranges, done: snapshot } satisfies ProgressState));
+        record(snapshot);
         crashPoint("restore:progress-saved");
       })
       .finally(() => {
@@ -116,15 +116,12 @@ export async function rebuildImage(o: RebuildOptions): Promise<RebuildResult> {
   };
   try {
     ftruncateSync(fd, m.db_size_bytes);
-    if (o.reader.kind === "archive") await fromStream(o, fd, done, rangeDone);
+    if (o.reader.kind === "archive") await fromStream(o, o.reader, fd, done, rangeDone);
     else await fromObjects(o, o.reader, done, rangeDone);
     await flushing;
     // the last flush, and whatever the caller checks meanwhile (SQLite reads the image from
     // the page cache; nothing is put in place before both are done)
-    const flushed = new Promise<void>((res, rej) => fdatasync(fd, (e) => (e ? rej(e) : res()))).then(() =>
-      writeFileAtomic(o.progressFile, JSON.stringify({ ranges, done: [...done].sort((a, b) => a - b) } satisfies ProgressState)),
-    );
-    await Promise.all([flushed, o.whileFlushing?.()]);
+    await Promise.all([flushImage().then(() => record(doneList())), o.whileFlushing?.()]);
     return { bytes: m.db_size_bytes, resumedRanges, ranges };
   } catch (e) {
     // keep what is done for the next run; a range half-written is simply not marked done
@@ -152,7 +149,7 @@ async function fromObjects(o: RebuildOptions, reader: StoreReader, done: Set<num
   const onAbort = () => pool.terminate(new CairnError("E_INTERRUPTED", "restore interrupted"));
   o.signal?.addEventListener("abort", onAbort);
   try {
-    await pool.all({ type: "restoreInit", source: o.source, packIds: m.packs, blockSize: m.block_size, imageBytes: m.db_size_bytes, imageFile: o.imageFile });
+    await pool.all({ type: "restoreInit", source: packSourceOf(reader), packIds: m.packs, blockSize: m.block_size, imageBytes: m.db_size_bytes, imageFile: o.imageFile });
     const segsPerRange = RESTORE_RANGE_BLOCKS / m.segment_blocks;
     const window = windowSegments(m, segsPerRange);
     // one list, one location table and one digest table, reused by every window (shared with
@@ -203,9 +200,8 @@ async function fromObjects(o: RebuildOptions, reader: StoreReader, done: Set<num
  * digest), written sequentially a range at a time. Ranges done by an earlier run are read past,
  * not written again.
  */
-async function fromStream(o: RebuildOptions, fd: number, done: Set<number>, rangeDone: (r: number, bytes: number) => void): Promise<void> {
+async function fromStream(o: RebuildOptions, archive: ArchiveReader, fd: number, done: Set<number>, rangeDone: (r: number, bytes: number) => void): Promise<void> {
   const m = o.manifest;
-  const archive = o.reader as ArchiveReader;
   const buffer = new Uint8Array(RESTORE_RANGE_BLOCKS * m.block_size);
   let range = -1;
   let filled = 0;
@@ -213,8 +209,7 @@ async function fromStream(o: RebuildOptions, fd: number, done: Set<number>, rang
     if (range < 0) return;
     const bytes = Math.min(buffer.length, m.db_size_bytes - range * buffer.length);
     if (filled !== bytes) throw new CairnError("E_STORE_DAMAGED", `${archive.location}: range ${range} is incomplete`);
-    let off = 0;
-    while (off < bytes) off += writeSync(fd, buffer, off, bytes - off, range * buffer.length + off);
+    writeFully(fd, buffer.subarray(0, bytes), range * buffer.length);
     rangeDone(range, bytes);
     range = -1;
     filled = 0;

@@ -21,7 +21,7 @@ import type { Logger } from "../log.ts";
 import { DB_FILE } from "../engine/database.ts";
 import { type FileLock, LOCK_FILE, StorageLock } from "../engine/lock.ts";
 import type { Manifest } from "../checkpoint/format.ts";
-import { type CheckpointSource, holdStoreForReading, openCheckpointSource, packSourceOf } from "../checkpoint/open.ts";
+import { type CheckpointSource, holdStoreForReading, openCheckpointSource } from "../checkpoint/open.ts";
 import { crashPoint, pausePoint } from "../util/crash-point.ts";
 import { fsyncDir, writeFileAtomic } from "../util/fsx.ts";
 import { scanWalRecovery } from "../checkpoint/wal-format.ts";
@@ -281,7 +281,6 @@ async function stage(o: RestoreOptions, reader: CheckpointSource, m: Manifest, d
   } else o.logger.info(`continuing the interrupted restore of checkpoint ${m.id} in ${dir}`);
   const r = await rebuildImage({
     reader,
-    source: packSourceOf(reader),
     manifest: m,
     imageFile: join(dir, DB_FILE),
     progressFile: join(dir, "progress.json"),

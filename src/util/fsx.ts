@@ -20,9 +20,7 @@ export function writeFileAtomic(path: string, data: string | Uint8Array): void {
   const tmp = `${path}.tmp-${process.pid}-${Date.now().toString(36)}`;
   const fd = openSync(tmp, "w", 0o644);
   try {
-    const buf = typeof data === "string" ? Buffer.from(data) : data;
-    let off = 0;
-    while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);
+    writeFully(fd, typeof data === "string" ? Buffer.from(data) : data);
     fsyncSync(fd);
   } finally {
     closeSync(fd);
@@ -38,6 +36,12 @@ export function fileSizeOrZero(path: string): number {
   } catch {
     return 0;
   }
+}
+
+/** Write all of `data` to `fd`, at `position` if given (else at its current offset), looping over short writes. */
+export function writeFully(fd: number, data: Uint8Array, position?: number): void {
+  let off = 0;
+  while (off < data.length) off += writeSync(fd, data, off, data.length - off, position === undefined ? null : position + off);
 }
 
 /** Read `length` bytes at `offset` of `fd` into `into` at `at`, looping over short reads; returns the bytes read (fewer only at end of file). */

@@ -78,7 +78,7 @@ export async function materialize(dir: string, id: number, outFile: string): Pro
   const reader = new StoreReader(new DirSource(dir));
   const m = await reader.manifest(id);
   const progressFile = `${outFile}.progress`;
-  await rebuildImage({ reader, source: { dir }, manifest: m, imageFile: outFile, progressFile, workers: 2 });
+  await rebuildImage({ reader, manifest: m, imageFile: outFile, progressFile, workers: 2 });
   rmSync(progressFile, { force: true });
   return m;
 }
