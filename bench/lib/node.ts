@@ -55,7 +55,7 @@ export function writeNodeConfig(dir: string, port: number, extraYaml = ""): stri
   const file = join(dir, "cairn.yaml");
   writeFileSync(
     file,
-    `storage_path: ./db\nadmin_socket_path: ./admin.socket\nrest_api_address: 127.0.0.1:${port}\nlog_level: warn\n${extraYaml}`,
+    `storage_path: ./db\nadmin_socket_path: ./admin.socket\nrest_api_address: 127.0.0.1:${port}\nlog_level: ${process.env.CAIRN_BENCH_LOG_LEVEL ?? "warn"}\n${extraYaml}`,
   );
   return file;
 }

@@ -12,17 +12,15 @@ import { DigestTable } from "./digest-table.ts";
 import {
   BLOCK_KIND_DATA,
   encodeIndex,
-  equalBytes,
   FLAG_ZSTD,
   INDEX_ENTRY_BYTES,
   PACK_MAGIC,
   packPath,
   newPackId,
   SEGMENT_ENTRY_BYTES,
-  writeIndexEntry,
 } from "./format.ts";
-import { blockDigest, quickHash } from "./hash.ts";
-import { DirSource, missing } from "./objects.ts";
+import { blockDigestInto, quickHash } from "./hash.ts";
+import { DirSource } from "./objects.ts";
 import type { PackWritten, RangeResult, SnapshotSpec, WorkerInit, WorkerReply, WorkerRequest } from "./protocol.ts";
 import { crashPoint } from "../util/crash-point.ts";
 import { preadFully, writeFully } from "../util/fsx.ts";
@@ -53,17 +51,30 @@ interface OpenPack {
   /** Bytes written since the last fdatasync. */
   unsynced: number;
   entries: Uint8Array;
+  /** `entries` as words: INDEX_ENTRY_BYTES / 4 per entry. */
+  entryWords: Uint32Array;
   count: number;
+  /** Payloads that are not in the read chunk (compressed blocks, segments) wait here. */
   buffer: Uint8Array;
   buffered: number;
 }
 
+const ENTRY_WORDS = INDEX_ENTRY_BYTES / 4;
 let current: OpenPack | undefined;
+/**
+ * Raw blocks are written straight from the read chunk: the run [runStart, runEnd) of `chunk`
+ * is the pack's next bytes, written before the chunk is refilled. A pack has either a pending
+ * run or buffered bytes, never both, so its bytes stay in order.
+ */
+let runStart = 0;
+let runEnd = 0;
 const written: PackWritten[] = [];
 /** This worker's packs, in order; refs to them are -(k+1). */
 const myPacks: string[] = [];
 /** Blocks this worker stored during this checkpoint: digest → -ref (binary keys, no strings per block). */
 let newHere = DigestTable.create(1 << 16);
+/** Whether the last storeBlock() call added the block (false: an earlier block had the same content). */
+let lastStoreAdded = false;
 let bytesWritten = 0;
 const started = performance.now();
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
@@ -86,12 +97,14 @@ function writeAll(fd: number, data: Uint8Array): void {
 function openPack(): OpenPack {
   const packId = newPackId();
   const fd = openSync(tmpFile(packId, "pack"), "w", 0o644);
+  const entries = new Uint8Array(INDEX_ENTRY_BYTES * 1024);
   const p: OpenPack = {
     packId,
     fd,
     bytes: 0,
     unsynced: 0,
-    entries: new Uint8Array(INDEX_ENTRY_BYTES * 1024),
+    entries,
+    entryWords: new Uint32Array(entries.buffer),
     count: 0,
     buffer: new Uint8Array(WRITE_BUFFER_BYTES),
     buffered: 0,
@@ -110,19 +123,31 @@ function openPack(): OpenPack {
  */
 const SYNC_EVERY = 8 * 1024 * 1024;
 
-function flush(p: OpenPack): void {
-  if (p.buffered === 0) return;
-  writeAll(p.fd, p.buffer.subarray(0, p.buffered));
-  p.unsynced += p.buffered;
-  p.buffered = 0;
+function wrote(p: OpenPack, n: number): void {
+  p.unsynced += n;
   if (init!.sync && p.unsynced >= SYNC_EVERY) {
     fdatasyncSync(p.fd);
     p.unsynced = 0;
   }
 }
 
+function flushRun(p: OpenPack): void {
+  if (runEnd === runStart) return;
+  writeAll(p.fd, chunk.subarray(runStart, runEnd));
+  wrote(p, runEnd - runStart);
+  runStart = runEnd = 0;
+}
+
+function flushBuffer(p: OpenPack): void {
+  if (p.buffered === 0) return;
+  writeAll(p.fd, p.buffer.subarray(0, p.buffered));
+  wrote(p, p.buffered);
+  p.buffered = 0;
+}
+
 function closePack(p: OpenPack): void {
-  flush(p);
+  flushRun(p);
+  flushBuffer(p);
   if (init!.sync) fsyncSync(p.fd);
   closeSync(p.fd);
   crashPoint("checkpoint:pack-written");
@@ -140,11 +165,14 @@ function closePack(p: OpenPack): void {
 
 /**
  * Append a block the store lacks to this worker's pack; returns its ref (negative: this
- * worker's pack) and whether it was added now (false: an earlier block had the same content).
+ * worker's pack) and sets lastStoreAdded. The digest is the 8 words of `dw` from word `at`.
+ * `chunkAt` is where `data` sits in the read chunk (raw blocks are then written from there),
+ * or -1.
  */
-function storeBlock(digest: Uint8Array, data: Uint8Array, kind: number): { ref: number; added: boolean } {
-  const known = newHere.get(digest);
-  if (known >= 0) return { ref: -known, added: false };
+function storeBlock(dw: Uint32Array, at: number, data: Uint8Array, kind: number, chunkAt: number): number {
+  const known = newHere.getWords(dw, at);
+  lastStoreAdded = known < 0;
+  if (known >= 0) return -known;
   let payload = data;
   let flags = kind << 8;
   if (init!.compression === "zstd") {
@@ -152,30 +180,50 @@ function storeBlock(digest: Uint8Array, data: Uint8Array, kind: number): { ref: 
     if (z.length < data.length) {
       payload = new Uint8Array(z.buffer, z.byteOffset, z.byteLength);
       flags |= FLAG_ZSTD;
+      chunkAt = -1;
     }
   }
   current ??= openPack();
   const p = current;
-  if (p.count * INDEX_ENTRY_BYTES >= p.entries.length) {
+  if ((p.count + 1) * INDEX_ENTRY_BYTES > p.entries.length) {
     const grown = new Uint8Array(p.entries.length * 2);
     grown.set(p.entries);
     p.entries = grown;
+    p.entryWords = new Uint32Array(grown.buffer);
   }
-  writeIndexEntry(p.entries, p.count++, { digest, offset: p.bytes, storedLength: payload.length, rawLength: data.length, flags });
-  if (p.buffered + payload.length > p.buffer.length) flush(p);
-  if (payload.length > p.buffer.length) writeAll(p.fd, payload);
-  else {
-    p.buffer.set(payload, p.buffered);
-    p.buffered += payload.length;
+  const e = p.count++ * ENTRY_WORDS;
+  const ew = p.entryWords;
+  for (let k = 0; k < 8; k++) ew[e + k] = dw[at + k]!;
+  ew[e + 8] = p.bytes;
+  ew[e + 9] = payload.length;
+  ew[e + 10] = data.length;
+  ew[e + 11] = flags;
+  if (chunkAt >= 0) {
+    flushBuffer(p);
+    if (runEnd !== chunkAt) {
+      flushRun(p);
+      runStart = runEnd = chunkAt;
+    }
+    runEnd += payload.length;
+  } else {
+    flushRun(p);
+    if (p.buffered + payload.length > p.buffer.length) flushBuffer(p);
+    if (payload.length > p.buffer.length) {
+      writeAll(p.fd, payload);
+      wrote(p, payload.length);
+    } else {
+      p.buffer.set(payload, p.buffered);
+      p.buffered += payload.length;
+    }
   }
   p.bytes += payload.length;
   const ref = -myPacks.length;
-  newHere = newHere.set(digest, -ref);
+  newHere = newHere.setWords(dw, at, -ref);
   if (p.bytes >= init!.packTargetBytes) {
     closePack(p);
     current = undefined;
   }
-  return { ref, added: true };
+  return ref;
 }
 
 // ---- reading the image ------------------------------------------------------------------------
@@ -213,49 +261,54 @@ function processRange(first: number, count: number): RangeResult {
   const entries = new Uint8Array(count * SEGMENT_ENTRY_BYTES);
   const words = new Uint32Array(entries.buffer);
   const quick = new BigUint64Array(entries.buffer);
-  const refs = new Int32Array(count);
+  // SEGMENT_ENTRY_BYTES is 40: 10 words an entry, the digest in words 0-7, the quick hash in 8-9
+  const W = SEGMENT_ENTRY_BYTES / 4;
+  const used = new Set<number>();
+  let lastRef = 0x7fffffff;
   let newBlocks = 0;
   let newBytes = 0;
   let rehashed = 0;
   const start = first * bs;
   const end = Math.min((first + count) * bs, imageBytes);
   const step = Math.floor(CHUNK_BYTES / bs) * bs;
-  // SEGMENT_ENTRY_BYTES is 40: 10 words an entry, the quick hash in the 5th u64
-  const W = SEGMENT_ENTRY_BYTES / 4;
+  const pw = prev?.words;
+  const prevCount = prev?.count ?? 0;
+  const t = table!;
   for (let pos = start; pos < end; pos += step) {
     const len = Math.min(step, end - pos);
     const buf = readImage(pos, len);
     for (let o = 0; o < len; o += bs) {
       const b = (pos + o) / bs;
       const i = b - first;
+      const e = i * W;
       const data = buf.subarray(o, Math.min(o + bs, len));
-      const q = quickHash(data, seed);
-      quick[i * 5 + 4] = q;
-      if (prev && b < prev.count && prev.quick[b * 5 + 4] === q) {
+      quick[i * 5 + 4] = quickHash(data, seed);
+      let ref: number;
+      if (pw && b < prevCount && words[e + 8] === pw[b * W + 8] && words[e + 9] === pw[b * W + 9]) {
         // unchanged since the previous checkpoint: reuse its digest, if the store still has it
-        const ref = table!.getAt(prev.entries, b * SEGMENT_ENTRY_BYTES);
+        ref = t.getWords(pw, b * W);
         if (ref >= 0) {
-          for (let k = 0; k < 8; k++) words[i * W + k] = prev.words[b * W + k]!;
-          refs[i] = ref;
+          for (let k = 0; k < 8; k++) words[e + k] = pw[b * W + k]!;
+          if (ref !== lastRef) used.add((lastRef = ref));
           continue;
         }
       }
-      const digest = blockDigest(data);
+      blockDigestInto(data, entries.subarray(i * SEGMENT_ENTRY_BYTES, i * SEGMENT_ENTRY_BYTES + 32));
       rehashed++;
-      let ref = table!.get(digest);
+      ref = t.getWords(words, e);
       if (ref < 0) {
-        const stored = storeBlock(digest, data, BLOCK_KIND_DATA);
-        ref = stored.ref;
-        if (stored.added) {
+        ref = storeBlock(words, e, data, BLOCK_KIND_DATA, o);
+        if (lastStoreAdded) {
           newBlocks++;
           newBytes += data.length;
         }
       }
-      entries.set(digest, i * SEGMENT_ENTRY_BYTES);
-      refs[i] = ref;
+      if (ref !== lastRef) used.add((lastRef = ref));
     }
+    // the chunk is about to be refilled: what is still to be written from it goes now
+    if (current) flushRun(current);
   }
-  return { entries, refs, newBlocks, newBytes, rehashed, bytesRead: end - start };
+  return { entries, packRefs: Int32Array.from(used), newBlocks, newBytes, rehashed, bytesRead: end - start };
 }
 
 // ---- loading what the store holds ---------------------------------------------------------------
@@ -332,10 +385,12 @@ async function handle(msg: WorkerRequest): Promise<unknown> {
       return r;
     }
     case "store": {
+      const dw = new Uint32Array(8);
+      const d = new Uint8Array(dw.buffer);
       const refs = msg.blocks.map((b) => {
-        const d = blockDigest(b.data);
-        const known = table!.get(d);
-        return known >= 0 ? known : storeBlock(d, b.data, b.kind).ref;
+        blockDigestInto(b.data, d);
+        const known = table!.getWords(dw, 0);
+        return known >= 0 ? known : storeBlock(dw, 0, b.data, b.kind, -1);
       });
       return { refs, packs: [...myPacks] };
     }
@@ -393,7 +448,7 @@ self.onmessage = async (event: MessageEvent<WorkerRequest>) => {
     const transfer: ArrayBuffer[] = [];
     if (msg.type === "range") {
       const r = result as RangeResult;
-      transfer.push(r.entries.buffer as ArrayBuffer, r.refs.buffer as ArrayBuffer);
+      transfer.push(r.entries.buffer as ArrayBuffer, r.packRefs.buffer as ArrayBuffer);
     }
     self.postMessage({ id: msg.id, ok: true, result } satisfies WorkerReply, transfer);
   } catch (e) {

@@ -207,7 +207,7 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
     let rehashed = 0;
     results.forEach((r, i) => {
       entries.set(r.entries, i * RANGE_BLOCKS * SEGMENT_ENTRY_BYTES);
-      for (const ref of r.refs) need(rangeWorker[i]!, ref);
+      for (const ref of r.packRefs) need(rangeWorker[i]!, ref);
       newBlocks += r.newBlocks;
       rehashed += r.rehashed;
     });

@@ -79,6 +79,33 @@ export class DigestTable {
   }
 
   /**
+   * Like getAt(), for a digest held as 32-bit words (little-endian, as a Uint32Array over the
+   * digest bytes reads them on the machines cairn runs on) starting at word `at`: the
+   * checkpoint workers' hot path, with no byte assembly.
+   */
+  getWords(w: Uint32Array, at: number): number {
+    const k0 = w[at]!;
+    const k1 = w[at + 1]!;
+    const k2 = w[at + 2]!;
+    const k3 = w[at + 3]!;
+    let i = k0 & this.mask;
+    for (;;) {
+      const v = this.vals[i]!;
+      if (v === 0) return -1;
+      const o = i * KEY_WORDS;
+      if (this.keys[o] === k0 && this.keys[o + 1] === k1 && this.keys[o + 2] === k2 && this.keys[o + 3] === k3) return v - 1;
+      i = (i + 1) & this.mask;
+    }
+  }
+
+  /** set() for a digest held as words (see getWords). */
+  setWords(w: Uint32Array, at: number, packIndex: number): DigestTable {
+    const table = this.size + 1 > this.capacity / 2 ? this.grown() : this;
+    table.insertWords(w[at]!, w[at + 1]!, w[at + 2]!, w[at + 3]!, packIndex);
+    return table;
+  }
+
+  /**
    * Record that `digest` lives in pack `packIndex` (the first location recorded wins).
    * Returns the table to use from now on: a bigger copy once this one is half full.
    */
@@ -98,10 +125,10 @@ export class DigestTable {
   }
 
   private insert(digest: Uint8Array, packIndex: number, at = 0): void {
-    const k0 = word(digest, 0, at);
-    const k1 = word(digest, 1, at);
-    const k2 = word(digest, 2, at);
-    const k3 = word(digest, 3, at);
+    this.insertWords(word(digest, 0, at), word(digest, 1, at), word(digest, 2, at), word(digest, 3, at), packIndex);
+  }
+
+  private insertWords(k0: number, k1: number, k2: number, k3: number, packIndex: number): void {
     let i = k0 & this.mask;
     for (;;) {
       const v = this.vals[i]!;
@@ -122,13 +149,12 @@ export class DigestTable {
 
   private grown(): DigestTable {
     const next = DigestTable.create(this.capacity);
-    const key = new Uint8Array(16);
-    const kw = new Uint32Array(key.buffer);
+    const k = this.keys;
     for (let i = 0; i < this.capacity; i++) {
       const v = this.vals[i]!;
       if (v === 0) continue;
-      kw.set(this.keys.subarray(i * KEY_WORDS, i * KEY_WORDS + KEY_WORDS));
-      next.insert(key, v - 1);
+      const o = i * KEY_WORDS;
+      next.insertWords(k[o]!, k[o + 1]!, k[o + 2]!, k[o + 3]!, v - 1);
     }
     return next;
   }

@@ -6,12 +6,24 @@
  * blocks that did not; the seed is random per store and never leaves it, so nobody can craft
  * a collision on purpose.
  */
-import { blake3 } from "@napi-rs/blake-hash";
+import { blake3, blake3UrlSafeBase64 } from "@napi-rs/blake-hash";
 
 export const DIGEST_BYTES = 32;
 
 export function blockDigest(data: Uint8Array): Uint8Array {
   return blake3(data);
+}
+
+const BASE64URL = { alphabet: "base64url" } as const;
+
+/**
+ * BLAKE3 of `data` written into `out` (32 bytes). The hot path of a checkpoint: under Bun,
+ * the addon's Buffer result costs ~1.3 µs a call (more than hashing 4 KiB), while its base64
+ * string result plus `setFromBase64` into a buffer we already have costs ~0.3 µs — 0.15 s of
+ * CPU saved per GiB at 8 KiB blocks.
+ */
+export function blockDigestInto(data: Uint8Array, out: Uint8Array): void {
+  (out as Uint8Array & { setFromBase64(s: string, o: typeof BASE64URL): unknown }).setFromBase64(blake3UrlSafeBase64(data), BASE64URL);
 }
 
 export function quickHash(data: Uint8Array, seed: bigint): bigint {

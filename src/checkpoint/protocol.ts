@@ -73,8 +73,8 @@ export interface PackWritten {
 export interface RangeResult {
   /** SEGMENT_ENTRY_BYTES per block: digest + quick hash. */
   entries: Uint8Array;
-  /** Per block: >= 0 a pack index of the table's pack list; < 0 the worker's own pack -(k+1). */
-  refs: Int32Array;
+  /** The packs the range's blocks are in, each once: >= 0 a pack index of the table's pack list; < 0 the worker's own pack -(k+1). */
+  packRefs: Int32Array;
   newBlocks: number;
   newBytes: number;
   rehashed: number;
