@@ -11,15 +11,17 @@ import { CairnError } from "../errors.ts";
 import { DigestTable } from "./digest-table.ts";
 import {
   BLOCK_KIND_DATA,
+  BLOCK_KIND_SEGMENT,
   encodeIndex,
   FLAG_ZSTD,
   INDEX_ENTRY_BYTES,
   PACK_MAGIC,
   packPath,
   newPackId,
+  SEGMENT_BLOCKS,
   SEGMENT_ENTRY_BYTES,
 } from "./format.ts";
-import { blockDigestInto, quickHash } from "./hash.ts";
+import { blockDigestInto, DIGEST_BYTES, quickHash } from "./hash.ts";
 import { DirSource } from "./objects.ts";
 import type { PackWritten, RangeResult, SnapshotSpec, WorkerInit, WorkerReply, WorkerRequest } from "./protocol.ts";
 import { crashPoint } from "../util/crash-point.ts";
@@ -72,11 +74,12 @@ const written: PackWritten[] = [];
 /** This worker's packs, in order; refs to them are -(k+1). */
 const myPacks: string[] = [];
 /** Blocks this worker stored during this checkpoint: digest → -ref (binary keys, no strings per block). */
-let newHere = DigestTable.create(1 << 16);
+const NEW_HERE_INITIAL = 1 << 16;
+let newHere = DigestTable.create(NEW_HERE_INITIAL);
 /** Whether the last storeBlock() call added the block (false: an earlier block had the same content). */
 let lastStoreAdded = false;
 let bytesWritten = 0;
-const started = performance.now();
+let started = performance.now();
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 
 function tmpFile(packId: string, ext: "pack" | "idx"): string {
@@ -308,14 +311,27 @@ function processRange(first: number, count: number): RangeResult {
     // the chunk is about to be refilled: what is still to be written from it goes now
     if (current) flushRun(current);
   }
-  return { entries, packRefs: Int32Array.from(used), newBlocks, newBytes, rehashed, bytesRead: end - start };
+  // the range's segments (ranges start on segment boundaries): each is the block list's bytes
+  // for SEGMENT_BLOCKS blocks, stored like a block if the store lacks it
+  const segCount = Math.ceil(count / SEGMENT_BLOCKS);
+  const segments = new Uint8Array(segCount * DIGEST_BYTES);
+  const segWords = new Uint32Array(segments.buffer);
+  for (let k = 0; k < segCount; k++) {
+    const seg = entries.subarray(k * SEGMENT_BLOCKS * SEGMENT_ENTRY_BYTES, Math.min(count, (k + 1) * SEGMENT_BLOCKS) * SEGMENT_ENTRY_BYTES);
+    blockDigestInto(seg, segments.subarray(k * DIGEST_BYTES, (k + 1) * DIGEST_BYTES));
+    let ref = t.getWords(segWords, k * 8);
+    if (ref < 0) ref = storeBlock(segWords, k * 8, seg, BLOCK_KIND_SEGMENT, -1);
+    if (ref !== lastRef) used.add((lastRef = ref));
+  }
+  return { entries, segments, packRefs: Int32Array.from(used), newBlocks, newBytes, rehashed, bytesRead: end - start };
 }
 
 // ---- loading what the store holds ---------------------------------------------------------------
 
 async function loadIndex(storeDir: string, packIds: string[]): Promise<SharedArrayBuffer> {
   const { indexes, entries } = await new StoreReader(new DirSource(storeDir)).indexesOf(packIds);
-  const t = DigestTable.create(entries);
+  // room to grow: the next checkpoints add their blocks to this table (create.ts keeps it)
+  const t = DigestTable.create(Math.ceil(entries * 1.5));
   indexes.forEach((idx, packIndex) => {
     for (let i = 0; i < idx.count; i++) t.insertAt(idx.entries, i * INDEX_ENTRY_BYTES, packIndex);
   });
@@ -362,6 +378,14 @@ async function handle(msg: WorkerRequest): Promise<unknown> {
     case "init":
       init = msg;
       seed = BigInt(msg.seed);
+      // a worker may be kept for the next checkpoint: nothing of the last one carries over
+      current = undefined;
+      runStart = runEnd = 0;
+      written.length = 0;
+      myPacks.length = 0;
+      newHere = newHere.clear();
+      bytesWritten = 0;
+      started = performance.now();
       mkdirSync(msg.tmpDir, { recursive: true });
       // a checkpoint is background work: the node's request thread goes first
       lowerThisThreadPriority(10);
@@ -384,22 +408,14 @@ async function handle(msg: WorkerRequest): Promise<unknown> {
       const r = processRange(msg.first, msg.count);
       return r;
     }
-    case "store": {
-      const dw = new Uint32Array(8);
-      const d = new Uint8Array(dw.buffer);
-      const refs = msg.blocks.map((b) => {
-        blockDigestInto(b.data, d);
-        const known = table!.getWords(dw, 0);
-        return known >= 0 ? known : storeBlock(dw, 0, b.data, b.kind, -1);
-      });
-      return { refs, packs: [...myPacks] };
-    }
     case "finish":
       closeSnapshot();
       if (current) {
         closePack(current);
         current = undefined;
       }
+      // a kept worker should not hold a full checkpoint's worth of digests until the next one
+      if (newHere.capacity > NEW_HERE_INITIAL * 2) newHere = DigestTable.create(NEW_HERE_INITIAL);
       return { packs: written, myPacks };
     case "abort":
       abort();
@@ -448,7 +464,7 @@ self.onmessage = async (event: MessageEvent<WorkerRequest>) => {
     const transfer: ArrayBuffer[] = [];
     if (msg.type === "range") {
       const r = result as RangeResult;
-      transfer.push(r.entries.buffer as ArrayBuffer, r.packRefs.buffer as ArrayBuffer);
+      transfer.push(r.entries.buffer as ArrayBuffer, r.segments.buffer as ArrayBuffer, r.packRefs.buffer as ArrayBuffer);
     }
     self.postMessage({ id: msg.id, ok: true, result } satisfies WorkerReply, transfer);
   } catch (e) {

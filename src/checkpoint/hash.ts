@@ -26,6 +26,16 @@ export function blockDigestInto(data: Uint8Array, out: Uint8Array): void {
   (out as Uint8Array & { setFromBase64(s: string, o: typeof BASE64URL): unknown }).setFromBase64(blake3UrlSafeBase64(data), BASE64URL);
 }
 
+const scratch = new Uint8Array(DIGEST_BYTES);
+
+/** Whether BLAKE3 of `data` is `expected` (verify and restore check every block this way). */
+export function digestMatches(data: Uint8Array, expected: Uint8Array): boolean {
+  if (expected.length !== DIGEST_BYTES) return false;
+  blockDigestInto(data, scratch);
+  for (let i = 0; i < DIGEST_BYTES; i++) if (scratch[i] !== expected[i]) return false;
+  return true;
+}
+
 export function quickHash(data: Uint8Array, seed: bigint): bigint {
   return Bun.hash.xxHash3(data, seed);
 }

@@ -13,6 +13,7 @@ import { CairnError, errorMessage } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { type CheckpointResult, type StoreCache, takeCheckpoint, type WalPauser } from "./create.ts";
 import { DirSource } from "./objects.ts";
+import { WorkerPool } from "./pool.ts";
 import { StoreReader } from "./reader.ts";
 import { applyRetention } from "./retention.ts";
 import { isArchiveName } from "./archive.ts";
@@ -106,6 +107,8 @@ export class CheckpointManager {
   private readonly cache: { current?: StoreCache } = {};
   /** Copies every local checkpoint to checkpoint_config.remote, in the background. */
   readonly remote?: RemoteReplicator;
+  /** The checkpoint workers, kept warm between checkpoints (see CheckpointOptions.pool). */
+  private pool?: WorkerPool;
 
   constructor(private readonly deps: CheckpointManagerDeps) {
     this.clock = deps.clock ?? systemClock;
@@ -222,6 +225,13 @@ export class CheckpointManager {
       await this.cancel();
     }
     await this.remote?.stop();
+    this.pool?.terminate();
+    this.pool = undefined;
+  }
+
+  private workers(): WorkerPool {
+    if (!this.pool?.alive) this.pool = new WorkerPool(Math.max(1, this.deps.config.maxBackgroundOperations));
+    return this.pool;
   }
 
   private schedulePeriodic(at: number): void {
@@ -278,6 +288,7 @@ export class CheckpointManager {
         logger,
         signal: controller.signal,
         cache: resolve(storeDir) === resolve(config.dir) ? this.cache : undefined,
+        pool: this.workers(),
         onProgress: (done, total) => {
           run.progress = { done_bytes: done, total_bytes: total };
         },

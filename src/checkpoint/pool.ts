@@ -29,6 +29,11 @@ export class WorkerPool {
     }
   }
 
+  /** False once terminated or a worker failed. */
+  get alive(): boolean {
+    return this.dead === undefined;
+  }
+
   call<T>(i: number, msg: Request, transfer: ArrayBuffer[] = []): Promise<T> {
     if (this.dead) return Promise.reject(this.dead);
     const w = this.workers[i]!;

@@ -33,7 +33,6 @@ export type WorkerRequest =
   | { type: "snapshot"; id: number; spec: SnapshotSpec }
   | { type: "scanWal"; id: number; walFile: string; walIndex: WalIndexHeader }
   | { type: "range"; id: number; first: number; count: number }
-  | { type: "store"; id: number; blocks: { data: Uint8Array; kind: number }[] }
   | { type: "finish"; id: number }
   | { type: "abort"; id: number }
   | { type: "loadIndex"; id: number; storeDir: string; packIds: string[] }
@@ -73,6 +72,8 @@ export interface PackWritten {
 export interface RangeResult {
   /** SEGMENT_ENTRY_BYTES per block: digest + quick hash. */
   entries: Uint8Array;
+  /** The digests (32 bytes each) of the range's segments, in order; the range starts on a segment boundary. */
+  segments: Uint8Array;
   /** The packs the range's blocks are in, each once: >= 0 a pack index of the table's pack list; < 0 the worker's own pack -(k+1). */
   packRefs: Int32Array;
   newBlocks: number;

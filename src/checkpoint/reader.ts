@@ -24,7 +24,7 @@ import {
   type StoreInfo,
 } from "./format.ts";
 import { DigestTable } from "./digest-table.ts";
-import { blockDigest, fromHex, toHex } from "./hash.ts";
+import { digestMatches, fromHex, toHex } from "./hash.ts";
 import type { ObjectSource } from "./objects.ts";
 
 export interface BlockLocation extends IndexEntry {
@@ -252,7 +252,7 @@ export function decodeBlock(stored: Uint8Array, loc: IndexEntry, name: string): 
       throw new CairnError("E_STORE_DAMAGED", `${name}: block at offset ${loc.offset} does not decompress (damaged)`);
     }
   }
-  if (raw.length !== loc.rawLength || !equalBytes(blockDigest(raw), loc.digest)) {
+  if (raw.length !== loc.rawLength || !digestMatches(raw, loc.digest)) {
     throw new CairnError("E_STORE_DAMAGED", `${name}: block ${toHex(loc.digest).slice(0, 16)}… at offset ${loc.offset} does not match its digest (damaged)`);
   }
   return raw;

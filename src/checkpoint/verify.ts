@@ -4,8 +4,8 @@
  * however many checkpoints share it; every damaged checkpoint is named with what is wrong.
  */
 import { CairnError, errorMessage } from "../errors.ts";
-import { equalBytes, FLAG_ZSTD, type Manifest, PACK_MAGIC, packPath, readIndexEntry, SEGMENT_ENTRY_BYTES } from "./format.ts";
-import { blockDigest, toHex } from "./hash.ts";
+import { FLAG_ZSTD, type Manifest, PACK_MAGIC, packPath, readIndexEntry, SEGMENT_ENTRY_BYTES } from "./format.ts";
+import { digestMatches, toHex } from "./hash.ts";
 import type { ArchiveReader } from "./archive.ts";
 import type { CheckpointSource } from "./open.ts";
 
@@ -76,7 +76,7 @@ export async function verifyCheckpoints(
             why = "does not decompress";
           }
         }
-        if (!why && (raw.length !== e.rawLength || !equalBytes(blockDigest(raw), e.digest))) why = "does not match its digest";
+        if (!why && (raw.length !== e.rawLength || !digestMatches(raw, e.digest))) why = "does not match its digest";
         if (why) badBlocks.set(hex, `${name}: block ${hex.slice(0, 16)}… at offset ${e.offset} ${why}`);
         else goodBlocks.set(hex, [...(goodBlocks.get(hex) ?? []), packId]);
       }

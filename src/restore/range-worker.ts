@@ -10,8 +10,8 @@ import { closeSync, openSync } from "node:fs";
 import { join } from "node:path";
 import { CairnError } from "../errors.ts";
 import { preadFully, writeFully } from "../util/fsx.ts";
-import { equalBytes, FLAG_ZSTD, packPath, SEGMENT_ENTRY_BYTES } from "../checkpoint/format.ts";
-import { blockDigest } from "../checkpoint/hash.ts";
+import { FLAG_ZSTD, packPath, SEGMENT_ENTRY_BYTES } from "../checkpoint/format.ts";
+import { digestMatches } from "../checkpoint/hash.ts";
 import { missing } from "../checkpoint/objects.ts";
 import { decodeBlock, LOC_WORDS } from "../checkpoint/reader.ts";
 import { type S3SourceSpec, S3Source } from "../checkpoint/s3.ts";
@@ -164,7 +164,7 @@ export async function restoreRange(first: number, count: number): Promise<number
       if (n !== run.bytes) throw damaged(run.b, "is cut short (truncated pack)");
       for (let k = run.b; k < run.e; k++) {
         const o = k * r.blockSize - start;
-        if (!equalBytes(blockDigest(out.subarray(o, o + expectedLength(k))), digestOf(k))) throw damaged(k, "does not match its digest");
+        if (!digestMatches(out.subarray(o, o + expectedLength(k)), digestOf(k))) throw damaged(k, "does not match its digest");
       }
       return;
     }
