@@ -288,6 +288,21 @@ export interface CopyAnchors {
  * an untimed `sync` before each run, and one untimed `cp` before the series (the first of a
  * series is most often the slow one on a VM); each copy is removed right after it.
  */
+/**
+ * One timed `cp dbFile <workDir>/copy.db` (with `sync`: then `sync copy.db`, timed too), after
+ * an untimed `sync`; the copy is removed right after. CPU is cp's own (none for sync).
+ */
+export async function timedCopy(dbFile: string, workDir: string, sync: boolean): Promise<{ ms: number; cpuMs: number }> {
+  const copy = join(workDir, "copy.db");
+  await syncAll();
+  const t0 = performance.now();
+  const r = await must(["cp", dbFile, copy]);
+  if (sync) await must(["sync", copy]);
+  const ms = sync ? performance.now() - t0 : r.ms;
+  await must(["rm", "-f", copy]);
+  return { ms, cpuMs: r.cpuMs };
+}
+
 export async function measureCopyAnchors(ctx: BenchContext, dbFile: string, workDir: string, runs: number, tag: string): Promise<CopyAnchors> {
   const copy = join(workDir, "copy.db");
   const rmCopy = () => must(["rm", "-f", copy, `${copy}-journal`, `${copy}-wal`, `${copy}-shm`]);
@@ -296,20 +311,11 @@ export async function measureCopyAnchors(ctx: BenchContext, dbFile: string, work
   await must(["cp", dbFile, copy]);
   await rmCopy();
   for (let i = 0; i < runs; i++) {
-    await syncAll();
-    const r = await must(["cp", dbFile, copy]);
+    const r = await timedCopy(dbFile, workDir, false);
     a.cpMs.push(r.ms);
     a.cpCpuMs.push(r.cpuMs);
-    await rmCopy();
   }
-  for (let i = 0; i < runs; i++) {
-    await syncAll();
-    const t0 = performance.now();
-    await must(["cp", dbFile, copy]);
-    await must(["sync", copy]);
-    a.cpSyncMs.push(performance.now() - t0);
-    await rmCopy();
-  }
+  for (let i = 0; i < runs; i++) a.cpSyncMs.push((await timedCopy(dbFile, workDir, true)).ms);
   ctx.log(`${tag}: anchors: cp ${secs(median(a.cpMs))}, cp+sync ${secs(median(a.cpSyncMs))}`);
   return a;
 }

@@ -447,7 +447,7 @@ async function handle(msg: WorkerRequest): Promise<unknown> {
       }
     }
     case "scanWal":
-      return scanWal(msg.walFile, msg.walIndex);
+      return scanWal(msg.walFile, msg.shmFile, msg.walIndex);
     case "loadIndex":
       return loadIndex(msg.storeDir, msg.packIds);
     case "loadBlockList":

@@ -183,7 +183,7 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
       totals = pinned.totals;
       crashPoint("checkpoint:snapshot-pinned");
       const overlay = pinned.walIndex
-        ? await pool.call<WalOverlay>(0, { type: "scanWal", walFile: pinned.walFile, walIndex: pinned.walIndex })
+        ? await pool.call<WalOverlay>(0, { type: "scanWal", walFile: pinned.walFile, shmFile: `${pinned.dbFile}-shm`, walIndex: pinned.walIndex })
         : undefined;
       spec = {
         dbFile: pinned.dbFile,

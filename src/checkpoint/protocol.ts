@@ -31,7 +31,7 @@ export type WorkerRequest =
   | (WorkerInit & { id: number })
   | { type: "table"; id: number; table: SharedArrayBuffer; prev: SharedArrayBuffer | null; prevBlockCount: number }
   | { type: "snapshot"; id: number; spec: SnapshotSpec }
-  | { type: "scanWal"; id: number; walFile: string; walIndex: WalIndexHeader }
+  | { type: "scanWal"; id: number; walFile: string; shmFile: string; walIndex: WalIndexHeader }
   | { type: "range"; id: number; first: number; count: number }
   | { type: "finish"; id: number }
   | { type: "abort"; id: number }

@@ -20,7 +20,7 @@ export interface PinnedSnapshot {
   walFile: string;
   /**
    * When the WAL holds frames not yet in the database file: its index header. Frames
-   * 1..mxFrame stay put while the pin is held; a worker scans them (scanWal), off this thread.
+   * 1..mxFrame stay put while the pin is held; a worker finds their pages (scanWal), off this thread.
    */
   walIndex?: WalIndexHeader;
   pageSize: number;

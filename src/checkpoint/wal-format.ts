@@ -84,54 +84,68 @@ export interface WalOverlay {
   pageCount: number;
 }
 
+/** wal-index layout (walformat.html §2.2): 32 KiB blocks; block 0 starts with the header. */
+const WALINDEX_BLOCK_WORDS = 32768 / 4;
+const HASHTABLE_NPAGE = 4096;
+const HASHTABLE_NPAGE_ONE = HASHTABLE_NPAGE - SHM_HEADER_BYTES / 4;
+
+/** The word of the wal-index holding the page number of WAL frame `frame` (1-based). */
+function pgnoWord(frame: number): number {
+  if (frame <= HASHTABLE_NPAGE_ONE) return SHM_HEADER_BYTES / 4 + frame - 1;
+  const block = Math.floor((frame + HASHTABLE_NPAGE - HASHTABLE_NPAGE_ONE - 1) / HASHTABLE_NPAGE);
+  return block * WALINDEX_BLOCK_WORDS + ((frame - 1 - HASHTABLE_NPAGE_ONE) % HASHTABLE_NPAGE);
+}
+
 /**
- * Read frames 1..mxFrame of the WAL, checking salts and the cumulative checksums, and return
- * where the newest copy of each page is. Any inconsistency is an error: the snapshot is
- * retried or refused, never taken from a damaged WAL.
+ * Where the snapshot's pages newer than the database file are: for frames nBackfill+1..mxFrame,
+ * the page numbers come from the wal-index (`-shm`), as SQLite's own readers find them; frames
+ * up to nBackfill are already in the database file (the node's WAL checkpoints copied them,
+ * and they are paused now). Nothing but the page data is read from the WAL later, so an
+ * incremental checkpoint no longer reads and checksums the whole WAL (50 ms for ~30 MB).
+ * The WAL header and the last frame's header are checked against the index (magic, page
+ * size, salts, page number, commit size): an index that does not describe this WAL is an
+ * error, and the snapshot is refused.
  */
-export function scanWal(walFile: string, hdr: WalIndexHeader): WalOverlay {
+export function scanWal(walFile: string, shmFile: string, hdr: WalIndexHeader): WalOverlay {
   const fail = (why: string) => new CairnError("E_SNAPSHOT", `WAL ${walFile}: ${why}`);
+  const frameBytes = FRAME_HEADER_BYTES + hdr.pageSize;
+  const frameData = (frame: number) => WAL_HEADER_BYTES + (frame - 1) * frameBytes + FRAME_HEADER_BYTES;
   const fd = openSync(walFile, "r");
   try {
-    const head = new Uint8Array(WAL_HEADER_BYTES);
+    const head = new Uint8Array(WAL_HEADER_BYTES + frameBytes);
+    const lastHead = head.subarray(WAL_HEADER_BYTES, WAL_HEADER_BYTES + FRAME_HEADER_BYTES);
     if (readSync(fd, head, 0, WAL_HEADER_BYTES, 0) !== WAL_HEADER_BYTES) throw fail("header is truncated");
+    if (readSync(fd, lastHead, 0, FRAME_HEADER_BYTES, frameData(hdr.mxFrame) - FRAME_HEADER_BYTES) !== FRAME_HEADER_BYTES) {
+      throw fail(`ends before frame ${hdr.mxFrame}`);
+    }
     const hv = new DataView(head.buffer);
     const magic = hv.getUint32(0, false);
     if (magic !== 0x377f0682 && magic !== 0x377f0683) throw fail("bad magic");
-    const bigEndian = (magic & 1) === 1;
-    const pageSize = hv.getUint32(8, false);
-    if (pageSize !== hdr.pageSize) throw fail(`page size ${pageSize} differs from the WAL index's ${hdr.pageSize}`);
+    if (hv.getUint32(8, false) !== hdr.pageSize) throw fail(`page size ${hv.getUint32(8, false)} differs from the WAL index's ${hdr.pageSize}`);
     if (hv.getUint32(16, false) !== hdr.salt1 || hv.getUint32(20, false) !== hdr.salt2) throw fail("salts differ from the WAL index");
-    const s: [number, number] = [0, 0];
-    checksum(s, head.subarray(0, 24), bigEndian);
-    if (s[0] !== hv.getUint32(24, false) || s[1] !== hv.getUint32(28, false)) throw fail("header checksum mismatch");
+    const fv = new DataView(head.buffer, WAL_HEADER_BYTES, FRAME_HEADER_BYTES);
+    if (fv.getUint32(8, false) !== hdr.salt1 || fv.getUint32(12, false) !== hdr.salt2) throw fail(`frame ${hdr.mxFrame} has a stale salt`);
+    if (fv.getUint32(4, false) !== hdr.nPage) throw fail(`frame ${hdr.mxFrame} is not the commit the WAL index says it is`);
 
-    const frameBytes = FRAME_HEADER_BYTES + pageSize;
-    const latest = new Map<number, number>();
-    let pageCount = 0;
-    const batchFrames = Math.max(1, Math.floor((4 << 20) / frameBytes));
-    const buf = new Uint8Array(batchFrames * frameBytes);
-    for (let first = 1; first <= hdr.mxFrame; first += batchFrames) {
-      const n = Math.min(batchFrames, hdr.mxFrame - first + 1);
-      const pos = WAL_HEADER_BYTES + (first - 1) * frameBytes;
-      const got = readSync(fd, buf, 0, n * frameBytes, pos);
-      if (got !== n * frameBytes) throw fail(`ends before frame ${hdr.mxFrame}`);
-      for (let k = 0; k < n; k++) {
-        const f = buf.subarray(k * frameBytes, (k + 1) * frameBytes);
-        const fv = new DataView(f.buffer, f.byteOffset, FRAME_HEADER_BYTES);
-        if (fv.getUint32(8, false) !== hdr.salt1 || fv.getUint32(12, false) !== hdr.salt2) throw fail(`frame ${first + k} has a stale salt`);
-        checksum(s, f.subarray(0, 8), bigEndian);
-        checksum(s, f.subarray(FRAME_HEADER_BYTES), bigEndian);
-        if (s[0] !== fv.getUint32(16, false) || s[1] !== fv.getUint32(20, false)) throw fail(`frame ${first + k} checksum mismatch`);
-        const pgno = fv.getUint32(0, false);
-        latest.set(pgno, pos + k * frameBytes + FRAME_HEADER_BYTES);
-        const commitSize = fv.getUint32(4, false);
-        if (commitSize > 0) pageCount = commitSize;
-      }
+    const shm = new Uint32Array((pgnoWord(hdr.mxFrame) + 1 + WALINDEX_BLOCK_WORDS - 1) & ~(WALINDEX_BLOCK_WORDS - 1));
+    const sfd = openSync(shmFile, "r");
+    try {
+      const bytes = new Uint8Array(shm.buffer);
+      if (readSync(sfd, bytes, 0, bytes.length, 0) < (pgnoWord(hdr.mxFrame) + 1) * 4) throw fail("the WAL index is shorter than its header says");
+    } finally {
+      closeSync(sfd);
     }
-    if (hdr.mxFrame > 0 && pageCount !== hdr.nPage) throw fail(`last commit says ${pageCount} pages, the WAL index ${hdr.nPage}`);
+    if (shm[pgnoWord(hdr.mxFrame)] !== fv.getUint32(0, false)) throw fail(`the WAL index and frame ${hdr.mxFrame} name different pages`);
+    // the newest frame of each page wins
+    const latest = new Map<number, number>();
+    for (let f = hdr.nBackfill + 1; f <= hdr.mxFrame; f++) {
+      const pgno = shm[pgnoWord(f)]!;
+      if (pgno === 0) throw fail(`the WAL index has no page for frame ${f}`);
+      latest.set(pgno, f);
+    }
+    const pageCount = hdr.nPage;
     const pages = Uint32Array.from([...latest.keys()].filter((p) => p <= pageCount)).sort();
-    const offsets = Float64Array.from(pages, (p) => latest.get(p)!);
+    const offsets = Float64Array.from(pages, (p) => frameData(latest.get(p)!));
     return { pages, offsets, pageCount };
   } finally {
     closeSync(fd);

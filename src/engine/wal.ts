@@ -122,16 +122,11 @@ export class WalCheckpointer {
   /**
    * Stop checkpointing until the returned function is called; waits for a running one to
    * finish first, so the database file is not written by a checkpoint once this resolves.
-   * First it folds the WAL into the database (PASSIVE, off this thread), so that a database
-   * checkpoint taken right after has few WAL frames to read.
+   * It does not fold the WAL in first: a database checkpoint finds the WAL's pages through
+   * the wal-index and reads only those (wal-format.ts), which costs less than a WAL
+   * checkpoint and its fsync (~50 ms after a 1% churn of 1 GB).
    */
   async pause(): Promise<() => void> {
-    await this.running;
-    if (this.pauses === 0 && !this.stopped && this.worker && this.walSize() > 0) {
-      this.running = this.run("PASSIVE").finally(() => {
-        this.running = undefined;
-      });
-    }
     this.pauses++;
     await this.running;
     let resumed = false;
