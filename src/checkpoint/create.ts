@@ -27,10 +27,11 @@ import { VERSION } from "../version.ts";
 import { DigestTable } from "./digest-table.ts";
 import { INDEX_ENTRY_BYTES, PACK_TARGET_BYTES, SEGMENT_BLOCKS, SEGMENT_ENTRY_BYTES } from "./format.ts";
 import { toHex } from "./hash.ts";
-import { LocalStore } from "./local-store.ts";
+import { LocalStore, packIdsIn } from "./local-store.ts";
 import { WorkerPool } from "./pool.ts";
 import type { PackWritten, RangeResult, SnapshotSpec } from "./protocol.ts";
-import type { StoreReader } from "./reader.ts";
+import { DirSource } from "./objects.ts";
+import { StoreReader } from "./reader.ts";
 import { pinSnapshot } from "./snapshot.ts";
 import type { WalOverlay } from "./wal-format.ts";
 
@@ -324,6 +325,25 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
     if (!(keepPool && pool === o.pool)) pool.terminate();
     store.release();
   }
+}
+
+/**
+ * Load what the store in `storeDir` holds into `cache` ahead of its next checkpoint: a node
+ * does this in the background when it starts, so that the first checkpoint after a restart
+ * does not begin by reading every pack index. Read-only; nothing for a store with no
+ * checkpoint; a cache already set (a checkpoint got there first) is left alone.
+ */
+export async function warmStoreCache(storeDir: string, pool: WorkerPool, cache: { current?: StoreCache }): Promise<void> {
+  const reader = new StoreReader(new DirSource(storeDir));
+  const ids = await reader.manifestIds();
+  if (ids.length === 0) return;
+  const latest = Math.max(...ids);
+  const packIds = await packIdsIn(reader);
+  const [tableBuf, prev] = await Promise.all([
+    pool.call<SharedArrayBuffer>(0, { type: "loadIndex", storeDir, packIds }),
+    pool.call<{ entries: SharedArrayBuffer; count: number }>(pool.size - 1, { type: "loadBlockList", storeDir, manifestId: latest }),
+  ]);
+  cache.current ??= { dir: storeDir, packIds, table: DigestTable.attach(tableBuf), prev: { id: latest, ...prev } };
 }
 
 /**

@@ -167,9 +167,8 @@ export class LocalStore {
   }
 
   /** Packs present in the store (those with an index). */
-  async packIds(): Promise<string[]> {
-    const files = await this.reader.source.list("packs/");
-    return files.filter((f) => f.endsWith(".idx")).map((f) => f.slice(f.lastIndexOf("/") + 1, -".idx".length));
+  packIds(): Promise<string[]> {
+    return packIdsIn(this.reader);
   }
 
   /** Pack files with no index: leftovers of a crash between the two renames. */
@@ -182,4 +181,10 @@ export class LocalStore {
   release(): void {
     this.lock.release();
   }
+}
+
+/** Packs present in a store (those with an index). */
+export async function packIdsIn(reader: StoreReader): Promise<string[]> {
+  const files = await reader.source.list("packs/");
+  return files.filter((f) => f.endsWith(".idx")).map((f) => f.slice(f.lastIndexOf("/") + 1, -".idx".length));
 }

@@ -11,7 +11,7 @@ import { dirname, join, resolve } from "node:path";
 import type { CheckpointConfig } from "../config/config.ts";
 import { CairnError, errorMessage } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { type CheckpointResult, type StoreCache, takeCheckpoint, type WalPauser } from "./create.ts";
+import { type CheckpointResult, type StoreCache, takeCheckpoint, type WalPauser, warmStoreCache } from "./create.ts";
 import { DirSource } from "./objects.ts";
 import { WorkerPool } from "./pool.ts";
 import { StoreReader } from "./reader.ts";
@@ -109,6 +109,8 @@ export class CheckpointManager {
   readonly remote?: RemoteReplicator;
   /** The checkpoint workers, kept warm between checkpoints (see CheckpointOptions.pool). */
   private pool?: WorkerPool;
+  /** Loading the configured store into `cache` at start (never rejects); checkpoints wait for it. */
+  private warming?: Promise<void>;
 
   constructor(private readonly deps: CheckpointManagerDeps) {
     this.clock = deps.clock ?? systemClock;
@@ -134,6 +136,11 @@ export class CheckpointManager {
       if ((await latestCheckpointTime(config.dir)) !== undefined) this.remote.notify();
     }
     this.storeBytes = dirBytes(config.dir);
+    if ((await latestCheckpointTime(config.dir)) !== undefined) {
+      this.warming = warmStoreCache(config.dir, this.workers(), this.cache).catch((e) => {
+        logger.debug(`could not preload ${config.dir} for the next checkpoint: ${errorMessage(e)}`);
+      });
+    }
     if (config.periodic) {
       const first = firstPeriodicRun(await latestCheckpointTime(config.dir), this.clock.now(), config);
       this.schedulePeriodic(first);
@@ -276,6 +283,7 @@ export class CheckpointManager {
       const toS3 = isS3Url(run.dir);
       const toArchive = !toS3 && isArchiveName(run.dir);
       const storeDir = toS3 || toArchive ? config.dir : run.dir;
+      await this.warming;
       const result = await takeCheckpoint({
         storeDir,
         nodeId: this.deps.nodeId,
@@ -345,6 +353,11 @@ export class CheckpointManager {
       run.state = "done";
       run.finished = new Date(this.clock.now()).toISOString();
       this.storeBytes = dirBytes(config.dir);
+    if ((await latestCheckpointTime(config.dir)) !== undefined) {
+      this.warming = warmStoreCache(config.dir, this.workers(), this.cache).catch((e) => {
+        logger.debug(`could not preload ${config.dir} for the next checkpoint: ${errorMessage(e)}`);
+      });
+    }
       this.last = run;
       if (run.outcome === "success") this.lastSuccess = run;
       this.current = undefined;
