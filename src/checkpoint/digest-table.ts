@@ -64,18 +64,7 @@ export class DigestTable {
 
   /** Like get(), for the digest at byte `at` of `buf` (no subarray needed). */
   getAt(buf: Uint8Array, at: number): number {
-    const k0 = word(buf, 0, at);
-    const k1 = word(buf, 1, at);
-    const k2 = word(buf, 2, at);
-    const k3 = word(buf, 3, at);
-    let i = k0 & this.mask;
-    for (;;) {
-      const v = this.vals[i]!;
-      if (v === 0) return -1;
-      const o = i * KEY_WORDS;
-      if (this.keys[o] === k0 && this.keys[o + 1] === k1 && this.keys[o + 2] === k2 && this.keys[o + 3] === k3) return v - 1;
-      i = (i + 1) & this.mask;
-    }
+    return this.find(word(buf, 0, at), word(buf, 1, at), word(buf, 2, at), word(buf, 3, at));
   }
 
   /**
@@ -84,10 +73,10 @@ export class DigestTable {
    * checkpoint workers' hot path, with no byte assembly.
    */
   getWords(w: Uint32Array, at: number): number {
-    const k0 = w[at]!;
-    const k1 = w[at + 1]!;
-    const k2 = w[at + 2]!;
-    const k3 = w[at + 3]!;
+    return this.find(w[at]!, w[at + 1]!, w[at + 2]!, w[at + 3]!);
+  }
+
+  private find(k0: number, k1: number, k2: number, k3: number): number {
     let i = k0 & this.mask;
     for (;;) {
       const v = this.vals[i]!;
