@@ -40,7 +40,7 @@ const WRITE_BUFFER_BYTES = 1024 * 1024;
 let init: WorkerInit | undefined;
 let seed = 0n;
 let table: DigestTable | undefined;
-let prev: { entries: Uint8Array; words: Uint32Array; quick: BigUint64Array; count: number } | undefined;
+let prev: { words: Uint32Array; count: number } | undefined;
 let snap: (SnapshotSpec & { dbFd: number; walFd: number | undefined }) | undefined;
 const chunk = new Uint8Array(CHUNK_BYTES);
 
@@ -392,9 +392,7 @@ async function handle(msg: WorkerRequest): Promise<unknown> {
       return;
     case "table":
       table = DigestTable.attach(msg.table);
-      prev = msg.prev
-        ? { entries: new Uint8Array(msg.prev), words: new Uint32Array(msg.prev), quick: new BigUint64Array(msg.prev), count: msg.prevBlockCount }
-        : undefined;
+      prev = msg.prev ? { words: new Uint32Array(msg.prev), count: msg.prevBlockCount } : undefined;
       return;
     case "snapshot":
       closeSnapshot();

@@ -124,39 +124,27 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
     const usable = cached && cached.dir === o.storeDir && cached.packIds.every((p) => present.includes(p)) ? cached : undefined;
 
     // 1. what the store holds: from the cache (plus packs added since), or loaded by workers
-    let packIds: string[];
-    let table: DigestTable;
-    let tableBuf: SharedArrayBuffer;
+    let packIds = present;
+    let table: DigestTable | undefined;
     if (usable) {
-      packIds = [...usable.packIds];
-      table = usable.table;
-      const known = new Set(packIds);
+      const known = new Set(usable.packIds);
       const added = present.filter((p) => !known.has(p));
-      if (await addPacksToTable(store.reader, table, packIds.length, added)) {
-        packIds.push(...added);
-        tableBuf = table.buffer;
-      } else {
-        // regrow by reloading: rare, and keeps the table sized for what it holds
-        tableBuf = await pool.call<SharedArrayBuffer>(0, { type: "loadIndex", storeDir: o.storeDir, packIds: present });
-        packIds = present;
-        table = DigestTable.attach(tableBuf);
+      if (await addPacksToTable(store.reader, usable.table, usable.packIds.length, added)) {
+        packIds = [...usable.packIds, ...added];
+        table = usable.table;
       }
-    } else {
-      packIds = present;
-      tableBuf = await pool.call<SharedArrayBuffer>(0, { type: "loadIndex", storeDir: o.storeDir, packIds });
-      table = DigestTable.attach(tableBuf);
+      // else regrow by reloading: rare, and keeps the table sized for what it holds
     }
+    table ??= await loadTable(pool, o.storeDir, packIds);
     const prevList =
       prevId === undefined
         ? undefined
         : usable?.prev?.id === prevId
           ? usable.prev
-          : await pool
-              .call<{ entries: SharedArrayBuffer; count: number }>(pool.size - 1, { type: "loadBlockList", storeDir: o.storeDir, manifestId: prevId })
-              .catch((e) => {
-                o.logger.warn(`could not read checkpoint ${prevId}'s block list (${e.message}); every block will be hashed`);
-                return undefined;
-              });
+          : await loadBlockList(pool, o.storeDir, prevId).catch((e) => {
+              o.logger.warn(`could not read checkpoint ${prevId}'s block list (${e.message}); every block will be hashed`);
+              return undefined;
+            });
     mark("load_store");
     await pool.all({
       type: "init",
@@ -169,7 +157,7 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
       packTargetBytes: PACK_TARGET_BYTES,
       writeBytesPerSec: o.writeBytesPerSec > 0 ? Math.max(1, Math.floor(o.writeBytesPerSec / pool.size)) : 0,
     });
-    await pool.all({ type: "table", table: tableBuf, prev: prevList?.entries ?? null, prevBlockCount: prevList?.count ?? 0 });
+    await pool.all({ type: "table", table: table.buffer, prev: prevList?.entries ?? null, prevBlockCount: prevList?.count ?? 0 });
     mark("start_workers");
 
     // 2-3. pin, read, release
@@ -284,9 +272,7 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
         // the table has no room for what the store now holds (always so after the first
         // checkpoint of a store): a worker builds a bigger one now, while the pool is up, so
         // that the next checkpoint does not start by reloading every index
-        next = await pool
-          .call<SharedArrayBuffer>(0, { type: "loadIndex", storeDir: o.storeDir, packIds: allPacks })
-          .then(DigestTable.attach, () => undefined);
+        next = await loadTable(pool, o.storeDir, allPacks).catch(() => undefined);
       }
       if (next) {
         o.cache.current = { dir: o.storeDir, packIds: allPacks, table: next, prev: { id, entries: entriesBuf, count: blockCount } };
@@ -339,11 +325,18 @@ export async function warmStoreCache(storeDir: string, pool: WorkerPool, cache: 
   if (ids.length === 0) return;
   const latest = Math.max(...ids);
   const packIds = await packIdsIn(reader);
-  const [tableBuf, prev] = await Promise.all([
-    pool.call<SharedArrayBuffer>(0, { type: "loadIndex", storeDir, packIds }),
-    pool.call<{ entries: SharedArrayBuffer; count: number }>(pool.size - 1, { type: "loadBlockList", storeDir, manifestId: latest }),
-  ]);
-  cache.current ??= { dir: storeDir, packIds, table: DigestTable.attach(tableBuf), prev: { id: latest, ...prev } };
+  const [table, prev] = await Promise.all([loadTable(pool, storeDir, packIds), loadBlockList(pool, storeDir, latest)]);
+  cache.current ??= { dir: storeDir, packIds, table, prev: { id: latest, ...prev } };
+}
+
+/** A worker reads every index of `packIds` into a new digest table (with room to grow). */
+function loadTable(pool: WorkerPool, storeDir: string, packIds: string[]): Promise<DigestTable> {
+  return pool.call<SharedArrayBuffer>(0, { type: "loadIndex", storeDir, packIds }).then(DigestTable.attach);
+}
+
+/** Another worker (the last) reads checkpoint `manifestId`'s block list. */
+function loadBlockList(pool: WorkerPool, storeDir: string, manifestId: number): Promise<{ entries: SharedArrayBuffer; count: number }> {
+  return pool.call(pool.size - 1, { type: "loadBlockList", storeDir, manifestId });
 }
 
 /**

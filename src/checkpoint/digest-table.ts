@@ -57,18 +57,13 @@ export class DigestTable {
     return this.mask + 1;
   }
 
-  /** The pack index holding `digest`, or -1. */
-  get(digest: Uint8Array): number {
-    return this.getAt(digest, 0);
-  }
-
-  /** Like get(), for the digest at byte `at` of `buf` (no subarray needed). */
+  /** The pack index holding the digest at byte `at` of `buf` (no subarray needed), or -1. */
   getAt(buf: Uint8Array, at: number): number {
     return this.find(word(buf, 0, at), word(buf, 1, at), word(buf, 2, at), word(buf, 3, at));
   }
 
   /**
-   * Like getAt(), for a digest held as 32-bit words (little-endian, as a Uint32Array over the
+   * getAt() for a digest held as 32-bit words (little-endian, as a Uint32Array over the
    * digest bytes reads them on the machines cairn runs on) starting at word `at`: the
    * checkpoint workers' hot path, with no byte assembly.
    */
