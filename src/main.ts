@@ -1,6 +1,7 @@
 #!/usr/bin/env bun
 /** cairn's root command: wiring only. Each command lives in src/commands/, loaded lazily. */
 import "./util/no-color.ts";
+import "./util/private-umask.ts";
 import { defineCommand } from "citty";
 import { runCli } from "./commands/_runner.ts";
 import { VERSION } from "./version.ts";

@@ -11,6 +11,7 @@ import type { Server } from "bun";
 import { CairnError, errorMessage, isCairnError, sysCode } from "../errors.ts";
 import { isLogLevel, type LevelledLogger, LOG_LEVELS } from "../log.ts";
 import { errorReply, json, readBodyCapped, statusFor } from "../api/http.ts";
+import { DIR_MODE } from "../util/fsx.ts";
 import { ADMIN_MAX_BODY, ADMIN_ROUTES, type HealthReply, type LogLevelReply } from "./protocol.ts";
 
 /** A route the node adds to the admin socket (the checkpoint operations live elsewhere). */
@@ -41,7 +42,7 @@ export class AdminServer {
         { hint: "choose a shorter admin_socket_path", exitStatus: 2 },
       );
     }
-    mkdirSync(dirname(path), { recursive: true });
+    mkdirSync(dirname(path), { recursive: true, mode: DIR_MODE });
     await clearStaleSocket(path);
     const old = process.umask(0o177);
     try {

@@ -18,6 +18,7 @@ export function statusFor(e: CairnError): number {
     case "E_DISK_FULL":
       return 507;
     case "E_SHUTTING_DOWN":
+    case "E_DB_FILES_LOST":
       return 503;
     case "E_BAD_REQUEST":
       return 400;

@@ -133,7 +133,8 @@ function notAllowed(allow: string): Response {
 function failure(logger: Logger, req: Request, e: unknown): Response {
   if (isCairnError(e)) {
     const status = statusFor(e);
-    if (status >= 500) logger.error(`${req.method} ${new URL(req.url).pathname}: ${e.message}`);
+    // a 503 is a refusal the node has already logged once (shutting down, database files lost)
+    if (status >= 500 && status !== 503) logger.error(`${req.method} ${new URL(req.url).pathname}: ${e.message}`);
     return errorReply(status, e.code, e.message, status === 413 ? { connection: "close" } : {});
   }
   logger.error(`${req.method} ${new URL(req.url).pathname}: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);

@@ -25,7 +25,7 @@ import { blockDigestInto, DIGEST_BYTES, quickHash } from "./hash.ts";
 import { DirSource } from "./objects.ts";
 import type { PackWritten, RangeResult, SnapshotSpec, WorkerInit, WorkerReply, WorkerRequest } from "./protocol.ts";
 import { crashPoint } from "../util/crash-point.ts";
-import { preadFully, writeFully } from "../util/fsx.ts";
+import { DIR_MODE, FILE_MODE, preadFully, writeFully } from "../util/fsx.ts";
 import { lowerThisThreadPriority } from "../util/thread-priority.ts";
 import { collectGarbage } from "./gc.ts";
 import { decodeBlock, StoreReader } from "./reader.ts";
@@ -41,7 +41,8 @@ let init: WorkerInit | undefined;
 let seed = 0n;
 let table: DigestTable | undefined;
 let prev: { words: Uint32Array; count: number } | undefined;
-let snap: (SnapshotSpec & { dbFd: number; walFd: number | undefined }) | undefined;
+/** The image being read; its descriptors belong to the node and are never closed here. */
+let snap: SnapshotSpec | undefined;
 const chunk = new Uint8Array(CHUNK_BYTES);
 
 // ---- packs ----------------------------------------------------------------------------------
@@ -99,7 +100,7 @@ function writeAll(fd: number, data: Uint8Array): void {
 
 function openPack(): OpenPack {
   const packId = newPackId();
-  const fd = openSync(tmpFile(packId, "pack"), "w", 0o644);
+  const fd = openSync(tmpFile(packId, "pack"), "w", FILE_MODE);
   const entries = new Uint8Array(INDEX_ENTRY_BYTES * 1024);
   const p: OpenPack = {
     packId,
@@ -155,7 +156,7 @@ function closePack(p: OpenPack): void {
   closeSync(p.fd);
   crashPoint("checkpoint:pack-written");
   const idx = encodeIndex(p.bytes, p.entries, p.count);
-  const fd = openSync(tmpFile(p.packId, "idx"), "w", 0o644);
+  const fd = openSync(tmpFile(p.packId, "idx"), "w", FILE_MODE);
   try {
     writeAll(fd, idx);
     if (init!.sync) fsyncSync(fd);
@@ -250,7 +251,7 @@ function readImage(pos: number, len: number): Uint8Array {
     }
     for (let i = lo; i < s.overlayPages.length && s.overlayPages[i]! <= lastPage; i++) {
       const at = (s.overlayPages[i]! - 1) * s.pageSize - pos;
-      const n = readSync(s.walFd!, buf, at, s.pageSize, s.overlayOffsets[i]!);
+      const n = readSync(s.walFd, buf, at, s.pageSize, s.overlayOffsets[i]!);
       if (n !== s.pageSize) throw new CairnError("E_SNAPSHOT", "the WAL changed while it was read");
     }
   }
@@ -350,9 +351,7 @@ async function loadBlockList(storeDir: string, manifestId: number): Promise<{ en
 // ---- messages ---------------------------------------------------------------------------------
 
 function closeSnapshot(): void {
-  if (!snap) return;
-  closeSync(snap.dbFd);
-  if (snap.walFd !== undefined) closeSync(snap.walFd);
+  // the descriptors stay open: they are the node's, for its whole life (engine/live-files.ts)
   snap = undefined;
 }
 
@@ -386,7 +385,7 @@ async function handle(msg: WorkerRequest): Promise<unknown> {
       newHere = newHere.clear();
       bytesWritten = 0;
       started = performance.now();
-      mkdirSync(msg.tmpDir, { recursive: true });
+      mkdirSync(msg.tmpDir, { recursive: true, mode: DIR_MODE });
       // a checkpoint is background work: the node's request thread goes first
       lowerThisThreadPriority(10);
       return;
@@ -396,11 +395,7 @@ async function handle(msg: WorkerRequest): Promise<unknown> {
       return;
     case "snapshot":
       closeSnapshot();
-      snap = {
-        ...msg.spec,
-        dbFd: openSync(msg.spec.dbFile, "r"),
-        walFd: msg.spec.overlayPages.length > 0 ? openSync(msg.spec.walFile, "r") : undefined,
-      };
+      snap = msg.spec;
       return;
     case "range": {
       const r = processRange(msg.first, msg.count);
@@ -445,7 +440,7 @@ async function handle(msg: WorkerRequest): Promise<unknown> {
       }
     }
     case "scanWal":
-      return scanWal(msg.walFile, msg.shmFile, msg.walIndex);
+      return scanWal(msg.walFd, msg.shmFd, msg.walIndex);
     case "loadIndex":
       return loadIndex(msg.storeDir, msg.packIds);
     case "loadBlockList":

@@ -22,7 +22,7 @@ import { readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { CairnError, isDiskFull } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { crashPoint } from "../util/crash-point.ts";
+import { crashPoint, pausePoint } from "../util/crash-point.ts";
 import { VERSION } from "../version.ts";
 import { DigestTable } from "./digest-table.ts";
 import { INDEX_ENTRY_BYTES, PACK_TARGET_BYTES, SEGMENT_BLOCKS, SEGMENT_ENTRY_BYTES } from "./format.ts";
@@ -33,6 +33,7 @@ import type { PackWritten, RangeResult, SnapshotSpec } from "./protocol.ts";
 import { DirSource } from "./objects.ts";
 import { StoreReader } from "./reader.ts";
 import { pinSnapshot } from "./snapshot.ts";
+import type { LiveFiles } from "../engine/live-files.ts";
 import type { WalOverlay } from "./wal-format.ts";
 
 /**
@@ -61,7 +62,8 @@ export interface StoreCache {
 export interface CheckpointOptions {
   storeDir: string;
   nodeId: string;
-  dbFile: string;
+  /** The node's descriptors of its database files: every read of them goes through these. */
+  live: LiveFiles;
   wal: WalPauser;
   workers: number;
   sync: boolean;
@@ -168,15 +170,15 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
     let rangeWorker: number[];
     let totals: { blob_count: number; blob_bytes: number };
     try {
-      pinned = pinSnapshot(o.dbFile);
+      pinned = pinSnapshot(o.live);
       totals = pinned.totals;
       crashPoint("checkpoint:snapshot-pinned");
       const overlay = pinned.walIndex
-        ? await pool.call<WalOverlay>(0, { type: "scanWal", walFile: pinned.walFile, shmFile: `${pinned.dbFile}-shm`, walIndex: pinned.walIndex })
+        ? await pool.call<WalOverlay>(0, { type: "scanWal", walFd: o.live.walFd, shmFd: o.live.shmFd, walIndex: pinned.walIndex })
         : undefined;
       spec = {
-        dbFile: pinned.dbFile,
-        walFile: pinned.walFile,
+        dbFd: o.live.dbFd,
+        walFd: o.live.walFd,
         pageSize: pinned.pageSize,
         pageCount: overlay ? overlay.pageCount : pinned.dbFilePages,
         overlayPages: overlay?.pages ?? new Uint32Array(0),
@@ -184,6 +186,7 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
       };
       await pool.all({ type: "snapshot", spec });
       mark("pin_and_scan_wal");
+      await pausePoint("checkpoint:pinned");
       ({ results, rangeWorker } = await readAllBlocks(pool, spec, store.info.block_size, o.onProgress));
       pinned.checkGuard();
     } finally {

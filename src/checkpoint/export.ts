@@ -14,7 +14,7 @@ import type { Transform, Writable } from "node:stream";
 import { createGzip, createZstdCompress, constants as zlibConstants } from "node:zlib";
 import tar from "tar-stream";
 import { CairnError, errorMessage, isDiskFull } from "../errors.ts";
-import { fsyncDir } from "../util/fsx.ts";
+import { FILE_MODE, fsyncDir } from "../util/fsx.ts";
 import { DigestTable } from "./digest-table.ts";
 import { type ArchiveCompression, archiveRoot, compressionForName } from "./archive.ts";
 import {
@@ -84,7 +84,7 @@ class ArchiveFile {
   private readonly waiting = new Set<(e: unknown) => void>();
 
   constructor(readonly tmp: string, compression: ArchiveCompression) {
-    this.file = createWriteStream(tmp, { mode: 0o600, highWaterMark: 1024 * 1024 });
+    this.file = createWriteStream(tmp, { mode: FILE_MODE, highWaterMark: 1024 * 1024 });
     this.closed = new Promise<void>((res) => this.file.on("close", () => res()));
     const fail = (e: unknown) => this.fail(e);
     this.file.on("error", fail);
@@ -194,7 +194,7 @@ export async function exportCheckpoint(o: ExportOptions): Promise<ExportResult> 
   const segmentsAt = await reader.locateSome(m.packs, m.segments);
   const root = archiveRoot(m.id);
   const mtime = new Date(m.created);
-  const header = (name: string, size: number): EntryHeader => ({ name: `${root}/${name}`, size, mtime, mode: 0o644, type: "file" });
+  const header = (name: string, size: number): EntryHeader => ({ name: `${root}/${name}`, size, mtime, mode: FILE_MODE, type: "file" });
 
   let st;
   try {

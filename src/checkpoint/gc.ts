@@ -15,8 +15,8 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { CairnError } from "../errors.ts";
-import { crashPoint } from "../util/crash-point.ts";
-import { fileSizeOrZero, fsyncDir, writeFileAtomic, writeFully } from "../util/fsx.ts";
+import { crashPoint, pausePoint } from "../util/crash-point.ts";
+import { DIR_MODE, FILE_MODE, fileSizeOrZero, fsyncDir, writeFileAtomic, writeFully } from "../util/fsx.ts";
 import {
   encodeIndex,
   encodeManifest,
@@ -70,6 +70,7 @@ export async function collectGarbage(dir: string, opts: GcOptions): Promise<GcRe
   } catch (e) {
     throw new CairnError("E_GC_SKIPPED", `garbage collection skipped: ${(e as Error).message}`, { cause: e });
   }
+  await pausePoint("gc:collecting");
   const result: GcResult = { removedPacks: 0, rewrittenPacks: 0, freedBytes: 0 };
   const live = new Set(manifests.flatMap((m) => m.packs));
   const files = await reader.source.list("packs/");
@@ -142,7 +143,7 @@ async function rewritePack(dir: string, reader: StoreReader, packId: string, kee
   const tmpPack = join(dir, "tmp", `${newId}.pack`);
   const tmpIdx = join(dir, "tmp", `${newId}.idx`);
   const entries = new Uint8Array(keep.length * INDEX_ENTRY_BYTES);
-  const fd = openSync(tmpPack, "w", 0o644);
+  const fd = openSync(tmpPack, "w", FILE_MODE);
   let offset = 0;
   try {
     const magic = new TextEncoder().encode(PACK_MAGIC);
@@ -160,7 +161,7 @@ async function rewritePack(dir: string, reader: StoreReader, packId: string, kee
   } finally {
     closeSync(fd);
   }
-  const ifd = openSync(tmpIdx, "w", 0o644);
+  const ifd = openSync(tmpIdx, "w", FILE_MODE);
   try {
     const data = encodeIndex(offset, entries, keep.length);
     writeFully(ifd, data);
@@ -169,7 +170,7 @@ async function rewritePack(dir: string, reader: StoreReader, packId: string, kee
     closeSync(ifd);
   }
   const sub = join(dir, "packs", newId.slice(0, 2));
-  mkdirSync(sub, { recursive: true });
+  mkdirSync(sub, { recursive: true, mode: DIR_MODE });
   renameSync(tmpPack, join(dir, packPath(newId)));
   renameSync(tmpIdx, join(dir, indexPath(newId)));
   fsyncDir(sub);

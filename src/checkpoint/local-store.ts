@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { CairnError, errorMessage, sysCode } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { FileLock } from "../engine/lock.ts";
-import { fsyncDir, writeFileAtomic } from "../util/fsx.ts";
+import { DIR_MODE, fsyncDir, writeFileAtomic } from "../util/fsx.ts";
 import {
   DEFAULT_BLOCK_SIZE,
   decodeStoreInfo,
@@ -49,7 +49,7 @@ export class LocalStore {
    */
   static openForWrite(dir: string, nodeId: string, logger: Logger): LocalStore {
     try {
-      mkdirSync(dir, { recursive: true });
+      mkdirSync(dir, { recursive: true, mode: DIR_MODE });
     } catch (e) {
       throw new CairnError("E_STORE_IO", `cannot create the checkpoint directory ${dir}: ${errorMessage(e)}`, { cause: e });
     }
@@ -120,7 +120,7 @@ export class LocalStore {
       }
     }
     if (removed > 0) logger.info(`removed ${removed} leftover file(s) of an unfinished checkpoint in ${this.dir}`);
-    mkdirSync(this.tmpDir, { recursive: true });
+    mkdirSync(this.tmpDir, { recursive: true, mode: DIR_MODE });
   }
 
   async nextId(): Promise<number> {
@@ -131,7 +131,7 @@ export class LocalStore {
   /** Move a pack and its index written in tmp/ into place (pack first, so an index never points nowhere). */
   publishPack(packId: string): void {
     const sub = join(this.dir, "packs", packId.slice(0, 2));
-    mkdirSync(sub, { recursive: true });
+    mkdirSync(sub, { recursive: true, mode: DIR_MODE });
     renameSync(join(this.tmpDir, `${packId}.pack`), join(this.dir, packPath(packId)));
     renameSync(join(this.tmpDir, `${packId}.idx`), join(this.dir, indexPath(packId)));
   }
@@ -144,7 +144,7 @@ export class LocalStore {
 
   /** Write a manifest last and atomically: from this moment the checkpoint exists. */
   writeManifest(m: Omit<Manifest, "checksum">): number {
-    mkdirSync(join(this.dir, "manifests"), { recursive: true });
+    mkdirSync(join(this.dir, "manifests"), { recursive: true, mode: DIR_MODE });
     const data = encodeManifest(m);
     writeFileAtomic(join(this.dir, manifestPath(m.id)), data);
     return data.length;

@@ -11,6 +11,7 @@ import { dirname, join, resolve } from "node:path";
 import type { CheckpointConfig } from "../config/config.ts";
 import { CairnError, errorMessage } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import type { LiveFiles } from "../engine/live-files.ts";
 import { type CheckpointResult, type StoreCache, takeCheckpoint, type WalPauser, warmStoreCache } from "./create.ts";
 import { DirSource } from "./objects.ts";
 import { WorkerPool } from "./pool.ts";
@@ -83,7 +84,8 @@ export interface CheckpointStatus {
 export interface CheckpointManagerDeps {
   config: CheckpointConfig;
   nodeId: string;
-  dbFile: string;
+  /** The node's descriptors of its database files (engine/live-files.ts). */
+  live: LiveFiles;
   storagePath: string;
   wal: WalPauser;
   logger: Logger;
@@ -287,7 +289,7 @@ export class CheckpointManager {
       const result = await takeCheckpoint({
         storeDir,
         nodeId: this.deps.nodeId,
-        dbFile: this.deps.dbFile,
+        live: this.deps.live,
         wal: this.deps.wal,
         workers: config.maxBackgroundOperations,
         sync: config.sync,

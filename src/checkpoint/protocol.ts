@@ -17,9 +17,13 @@ export interface WorkerInit {
   writeBytesPerSec: number;
 }
 
+/**
+ * The image to read. The descriptors are the node's own (engine/live-files.ts): a worker reads
+ * through them and never closes them (closing one would drop SQLite's locks on the file).
+ */
 export interface SnapshotSpec {
-  dbFile: string;
-  walFile: string;
+  dbFd: number;
+  walFd: number;
   pageSize: number;
   pageCount: number;
   /** Pages whose latest version is in the WAL, and where (see wal-format.ts). */
@@ -31,7 +35,7 @@ export type WorkerRequest =
   | (WorkerInit & { id: number })
   | { type: "table"; id: number; table: SharedArrayBuffer; prev: SharedArrayBuffer | null; prevBlockCount: number }
   | { type: "snapshot"; id: number; spec: SnapshotSpec }
-  | { type: "scanWal"; id: number; walFile: string; shmFile: string; walIndex: WalIndexHeader }
+  | { type: "scanWal"; id: number; walFd: number; shmFd: number; walIndex: WalIndexHeader }
   | { type: "range"; id: number; first: number; count: number }
   | { type: "finish"; id: number }
   | { type: "abort"; id: number }

@@ -9,10 +9,15 @@
  *
  * A guard compares the database file's size and mtime at the end: if anything else wrote it
  * (an operator's sqlite3 running a checkpoint, say) the snapshot is refused, never kept.
+ *
+ * Every read of the live files goes through the node's own descriptors (LiveFiles): opening
+ * and closing one here would drop SQLite's locks (see engine/live-files.ts). The connection
+ * pinned here is SQLite's own, and SQLite keeps its descriptors open while others hold locks.
  */
 import { Database } from "bun:sqlite";
-import { closeSync, openSync, readSync, statSync } from "node:fs";
+import { fstatSync, readSync } from "node:fs";
 import { CairnError } from "../errors.ts";
+import type { LiveFiles } from "../engine/live-files.ts";
 import { readWalIndexHeader, type WalIndexHeader } from "./wal-format.ts";
 
 export interface PinnedSnapshot {
@@ -33,19 +38,20 @@ export interface PinnedSnapshot {
   release(): void;
 }
 
-function dbHeaderPageSize(dbFile: string): number {
-  const buf = new Uint8Array(100);
-  const fd = openSync(dbFile, "r");
-  try {
-    readSync(fd, buf, 0, 100, 0);
-  } finally {
-    closeSync(fd);
-  }
-  const v = (buf[16]! << 8) | buf[17]!;
+/** The page size in an SQLite database header (bytes 16-17; 1 means 65536). */
+export function headerPageSize(header: Uint8Array): number {
+  const v = (header[16]! << 8) | header[17]!;
   return v === 1 ? 65536 : v;
 }
 
-export function pinSnapshot(dbFile: string): PinnedSnapshot {
+function dbHeaderPageSize(dbFd: number): number {
+  const buf = new Uint8Array(100);
+  readSync(dbFd, buf, 0, 100, 0);
+  return headerPageSize(buf);
+}
+
+export function pinSnapshot(live: LiveFiles): PinnedSnapshot {
+  const dbFile = live.dbFile;
   const conn = new Database(dbFile, { readwrite: true, create: false });
   let open = true;
   const release = () => {
@@ -63,10 +69,10 @@ export function pinSnapshot(dbFile: string): PinnedSnapshot {
     conn.exec("BEGIN");
     // --- from here to the end of this function nothing else can commit (same thread) ---
     const totals = conn.query<{ blob_count: number; blob_bytes: number }, []>("SELECT blob_count, blob_bytes FROM totals").get()!;
-    const hdr = readWalIndexHeader(`${dbFile}-shm`);
-    const before = statSync(dbFile);
+    const hdr = readWalIndexHeader(live.shmFd);
+    const before = fstatSync(live.dbFd);
     const useWal = hdr.mxFrame > hdr.nBackfill;
-    const pageSize = useWal ? hdr.pageSize : dbHeaderPageSize(dbFile);
+    const pageSize = useWal ? hdr.pageSize : dbHeaderPageSize(live.dbFd);
     return {
       dbFile,
       walFile: `${dbFile}-wal`,
@@ -75,7 +81,7 @@ export function pinSnapshot(dbFile: string): PinnedSnapshot {
       dbFilePages: Math.floor(before.size / pageSize),
       totals,
       checkGuard() {
-        const after = statSync(dbFile);
+        const after = fstatSync(live.dbFd);
         if (after.size !== before.size || after.mtimeMs !== before.mtimeMs) {
           throw new CairnError(
             "E_SNAPSHOT_CHANGED",

@@ -3,6 +3,10 @@
  * https://www.sqlite.org/walformat.html and https://www.sqlite.org/fileformat2.html#walformat.
  * A snapshot is the database file with the WAL frames 1..mxFrame laid over it (the latest
  * frame of each page wins), truncated to the page count of the last commit.
+ *
+ * The live node's files are read through descriptors the node holds for its whole life
+ * (engine/live-files.ts): these functions take descriptors and never open or close one of a
+ * live database. Only scanWalRecovery, for a database no node has open, takes a path.
  */
 import { closeSync, openSync, readSync } from "node:fs";
 import { CairnError } from "../errors.ts";
@@ -21,15 +25,10 @@ export interface WalIndexHeader {
 
 const SHM_HEADER_BYTES = 136;
 
-/** Read the wal-index header from `<db>-shm`. Both copies must agree. */
-export function readWalIndexHeader(shmFile: string): WalIndexHeader {
+/** Read the wal-index header from the descriptor of `<db>-shm`. Both copies must agree. */
+export function readWalIndexHeader(shmFd: number): WalIndexHeader {
   const buf = new Uint8Array(SHM_HEADER_BYTES);
-  const fd = openSync(shmFile, "r");
-  try {
-    if (readSync(fd, buf, 0, SHM_HEADER_BYTES, 0) !== SHM_HEADER_BYTES) throw new CairnError("E_SNAPSHOT", `${shmFile} is too short`);
-  } finally {
-    closeSync(fd);
-  }
+  if (readSync(shmFd, buf, 0, SHM_HEADER_BYTES, 0) !== SHM_HEADER_BYTES) throw new CairnError("E_SNAPSHOT", "the WAL index is too short");
   for (let i = 0; i < 48; i++) {
     if (buf[i] !== buf[48 + i]) throw new CairnError("E_SNAPSHOT", "the WAL index is being rewritten; try again");
   }
@@ -106,12 +105,12 @@ function pgnoWord(frame: number): number {
  * size, salts, page number, commit size): an index that does not describe this WAL is an
  * error, and the snapshot is refused.
  */
-export function scanWal(walFile: string, shmFile: string, hdr: WalIndexHeader): WalOverlay {
-  const fail = (why: string) => new CairnError("E_SNAPSHOT", `WAL ${walFile}: ${why}`);
+export function scanWal(walFd: number, shmFd: number, hdr: WalIndexHeader): WalOverlay {
+  const fail = (why: string) => new CairnError("E_SNAPSHOT", `the WAL: ${why}`);
   const frameBytes = FRAME_HEADER_BYTES + hdr.pageSize;
   const frameData = (frame: number) => WAL_HEADER_BYTES + (frame - 1) * frameBytes + FRAME_HEADER_BYTES;
-  const fd = openSync(walFile, "r");
-  try {
+  const fd = walFd;
+  {
     const head = new Uint8Array(WAL_HEADER_BYTES + frameBytes);
     const lastHead = head.subarray(WAL_HEADER_BYTES, WAL_HEADER_BYTES + FRAME_HEADER_BYTES);
     if (readSync(fd, head, 0, WAL_HEADER_BYTES, 0) !== WAL_HEADER_BYTES) throw fail("header is truncated");
@@ -128,13 +127,8 @@ export function scanWal(walFile: string, shmFile: string, hdr: WalIndexHeader): 
     if (fv.getUint32(4, false) !== hdr.nPage) throw fail(`frame ${hdr.mxFrame} is not the commit the WAL index says it is`);
 
     const shm = new Uint32Array((pgnoWord(hdr.mxFrame) + 1 + WALINDEX_BLOCK_WORDS - 1) & ~(WALINDEX_BLOCK_WORDS - 1));
-    const sfd = openSync(shmFile, "r");
-    try {
-      const bytes = new Uint8Array(shm.buffer);
-      if (readSync(sfd, bytes, 0, bytes.length, 0) < (pgnoWord(hdr.mxFrame) + 1) * 4) throw fail("the WAL index is shorter than its header says");
-    } finally {
-      closeSync(sfd);
-    }
+    const bytes = new Uint8Array(shm.buffer);
+    if (readSync(shmFd, bytes, 0, bytes.length, 0) < (pgnoWord(hdr.mxFrame) + 1) * 4) throw fail("the WAL index is shorter than its header says");
     if (shm[pgnoWord(hdr.mxFrame)] !== fv.getUint32(0, false)) throw fail(`the WAL index and frame ${hdr.mxFrame} name different pages`);
     // the newest frame of each page wins
     const latest = new Map<number, number>();
@@ -147,15 +141,15 @@ export function scanWal(walFile: string, shmFile: string, hdr: WalIndexHeader): 
     const pages = Uint32Array.from([...latest.keys()].filter((p) => p <= pageCount)).sort();
     const offsets = Float64Array.from(pages, (p) => frameData(latest.get(p)!));
     return { pages, offsets, pageCount };
-  } finally {
-    closeSync(fd);
   }
 }
 
 /**
  * The committed frames of a WAL read without its index (as SQLite's recovery does): frames are
  * taken while their salts match the header's and the running checksum holds, up to the last
- * commit among them. Returns undefined if there is no usable WAL.
+ * commit among them. Returns undefined if there is no usable WAL. For a database that no
+ * connection of this process has open (restore's look at an existing target): it opens and
+ * closes the file by path, which would drop the locks of a live connection.
  */
 export function scanWalRecovery(walFile: string): WalOverlay | undefined {
   let fd: number;

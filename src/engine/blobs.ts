@@ -70,10 +70,18 @@ export class BlobStore {
     list: Statement<{ id: string; size: number }, [string, string, string, number]>;
   };
 
+  /** Set once the database files were found unlinked or replaced: every write is refused. */
+  private refusal?: CairnError;
+
   constructor(
     private readonly db: Database,
     private readonly wal: WalCheckpointer | undefined,
     private readonly logger: Logger,
+    /**
+     * Checked before and after each commit (LiveFiles.check): a write committed into a WAL
+     * that was unlinked or replaced would be lost, so it is never acknowledged.
+     */
+    private readonly files?: { check(): void },
   ) {
     this.q = {
       get: db.query("SELECT size, digest, updated_at, data FROM blobs WHERE id = ?"),
@@ -187,9 +195,32 @@ export class BlobStore {
     return this.queue.splice(0, n);
   }
 
+  /** Why writes are refused, if they are (the database files were lost under the node). */
+  get refused(): string | undefined {
+    return this.refusal?.message;
+  }
+
+  /** Fail the batch if the database files are not the ones the node writes; true if it was failed. */
+  private refuseIfFilesLost(batch: WriteOp[]): boolean {
+    try {
+      this.files?.check();
+      return false;
+    } catch (e) {
+      const err = e instanceof CairnError ? e : storageError(e);
+      if (!this.refusal) {
+        this.refusal = err;
+        this.logger.error(`${err.message}; ${err.hint ?? ""}`);
+      }
+      this.stats.failedCommits++;
+      for (const op of batch) op.fail(err);
+      return true;
+    }
+  }
+
   private commitBatch(batch: WriteOp[]): void {
     const results: ({ created: boolean } | { existed: boolean })[] = [];
     const now = Date.now();
+    if (this.refuseIfFilesLost(batch)) return;
     try {
       this.db.transaction(() => {
         let dCount = 0;
@@ -225,6 +256,8 @@ export class BlobStore {
       for (const op of batch) op.fail(err);
       return;
     }
+    // the commit may have gone into a file unlinked a moment ago: then it is not acknowledged
+    if (this.refuseIfFilesLost(batch)) return;
     this.stats.commits++;
     this.stats.committedOps += batch.length;
     batch.forEach((op, i) => (op.done as (r: unknown) => void)(results[i]));

@@ -7,6 +7,7 @@ import { Database } from "bun:sqlite";
 import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { CairnError, errorMessage } from "../errors.ts";
+import { DIR_MODE } from "../util/fsx.ts";
 
 export const DB_FILE = "cairn.db";
 
@@ -66,7 +67,7 @@ export interface OpenedDatabase {
 
 /** Open (creating if needed) the database in `storagePath` and bring its schema up to date. */
 export function openNodeDatabase(storagePath: string): OpenedDatabase {
-  mkdirSync(storagePath, { recursive: true });
+  mkdirSync(storagePath, { recursive: true, mode: DIR_MODE });
   const file = dbPathIn(storagePath);
   const created = !existsSync(file);
   let db: Database;

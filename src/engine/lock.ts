@@ -10,6 +10,7 @@ import { dlopen, FFIType } from "bun:ffi";
 import { closeSync, ftruncateSync, mkdirSync, openSync, readFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { CairnError } from "../errors.ts";
+import { DIR_MODE, FILE_MODE } from "../util/fsx.ts";
 
 const LOCK_SH = 1;
 const LOCK_EX = 2;
@@ -44,7 +45,7 @@ export class FileLock {
    * into it; if another process holds it, throw what `busy(holderPid)` returns.
    */
   static exclusive(path: string, busy: (holder: number | undefined) => CairnError): FileLock {
-    const fd = openSync(path, "a+", 0o644);
+    const fd = openSync(path, "a+", FILE_MODE);
     if (flock(fd, LOCK_EX | LOCK_NB) !== 0) {
       closeSync(fd);
       throw busy(lockHolder(path));
@@ -64,7 +65,7 @@ export class FileLock {
       fd = openSync(path, "r");
     } catch {
       try {
-        fd = openSync(path, "a+", 0o644);
+        fd = openSync(path, "a+", FILE_MODE);
       } catch {
         return undefined;
       }
@@ -117,7 +118,7 @@ export class StorageLock {
    * `refusal` ends the message, saying what was refused.
    */
   static acquire(dir: string, refusal = "refusing to start a second node on it"): FileLock {
-    mkdirSync(dir, { recursive: true });
+    mkdirSync(dir, { recursive: true, mode: DIR_MODE });
     return FileLock.exclusive(join(dir, LOCK_FILE), (holder) =>
       new CairnError("E_LOCKED", `a node is running on ${dir} (pid ${holder ?? "unknown"}); ${refusal}`, {
         hint: holder ? `stop the node first (kill ${holder}, or systemctl stop cairn)` : "stop the node first",

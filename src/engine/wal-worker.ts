@@ -9,6 +9,9 @@ import { applyConnectionPragmas } from "./database.ts";
 
 declare const self: Worker;
 
+/** How long a TRUNCATE checkpoint waits for another connection's read to end. */
+const TRUNCATE_WAIT_MS = 250;
+
 export type WalCheckpointMode = "PASSIVE" | "TRUNCATE";
 export type WalWorkerRequest = { id: number; file: string; mode: WalCheckpointMode | "CLOSE" };
 export type WalWorkerReply =
@@ -34,6 +37,9 @@ self.onmessage = (event: MessageEvent<WalWorkerRequest>) => {
     if (!db) {
       db = new Database(file, { readwrite: true, create: false });
       applyConnectionPragmas(db);
+      // a TRUNCATE waits for readers (an operator's sqlite3 .backup, say) while the node's
+      // writes wait behind its barrier: give up soon and let the writes go on
+      db.exec(`PRAGMA busy_timeout = ${TRUNCATE_WAIT_MS}`);
     }
     const row = db.query<{ busy: number; log: number; checkpointed: number }, []>(
       `PRAGMA wal_checkpoint(${mode === "TRUNCATE" ? "TRUNCATE" : "PASSIVE"})`,

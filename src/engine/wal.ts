@@ -38,6 +38,11 @@ export class WalCheckpointer {
   private pending = new Map<number, (r: WalWorkerReply) => void>();
   /** Resolves when writes may proceed; set while a TRUNCATE checkpoint holds the barrier. */
   private barrier?: Promise<void>;
+  /**
+   * After a TRUNCATE found another connection reading (an operator's sqlite3), only PASSIVE
+   * checkpoints run until this time, so writes do not wait behind the barrier again and again.
+   */
+  private truncateHeldOffUntil = 0;
   private stopped = false;
 
   constructor(private readonly opts: WalCheckpointerOptions) {}
@@ -83,7 +88,7 @@ export class WalCheckpointer {
   /** Start a checkpoint unless one runs, checkpoints are paused, or the node is stopping. */
   trigger(): void {
     if (this.running || this.pauses > 0 || this.stopped || !this.worker) return;
-    const mode: WalCheckpointMode = this.walSize() > 4 * this.opts.thresholdBytes ? "TRUNCATE" : "PASSIVE";
+    const mode: WalCheckpointMode = this.walSize() > 4 * this.opts.thresholdBytes && Date.now() >= this.truncateHeldOffUntil ? "TRUNCATE" : "PASSIVE";
     this.running = this.run(mode).finally(() => {
       this.running = undefined;
     });
@@ -98,6 +103,10 @@ export class WalCheckpointer {
         this.stats.runs++;
         if (mode === "TRUNCATE") this.stats.truncations++;
         this.stats.lastDurationMs = reply.ms;
+        if (mode === "TRUNCATE" && reply.busy) {
+          this.truncateHeldOffUntil = Date.now() + this.opts.intervalMs;
+          this.opts.logger.debug("WAL truncation postponed: another connection is reading the database");
+        }
         this.opts.logger.debug(
           `WAL checkpoint (${mode.toLowerCase()}): ${reply.checkpointed}/${reply.log} frames in ${reply.ms.toFixed(1)} ms`,
         );

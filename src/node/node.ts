@@ -11,15 +11,19 @@ import { AdminServer } from "../admin/server.ts";
 import { createRestHandler, registerRestMetrics } from "../api/rest.ts";
 import { errorReply } from "../api/http.ts";
 import { BlobStore } from "../engine/blobs.ts";
-import { dbPathIn, openNodeDatabase } from "../engine/database.ts";
-import { type FileLock, StorageLock } from "../engine/lock.ts";
+import { DB_FILE, dbPathIn, openNodeDatabase } from "../engine/database.ts";
+import { type FileLock, LOCK_FILE, StorageLock } from "../engine/lock.ts";
+import { LiveFiles } from "../engine/live-files.ts";
 import { WalCheckpointer } from "../engine/wal.ts";
 import { Metrics } from "./metrics.ts";
 import { CRASH_POINT_ENV } from "../util/crash-point.ts";
-import { fileSizeOrZero } from "../util/fsx.ts";
+import { fileSizeOrZero, tightenModes } from "../util/fsx.ts";
 import { checkpointRoutes } from "./admin-routes.ts";
 import { CheckpointManager } from "../checkpoint/manager.ts";
 import type { Database } from "bun:sqlite";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { STORE_FILE } from "../checkpoint/format.ts";
 
 /** How long shutdown waits for in-flight requests before closing their connections. */
 const DRAIN_TIMEOUT_MS = 15_000;
@@ -35,6 +39,8 @@ export interface NodeStatus {
   blob_bytes: number;
   db_size_bytes: number;
   wal_size_bytes: number;
+  /** Why writes are refused (the database's WAL or wal-index was unlinked or replaced), or null. */
+  writes_refused: string | null;
   wal_checkpoints: {
     runs: number;
     truncations: number;
@@ -69,6 +75,8 @@ export class CairnNode {
     readonly nodeId: string,
     private readonly lock: FileLock,
     private readonly db: Database,
+    /** The node's descriptors of its database files, held until the database is closed. */
+    readonly live: LiveFiles,
     readonly wal: WalCheckpointer,
     readonly blobs: BlobStore,
     readonly checkpoints: CheckpointManager,
@@ -77,28 +85,36 @@ export class CairnNode {
   /** Start a node on `config`. Everything acquired is released again if a later step fails. */
   static async start(config: NodeConfig, logger: LevelledLogger): Promise<CairnNode> {
     const lock = StorageLock.acquire(config.storagePath);
+    // an installation made before cairn kept its files owner-only: tighten, and say so
+    const storageFiles = [DB_FILE, `${DB_FILE}-wal`, `${DB_FILE}-shm`, LOCK_FILE];
+    for (const [dir, only] of [[config.storagePath, storageFiles], [config.checkpoint.dir, existsSync(join(config.checkpoint.dir, STORE_FILE)) ? undefined : []]] as const) {
+      const n = tightenModes(dir, only);
+      if (n > 0) logger.warn(`${dir}: ${n} file(s) or folder(s) were open to other users; made owner-only (files 0600, folders 0700)`);
+    }
     let db: Database | undefined;
+    let live: LiveFiles | undefined;
     let node: CairnNode | undefined;
     try {
       const opened = openNodeDatabase(config.storagePath);
       db = opened.db;
       const dbFile = dbPathIn(config.storagePath);
+      live = LiveFiles.open(dbFile);
       const wal = new WalCheckpointer({
         dbFile,
         thresholdBytes: config.walCheckpoint.thresholdBytes,
         intervalMs: config.walCheckpoint.intervalMs,
         logger,
       });
-      const blobs = new BlobStore(db, wal, logger);
+      const blobs = new BlobStore(db, wal, logger, live);
       const checkpoints = new CheckpointManager({
         config: config.checkpoint,
         nodeId: opened.nodeId,
-        dbFile,
+        live,
         storagePath: config.storagePath,
         wal,
         logger,
       });
-      node = new CairnNode(config, logger, opened.nodeId, lock, db, wal, blobs, checkpoints);
+      node = new CairnNode(config, logger, opened.nodeId, lock, db, live, wal, blobs, checkpoints);
       if (opened.created) logger.info(`created a new database ${dbFile} (node id ${opened.nodeId})`);
       wal.start();
       node.registerMetrics();
@@ -121,6 +137,7 @@ export class CairnNode {
       if (node) await node.stop().catch(() => {});
       else {
         db?.close();
+        live?.closeAfterDatabase();
         lock.release();
       }
       throw e;
@@ -175,6 +192,7 @@ export class CairnNode {
     m.collect("cairn_write_commits_total", "Group commits of blob writes.", () => this.blobs.stats.commits, "counter");
     m.collect("cairn_write_ops_total", "Blob writes (PUT and DELETE) committed.", () => this.blobs.stats.committedOps, "counter");
     m.collect("cairn_write_commit_failures_total", "Group commits that failed.", () => this.blobs.stats.failedCommits, "counter");
+    m.collect("cairn_writes_refused", "1 once the database's files were unlinked or replaced under the node: writes are refused until a restart.", () => (this.blobs.refused ? 1 : 0));
     const cs = () => this.checkpoints.status();
     const lastResult = () => cs().last_success?.result;
     m.collect("cairn_checkpoint_running", "1 while a checkpoint runs (or waits for its delay).", () => (cs().running ? 1 : 0));
@@ -231,6 +249,7 @@ export class CairnNode {
       blob_bytes: totals.bytes,
       db_size_bytes: fileSizeOrZero(dbFile),
       wal_size_bytes: this.wal.walSize(),
+      writes_refused: this.blobs.refused ?? null,
       wal_checkpoints: {
         runs: w.runs,
         truncations: w.truncations,
@@ -296,6 +315,8 @@ export class CairnNode {
       log.warn(`final WAL checkpoint failed: ${errorMessage(e)}`);
     }
     this.db.close();
+    // only now: closing these while a connection was open would drop SQLite's locks
+    this.live.closeAfterDatabase();
     this.lock.release();
     log.info("node stopped cleanly");
   }

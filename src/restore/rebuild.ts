@@ -14,7 +14,7 @@ import { WorkerPool } from "../checkpoint/pool.ts";
 import { DigestTable } from "../checkpoint/digest-table.ts";
 import { LOC_WORDS, type StoreReader, windowSegments } from "../checkpoint/reader.ts";
 import { crashPoint, FLUSH_EVERY_ENV } from "../util/crash-point.ts";
-import { writeFileAtomic, writeFully } from "../util/fsx.ts";
+import { FILE_MODE, writeFileAtomic, writeFully } from "../util/fsx.ts";
 
 /** Blocks per range: the unit of work, of writing and of resuming. */
 export const RESTORE_RANGE_BLOCKS = 1024;
@@ -77,7 +77,7 @@ export async function rebuildImage(o: RebuildOptions): Promise<RebuildResult> {
   let doneBytes = [...done].reduce((s, r) => s + rangeBytes(r), 0);
   o.onProgress?.(doneBytes, m.db_size_bytes);
 
-  const fd = openSync(o.imageFile, existsSync(o.imageFile) && resumedRanges > 0 ? "r+" : "w", 0o600);
+  const fd = openSync(o.imageFile, existsSync(o.imageFile) && resumedRanges > 0 ? "r+" : "w", FILE_MODE);
   let unflushed = 0;
   const doneList = () => [...done].sort((a, b) => a - b);
   /** Record ranges as done: only after the image holding them has been flushed. */

@@ -23,7 +23,7 @@ import { type FileLock, LOCK_FILE, StorageLock } from "../engine/lock.ts";
 import type { Manifest } from "../checkpoint/format.ts";
 import { type CheckpointSource, holdStoreForReading, openCheckpointSource } from "../checkpoint/open.ts";
 import { crashPoint, pausePoint } from "../util/crash-point.ts";
-import { fsyncDir, writeFileAtomic } from "../util/fsx.ts";
+import { DIR_MODE, fsyncDir, writeFileAtomic } from "../util/fsx.ts";
 import { scanWalRecovery } from "../checkpoint/wal-format.ts";
 import { WorkerPool } from "../checkpoint/pool.ts";
 import { rebuildImage } from "./rebuild.ts";
@@ -276,7 +276,7 @@ async function stage(o: RestoreOptions, reader: CheckpointSource, m: Manifest, d
   }
   if (!resumed) {
     rmSync(dir, { recursive: true, force: true });
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    mkdirSync(dir, { recursive: true, mode: DIR_MODE });
     writeFileAtomic(planFile, JSON.stringify(want));
   } else o.logger.info(`continuing the interrupted restore of checkpoint ${m.id} in ${dir}`);
   const r = await rebuildImage({
@@ -327,11 +327,11 @@ async function check(o: RestoreOptions, file: string, m: Manifest): Promise<void
 /** Move the existing database aside (if any), rename the staged one in, fsync both folders. */
 function swap(dbPath: string, asideDir: string | null): void {
   const staged = join(stagingDirFor(dbPath), DB_FILE);
-  mkdirSync(dbPath, { recursive: true });
+  mkdirSync(dbPath, { recursive: true, mode: DIR_MODE });
   if (asideDir) {
     const present = DB_FILES.filter((f) => existsSync(join(dbPath, f)));
     if (present.length > 0) {
-      mkdirSync(asideDir, { recursive: true });
+      mkdirSync(asideDir, { recursive: true, mode: DIR_MODE });
       for (const f of present) renameSync(join(dbPath, f), join(asideDir, f));
       fsyncDir(asideDir);
       crashPoint("restore:moved-aside");

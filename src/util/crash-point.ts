@@ -11,13 +11,25 @@ export function crashPoint(name: string): void {
 }
 
 /**
- * Named pause points, for tests that must signal a process at a given step: when
- * CAIRN_TEST_PAUSE_POINT names this point, wait CAIRN_TEST_PAUSE_MS (default 3000) here.
+ * Named pause points, for tests that must act while a process is at a given step: when
+ * CAIRN_TEST_PAUSE_POINT names this point, the process says so on stderr
+ * ("cairn: test pause point NAME reached") and waits there: until the file named by
+ * CAIRN_TEST_PAUSE_RELEASE_FILE exists (at most a minute), or else CAIRN_TEST_PAUSE_MS
+ * (default 3000). Workers may pause too.
  */
 export const PAUSE_POINT_ENV = "CAIRN_TEST_PAUSE_POINT";
+export const PAUSE_RELEASE_ENV = "CAIRN_TEST_PAUSE_RELEASE_FILE";
 
 export async function pausePoint(name: string): Promise<void> {
-  if (process.env[PAUSE_POINT_ENV] === name) await Bun.sleep(Number(process.env.CAIRN_TEST_PAUSE_MS ?? 3000));
+  if (process.env[PAUSE_POINT_ENV] !== name) return;
+  process.stderr.write(`cairn: test pause point ${name} reached\n`);
+  const release = process.env[PAUSE_RELEASE_ENV];
+  if (release) {
+    const deadline = Date.now() + 60_000;
+    while (!(await Bun.file(release).exists()) && Date.now() < deadline) await Bun.sleep(20);
+    return;
+  }
+  await Bun.sleep(Number(process.env.CAIRN_TEST_PAUSE_MS ?? 3000));
 }
 
 /** Restore's progress flush interval, in bytes, for tests of small restores (see rebuild.ts). */

@@ -1,6 +1,22 @@
-/** Small file-system helpers: durable replacement (temp name, fsync, rename, fsync dir) and full reads. */
-import { closeSync, fsyncSync, openSync, readSync, renameSync, statSync, writeSync } from "node:fs";
-import { dirname } from "node:path";
+/**
+ * Small file-system helpers: owner-only modes, durable replacement (temp name, fsync, rename,
+ * fsync dir) and full reads.
+ */
+import { chmodSync, closeSync, constants, fsyncSync, lstatSync, openSync, readdirSync, readSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
+
+/** Everything cairn creates is owner-only: files 0600 and folders 0700, whatever the umask. */
+export const FILE_MODE = 0o600;
+export const DIR_MODE = 0o700;
+
+/** Open flags for a file cairn creates: never an existing file, never through a symlink. */
+export const CREATE_EXCLUSIVE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+
+/** A fresh, unguessable temp name beside `path` (hidden, so listings skip it). */
+export function tempNameFor(path: string): string {
+  const rnd = Buffer.from(crypto.getRandomValues(new Uint8Array(8))).toString("hex");
+  return join(dirname(path), `.${basename(path)}.tmp-${rnd}`);
+}
 
 function fsyncPath(path: string): void {
   const fd = openSync(path, "r");
@@ -15,18 +31,68 @@ export function fsyncDir(dir: string): void {
   fsyncPath(dir);
 }
 
-/** Write `data` to `path` atomically: a temp file beside it, fsync, rename, fsync the folder. */
+/**
+ * Write `data` to `path` atomically: a new temp file beside it (created exclusively, owner
+ * only), fsync, rename, fsync the folder. A failure leaves no temp file behind.
+ */
 export function writeFileAtomic(path: string, data: string | Uint8Array): void {
-  const tmp = `${path}.tmp-${process.pid}-${Date.now().toString(36)}`;
-  const fd = openSync(tmp, "w", 0o644);
+  const tmp = tempNameFor(path);
+  const fd = openSync(tmp, CREATE_EXCLUSIVE, FILE_MODE);
   try {
-    writeFully(fd, typeof data === "string" ? Buffer.from(data) : data);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
+    try {
+      writeFully(fd, typeof data === "string" ? Buffer.from(data) : data);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  } catch (e) {
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // never made, or already renamed
+    }
+    throw e;
   }
-  renameSync(tmp, path);
   fsyncDir(dirname(path));
+}
+
+/**
+ * Take away group and other permissions under `root` (itself included): files to at most 0600,
+ * folders to 0700. Symlinks are neither followed nor changed. With `only`, just those entries
+ * of `root` (not recursively). Returns how many were changed, for an installation made before
+ * cairn kept everything owner-only.
+ */
+export function tightenModes(root: string, only?: string[]): number {
+  let changed = 0;
+  const visit = (p: string, depth: number) => {
+    let st;
+    try {
+      st = lstatSync(p);
+    } catch {
+      return;
+    }
+    if (st.isSymbolicLink()) return;
+    if ((st.mode & 0o077) !== 0 && (st.isFile() || st.isDirectory())) {
+      try {
+        chmodSync(p, st.mode & 0o700);
+        changed++;
+      } catch {
+        // not ours to change: the start goes on, the next start tries again
+      }
+    }
+    if (st.isDirectory() && (only === undefined || depth === 0)) {
+      let names: string[];
+      try {
+        names = only ?? readdirSync(p);
+      } catch {
+        return;
+      }
+      for (const n of names) visit(join(p, n), depth + 1);
+    }
+  };
+  visit(root, 0);
+  return changed;
 }
 
 /** Size of a file in bytes; 0 if it does not exist. */

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { type CheckpointConfig, DEFAULTS } from "../../src/config/config.ts";
 import { type CheckpointRun, CheckpointManager, type Clock, firstPeriodicRun, nextPeriodicRun } from "../../src/checkpoint/manager.ts";
 import { dbPathIn, openNodeDatabase } from "../../src/engine/database.ts";
+import { LiveFiles } from "../../src/engine/live-files.ts";
 import { silentLogger } from "../../src/log.ts";
 import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
 
@@ -85,7 +86,8 @@ describe("periodic checkpoints driven by a fake clock", () => {
       ...overrides,
     };
     const wal = { pause: async () => () => {} };
-    const manager = new CheckpointManager({ config, nodeId, dbFile: dbPathIn(join(dir, "db")), storagePath: join(dir, "db"), wal, logger: silentLogger, clock });
+    const live = LiveFiles.open(dbPathIn(join(dir, "db")));
+    const manager = new CheckpointManager({ config, nodeId, live, storagePath: join(dir, "db"), wal, logger: silentLogger, clock });
     return { dir, db, clock, manager, config };
   }
 

@@ -14,10 +14,24 @@ import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
 
 cleanTmpDirsAfterEach();
 
+/** Descriptors of a database's -wal and -shm, as the node holds them (engine/live-files.ts). */
+function withWalFds<T>(dbFile: string, fn: (walFd: number, shmFd: number) => T): T {
+  const walFd = openSync(`${dbFile}-wal`, "r");
+  const shmFd = openSync(`${dbFile}-shm`, "r");
+  try {
+    return fn(walFd, shmFd);
+  } finally {
+    closeSync(walFd);
+    closeSync(shmFd);
+  }
+}
+
 /** The database image as a checkpoint worker reads it: the file, zero-filled, with the overlay's pages laid over it. */
 function imageOf(dbFile: string): { image: Uint8Array; frames: number; backfilled: number } {
-  const hdr = readWalIndexHeader(`${dbFile}-shm`);
-  const o = scanWal(`${dbFile}-wal`, `${dbFile}-shm`, hdr);
+  const { hdr, o } = withWalFds(dbFile, (walFd, shmFd) => {
+    const hdr = readWalIndexHeader(shmFd);
+    return { hdr, o: scanWal(walFd, shmFd, hdr) };
+  });
   const image = new Uint8Array(o.pageCount * hdr.pageSize);
   const file = readFileSync(dbFile);
   image.set(file.subarray(0, Math.min(file.length, image.length)));
@@ -107,12 +121,12 @@ describe("the WAL overlay read from the wal-index", () => {
     const db = openWalDb(file);
     try {
       fill(db, 300, 0, 900);
-      const hdr = readWalIndexHeader(`${file}-shm`);
+      const hdr = withWalFds(file, (_w, shmFd) => readWalIndexHeader(shmFd));
       const wal = readFileSync(`${file}-wal`);
       // another WAL (other salts) in its place
       wal[16] = wal[16]! ^ 0xff;
       writeFileSync(`${file}-wal`, wal);
-      expect(() => scanWal(`${file}-wal`, `${file}-shm`, hdr)).toThrow(/salts differ/);
+      withWalFds(file, (walFd, shmFd) => expect(() => scanWal(walFd, shmFd, hdr)).toThrow(/salts differ/));
     } finally {
       db.close();
     }
