@@ -12,6 +12,7 @@ import { CairnError, errorMessage, isCairnError, sysCode } from "../errors.ts";
 import { isLogLevel, type LevelledLogger, LOG_LEVELS } from "../log.ts";
 import { errorReply, json, readBodyCapped, statusFor } from "../api/http.ts";
 import { DIR_MODE } from "../util/fsx.ts";
+import { MAX_SOCKET_PATH_BYTES } from "../config/config.ts";
 import { ADMIN_MAX_BODY, ADMIN_ROUTES, type HealthReply, type LogLevelReply } from "./protocol.ts";
 
 /** A route the node adds to the admin socket (the checkpoint operations live elsewhere). */
@@ -25,8 +26,7 @@ export interface AdminServerOptions {
   routes?: Record<string, AdminRoute>;
 }
 
-/** Longest path a Unix socket address can hold on Linux (sun_path is 108 bytes with the NUL). */
-const MAX_SOCKET_PATH = 107;
+const MAX_SOCKET_PATH = MAX_SOCKET_PATH_BYTES;
 
 export class AdminServer {
   private server?: Server<unknown>;

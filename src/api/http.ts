@@ -1,5 +1,5 @@
 /** Helpers shared by the REST API and the admin socket: JSON replies, typed errors, capped bodies. */
-import { CairnError } from "../errors.ts";
+import { CairnError, errorMessage } from "../errors.ts";
 
 export function json(body: unknown, status = 200, headers: Record<string, string> = {}): Response {
   return new Response(`${JSON.stringify(body, null, 2)}\n`, {
@@ -19,6 +19,7 @@ export function statusFor(e: CairnError): number {
       return 507;
     case "E_SHUTTING_DOWN":
     case "E_DB_FILES_LOST":
+    case "E_OVERLOADED":
       return 503;
     case "E_BAD_REQUEST":
       return 400;
@@ -35,10 +36,48 @@ export function statusFor(e: CairnError): number {
 }
 
 /**
- * Read a request body of at most `max` bytes. A declared Content-Length over the limit is
- * refused before any of the body is read; a chunked body is counted as it streams in.
+ * The request body bytes all requests together may hold in memory at once. Bytes are counted
+ * as they arrive (a stalled client holds only what it sent), and a request that has held more
+ * than SMALL_BODY_BYTES may not use the last `reserve` bytes: stalled large uploads cannot
+ * starve small requests. Past the limit the request is refused with 503.
  */
-export async function readBodyCapped(req: Request, max: number): Promise<Uint8Array> {
+export class BodyBudget {
+  static readonly SMALL_BODY_BYTES = 1024 * 1024;
+  private used = 0;
+  readonly reserve: number;
+
+  constructor(readonly limit: number) {
+    this.reserve = Math.min(Math.floor(limit / 4), 64 * 1024 * 1024);
+  }
+
+  get inUse(): number {
+    return this.used;
+  }
+
+  /** Take `n` more bytes for a request already holding `held`; false (nothing taken) if over. */
+  take(held: number, n: number): boolean {
+    const cap = held + n > BodyBudget.SMALL_BODY_BYTES ? this.limit - this.reserve : this.limit;
+    if (this.used + n > cap) return false;
+    this.used += n;
+    return true;
+  }
+
+  release(n: number): void {
+    this.used = Math.max(0, this.used - n);
+  }
+}
+
+function overBudget(): CairnError {
+  return new CairnError("E_OVERLOADED", "too many request bodies are in flight; try again shortly");
+}
+
+/**
+ * Read a request body of at most `max` bytes. A declared Content-Length over the limit is
+ * refused before any of the body is read; a chunked body is counted as it streams in. With a
+ * `budget`, every byte held counts against it until the caller releases `body.byteLength`
+ * (once the request is done with it); a body the budget cannot hold is refused with 503.
+ */
+export async function readBodyCapped(req: Request, max: number, budget?: BodyBudget): Promise<Uint8Array> {
   const declared = req.headers.get("content-length");
   if (declared !== null) {
     const n = Number(declared);
@@ -46,20 +85,39 @@ export async function readBodyCapped(req: Request, max: number): Promise<Uint8Ar
       throw new CairnError("E_BAD_REQUEST", `invalid Content-Length: ${JSON.stringify(declared)}`);
     }
     if (n > max) throw new CairnError("E_TOO_LARGE", `body of ${n} bytes exceeds the limit of ${max} bytes`);
+    // a body that cannot fit now is refused before it is read
+    if (budget && !budget.take(0, n)) throw overBudget();
+    budget?.release(n);
   }
   if (!req.body) return new Uint8Array(0);
   const chunks: Uint8Array[] = [];
   let total = 0;
   const reader = req.body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > max) {
-      await reader.cancel().catch(() => {});
-      throw new CairnError("E_TOO_LARGE", `body exceeds the limit of ${max} bytes`);
+  try {
+    for (;;) {
+      let next: Awaited<ReturnType<typeof reader.read>>;
+      try {
+        next = await reader.read();
+      } catch (e) {
+        // a malformed chunked body, or the client went away part-way
+        throw new CairnError("E_BAD_REQUEST", `the request body could not be read${errorMessage(e) ? `: ${errorMessage(e)}` : " (malformed chunked encoding, or the connection ended early)"}`, { cause: e });
+      }
+      if (next.done) break;
+      const value = next.value;
+      if (total + value.byteLength > max) {
+        await reader.cancel().catch(() => {});
+        throw new CairnError("E_TOO_LARGE", `body exceeds the limit of ${max} bytes`);
+      }
+      if (budget && !budget.take(total, value.byteLength)) {
+        await reader.cancel().catch(() => {});
+        throw overBudget();
+      }
+      total += value.byteLength;
+      chunks.push(value);
     }
-    chunks.push(value);
+  } catch (e) {
+    budget?.release(total);
+    throw e;
   }
   if (chunks.length === 1) return chunks[0]!;
   const out = new Uint8Array(total);

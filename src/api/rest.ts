@@ -6,11 +6,13 @@ import { isCairnError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { type BlobStore, isValidBlobId } from "../engine/blobs.ts";
 import type { Metrics } from "../node/metrics.ts";
-import { errorReply, json, readBodyCapped, statusFor } from "./http.ts";
+import { type BodyBudget, errorReply, json, readBodyCapped, statusFor } from "./http.ts";
 
 export interface RestDeps {
   blobs: BlobStore;
   maxBlobSize: number;
+  /** Body bytes held across all requests (max_body_bytes_in_flight). */
+  bodyBudget: BodyBudget;
   metrics: Metrics;
   logger: Logger;
   status: () => unknown;
@@ -77,10 +79,15 @@ async function blobRoute(deps: RestDeps, req: Request, id: string): Promise<Resp
   }
   switch (req.method) {
     case "PUT": {
-      const body = await readBodyCapped(req, deps.maxBlobSize);
-      deps.metrics.inc("cairn_http_request_bytes_total", {}, body.byteLength);
-      const { created } = await deps.blobs.put(id, body);
-      return new Response(null, { status: created ? 201 : 204 });
+      const body = await readBodyCapped(req, deps.maxBlobSize, deps.bodyBudget);
+      try {
+        deps.metrics.inc("cairn_http_request_bytes_total", {}, body.byteLength);
+        const { created } = await deps.blobs.put(id, body);
+        return new Response(null, { status: created ? 201 : 204 });
+      } finally {
+        // the body is committed (or refused): its bytes are no longer held for this request
+        deps.bodyBudget.release(body.byteLength);
+      }
     }
     case "GET": {
       const blob = deps.blobs.get(id);
@@ -135,7 +142,9 @@ function failure(logger: Logger, req: Request, e: unknown): Response {
     const status = statusFor(e);
     // a 503 is a refusal the node has already logged once (shutting down, database files lost)
     if (status >= 500 && status !== 503) logger.error(`${req.method} ${new URL(req.url).pathname}: ${e.message}`);
-    return errorReply(status, e.code, e.message, status === 413 ? { connection: "close" } : {});
+    // the rest of a refused body was never read: close rather than parse it as a request
+    const closing = status === 413 || e.code === "E_OVERLOADED" || e.code === "E_BAD_REQUEST";
+    return errorReply(status, e.code, e.message, closing ? { connection: "close", ...(e.code === "E_OVERLOADED" ? { "retry-after": "1" } : {}) } : {});
   }
   logger.error(`${req.method} ${new URL(req.url).pathname}: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
   return errorReply(500, "E_INTERNAL", "internal error; see the node's log");

@@ -36,8 +36,12 @@ import {
   packPath,
   readIndexEntry,
   SEGMENT_ENTRY_BYTES,
+  MAX_INDEX_BYTES,
+  MAX_MANIFEST_BYTES,
+  MAX_STORE_INFO_BYTES,
   STORE_FILE,
   type StoreInfo,
+  zstdFrame,
 } from "./format.ts";
 import { decodeBlock } from "./reader.ts";
 import { toHex } from "./hash.ts";
@@ -99,42 +103,13 @@ export function zstdFramesProblem(path: string): string | undefined {
   const fd = openSync(path, "r");
   try {
     const size = fstatSync(fd).size;
-    const buf = new Uint8Array(18);
-    const read = (at: number, n: number) => (at + n <= size ? readSync(fd, buf, 0, n, at) === n : false);
-    let at = 0;
     if (size === 0) return "the zstd stream is empty";
-    while (at < size) {
-      if (!read(at, 4)) return `the zstd stream is cut short at byte ${at}`;
-      const magic = new DataView(buf.buffer).getUint32(0, true);
-      if (magic >= 0x184d2a50 && magic <= 0x184d2a5f) {
-        // a skippable frame: magic, 4-byte length, that many bytes
-        if (!read(at + 4, 4)) return `the zstd stream is cut short at byte ${at}`;
-        at += 8 + new DataView(buf.buffer).getUint32(0, true);
-        if (at > size) return "the zstd stream is cut short in a skippable frame";
-        continue;
-      }
-      if (magic !== 0xfd2fb528) return `not a zstd frame at byte ${at}`;
-      if (!read(at + 4, 1)) return `the zstd stream is cut short at byte ${at}`;
-      const fhd = buf[0]!;
-      const fcsFlag = fhd >> 6;
-      const single = (fhd >> 5) & 1;
-      const checksum = (fhd >> 2) & 1;
-      const dictFlag = fhd & 3;
-      const header = 1 + (single ? 0 : 1) + [0, 1, 2, 4][dictFlag]! + (fcsFlag === 0 ? single : [0, 2, 4, 8][fcsFlag]!);
-      at += 4 + header;
-      for (;;) {
-        if (!read(at, 3)) return `the zstd stream is cut short at byte ${at}`;
-        const bh = buf[0]! | (buf[1]! << 8) | (buf[2]! << 16);
-        const last = bh & 1;
-        const type = (bh >> 1) & 3;
-        const bsize = bh >>> 3;
-        if (type === 3) return `a malformed zstd block at byte ${at}`;
-        at += 3 + (type === 1 ? 1 : bsize);
-        if (at > size) return `the zstd stream is cut short in a block at byte ${at - bsize - 3}`;
-        if (last) break;
-      }
-      if (checksum) at += 4;
-      if (at > size) return "the zstd stream is cut short in a frame checksum";
+    const buf = new Uint8Array(8);
+    const read = (at: number, n: number) => (at + n <= size && readSync(fd, buf, 0, n, at) === n ? buf.subarray(0, n) : undefined);
+    for (let at = 0; at < size; ) {
+      const frame = zstdFrame(read, at);
+      if (typeof frame === "string") return frame;
+      at += frame.bytes;
     }
     return undefined;
   } finally {
@@ -270,7 +245,9 @@ export class ArchiveReader {
     }
   }
 
-  private async readWhole(e: ArchiveEntry): Promise<Uint8Array> {
+  /** A whole entry, of at most `maxBytes` (the format's limit for what it holds): never more is allocated. */
+  private async readWhole(e: ArchiveEntry, maxBytes: number): Promise<Uint8Array> {
+    if (e.size > maxBytes) throw this.damaged(`${e.path} is ${e.size} bytes, more than such a file can be (${maxBytes})`);
     const data = await e.body.read(e.size);
     if (data.length !== e.size) throw this.damaged(`${e.path} is cut short (truncated archive)`);
     return data;
@@ -285,12 +262,12 @@ export class ArchiveReader {
     let next = await it.next();
     if (next.done) throw this.damaged("the archive is empty or cut short");
     if (next.value.path !== STORE_FILE) throw notExport();
-    const info = decodeStoreInfo(await this.readWhole(next.value), `${this.location}:${STORE_FILE}`);
+    const info = decodeStoreInfo(await this.readWhole(next.value, MAX_STORE_INFO_BYTES), `${this.location}:${STORE_FILE}`);
     next = await it.next();
     if (next.done) throw this.damaged("the archive ends before its manifest (truncated)");
     const mm = /^manifests\/(.+)$/.exec(next.value.path);
     if (!mm || !MANIFEST_NAME_RE.test(mm[1]!)) throw notExport();
-    const manifest = decodeManifest(await this.readWhole(next.value), `${this.location}:${next.value.path}`);
+    const manifest = decodeManifest(await this.readWhole(next.value, MAX_MANIFEST_BYTES), `${this.location}:${next.value.path}`);
     return { info, manifest };
   }
 
@@ -327,10 +304,9 @@ export class ArchiveReader {
 
   /**
    * Stream the whole archive: check every index, pack, segment and block, and hand each data
-   * block to `sink` in database order. Blocks for which `skip` says true are read but not
-   * checked or handed on (a resumed restore has them). `onBytes` counts archive bytes read.
+   * block to `sink` in database order.
    */
-  async streamBlocks(sink: BlockSink, opts: { skip?: (block: number) => boolean; signal?: AbortSignal } = {}): Promise<Manifest> {
+  async streamBlocks(sink: BlockSink, opts: { signal?: AbortSignal } = {}): Promise<Manifest> {
     // zstd's decoder ends quietly at a frame cut short: walk the frames first
     if (sniffCompression(this.file) === "zstd") {
       const why = zstdFramesProblem(this.file);
@@ -348,7 +324,7 @@ export class ArchiveReader {
         let e = await it.next();
         if (e.done) throw this.damaged(`ends before ${indexPath(packId)} (truncated)`);
         if (e.value.path !== indexPath(packId)) throw this.damaged(`expected ${indexPath(packId)}, found ${e.value.path}`);
-        const idx = decodeIndex(await this.readWhole(e.value), `${this.location}:${indexPath(packId)}`);
+        const idx = decodeIndex(await this.readWhole(e.value, MAX_INDEX_BYTES), `${this.location}:${indexPath(packId)}`);
         e = await it.next();
         if (e.done) throw this.damaged(`ends before ${packPath(packId)} (truncated)`);
         if (e.value.path !== packPath(packId)) throw this.damaged(`expected ${packPath(packId)}, found ${e.value.path}`);
@@ -382,7 +358,6 @@ export class ArchiveReader {
             const want = segment.subarray(segmentPos * SEGMENT_ENTRY_BYTES, segmentPos * SEGMENT_ENTRY_BYTES + 32);
             if (!equalBytes(entry.digest, want)) throw this.damaged(`block ${block} is not the one its segment names`);
             segmentPos++;
-            if (opts.skip?.(block)) continue;
             await sink(block, decodeBlock(stored, entry, name));
           } else throw this.damaged(`unknown block kind ${kind} in ${packPath(packId)}`);
         }

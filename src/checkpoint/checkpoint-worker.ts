@@ -16,6 +16,7 @@ import {
   FLAG_ZSTD,
   INDEX_ENTRY_BYTES,
   PACK_MAGIC,
+  PACK_MAX_ENTRIES,
   packPath,
   newPackId,
   SEGMENT_BLOCKS,
@@ -25,12 +26,12 @@ import { blockDigestInto, DIGEST_BYTES, quickHash } from "./hash.ts";
 import { DirSource } from "./objects.ts";
 import type { PackWritten, RangeResult, SnapshotSpec, WorkerInit, WorkerReply, WorkerRequest } from "./protocol.ts";
 import { crashPoint } from "../util/crash-point.ts";
-import { DIR_MODE, FILE_MODE, preadFully, writeFully } from "../util/fsx.ts";
+import { CREATE_EXCLUSIVE, DIR_MODE, FILE_MODE, preadFully, writeFully } from "../util/fsx.ts";
 import { lowerThisThreadPriority } from "../util/thread-priority.ts";
 import { collectGarbage } from "./gc.ts";
 import { decodeBlock, StoreReader } from "./reader.ts";
 import { scanWal } from "./wal-format.ts";
-import { closeRestore, openRestore, restoreRange, setRestoreTables, setRestoreWindow } from "../restore/range-worker.ts";
+import { checkImageRange, closeRestore, openRestore, restoreRange, setRestoreTables, setRestoreWindow } from "../restore/range-worker.ts";
 
 declare const self: Worker;
 
@@ -100,7 +101,7 @@ function writeAll(fd: number, data: Uint8Array): void {
 
 function openPack(): OpenPack {
   const packId = newPackId();
-  const fd = openSync(tmpFile(packId, "pack"), "w", FILE_MODE);
+  const fd = openSync(tmpFile(packId, "pack"), CREATE_EXCLUSIVE, FILE_MODE);
   const entries = new Uint8Array(INDEX_ENTRY_BYTES * 1024);
   const p: OpenPack = {
     packId,
@@ -156,7 +157,7 @@ function closePack(p: OpenPack): void {
   closeSync(p.fd);
   crashPoint("checkpoint:pack-written");
   const idx = encodeIndex(p.bytes, p.entries, p.count);
-  const fd = openSync(tmpFile(p.packId, "idx"), "w", FILE_MODE);
+  const fd = openSync(tmpFile(p.packId, "idx"), CREATE_EXCLUSIVE, FILE_MODE);
   try {
     writeAll(fd, idx);
     if (init!.sync) fsyncSync(fd);
@@ -223,7 +224,7 @@ function storeBlock(dw: Uint32Array, at: number, data: Uint8Array, kind: number,
   p.bytes += payload.length;
   const ref = -myPacks.length;
   newHere = newHere.setWords(dw, at, -ref);
-  if (p.bytes >= init!.packTargetBytes) {
+  if (p.bytes >= init!.packTargetBytes || p.count >= PACK_MAX_ENTRIES) {
     closePack(p);
     current = undefined;
   }
@@ -426,6 +427,8 @@ async function handle(msg: WorkerRequest): Promise<unknown> {
       return;
     case "restoreRange":
       return restoreRange(msg.first, msg.count);
+    case "checkImageRange":
+      return checkImageRange(msg.first, msg.count);
     case "integrityCheck": {
       const db = new Database(msg.file, { readwrite: true, create: false });
       try {

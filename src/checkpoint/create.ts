@@ -18,8 +18,7 @@
  * Cancelling (an AbortSignal) terminates the workers at once; what they wrote stays in tmp/
  * and is removed, so nothing of the checkpoint is listed.
  */
-import { readdirSync, rmSync } from "node:fs";
-import { join } from "node:path";
+import { emptyDirNoFollow } from "../util/fsx.ts";
 import { CairnError, isDiskFull } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { crashPoint, pausePoint } from "../util/crash-point.ts";
@@ -153,7 +152,7 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
       storeDir: o.storeDir,
       tmpDir: store.tmpDir,
       blockSize: store.info.block_size,
-      seed: store.info.quick_hash_seed,
+      seed: store.info.quick_hash_seed!,
       compression: o.compression,
       sync: o.sync,
       packTargetBytes: PACK_TARGET_BYTES,
@@ -386,7 +385,7 @@ async function readAllBlocks(
 
 function discardTmp(tmpDir: string): void {
   try {
-    for (const n of readdirSync(tmpDir)) rmSync(join(tmpDir, n), { force: true, recursive: true });
+    emptyDirNoFollow(tmpDir);
   } catch {
     // the next writer cleans up too
   }

@@ -8,13 +8,15 @@
  * damaged store makes a failed export, never a damaged archive. The file appears under its
  * name only when complete (temp name, fsync, rename, fsync of the folder).
  */
-import { closeSync, createWriteStream, fsyncSync, openSync, renameSync, rmSync, statSync, type WriteStream } from "node:fs";
+import { closeSync, createWriteStream, fstatSync, fsyncSync, openSync, renameSync, rmSync, statSync, type WriteStream } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import type { Transform, Writable } from "node:stream";
 import { createGzip, createZstdCompress, constants as zlibConstants } from "node:zlib";
 import tar from "tar-stream";
 import { CairnError, errorMessage, isDiskFull } from "../errors.ts";
-import { FILE_MODE, fsyncDir } from "../util/fsx.ts";
+import { FileLock } from "../engine/lock.ts";
+import { pausePoint } from "../util/crash-point.ts";
+import { FILE_MODE, fsyncDir, READ_NO_FOLLOW, tempNameFor } from "../util/fsx.ts";
 import { DigestTable } from "./digest-table.ts";
 import { type ArchiveCompression, archiveRoot, compressionForName } from "./archive.ts";
 import {
@@ -30,6 +32,8 @@ import {
   packPath,
   SEGMENT_ENTRY_BYTES,
   STORE_FILE,
+  type StoreInfo,
+  storeInfoForCopy,
   writeIndexEntry,
 } from "./format.ts";
 import { blockDigest, toHex } from "./hash.ts";
@@ -83,8 +87,19 @@ class ArchiveFile {
   /** Waits in progress, failed at once if a stream fails. */
   private readonly waiting = new Set<(e: unknown) => void>();
 
+  /** The temp file as it was created (its inode), so that what is published is known to be it. */
+  private created?: { dev: number; ino: number };
+  /** The temp file reopened for its fsync, kept open until the archive is in place. */
+  private fd: number | undefined;
+
   constructor(readonly tmp: string, compression: ArchiveCompression) {
-    this.file = createWriteStream(tmp, { mode: FILE_MODE, highWaterMark: 1024 * 1024 });
+    // "wx" is O_CREAT|O_EXCL: a new file of its own, never an existing one, never through a
+    // planted symlink (O_EXCL does not follow one)
+    this.file = createWriteStream(tmp, { flags: "wx", mode: FILE_MODE, highWaterMark: 1024 * 1024 });
+    this.file.on("open", (fd: number) => {
+      const st = fstatSync(fd);
+      this.created = { dev: st.dev, ino: st.ino };
+    });
     this.closed = new Promise<void>((res) => this.file.on("close", () => res()));
     const fail = (e: unknown) => this.fail(e);
     this.file.on("error", fail);
@@ -158,12 +173,40 @@ class ArchiveFile {
     this.pack.finalize();
     await this.guard(this.closed);
     this.check();
-    const fd = openSync(this.tmp, "r");
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
+    this.fd = openSync(this.tmp, READ_NO_FOLLOW);
+    if (!this.isCreated(fstatSync(this.fd))) {
+      this.closeFd();
+      throw new CairnError("E_UNSAFE_PATH", `${this.tmp} was replaced by another file while the export wrote it`, {
+        hint: "export into a folder only this user can write",
+      });
     }
+    fsyncSync(this.fd);
+  }
+
+  private isCreated(st: { dev: number; ino: number }): boolean {
+    return this.created !== undefined && st.dev === this.created.dev && st.ino === this.created.ino;
+  }
+
+  /**
+   * Rename the finished archive to `output`, make that durable, and check that what is now at
+   * `output` is the file written (another user who can write the folder could have swapped it).
+   */
+  publish(output: string): void {
+    renameSync(this.tmp, output);
+    fsyncDir(dirname(output));
+    const st = statSync(output);
+    this.closeFd();
+    if (!this.isCreated(st)) {
+      throw new CairnError("E_UNSAFE_PATH", `${output} was replaced by another file while the export published it`, {
+        hint: "export into a folder only this user can write",
+      });
+    }
+  }
+
+  private closeFd(): void {
+    if (this.fd === undefined) return;
+    closeSync(this.fd);
+    this.fd = undefined;
   }
 
   /** Stop everything and remove the temp file. */
@@ -173,6 +216,7 @@ class ArchiveFile {
     this.z?.destroy();
     this.file.destroy();
     await Promise.race([this.closed, Bun.sleep(1000)]);
+    this.closeFd();
     rmSync(this.tmp, { force: true });
   }
 
@@ -192,9 +236,6 @@ export async function exportCheckpoint(o: ExportOptions): Promise<ExportResult> 
   const { checksum: _old, ...rest } = m;
   const exported = encodeManifest({ ...rest, packs: packIds });
   const segmentsAt = await reader.locateSome(m.packs, m.segments);
-  const root = archiveRoot(m.id);
-  const mtime = new Date(m.created);
-  const header = (name: string, size: number): EntryHeader => ({ name: `${root}/${name}`, size, mtime, mode: FILE_MODE, type: "file" });
 
   let st;
   try {
@@ -203,7 +244,36 @@ export async function exportCheckpoint(o: ExportOptions): Promise<ExportResult> 
     throw new CairnError("E_NOT_FOUND", `the folder ${dirname(output)} does not exist`, { hint: "create it first, or give another --output" });
   }
   if (!st.isDirectory()) throw new CairnError("E_NOT_FOUND", `${dirname(output)} is not a folder`);
-  const tmp = join(dirname(output), `.${basename(output)}.partial`);
+  // one export to one output at a time (the cron job and a manual run): the second is refused
+  const outputLock = FileLock.exclusive(
+    join(dirname(output), `.${basename(output)}.cairn-export.lock`),
+    (holder) => new CairnError("E_BUSY", `another export to ${output} is running (pid ${holder?.pid ?? "unknown"})`, { hint: "wait for it, or export to another file" }),
+    "export",
+    { removeOnRelease: true },
+  );
+  try {
+    return await exportLocked(o, output, compression, t0, m, info, exported, packIds, segmentsAt);
+  } finally {
+    outputLock.release();
+  }
+}
+
+async function exportLocked(
+  o: ExportOptions,
+  output: string,
+  compression: ArchiveCompression,
+  t0: number,
+  m: Manifest,
+  info: StoreInfo,
+  exported: Uint8Array,
+  packIds: string[],
+  segmentsAt: Map<string, BlockLocation>,
+): Promise<ExportResult> {
+  const reader = o.reader;
+  const root = archiveRoot(m.id);
+  const mtime = new Date(m.created);
+  const header = (name: string, size: number): EntryHeader => ({ name: `${root}/${name}`, size, mtime, mode: FILE_MODE, type: "file" });
+  const tmp = tempNameFor(output);
   const archive = new ArchiveFile(tmp, compression);
   const check = () => {
     archive.check();
@@ -213,8 +283,9 @@ export async function exportCheckpoint(o: ExportOptions): Promise<ExportResult> 
   let done = 0;
   o.onProgress?.(0, m.db_size_bytes);
   try {
-    await archive.entry(header(STORE_FILE, 0), encodeStoreInfo(info));
+    await archive.entry(header(STORE_FILE, 0), encodeStoreInfo(storeInfoForCopy(info)));
     await archive.entry(header(manifestPath(m.id), exported.length), exported);
+    await pausePoint("export:writing");
     const window = windowSegments(m, EXPORT_PACK_SEGMENTS);
     // the location and digest tables are reused by every window
     const loc = new Uint32Array(window * m.segment_blocks * LOC_WORDS);
@@ -238,8 +309,7 @@ export async function exportCheckpoint(o: ExportOptions): Promise<ExportResult> 
     }
     check();
     await archive.finish();
-    renameSync(tmp, output);
-    fsyncDir(dirname(output));
+    archive.publish(output);
   } catch (e) {
     const err = archive.error ?? e;
     await archive.destroy();

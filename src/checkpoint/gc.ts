@@ -16,7 +16,7 @@ import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, unlinkSync } fro
 import { join } from "node:path";
 import { CairnError } from "../errors.ts";
 import { crashPoint, pausePoint } from "../util/crash-point.ts";
-import { DIR_MODE, FILE_MODE, fileSizeOrZero, fsyncDir, writeFileAtomic, writeFully } from "../util/fsx.ts";
+import { CREATE_EXCLUSIVE, DIR_MODE, FILE_MODE, fileSizeOrZero, fsyncDir, writeFileAtomic, writeFully } from "../util/fsx.ts";
 import {
   encodeIndex,
   encodeManifest,
@@ -26,6 +26,7 @@ import {
   manifestPath,
   newPackId,
   PACK_MAGIC,
+  packFileOf,
   packPath,
   readIndexEntry,
   SEGMENT_ENTRY_BYTES,
@@ -73,15 +74,16 @@ export async function collectGarbage(dir: string, opts: GcOptions): Promise<GcRe
   await pausePoint("gc:collecting");
   const result: GcResult = { removedPacks: 0, rewrittenPacks: 0, freedBytes: 0 };
   const live = new Set(manifests.flatMap((m) => m.packs));
-  const files = await reader.source.list("packs/");
-  const indexed = new Set(files.filter((f) => f.endsWith(".idx")).map((f) => f.slice(f.lastIndexOf("/") + 1, -4)));
+  // only files named as packs are looked at: anything else under packs/ is left alone
+  const files = (await reader.source.list("packs/")).filter((f) => packFileOf(f) !== undefined);
+  const indexed = new Set(files.flatMap((f) => (packFileOf(f)!.ext === "idx" ? [packFileOf(f)!.packId] : [])));
 
   // packs nobody needs, and pack files whose index never made it
   for (const f of files) {
-    const id = f.slice(f.lastIndexOf("/") + 1).replace(/\.(pack|idx)$/, "");
+    const { packId: id, ext } = packFileOf(f)!;
     if (live.has(id) && indexed.has(id)) continue;
-    if (f.endsWith(".idx") || (f.endsWith(".pack") && !indexed.has(id))) {
-      if (f.endsWith(".idx")) {
+    if (ext === "idx" || !indexed.has(id)) {
+      if (ext === "idx") {
         result.freedBytes += fileSizeOrZero(join(dir, f)) + fileSizeOrZero(join(dir, packPath(id)));
         unlinkIfThere(join(dir, f));
         unlinkIfThere(join(dir, packPath(id)));
@@ -143,7 +145,7 @@ async function rewritePack(dir: string, reader: StoreReader, packId: string, kee
   const tmpPack = join(dir, "tmp", `${newId}.pack`);
   const tmpIdx = join(dir, "tmp", `${newId}.idx`);
   const entries = new Uint8Array(keep.length * INDEX_ENTRY_BYTES);
-  const fd = openSync(tmpPack, "w", FILE_MODE);
+  const fd = openSync(tmpPack, CREATE_EXCLUSIVE, FILE_MODE);
   let offset = 0;
   try {
     const magic = new TextEncoder().encode(PACK_MAGIC);
@@ -161,7 +163,7 @@ async function rewritePack(dir: string, reader: StoreReader, packId: string, kee
   } finally {
     closeSync(fd);
   }
-  const ifd = openSync(tmpIdx, "w", FILE_MODE);
+  const ifd = openSync(tmpIdx, CREATE_EXCLUSIVE, FILE_MODE);
   try {
     const data = encodeIndex(offset, entries, keep.length);
     writeFully(ifd, data);

@@ -2,13 +2,18 @@
  * A checkpoint store in a local directory, opened for writing by the node that owns it. The
  * writer holds cairn-store.lock (flock) while it writes, so only one process writes at a time;
  * a store created by another node is refused. Opening cleans up what a crashed writer left.
+ *
+ * Nothing is created in the folder until it is known to be a store this user may write: a
+ * folder of its own (not another user's, not writable by others), either holding a store of
+ * this node or empty. tmp/ and the other folders must be real folders, never links, and
+ * leftovers are removed without following a link.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, unlinkSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, renameSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { CairnError, errorMessage, sysCode } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { FileLock } from "../engine/lock.ts";
-import { DIR_MODE, fsyncDir, writeFileAtomic } from "../util/fsx.ts";
+import { assertTrustedDir, DIR_MODE, emptyDirNoFollow, fsyncDir, readOwnFile, writeFileAtomic } from "../util/fsx.ts";
 import {
   DEFAULT_BLOCK_SIZE,
   decodeStoreInfo,
@@ -17,6 +22,8 @@ import {
   indexPath,
   type Manifest,
   manifestPath,
+  MAX_STORE_INFO_BYTES,
+  packFileOf,
   packPath,
   STORE_FILE,
   STORE_FORMAT,
@@ -28,6 +35,9 @@ import { StoreReader } from "./reader.ts";
 
 /** Readers (restore, verify, export) hold this shared; garbage collection needs it exclusive. */
 export const STORE_READERS_LOCK_FILE = "cairn-store.readers";
+
+/** The folders of a store, which must be real folders of this user. */
+const STORE_FOLDERS = ["tmp", "packs", "manifests"];
 
 export class LocalStore {
   readonly reader: StoreReader;
@@ -53,10 +63,14 @@ export class LocalStore {
     } catch (e) {
       throw new CairnError("E_STORE_IO", `cannot create the checkpoint directory ${dir}: ${errorMessage(e)}`, { cause: e });
     }
-    // refuse another node's store before touching anything in it (the store file never changes)
+    // refuse a folder that is not ours, another node's store or a folder holding anything else,
+    // before creating anything in it (the store file never changes)
+    assertTrustedDir(dir);
+    for (const sub of STORE_FOLDERS) assertTrustedDir(join(dir, sub), { noLink: true });
     if (existsSync(join(dir, STORE_FILE))) LocalStore.ownInfo(dir, nodeId);
+    else LocalStore.assertEmpty(dir);
     const lock = FileLock.exclusive(join(dir, STORE_LOCK_FILE), (holder) =>
-      new CairnError("E_STORE_BUSY", `another process (pid ${holder ?? "unknown"}) is writing checkpoints into ${dir}`),
+      new CairnError("E_STORE_BUSY", `another process (pid ${holder?.pid ?? "unknown"}) is writing checkpoints into ${dir}`),
     );
     try {
       const info = LocalStore.ownInfo(dir, nodeId);
@@ -69,10 +83,20 @@ export class LocalStore {
     }
   }
 
+  /** Refuse a folder holding anything but what an empty store may hold. */
+  private static assertEmpty(dir: string): void {
+    const foreign = readdirSync(dir).filter((n) => ![STORE_LOCK_FILE, STORE_READERS_LOCK_FILE, "tmp"].includes(n));
+    if (foreign.length > 0) {
+      throw new CairnError("E_STORE_NOT_EMPTY", `${dir} is not empty and is not a cairn checkpoint store (it has ${foreign.slice(0, 3).join(", ")})`, {
+        hint: "point the checkpoints at an empty or new directory",
+      });
+    }
+  }
+
   private static ownInfo(dir: string, nodeId: string): StoreInfo {
     const file = join(dir, STORE_FILE);
     if (existsSync(file)) {
-      const info = decodeStoreInfo(new Uint8Array(readFileSync(file)), file);
+      const info = decodeStoreInfo(readOwnFile(file, MAX_STORE_INFO_BYTES), file);
       if (info.node_id !== nodeId) {
         throw new CairnError(
           "E_FOREIGN_STORE",
@@ -80,14 +104,17 @@ export class LocalStore {
           { hint: "give this node its own checkpoint directory (checkpoint_config.db_checkpoint_dir or --path)" },
         );
       }
+      // readers (restore, verify, export, the remote copier) hold this one; a store made
+      // without it gets it now
+      if (!existsSync(join(dir, STORE_READERS_LOCK_FILE))) writeFileAtomic(join(dir, STORE_READERS_LOCK_FILE), "");
+      if (info.quick_hash_seed === undefined) {
+        throw new CairnError("E_FOREIGN_STORE", `${dir} is a copy of a store (an extracted archive or a download), not a node's own store; a node writes checkpoints only into a store it made`, {
+          hint: "give this node an empty checkpoint directory",
+        });
+      }
       return info;
     }
-    const foreign = readdirSync(dir).filter((n) => ![STORE_LOCK_FILE, STORE_READERS_LOCK_FILE, "tmp"].includes(n));
-    if (foreign.length > 0) {
-      throw new CairnError("E_STORE_NOT_EMPTY", `${dir} is not empty and is not a cairn checkpoint store (it has ${foreign.slice(0, 3).join(", ")})`, {
-        hint: "point the checkpoints at an empty or new directory",
-      });
-    }
+    LocalStore.assertEmpty(dir);
     const seed = new DataView(crypto.getRandomValues(new Uint8Array(8)).buffer).getBigUint64(0, true);
     const info: StoreInfo = {
       format: STORE_FORMAT,
@@ -96,20 +123,14 @@ export class LocalStore {
       block_size: DEFAULT_BLOCK_SIZE,
       quick_hash_seed: seed.toString(),
     };
-    writeFileAtomic(file, encodeStoreInfo(info));
     writeFileAtomic(join(dir, STORE_READERS_LOCK_FILE), "");
+    writeFileAtomic(file, encodeStoreInfo(info));
     return info;
   }
 
   /** Remove files a crashed or cancelled writer left in tmp/ and half-written manifests. */
   private cleanLeftovers(logger: Logger): void {
-    let removed = 0;
-    if (existsSync(this.tmpDir)) {
-      for (const n of readdirSync(this.tmpDir)) {
-        rmSync(join(this.tmpDir, n), { recursive: true, force: true });
-        removed++;
-      }
-    }
+    let removed = emptyDirNoFollow(this.tmpDir);
     const mdir = join(this.dir, "manifests");
     if (existsSync(mdir)) {
       for (const n of readdirSync(mdir)) {
@@ -174,8 +195,11 @@ export class LocalStore {
   /** Pack files with no index: leftovers of a crash between the two renames. */
   async orphanPackFiles(): Promise<string[]> {
     const files = await this.reader.source.list("packs/");
-    const withIndex = new Set(files.filter((f) => f.endsWith(".idx")).map((f) => f.slice(0, -".idx".length)));
-    return files.filter((f) => f.endsWith(".pack") && !withIndex.has(f.slice(0, -".pack".length)));
+    const withIndex = new Set(await packIdsIn(this.reader));
+    return files.filter((f) => {
+      const pf = packFileOf(f);
+      return pf?.ext === "pack" && !withIndex.has(pf.packId);
+    });
   }
 
   release(): void {
@@ -186,5 +210,8 @@ export class LocalStore {
 /** Packs present in a store (those with an index). */
 export async function packIdsIn(reader: StoreReader): Promise<string[]> {
   const files = await reader.source.list("packs/");
-  return files.filter((f) => f.endsWith(".idx")).map((f) => f.slice(f.lastIndexOf("/") + 1, -".idx".length));
+  return files.flatMap((f) => {
+    const pf = packFileOf(f);
+    return pf?.ext === "idx" ? [pf.packId] : [];
+  });
 }

@@ -22,22 +22,10 @@ import { type ExportResult, exportCheckpoint } from "./export.ts";
 import { pushCheckpoints, type PushResult, RemoteReplicator, type RemoteStatus } from "./remote.ts";
 import { isS3Url, resolveS3Settings, S3Source } from "./s3.ts";
 import { formatBytes, formatDuration } from "../util/format.ts";
+import { type Clock, sleepOn, systemClock } from "../util/clock.ts";
 
-export interface Clock {
-  now(): number;
-  setTimeout(fn: () => void, ms: number): unknown;
-  clearTimeout(handle: unknown): void;
-}
-
-export const systemClock: Clock = {
-  now: () => Date.now(),
-  setTimeout: (fn, ms) => {
-    const t = setTimeout(fn, ms);
-    t.unref?.();
-    return t;
-  },
-  clearTimeout: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
-};
+export type { Clock };
+export { systemClock };
 
 export type CheckpointOutcome = "success" | "failed" | "cancelled";
 
@@ -120,7 +108,9 @@ export class CheckpointManager {
     if (r) {
       this.remote = new RemoteReplicator({
         localDir: deps.config.dir,
-        remote: new S3Source(resolveS3Settings({ url: r.url, endpoint: r.endpoint, region: r.region, accessKeyId: r.accessKeyId, secretAccessKey: r.secretAccessKey })),
+        remote: new S3Source(
+          resolveS3Settings({ url: r.url, endpoint: r.endpoint, region: r.region, accessKeyId: r.accessKeyId, secretAccessKey: r.secretAccessKey, requestTimeoutMs: r.requestTimeoutMs }),
+        ),
         maxRemote: r.maxRemoteCheckpoints,
         retryBackoffMs: r.retryBackoffMs,
         logger: deps.logger,
@@ -277,7 +267,7 @@ export class CheckpointManager {
       config.taskTimeoutMs + delayMs,
     );
     try {
-      if (delayMs > 0) await abortableSleep(this.clock, delayMs, controller.signal);
+      if (delayMs > 0) await sleepOn(this.clock, delayMs, controller.signal);
       run.state = "running";
       run.started = new Date(this.clock.now()).toISOString();
       logger.info(`checkpoint started (${run.trigger}) into ${run.dir}`);
@@ -309,7 +299,16 @@ export class CheckpointManager {
         const same = config.remote && config.remote.url.replace(/\/+$/, "") === run.dir.replace(/\/+$/, "") ? config.remote : undefined;
         run.push = await pushCheckpoints({
           localDir: storeDir,
-          remote: new S3Source(resolveS3Settings({ url: run.dir, endpoint: same?.endpoint, region: same?.region, accessKeyId: same?.accessKeyId, secretAccessKey: same?.secretAccessKey })),
+          remote: new S3Source(
+            resolveS3Settings({
+              url: run.dir,
+              endpoint: same?.endpoint,
+              region: same?.region,
+              accessKeyId: same?.accessKeyId,
+              secretAccessKey: same?.secretAccessKey,
+              requestTimeoutMs: same?.requestTimeoutMs,
+            }),
+          ),
           ids: [result.id],
           maxRemote: same?.maxRemoteCheckpoints ?? 0,
           logger,
@@ -395,21 +394,6 @@ export function nextPeriodicRun(
 ): number {
   if (done?.outcome === "success" && done.result) return Math.max(Date.parse(done.result.created) + config.intervalMs, nowMs);
   return nowMs + config.retryBackoffMs;
-}
-
-function abortableSleep(clock: Clock, ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((res, rej) => {
-    if (signal.aborted) return rej(signal.reason);
-    const t = clock.setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      res();
-    }, ms);
-    const onAbort = () => {
-      clock.clearTimeout(t);
-      rej(signal.reason);
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
 }
 
 async function latestCheckpointTime(dir: string): Promise<number | undefined> {

@@ -63,6 +63,7 @@ export type WorkerRequest =
     }
   | { type: "restoreWindow"; id: number; firstBlock: number }
   | { type: "restoreRange"; id: number; first: number; count: number }
+  | { type: "checkImageRange"; id: number; first: number; count: number }
   | { type: "integrityCheck"; id: number; file: string; full: boolean }
   | { type: "gc"; id: number; storeDir: string; minLiveFraction: number; sync: boolean; checkpointsRemoved: boolean };
 

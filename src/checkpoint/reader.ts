@@ -6,6 +6,10 @@
 import { CairnError } from "../errors.ts";
 import {
   decodeIndex,
+  decompressBlock,
+  MAX_INDEX_BYTES,
+  MAX_MANIFEST_BYTES,
+  MAX_STORE_INFO_BYTES,
   decodeManifest,
   decodeStoreInfo,
   type DecodedIndex,
@@ -63,7 +67,7 @@ export class StoreReader {
   }
 
   async info(): Promise<StoreInfo> {
-    this.infoCache ??= decodeStoreInfo(await this.source.get(STORE_FILE), `${this.location}/${STORE_FILE}`);
+    this.infoCache ??= decodeStoreInfo(await this.source.get(STORE_FILE, MAX_STORE_INFO_BYTES), `${this.location}/${STORE_FILE}`);
     return this.infoCache;
   }
 
@@ -85,7 +89,7 @@ export class StoreReader {
 
   async manifest(id: number): Promise<Manifest> {
     const path = manifestPath(id);
-    const m = decodeManifest(await this.source.get(path), `${this.location}/${path}`);
+    const m = decodeManifest(await this.source.get(path, MAX_MANIFEST_BYTES), `${this.location}/${path}`);
     if (m.id !== id) throw new CairnError("E_STORE_DAMAGED", `${this.location}/${path}: says it is checkpoint ${m.id}`);
     return m;
   }
@@ -98,7 +102,7 @@ export class StoreReader {
     const cached = this.indexCache.get(packId);
     if (cached || !this.source.getReusing) return cached ?? this.index(packId);
     const path = indexPath(packId);
-    const data = await this.source.getReusing(path, this.scanBuffer);
+    const data = await this.source.getReusing(path, this.scanBuffer, MAX_INDEX_BYTES);
     if (data.buffer !== this.scanBuffer.buffer) this.scanBuffer = new Uint8Array(data.buffer);
     const idx = decodeIndex(data, `${this.location}/${path}`, !this.checkedIndexes.has(packId));
     this.checkedIndexes.add(packId);
@@ -109,7 +113,7 @@ export class StoreReader {
     let idx = this.indexCache.get(packId);
     if (!idx) {
       const path = indexPath(packId);
-      idx = decodeIndex(await this.source.get(path), `${this.location}/${path}`);
+      idx = decodeIndex(await this.source.get(path, MAX_INDEX_BYTES), `${this.location}/${path}`);
       this.checkedIndexes.add(packId);
       this.indexCache.set(packId, idx);
       this.indexCacheBytes += idx.entries.byteLength;
@@ -239,19 +243,12 @@ export class StoreReader {
   }
 }
 
-/** Decompress a stored block if needed and check it against its digest. */
+/** Decompress a stored block if needed (never to more than its index says) and check it against its digest. */
 export function decodeBlock(stored: Uint8Array, loc: IndexEntry, name: string): Uint8Array {
   if (stored.length !== loc.storedLength) {
     throw new CairnError("E_STORE_DAMAGED", `${name}: truncated (block at offset ${loc.offset} is cut short)`);
   }
-  let raw = stored;
-  if (loc.flags & FLAG_ZSTD) {
-    try {
-      raw = new Uint8Array(Bun.zstdDecompressSync(stored));
-    } catch {
-      throw new CairnError("E_STORE_DAMAGED", `${name}: block at offset ${loc.offset} does not decompress (damaged)`);
-    }
-  }
+  const raw = loc.flags & FLAG_ZSTD ? decompressBlock(stored, loc.rawLength, name, loc.offset) : stored;
   if (raw.length !== loc.rawLength || !digestMatches(raw, loc.digest)) {
     throw new CairnError("E_STORE_DAMAGED", `${name}: block ${toHex(loc.digest).slice(0, 16)}… at offset ${loc.offset} does not match its digest (damaged)`);
   }

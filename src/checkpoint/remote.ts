@@ -16,9 +16,9 @@ import { CairnError, errorMessage } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { FileLock } from "../engine/lock.ts";
 import { formatBytes, formatDuration } from "../util/format.ts";
-import { indexPath, type Manifest, manifestPath, PACK_ID_RE, packPath, STORE_FILE } from "./format.ts";
+import { encodeStoreInfo, indexPath, type Manifest, manifestPath, MAX_MANIFEST_BYTES, packFileOf, packPath, sameStore, STORE_FILE, storeInfoForCopy } from "./format.ts";
 import { STORE_READERS_LOCK_FILE } from "./local-store.ts";
-import type { Clock } from "./manager.ts";
+import type { Clock } from "../util/clock.ts";
 import { DirSource } from "./objects.ts";
 import { StoreReader } from "./reader.ts";
 import type { S3Source } from "./s3.ts";
@@ -71,12 +71,14 @@ export async function pushCheckpoints(o: PushOptions): Promise<PushResult> {
         hint: "give each node its own remote prefix",
       });
     }
-    if (theirs.block_size !== info.block_size || theirs.quick_hash_seed !== info.quick_hash_seed) {
+    if (!sameStore(theirs, info)) {
       throw new CairnError("E_FOREIGN_STORE", `${remote.location} was made from another local store of node ${info.node_id}; refusing to mix them`, {
         hint: "give the new store its own remote prefix",
       });
     }
-  } else await remote.put(STORE_FILE, await local.source.get(STORE_FILE));
+    // a remote made by an older cairn holds the quick-hash seed itself: keep only its digest there
+    if (theirs.quick_hash_seed !== undefined) await remote.put(STORE_FILE, encodeStoreInfo(storeInfoForCopy(info)));
+  } else await remote.put(STORE_FILE, encodeStoreInfo(storeInfoForCopy(info)));
 
   // hold the local readers lock: retention and collection wait until the files are uploaded
   const hold = FileLock.shared(join(o.localDir, STORE_READERS_LOCK_FILE));
@@ -118,7 +120,7 @@ export async function pushCheckpoints(o: PushOptions): Promise<PushResult> {
         );
         check();
         // the manifest last: only now does the checkpoint exist remotely
-        const manifest = await local.source.get(manifestPath(id));
+        const manifest = await local.source.get(manifestPath(id), MAX_MANIFEST_BYTES);
         await remote.put(manifestPath(id), manifest);
         result.uploaded_files++;
         result.uploaded_bytes += manifest.length;
@@ -160,8 +162,8 @@ export async function applyRemoteRetention(remote: S3Source, keep: number, logge
     for (const p of m.packs) needed.add(p);
   }
   for (const f of await remote.list("packs/")) {
-    const id = /([0-9a-f]{32})\.(pack|idx)$/.exec(f)?.[1];
-    if (id && PACK_ID_RE.test(id) && !needed.has(id)) await remote.delete(f);
+    const pf = packFileOf(f);
+    if (pf && !needed.has(pf.packId)) await remote.delete(f);
   }
   return { removed, kept };
 }
@@ -181,6 +183,8 @@ export interface RemoteStatus {
   successes: number;
   failures: number;
   consecutive_failures: number;
+  /** Requests that failed or timed out, each retried (a push fails only once its retries are spent). */
+  request_failures: number;
   next_retry: string | null;
   remote_checkpoints: number[];
 }
@@ -202,7 +206,19 @@ export class RemoteReplicator {
   private controller = new AbortController();
   private s: RemoteStatus;
 
+  /** When a failed request was last logged: at most one warning a minute while requests fail. */
+  private lastAttemptWarning = 0;
+
   constructor(private readonly deps: RemoteReplicatorDeps) {
+    deps.remote.onAttemptFailed = (what, err) => {
+      this.s.request_failures++;
+      this.s.last_error = `${what}: ${errorMessage(err)} (retrying)`;
+      const now = deps.clock.now();
+      if (now - this.lastAttemptWarning >= 60_000) {
+        this.lastAttemptWarning = now;
+        deps.logger.warn(`${what} failed: ${errorMessage(err)}; retrying`);
+      }
+    };
     this.s = {
       url: deps.remote.location,
       state: "idle",
@@ -215,6 +231,7 @@ export class RemoteReplicator {
       successes: 0,
       failures: 0,
       consecutive_failures: 0,
+      request_failures: 0,
       next_retry: null,
       remote_checkpoints: [],
     };

@@ -5,12 +5,16 @@
  * errors (connection refused or reset, 5xx, throttling); errors that retrying cannot fix
  * (no such key or bucket, access denied, bad credentials) fail at once.
  *
+ * Every request has a deadline (an endpoint that accepts connections and never answers would
+ * otherwise hold a push forever): `request_timeout_secs`, plus a second per MiB it carries. A
+ * request past its deadline counts as a failed attempt and is retried like any other.
+ *
  * Credentials never leave this module: they are not in `location`, in error messages or logs.
  */
 import { closeSync, openSync, readSync, statSync } from "node:fs";
 import { S3Client } from "bun";
 import { CairnError, errorMessage } from "../errors.ts";
-import { missing, type ObjectSource } from "./objects.ts";
+import { missing, type ObjectSource, tooLarge } from "./objects.ts";
 
 export interface S3Settings {
   /** s3://BUCKET/PREFIX */
@@ -20,7 +24,13 @@ export interface S3Settings {
   accessKeyId?: string;
   secretAccessKey?: string;
   sessionToken?: string;
+  /** Deadline of one request before its transfer allowance (default DEFAULT_REQUEST_TIMEOUT_MS). */
+  requestTimeoutMs?: number;
 }
+
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
+/** Each request may take this much longer per byte it carries (a slow link is not a dead one). */
+const MS_PER_MIB = 1000;
 
 /** How a worker rebuilds the same S3Source: plain data, safe to post. */
 export type S3SourceSpec = Required<Pick<S3Settings, "url">> & Omit<S3Settings, "url">;
@@ -46,6 +56,7 @@ export function resolveS3Settings(s: S3Settings, env: Record<string, string | un
     accessKeyId: s.accessKeyId ?? env.S3_ACCESS_KEY_ID ?? env.AWS_ACCESS_KEY_ID,
     secretAccessKey: s.secretAccessKey ?? env.S3_SECRET_ACCESS_KEY ?? env.AWS_SECRET_ACCESS_KEY,
     sessionToken: s.sessionToken ?? env.S3_SESSION_TOKEN ?? env.AWS_SESSION_TOKEN,
+    requestTimeoutMs: s.requestTimeoutMs,
   };
 }
 
@@ -62,6 +73,16 @@ const PERMANENT = new Set([
   "ERR_S3_INVALID_PATH",
   "ERR_S3_INVALID_SIGNATURE",
 ]);
+
+/** `p`, or a rejection with code ETIMEDOUT once `ms` pass (the request itself is left to end on its own). */
+function withDeadline<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, rej) => {
+    timer = setTimeout(() => rej(Object.assign(new Error(`no answer within ${Math.round(ms / 1000)} s`), { code: "ETIMEDOUT" })), ms);
+  });
+  p.catch(() => {});
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
 
 function s3Code(e: unknown): string | undefined {
   const c = (e as { code?: unknown })?.code;
@@ -86,6 +107,9 @@ export class S3Source implements ObjectSource {
   readonly prefix: string;
   private readonly client: S3Client;
 
+  /** Told of every failed attempt (timeouts included), for the status of a push that goes on retrying. */
+  onAttemptFailed?: (what: string, err: unknown) => void;
+
   constructor(
     readonly spec: S3SourceSpec,
     readonly retry: RetryPolicy = DEFAULT_RETRY,
@@ -108,14 +132,16 @@ export class S3Source implements ObjectSource {
     return this.prefix ? `${this.prefix}/${path}` : path;
   }
 
-  /** Run `op`, retrying transient failures with doubling delays. */
-  private async withRetry<T>(what: string, path: string, op: () => Promise<T>): Promise<T> {
+  /** Run `op` with its deadline, retrying transient failures (and timeouts) with doubling delays. */
+  private async withRetry<T>(what: string, path: string, op: () => Promise<T>, bytes = 0): Promise<T> {
     let delay = this.retry.firstDelayMs;
+    const deadline = (this.spec.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS) + Math.ceil((bytes / (1024 * 1024)) * MS_PER_MIB);
     for (let attempt = 1; ; attempt++) {
       try {
-        return await op();
+        return await withDeadline(op(), deadline);
       } catch (e) {
         const code = s3Code(e);
+        this.onAttemptFailed?.(`${what} ${this.location}/${path}`, e);
         if (code === "NoSuchKey") throw missing(this.location, path, e);
         if ((code && PERMANENT.has(code)) || attempt >= this.retry.attempts) {
           throw new CairnError(
@@ -136,13 +162,16 @@ export class S3Source implements ObjectSource {
     }
   }
 
-  async get(path: string): Promise<Uint8Array> {
-    return this.withRetry("reading", path, () => this.client.file(this.key(path)).bytes());
+  async get(path: string, maxBytes: number): Promise<Uint8Array> {
+    // one byte more than allowed: a larger object is refused without fetching it whole
+    const data = await this.withRetry("reading", path, () => this.client.file(this.key(path)).slice(0, maxBytes + 1).bytes());
+    if (data.length > maxBytes) throw tooLarge(this.location, path, `over ${maxBytes}`, maxBytes);
+    return data;
   }
 
   async getRange(path: string, offset: number, length: number): Promise<Uint8Array> {
     if (length === 0) return new Uint8Array(0);
-    return this.withRetry("reading", path, () => this.client.file(this.key(path)).slice(offset, offset + length).bytes());
+    return this.withRetry("reading", path, () => this.client.file(this.key(path)).slice(offset, offset + length).bytes(), length);
   }
 
   /**
@@ -176,7 +205,7 @@ export class S3Source implements ObjectSource {
   }
 
   async put(path: string, data: Uint8Array): Promise<void> {
-    await this.withRetry("writing", path, () => this.client.write(this.key(path), data));
+    await this.withRetry("writing", path, () => this.client.write(this.key(path), data), data.length);
   }
 
   /**
@@ -208,7 +237,7 @@ export class S3Source implements ObjectSource {
       } finally {
         closeSync(fd);
       }
-    });
+    }, size);
     return size;
   }
 

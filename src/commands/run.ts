@@ -7,7 +7,7 @@ import { createLogger } from "./_logger.ts";
 export default defineCommand({
   meta: {
     name: "run",
-    description: "Run the storage node (REST API, admin socket, WAL and checkpoint scheduling) until SIGTERM/SIGINT",
+    description: "Run the storage node (REST API, admin socket, WAL and checkpoint scheduling) until SIGTERM/SIGINT; SIGHUP re-reads the config",
   },
   args: { ...configArg },
   async run({ args }) {
@@ -32,6 +32,20 @@ export default defineCommand({
       };
       process.on("SIGTERM", onSignal);
       process.on("SIGINT", onSignal);
+      // a terminal, tmux pane or ssh session going away must not take the node with it:
+      // SIGHUP re-reads what can change without a restart
+      process.on("SIGHUP", () => {
+        if (signalled) return;
+        if (!args.config) {
+          logger.info("SIGHUP received: running on the embedded default, nothing to re-read");
+          return;
+        }
+        try {
+          node.reload(loadConfigFile(args.config));
+        } catch (e) {
+          logger.error(`SIGHUP received: ${args.config} was not applied: ${e instanceof Error ? e.message : String(e)}`);
+        }
+      });
     });
   },
 });

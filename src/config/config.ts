@@ -9,6 +9,8 @@ export interface NodeConfig {
   restApi: { host: string; port: number };
   logLevel: LogLevel;
   maxBlobSize: number;
+  /** Request body bytes held in memory across all requests at once (past it: 503). */
+  maxBodyBytesInFlight: number;
   walCheckpoint: { thresholdBytes: number; intervalMs: number };
   checkpoint: CheckpointConfig;
 }
@@ -34,6 +36,7 @@ export interface RemoteConfig {
   region?: string;
   maxRemoteCheckpoints: number;
   retryBackoffMs: number;
+  requestTimeoutMs: number;
   accessKeyId?: string;
   secretAccessKey?: string;
 }
@@ -44,6 +47,7 @@ export const DEFAULTS = {
   restApiAddress: "127.0.0.1:7420",
   logLevel: "info" as LogLevel,
   maxBlobSize: 64 * 1024 * 1024,
+  maxBodyBytesInFlight: 256 * 1024 * 1024,
   walCheckpointThresholdBytes: 64 * 1024 * 1024,
   walCheckpointIntervalSecs: 30,
   maxCheckpoints: 3,
@@ -58,7 +62,11 @@ export const DEFAULTS = {
   maxWriteBytesPerSec: 0,
   maxRemoteCheckpoints: 30,
   remoteRetryBackoffSecs: 60,
+  remoteRequestTimeoutSecs: 30,
 } as const;
+
+/** Longest path a Unix socket address can hold on Linux (sun_path is 108 bytes with the NUL). */
+export const MAX_SOCKET_PATH_BYTES = 107;
 
 /** What `cairn run` uses without --config: everything under ./cairn-data. */
 export const EMBEDDED_STORAGE_PATH = "cairn-data/db";

@@ -8,7 +8,7 @@ import { dirname, resolve } from "node:path";
 import * as v from "valibot";
 import { parseDocument } from "yaml";
 import { ConfigError, errorMessage, sysCode } from "../errors.ts";
-import { type NodeConfig, DEFAULTS, EMBEDDED_STORAGE_PATH } from "./config.ts";
+import { type NodeConfig, DEFAULTS, EMBEDDED_STORAGE_PATH, MAX_SOCKET_PATH_BYTES } from "./config.ts";
 import { ADDRESS_RE, configSchema, type ConfigDocument } from "./schema.ts";
 
 /** Load and validate a config file. Throws ConfigError (exit status 2) on any problem. */
@@ -26,7 +26,9 @@ export function loadConfigFile(file: string): NodeConfig {
 
 /** The embedded default: no file, everything under <cwd>/cairn-data. */
 export function embeddedConfig(cwd = process.cwd()): NodeConfig {
-  return resolveConfig({ storage_path: EMBEDDED_STORAGE_PATH }, cwd);
+  const config = resolveConfig({ storage_path: EMBEDDED_STORAGE_PATH }, cwd);
+  checkResolved(config, "the embedded default");
+  return config;
 }
 
 /** Parse YAML text as a config document; `file` names it in errors and anchors relative paths. */
@@ -38,11 +40,31 @@ export function parseConfig(text: string, file: string): NodeConfig {
     const first = err.message.split("\n")[0]!.replace(/ at line \d+, column \d+:?$/, "");
     throw new ConfigError(`${file}: invalid YAML${where}: ${first}`);
   }
-  const raw: unknown = doc.toJS() ?? {};
+  let raw: unknown;
+  try {
+    // an alias bomb (billion laughs) is refused here, as a config error
+    raw = doc.toJS({ maxAliasCount: 100 }) ?? {};
+  } catch (e) {
+    throw new ConfigError(`${file}: invalid YAML: ${errorMessage(e)}`);
+  }
   const parsed = validateDocument(raw, file);
   const config = resolveConfig(parsed, dirname(file));
+  checkResolved(config, file);
   config.configFile = file;
   return config;
+}
+
+/** Checks that need the resolved values (absolute paths): all made before anything touches the disk. */
+function checkResolved(c: NodeConfig, file: string): void {
+  const n = Buffer.byteLength(c.adminSocketPath);
+  if (n > MAX_SOCKET_PATH_BYTES) {
+    throw new ConfigError(`${file}: admin_socket_path: ${c.adminSocketPath} is ${n} bytes long; a Unix socket path may be at most ${MAX_SOCKET_PATH_BYTES}`, {
+      hint: "choose a shorter admin_socket_path",
+    });
+  }
+  if (c.maxBodyBytesInFlight < c.maxBlobSize) {
+    throw new ConfigError(`${file}: max_body_bytes_in_flight: expected at least max_blob_size (${c.maxBlobSize}), got ${c.maxBodyBytesInFlight}`);
+  }
 }
 
 export function validateDocument(raw: unknown, file: string): ConfigDocument {
@@ -120,6 +142,7 @@ export function resolveConfig(doc: ConfigDocument, baseDir: string): NodeConfig 
     restApi: { host: m[1]!.replace(/^\[|\]$/g, ""), port: Number(m[2]) },
     logLevel: doc.log_level ?? DEFAULTS.logLevel,
     maxBlobSize: doc.max_blob_size ?? DEFAULTS.maxBlobSize,
+    maxBodyBytesInFlight: doc.max_body_bytes_in_flight ?? Math.max(DEFAULTS.maxBodyBytesInFlight, doc.max_blob_size ?? DEFAULTS.maxBlobSize),
     walCheckpoint: {
       thresholdBytes: doc.wal_checkpoint_threshold_bytes ?? DEFAULTS.walCheckpointThresholdBytes,
       intervalMs: Math.round((doc.wal_checkpoint_interval_secs ?? DEFAULTS.walCheckpointIntervalSecs) * 1000),
@@ -142,6 +165,7 @@ export function resolveConfig(doc: ConfigDocument, baseDir: string): NodeConfig 
         region: cc.remote.region,
         maxRemoteCheckpoints: cc.remote.max_remote_checkpoints ?? DEFAULTS.maxRemoteCheckpoints,
         retryBackoffMs: (cc.remote.retry_backoff_secs ?? DEFAULTS.remoteRetryBackoffSecs) * 1000,
+        requestTimeoutMs: Math.round((cc.remote.request_timeout_secs ?? DEFAULTS.remoteRequestTimeoutSecs) * 1000),
         accessKeyId: cc.remote.access_key_id,
         secretAccessKey: cc.remote.secret_access_key,
       },

@@ -48,11 +48,13 @@ const remote = v.strictObject(
     // cairn extensions
     /** After a failed upload, try again after this long. */
     retry_backoff_secs: v.optional(seconds(0.01)),
+    /** One request to the remote that has not answered after this long (plus a second per MiB) fails and is retried. */
+    request_timeout_secs: v.optional(seconds(0.1)),
     /** Credentials, if not in the environment (S3_* / AWS_*): prefer the environment. */
     access_key_id: v.optional(v.pipe(v.string("expected a string"), v.nonEmpty("expected a string"))),
     secret_access_key: v.optional(v.pipe(v.string("expected a string"), v.nonEmpty("expected a string"))),
   },
-  "expected a mapping with url, endpoint, region, max_remote_checkpoints, retry_backoff_secs, access_key_id, secret_access_key",
+  "expected a mapping with url, endpoint, region, max_remote_checkpoints, retry_backoff_secs, request_timeout_secs, access_key_id, secret_access_key",
 );
 
 export const checkpointConfigSchema = v.strictObject(
@@ -87,6 +89,8 @@ export const configSchema = v.strictObject(
     rest_api_address: v.optional(address),
     log_level: v.optional(v.picklist(LOG_LEVELS, `expected one of ${LOG_LEVELS.join(" | ")}`)),
     max_blob_size: v.optional(wholeNumber(1, SQLITE_MAX_BLOB)),
+    /** cairn extension: request body bytes held in memory across all requests; past it, 503. */
+    max_body_bytes_in_flight: v.optional(wholeNumber(1)),
     /** cairn extension: run a WAL checkpoint once the -wal file passes this many bytes. */
     wal_checkpoint_threshold_bytes: v.optional(wholeNumber(4096)),
     /** cairn extension: and at least this often while there are writes. */

@@ -1,16 +1,20 @@
 /**
  * flock(2) locks, through bun:ffi. The kernel drops a lock when its holder dies, even by
  * kill -9, so a stale lock file never blocks anyone. Exclusive lock files hold the holder's
- * pid so that whoever is refused can say who holds it.
+ * pid and what it is ("1234 restore") so that whoever is refused can say who holds it.
+ *
+ * Lock files are opened without following a symlink (O_NOFOLLOW), and one cairn writes into
+ * must be a regular file of the running user with one link: a lock file planted by another
+ * user (a symlink or hard link to a file of root's, say) is refused, never truncated.
  *
  * StorageLock is the storage directory's lock: <storage_path>/cairn.lock, held by a node for
  * its whole life and by `restore` while it works.
  */
 import { dlopen, FFIType } from "bun:ffi";
-import { closeSync, ftruncateSync, mkdirSync, openSync, readFileSync, writeSync } from "node:fs";
+import { closeSync, constants, fstatSync, ftruncateSync, mkdirSync, openSync, readSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
-import { CairnError } from "../errors.ts";
-import { DIR_MODE, FILE_MODE } from "../util/fsx.ts";
+import { CairnError, sysCode } from "../errors.ts";
+import { DIR_MODE, FILE_MODE, unsafePath } from "../util/fsx.ts";
 
 const LOCK_SH = 1;
 const LOCK_EX = 2;
@@ -23,14 +27,68 @@ function flock(fd: number, op: number): number {
   return libc.symbols.flock(fd, op);
 }
 
-/** The pid written in a lock file by its current holder, if it names one. */
-export function lockHolder(path: string): number | undefined {
+/** Who holds a lock file: the pid and what it is, as its holder wrote them. */
+export interface LockHolder {
+  pid: number;
+  /** "node", "restore", ... (absent in lock files of older versions) */
+  kind?: string;
+}
+
+/** The holder named in a lock file, if it names one. */
+export function lockHolder(path: string): LockHolder | undefined {
   try {
-    const pid = Number.parseInt(readFileSync(path, "utf8").trim(), 10);
-    return Number.isFinite(pid) && pid > 0 ? pid : undefined;
+    const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+    let text: string;
+    try {
+      const buf = new Uint8Array(128);
+      const n = readSync(fd, buf, 0, buf.length, 0);
+      text = new TextDecoder().decode(buf.subarray(0, n));
+    } finally {
+      closeSync(fd);
+    }
+    const [pidText, kind] = text.trim().split(/\s+/);
+    const pid = Number.parseInt(pidText ?? "", 10);
+    return Number.isFinite(pid) && pid > 0 ? { pid, kind: kind || undefined } : undefined;
   } catch {
     return undefined;
   }
+}
+
+/** Whether `path` still names the file open as `fd`. */
+function sameFile(path: string, fd: number): boolean {
+  try {
+    const a = statSync(path);
+    const b = fstatSync(fd);
+    return a.ino === b.ino && a.dev === b.dev;
+  } catch {
+    return false;
+  }
+}
+
+const OPEN_FOR_WRITE = constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW;
+
+/** Open (creating if missing) a lock file this process will write into; refuses anything but our own regular file. */
+function openOwnLockFile(path: string): number {
+  let fd: number;
+  try {
+    fd = openSync(path, OPEN_FOR_WRITE, FILE_MODE);
+  } catch (e) {
+    if (sysCode(e) === "ELOOP") throw unsafePath(path, "is a symbolic link");
+    throw e;
+  }
+  const st = fstatSync(fd);
+  const why = !st.isFile()
+    ? "is not a regular file"
+    : st.uid !== process.getuid?.()
+      ? `belongs to another user (uid ${st.uid})`
+      : st.nlink !== 1
+        ? "has other hard links"
+        : undefined;
+  if (why) {
+    closeSync(fd);
+    throw unsafePath(path, why);
+  }
+  return fd;
 }
 
 export class FileLock {
@@ -38,39 +96,48 @@ export class FileLock {
     readonly path: string,
     private fd: number | undefined,
     private readonly exclusive: boolean,
+    private readonly removeOnRelease = false,
   ) {}
 
   /**
-   * Take an exclusive lock on `path` (created if missing) without waiting, writing our pid
-   * into it; if another process holds it, throw what `busy(holderPid)` returns.
+   * Take an exclusive lock on `path` (created if missing) without waiting, writing our pid and
+   * `kind` into it; if another process holds it, throw what `busy(holder)` returns. With
+   * `removeOnRelease` the file goes when the lock is released (a lock beside an operator's
+   * file, which should leave nothing behind).
    */
-  static exclusive(path: string, busy: (holder: number | undefined) => CairnError): FileLock {
-    const fd = openSync(path, "a+", FILE_MODE);
-    if (flock(fd, LOCK_EX | LOCK_NB) !== 0) {
-      closeSync(fd);
-      throw busy(lockHolder(path));
+  static exclusive(path: string, busy: (holder: LockHolder | undefined) => CairnError, kind = "", opts: { removeOnRelease?: boolean } = {}): FileLock {
+    for (let attempt = 0; ; attempt++) {
+      const fd = openOwnLockFile(path);
+      if (flock(fd, LOCK_EX | LOCK_NB) !== 0) {
+        closeSync(fd);
+        throw busy(lockHolder(path));
+      }
+      // a lock file its last holder removed between our open and our lock: ours would be on a
+      // file nobody else sees; take the one now at the path instead
+      if (opts.removeOnRelease && !sameFile(path, fd)) {
+        closeSync(fd);
+        if (attempt < 10) continue;
+        throw busy(undefined);
+      }
+      ftruncateSync(fd, 0);
+      writeSync(fd, `${process.pid}${kind ? ` ${kind}` : ""}\n`);
+      return new FileLock(path, fd, true, opts.removeOnRelease);
     }
-    ftruncateSync(fd, 0);
-    writeSync(fd, `${process.pid}\n`);
-    return new FileLock(path, fd, true);
   }
 
   /**
-   * Take a shared lock (many readers at once, no exclusive holder) without waiting. Returns
-   * undefined if an exclusive holder has it, or if the file does not exist and cannot be made.
+   * Take a shared lock (many readers at once, no exclusive holder) on an existing lock file
+   * without waiting. Undefined if an exclusive holder has it, or if there is no such file.
+   * Read-only: a reader may lock a store that belongs to another user.
    */
   static shared(path: string): FileLock | undefined {
     let fd: number;
     try {
-      fd = openSync(path, "r");
+      fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
     } catch {
-      try {
-        fd = openSync(path, "a+", FILE_MODE);
-      } catch {
-        return undefined;
-      }
+      return undefined;
     }
-    if (flock(fd, LOCK_SH | LOCK_NB) !== 0) {
+    if (!fstatSync(fd).isFile() || flock(fd, LOCK_SH | LOCK_NB) !== 0) {
       closeSync(fd);
       return undefined;
     }
@@ -81,7 +148,7 @@ export class FileLock {
   static isHeld(path: string): boolean {
     let fd: number;
     try {
-      fd = openSync(path, "r");
+      fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
     } catch {
       return false;
     }
@@ -96,7 +163,13 @@ export class FileLock {
 
   release(): void {
     if (this.fd === undefined) return;
-    if (this.exclusive) {
+    if (this.removeOnRelease) {
+      try {
+        unlinkSync(this.path);
+      } catch {
+        // already gone
+      }
+    } else if (this.exclusive) {
       try {
         ftruncateSync(this.fd, 0);
       } catch {
@@ -114,19 +187,37 @@ export const LOCK_FILE = "cairn.lock";
 /** The storage directory's lock (see above). */
 export class StorageLock {
   /**
-   * Take the lock on `dir` (created if missing) or throw E_LOCKED naming the holder's pid.
-   * `refusal` ends the message, saying what was refused.
+   * Take the lock on `dir` (created if missing) as `kind`, or throw E_LOCKED naming the
+   * holder. `refusal` ends the message, saying what was refused.
    */
-  static acquire(dir: string, refusal = "refusing to start a second node on it"): FileLock {
+  static acquire(dir: string, kind: "node" | "restore", refusal = "refusing to start a node on it"): FileLock {
     mkdirSync(dir, { recursive: true, mode: DIR_MODE });
-    return FileLock.exclusive(join(dir, LOCK_FILE), (holder) =>
-      new CairnError("E_LOCKED", `a node is running on ${dir} (pid ${holder ?? "unknown"}); ${refusal}`, {
-        hint: holder ? `stop the node first (kill ${holder}, or systemctl stop cairn)` : "stop the node first",
-      }),
+    return FileLock.exclusive(
+      join(dir, LOCK_FILE),
+      (holder) => StorageLock.busy(dir, holder, refusal),
+      kind,
     );
   }
 
-  static holder(dir: string): number | undefined {
+  /** The E_LOCKED error for `dir` held by `holder`. */
+  static busy(dir: string, holder: LockHolder | undefined, refusal: string): CairnError {
+    const restoring = holder?.kind === "restore";
+    return new CairnError(
+      "E_LOCKED",
+      restoring
+        ? `a restore (pid ${holder.pid}) is working on ${dir}; ${refusal}`
+        : `a node is running on ${dir} (pid ${holder?.pid ?? "unknown"}); ${refusal}`,
+      {
+        hint: restoring
+          ? "wait for that restore to finish"
+          : holder
+            ? `stop the node first (kill ${holder.pid}, or systemctl stop cairn)`
+            : "stop the node first",
+      },
+    );
+  }
+
+  static holder(dir: string): LockHolder | undefined {
     return lockHolder(join(dir, LOCK_FILE));
   }
 

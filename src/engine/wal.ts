@@ -10,6 +10,7 @@
  */
 import { statSync } from "node:fs";
 import type { Logger } from "../log.ts";
+import { type Clock, every, systemClock } from "../util/clock.ts";
 import { workerUrl } from "../util/worker-url.ts";
 import type { WalCheckpointMode, WalWorkerReply, WalWorkerRequest } from "./wal-worker.ts";
 
@@ -18,6 +19,7 @@ export interface WalCheckpointerOptions {
   thresholdBytes: number;
   intervalMs: number;
   logger: Logger;
+  clock?: Clock;
 }
 
 export interface WalStats {
@@ -31,7 +33,7 @@ export interface WalStats {
 export class WalCheckpointer {
   readonly stats: WalStats = { runs: 0, truncations: 0, failures: 0, lastDurationMs: 0, walHighWaterBytes: 0 };
   private worker?: Worker;
-  private timer?: ReturnType<typeof setInterval>;
+  private stopTimer?: () => void;
   private running?: Promise<void>;
   private pauses = 0;
   private nextId = 1;
@@ -55,10 +57,9 @@ export class WalCheckpointer {
       done?.(e.data);
     };
     this.worker.onerror = (e) => this.opts.logger.error(`WAL checkpoint worker failed: ${e.message}`);
-    this.timer = setInterval(() => {
+    this.stopTimer = every(this.opts.clock ?? systemClock, this.opts.intervalMs, () => {
       if (this.walSize() > 0) this.trigger();
-    }, this.opts.intervalMs);
-    this.timer.unref?.();
+    });
   }
 
   walFile(): string {
@@ -153,7 +154,7 @@ export class WalCheckpointer {
   /** Stop the timer and the worker. The caller then checkpoints on its own connection. */
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.timer) clearInterval(this.timer);
+    this.stopTimer?.();
     await this.running;
     if (this.worker) {
       await this.request("CLOSE");

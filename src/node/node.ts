@@ -9,7 +9,7 @@ import type { LevelledLogger } from "../log.ts";
 import { VERSION } from "../version.ts";
 import { AdminServer } from "../admin/server.ts";
 import { createRestHandler, registerRestMetrics } from "../api/rest.ts";
-import { errorReply } from "../api/http.ts";
+import { BodyBudget, errorReply } from "../api/http.ts";
 import { BlobStore } from "../engine/blobs.ts";
 import { DB_FILE, dbPathIn, openNodeDatabase } from "../engine/database.ts";
 import { type FileLock, LOCK_FILE, StorageLock } from "../engine/lock.ts";
@@ -17,7 +17,7 @@ import { LiveFiles } from "../engine/live-files.ts";
 import { WalCheckpointer } from "../engine/wal.ts";
 import { Metrics } from "./metrics.ts";
 import { CRASH_POINT_ENV } from "../util/crash-point.ts";
-import { fileSizeOrZero, tightenModes } from "../util/fsx.ts";
+import { assertTrustedDir, fileSizeOrZero, tightenModes } from "../util/fsx.ts";
 import { checkpointRoutes } from "./admin-routes.ts";
 import { CheckpointManager } from "../checkpoint/manager.ts";
 import type { Database } from "bun:sqlite";
@@ -64,6 +64,8 @@ export interface NodeStatus {
 
 export class CairnNode {
   readonly metrics = new Metrics();
+  /** Request body bytes held across all REST requests (max_body_bytes_in_flight). */
+  private readonly bodyBudget: BodyBudget;
   readonly startedAt = Date.now();
   private rest?: Server<unknown>;
   private admin?: AdminServer;
@@ -80,11 +82,15 @@ export class CairnNode {
     readonly wal: WalCheckpointer,
     readonly blobs: BlobStore,
     readonly checkpoints: CheckpointManager,
-  ) {}
+  ) {
+    this.bodyBudget = new BodyBudget(config.maxBodyBytesInFlight);
+  }
 
   /** Start a node on `config`. Everything acquired is released again if a later step fails. */
   static async start(config: NodeConfig, logger: LevelledLogger): Promise<CairnNode> {
-    const lock = StorageLock.acquire(config.storagePath);
+    // SQLite follows a symlinked cairn.db: a storage folder another user can write into is refused
+    assertTrustedDir(config.storagePath);
+    const lock = StorageLock.acquire(config.storagePath, "node");
     // an installation made before cairn kept its files owner-only: tighten, and say so
     const storageFiles = [DB_FILE, `${DB_FILE}-wal`, `${DB_FILE}-shm`, LOCK_FILE];
     for (const [dir, only] of [[config.storagePath, storageFiles], [config.checkpoint.dir, existsSync(join(config.checkpoint.dir, STORE_FILE)) ? undefined : []]] as const) {
@@ -149,6 +155,7 @@ export class CairnNode {
     const handler = createRestHandler({
       blobs: this.blobs,
       maxBlobSize: this.config.maxBlobSize,
+      bodyBudget: this.bodyBudget,
       metrics: this.metrics,
       logger: this.logger,
       status: () => this.status(),
@@ -192,6 +199,7 @@ export class CairnNode {
     m.collect("cairn_write_commits_total", "Group commits of blob writes.", () => this.blobs.stats.commits, "counter");
     m.collect("cairn_write_ops_total", "Blob writes (PUT and DELETE) committed.", () => this.blobs.stats.committedOps, "counter");
     m.collect("cairn_write_commit_failures_total", "Group commits that failed.", () => this.blobs.stats.failedCommits, "counter");
+    m.collect("cairn_http_body_bytes_in_flight", "Request body bytes held in memory now (max_body_bytes_in_flight caps it).", () => this.bodyBudget.inUse);
     m.collect("cairn_writes_refused", "1 once the database's files were unlinked or replaced under the node: writes are refused until a restart.", () => (this.blobs.refused ? 1 : 0));
     const cs = () => this.checkpoints.status();
     const lastResult = () => cs().last_success?.result;
@@ -224,6 +232,7 @@ export class CairnNode {
         ];
       }, "counter");
       m.collect("cairn_remote_consecutive_failures", "Copies to the remote failed since the last success.", () => rs()?.consecutive_failures ?? 0);
+      m.collect("cairn_remote_request_failures_total", "Requests to the remote store that failed or timed out (each retried).", () => rs()?.request_failures ?? 0, "counter");
       m.collect("cairn_remote_last_checkpoint_id", "Newest checkpoint on the remote store (0: none).", () => rs()?.last_pushed_id ?? 0);
       m.collect("cairn_remote_last_success_timestamp_seconds", "When a copy to the remote last succeeded.", () => {
         const t = rs()?.last_success;
@@ -277,6 +286,26 @@ export class CairnNode {
       new_bytes: last.result?.newBytes ?? null,
       dir: last.dir,
     };
+  }
+
+  /**
+   * Apply a re-read config (SIGHUP): what can change while the node runs is applied at once
+   * (the log level); anything else that differs is named as needing a restart.
+   */
+  reload(next: NodeConfig): void {
+    const log = this.logger;
+    const applied: string[] = [];
+    if (next.logLevel !== this.logger.level()) {
+      applied.push(`log_level ${this.logger.level()} → ${next.logLevel}`);
+      this.logger.setLevel(next.logLevel);
+    }
+    const { logLevel: _a, configFile: _b, ...nowRest } = this.config;
+    const { logLevel: _c, configFile: _d, ...nextRest } = next;
+    const restart = (Object.keys(nowRest) as (keyof typeof nowRest)[]).filter((k) => JSON.stringify(nowRest[k]) !== JSON.stringify(nextRest[k]));
+    log.info(
+      `SIGHUP received: config re-read; ${applied.length > 0 ? `applied ${applied.join(", ")}` : "nothing to apply"}` +
+        (restart.length > 0 ? `; changes to ${restart.join(", ")} take effect at the next start` : ""),
+    );
   }
 
   /**

@@ -6,7 +6,7 @@
  * (a local file read with pread, or one ranged GET from S3, a few at a time), every block is
  * checked against its digest, and the range is written at its place in the image file.
  */
-import { closeSync, openSync } from "node:fs";
+import { closeSync, constants, openSync } from "node:fs";
 import { join } from "node:path";
 import { CairnError } from "../errors.ts";
 import { preadFully, writeFully } from "../util/fsx.ts";
@@ -95,7 +95,7 @@ export function openRestore(o: { source: PackSourceSpec; packIds: string[]; bloc
     packIds: o.packIds,
     blockSize: o.blockSize,
     imageBytes: o.imageBytes,
-    imageFd: openSync(o.imageFile, "r+"),
+    imageFd: openSync(o.imageFile, constants.O_RDWR | constants.O_NOFOLLOW),
     firstBlock: 0,
     list: new Uint8Array(0),
     loc: new Uint32Array(0),
@@ -119,6 +119,25 @@ export function closeRestore(): void {
   state.packs.close();
   closeSync(state.imageFd);
   state = undefined;
+}
+
+/**
+ * Whether blocks [first, first+count) of the image file already hold what the window's list
+ * says (an earlier, interrupted run wrote them): read back and checked against each digest.
+ */
+export function checkImageRange(first: number, count: number): boolean {
+  const r = state!;
+  const start = first * r.blockSize;
+  const end = Math.min((first + count) * r.blockSize, r.imageBytes);
+  if (r.buffer.length < end - start) r.buffer = new Uint8Array(end - start);
+  const image = r.buffer.subarray(0, end - start);
+  if (preadFully(r.imageFd, image, 0, image.length, start) !== image.length) return false;
+  for (let b = first; b * r.blockSize < end; b++) {
+    const o = b * r.blockSize - start;
+    const at = (b - r.firstBlock) * SEGMENT_ENTRY_BYTES;
+    if (!digestMatches(image.subarray(o, Math.min(o + r.blockSize, image.length)), r.list.subarray(at, at + 32))) return false;
+  }
+  return true;
 }
 
 /**

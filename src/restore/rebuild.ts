@@ -5,16 +5,16 @@
  * written only after the image is flushed to disk, so an interrupted rebuild (Ctrl-C, kill -9,
  * a lost SSH session) continues where it stopped and never re-fetches a finished range.
  */
-import { closeSync, existsSync, fdatasync, fdatasyncSync, ftruncateSync, openSync, readFileSync, statSync } from "node:fs";
+import { closeSync, constants, existsSync, fdatasync, fdatasyncSync, ftruncateSync, openSync, statSync, unlinkSync } from "node:fs";
 import { CairnError } from "../errors.ts";
 import type { ArchiveReader } from "../checkpoint/archive.ts";
-import { type Manifest, SEGMENT_ENTRY_BYTES } from "../checkpoint/format.ts";
+import { equalBytes, type Manifest, SEGMENT_ENTRY_BYTES } from "../checkpoint/format.ts";
 import { type CheckpointSource, packSourceOf } from "../checkpoint/open.ts";
 import { WorkerPool } from "../checkpoint/pool.ts";
 import { DigestTable } from "../checkpoint/digest-table.ts";
 import { LOC_WORDS, type StoreReader, windowSegments } from "../checkpoint/reader.ts";
 import { crashPoint, FLUSH_EVERY_ENV } from "../util/crash-point.ts";
-import { FILE_MODE, writeFileAtomic, writeFully } from "../util/fsx.ts";
+import { assertOwnFile, CREATE_EXCLUSIVE_RW, FILE_MODE, preadFully, readOwnFile, writeFileAtomic, writeFully } from "../util/fsx.ts";
 
 /** Blocks per range: the unit of work, of writing and of resuming. */
 export const RESTORE_RANGE_BLOCKS = 1024;
@@ -38,8 +38,10 @@ export interface RebuildOptions {
 
 export interface RebuildResult {
   bytes: number;
-  /** Ranges found already done by an earlier, interrupted run. */
+  /** Ranges found already done by an earlier, interrupted run (each checked again). */
   resumedRanges: number;
+  /** Of those, ranges whose bytes did not match the checkpoint and were written again. */
+  redoneRanges: number;
   ranges: number;
 }
 
@@ -60,7 +62,7 @@ function loadProgress(file: string, ranges: number, imageFile: string, imageByte
     return new Set();
   }
   try {
-    const s = JSON.parse(readFileSync(file, "utf8")) as ProgressState;
+    const s = JSON.parse(new TextDecoder().decode(readOwnFile(file, 64 * 1024 * 1024))) as ProgressState;
     if (s.ranges !== ranges || !Array.isArray(s.done)) return new Set();
     return new Set(s.done.filter((r) => Number.isInteger(r) && r >= 0 && r < ranges));
   } catch {
@@ -75,9 +77,21 @@ export async function rebuildImage(o: RebuildOptions): Promise<RebuildResult> {
   const resumedRanges = done.size;
   const rangeBytes = (r: number) => Math.min(RESTORE_RANGE_BLOCKS * m.block_size, m.db_size_bytes - r * RESTORE_RANGE_BLOCKS * m.block_size);
   let doneBytes = [...done].reduce((s, r) => s + rangeBytes(r), 0);
+  let redoneRanges = 0;
   o.onProgress?.(doneBytes, m.db_size_bytes);
 
-  const fd = openSync(o.imageFile, existsSync(o.imageFile) && resumedRanges > 0 ? "r+" : "w", FILE_MODE);
+  // never through a link, and a resumed image only if it is this user's own file
+  const resuming = existsSync(o.imageFile) && resumedRanges > 0;
+  if (!resuming && existsSync(o.imageFile)) unlinkSync(o.imageFile);
+  const fd = openSync(o.imageFile, resuming ? constants.O_RDWR | constants.O_NOFOLLOW : CREATE_EXCLUSIVE_RW, FILE_MODE);
+  if (resuming) {
+    try {
+      assertOwnFile(fd, o.imageFile);
+    } catch (e) {
+      closeSync(fd);
+      throw e;
+    }
+  }
   let unflushed = 0;
   const doneList = () => [...done].sort((a, b) => a - b);
   /** Record ranges as done: only after the image holding them has been flushed. */
@@ -107,6 +121,12 @@ export async function rebuildImage(o: RebuildOptions): Promise<RebuildResult> {
         flushing = undefined;
       });
   };
+  /** An earlier run's range that does not match the checkpoint: not done after all. */
+  const rangeRedo = (r: number) => {
+    if (!done.delete(r)) return;
+    doneBytes -= rangeBytes(r);
+    redoneRanges++;
+  };
   const rangeDone = (r: number, bytes: number) => {
     done.add(r);
     doneBytes += bytes;
@@ -116,13 +136,13 @@ export async function rebuildImage(o: RebuildOptions): Promise<RebuildResult> {
   };
   try {
     ftruncateSync(fd, m.db_size_bytes);
-    if (o.reader.kind === "archive") await fromStream(o, o.reader, fd, done, rangeDone);
-    else await fromObjects(o, o.reader, done, rangeDone);
+    if (o.reader.kind === "archive") await fromStream(o, o.reader, fd, done, rangeDone, () => redoneRanges++);
+    else await fromObjects(o, o.reader, done, rangeDone, rangeRedo);
     await flushing;
     // the last flush, and whatever the caller checks meanwhile (SQLite reads the image from
     // the page cache; nothing is put in place before both are done)
     await Promise.all([flushImage().then(() => record(doneList())), o.whileFlushing?.()]);
-    return { bytes: m.db_size_bytes, resumedRanges, ranges };
+    return { bytes: m.db_size_bytes, resumedRanges, redoneRanges, ranges };
   } catch (e) {
     // keep what is done for the next run; a range half-written is simply not marked done
     try {
@@ -142,7 +162,13 @@ export async function rebuildImage(o: RebuildOptions): Promise<RebuildResult> {
  * indexes and handed to the workers, which fetch, check and write its ranges in parallel.
  * Memory is that of one window, whatever the size of the database.
  */
-async function fromObjects(o: RebuildOptions, reader: StoreReader, done: Set<number>, rangeDone: (r: number, bytes: number) => void): Promise<void> {
+async function fromObjects(
+  o: RebuildOptions,
+  reader: StoreReader,
+  done: Set<number>,
+  rangeDone: (r: number, bytes: number) => void,
+  rangeRedo: (r: number) => void,
+): Promise<void> {
   const m = o.manifest;
   const segmentsAt = await reader.locateSome(m.packs, m.segments);
   const pool = new WorkerPool(Math.max(1, o.workers));
@@ -166,14 +192,29 @@ async function fromObjects(o: RebuildOptions, reader: StoreReader, done: Set<num
       const nseg = Math.min(window, m.segments.length - s0);
       const r0 = s0 / segsPerRange;
       const r1 = Math.ceil((s0 + nseg) / segsPerRange);
-      const todo = Array.from({ length: r1 - r0 }, (_, k) => r0 + k).filter((r) => !done.has(r));
-      if (todo.length === 0) continue;
+      const here = Array.from({ length: r1 - r0 }, (_, k) => r0 + k);
       if (o.signal?.aborted) throw new CairnError("E_INTERRUPTED", "restore interrupted");
       const entries = await reader.segmentEntries(m, segmentsAt, s0, nseg);
       const count = entries.length / SEGMENT_ENTRY_BYTES;
       listBytes.set(entries);
-      await reader.locateList(m.packs, listBytes, count, loc, (b) => `checkpoint ${m.id}: block ${firstBlock + b}`, scratch);
       await pool.all({ type: "restoreWindow", firstBlock });
+      // what an earlier run wrote is believed only once its digests check out again: read back
+      // from the staged image (never fetched again from the store), a range at a time
+      const resumed = here.filter((r) => done.has(r));
+      let nextCheck = 0;
+      await Promise.all(
+        Array.from({ length: pool.size }, async (_, w) => {
+          while (nextCheck < resumed.length) {
+            const r = resumed[nextCheck++]!;
+            const first = r * RESTORE_RANGE_BLOCKS;
+            const ok = await pool.call<boolean>(w, { type: "checkImageRange", first, count: Math.min(RESTORE_RANGE_BLOCKS, m.block_count - first) });
+            if (!ok) rangeRedo(r);
+          }
+        }),
+      );
+      const todo = here.filter((r) => !done.has(r));
+      if (todo.length === 0) continue;
+      await reader.locateList(m.packs, listBytes, count, loc, (b) => `checkpoint ${m.id}: block ${firstBlock + b}`, scratch);
       // locating a window leaves its index reads behind: collect them before the next
       Bun.gc(true);
       let next = 0;
@@ -197,12 +238,21 @@ async function fromObjects(o: RebuildOptions, reader: StoreReader, done: Set<num
 
 /**
  * From an archive: read front to back (archive.ts checks every block against its segment and
- * digest), written sequentially a range at a time. Ranges done by an earlier run are read past,
- * not written again.
+ * digest), written sequentially a range at a time. In ranges done by an earlier run, each
+ * block is compared with the staged image and written only where it differs.
  */
-async function fromStream(o: RebuildOptions, archive: ArchiveReader, fd: number, done: Set<number>, rangeDone: (r: number, bytes: number) => void): Promise<void> {
+async function fromStream(
+  o: RebuildOptions,
+  archive: ArchiveReader,
+  fd: number,
+  done: Set<number>,
+  rangeDone: (r: number, bytes: number) => void,
+  rangeRedone: () => void,
+): Promise<void> {
   const m = o.manifest;
   const buffer = new Uint8Array(RESTORE_RANGE_BLOCKS * m.block_size);
+  const staged = new Uint8Array(m.block_size);
+  let redoneRange = -1;
   let range = -1;
   let filled = 0;
   const flush = () => {
@@ -217,6 +267,16 @@ async function fromStream(o: RebuildOptions, archive: ArchiveReader, fd: number,
   const seen = await archive.streamBlocks(
     (b, data) => {
       const r = Math.floor(b / RESTORE_RANGE_BLOCKS);
+      if (done.has(r)) {
+        const at = b * m.block_size;
+        const got = preadFully(fd, staged, 0, data.length, at);
+        if (got !== data.length || !equalBytes(staged.subarray(0, got), data)) {
+          writeFully(fd, data, at);
+          if (redoneRange !== r) rangeRedone();
+          redoneRange = r;
+        }
+        return;
+      }
       if (r !== range) {
         flush();
         range = r;
@@ -224,7 +284,7 @@ async function fromStream(o: RebuildOptions, archive: ArchiveReader, fd: number,
       buffer.set(data, (b - r * RESTORE_RANGE_BLOCKS) * m.block_size);
       filled += data.length;
     },
-    { skip: (b) => done.has(Math.floor(b / RESTORE_RANGE_BLOCKS)), signal: o.signal },
+    { signal: o.signal },
   );
   flush();
   if (seen.checksum !== m.checksum) throw new CairnError("E_STORE_DAMAGED", `${archive.location} changed while it was read`);

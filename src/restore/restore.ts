@@ -23,7 +23,7 @@ import { type FileLock, LOCK_FILE, StorageLock } from "../engine/lock.ts";
 import type { Manifest } from "../checkpoint/format.ts";
 import { type CheckpointSource, holdStoreForReading, openCheckpointSource } from "../checkpoint/open.ts";
 import { crashPoint, pausePoint } from "../util/crash-point.ts";
-import { DIR_MODE, fsyncDir, writeFileAtomic } from "../util/fsx.ts";
+import { assertTrustedDir, DIR_MODE, fsyncDir, readOwnFile, removeDirNoFollow, writeFileAtomic } from "../util/fsx.ts";
 import { scanWalRecovery } from "../checkpoint/wal-format.ts";
 import { WorkerPool } from "../checkpoint/pool.ts";
 import { rebuildImage } from "./rebuild.ts";
@@ -72,12 +72,25 @@ const DB_FILES = [DB_FILE, `${DB_FILE}-wal`, `${DB_FILE}-shm`];
  * the staging folder goes inside it (a hidden folder no node reads).
  */
 function stagingDirFor(dbPath: string): string {
+  return isMountPoint(dbPath) ? join(dbPath, ".cairn-restore") : join(dirname(dbPath), `.${basename(dbPath)}.cairn-restore`);
+}
+
+/**
+ * Where --force moves the existing database: beside the target, or inside it when the target
+ * is its own filesystem (a dedicated volume), so that the move is a rename on one filesystem.
+ */
+function asideDirFor(dbPath: string, stamp: string): string {
+  return isMountPoint(dbPath) ? join(dbPath, `.cairn-replaced-${stamp}`) : `${dbPath}.replaced-${stamp}`;
+}
+
+/** True if `dir` is on another filesystem than its parent (false if it does not exist yet). */
+function isMountPoint(dir: string): boolean {
   try {
-    if (statSync(dbPath).dev !== statSync(dirname(dbPath)).dev) return join(dbPath, ".cairn-restore");
+    return statSync(dir).dev !== statSync(dirname(dir)).dev;
   } catch {
     // the target does not exist yet: it will be made on its parent's filesystem
+    return false;
   }
-  return join(dirname(dbPath), `.${basename(dbPath)}.cairn-restore`);
 }
 
 /** How much of an existing database is read to find its node id (meta is one of its first tables). */
@@ -159,18 +172,28 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
   const t0 = performance.now();
   const dbPath = resolve(o.dbPath);
   const reader = await openCheckpointSource(o.source);
+  // before anything is read: the node's retention and garbage collection wait while we hold
+  // this, so the checkpoint chosen below cannot change under the restore
+  const readers = await holdStoreForReading(reader);
+  try {
+    return await restoreHeld(o, reader, dbPath, t0);
+  } finally {
+    readers.release();
+  }
+}
+
+async function restoreHeld(o: RestoreOptions, reader: CheckpointSource, dbPath: string, t0: number): Promise<RestoreResult> {
   await reader.info();
   const { manifest: first } = await pickCheckpoint(reader, o.checkpointId, o.source, o.logger);
 
   // the target: not while a node runs there; an existing database only with --force, and only
   // one of the same node
-  if (StorageLock.isHeld(dbPath)) {
-    throw new CairnError("E_LOCKED", `a node is running on ${dbPath} (pid ${StorageLock.holder(dbPath) ?? "unknown"}); refusing to restore into it`, {
-      hint: "stop the node first (systemctl stop cairn)",
-    });
-  }
+  if (StorageLock.isHeld(dbPath)) throw StorageLock.busy(dbPath, StorageLock.holder(dbPath), "refusing to restore into it");
+  // a target or staging folder another user can write into could be planted with a database
+  assertTrustedDir(dbPath);
+  assertTrustedDir(stagingDirFor(dbPath), { noLink: true });
   const existing = describeExisting(dbPath);
-  const asideDir = existing ? `${dbPath}.replaced-${new Date().toISOString().replace(/[:.]/g, "-")}` : null;
+  const asideDir = existing ? asideDirFor(dbPath, new Date().toISOString().replace(/[:.]/g, "-")) : null;
   const plan = (m: Manifest, latest: boolean): RestorePlan => ({
     checkpoint_id: m.id,
     latest,
@@ -193,7 +216,7 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
     }
     if (!o.force) {
       throw new CairnError("E_EXISTS", `${dbPath} already holds a database (${existing.files.join(", ")})`, {
-        hint: `add --force to move it aside to a sibling folder (${basename(asideDir!)}) first`,
+        hint: `add --force to move it aside to ${asideDir} first`,
       });
     }
   }
@@ -202,8 +225,7 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
   // from here on we hold the target's lock: no node can start on it while we work
   const hadDir = existsSync(dbPath);
   const hadLockFile = existsSync(join(dbPath, LOCK_FILE));
-  const lock: FileLock = StorageLock.acquire(dbPath, "refusing to restore into it");
-  const readers = await holdStoreForReading(reader);
+  const lock: FileLock = StorageLock.acquire(dbPath, "restore", "refusing to restore into it");
   let swapped = false;
   try {
     let manifest = first;
@@ -218,13 +240,15 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
         swap(dbPath, existing ? asideDir : null);
         swapped = true;
         crashPoint("restore:swapped");
-        rmSync(stagingDirFor(dbPath), { recursive: true, force: true });
+        removeDirNoFollow(stagingDirFor(dbPath));
         return { ...plan(manifest, o.checkpointId === undefined), duration_ms: Math.round(performance.now() - t0), resumed, integrity_check: o.integrityCheck };
       } catch (e) {
         const damaged = e instanceof CairnError && (e.code === "E_STORE_DAMAGED" || e.code === "E_STORE_MISSING" || e.code === "E_RESTORE_CHECK");
         const nextId = candidates[k + 1];
-        // an interrupted restore keeps its staging folder to continue; any other failure does not
-        if (!(e instanceof CairnError && e.code === "E_INTERRUPTED")) rmSync(stagingDirFor(dbPath), { recursive: true, force: true });
+        // an interrupted restore keeps its staging folder to continue, and so does one whose
+        // checked image could not be put in place; any other failure does not
+        const keep = e instanceof CairnError && (e.code === "E_INTERRUPTED" || e.code === "E_RESTORE_SWAP" || e.code === "E_UNSAFE_PATH");
+        if (!keep) removeDirNoFollow(stagingDirFor(dbPath));
         if (isDiskFull(e)) {
           throw new CairnError("E_DISK_FULL", `no space left on the device holding ${stagingDirFor(dbPath)}; ${dbPath} was not touched`, {
             hint: `free space there (the restore needs ${formatBytes(manifest.db_size_bytes)}), then run the same command again`,
@@ -233,12 +257,11 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
         }
         if (!damaged || o.checkpointId !== undefined || nextId === undefined) throw e;
         o.logger.warn(`checkpoint ${manifest.id} is damaged (${errorMessage(e)}); trying checkpoint ${nextId}`);
-        rmSync(stagingDirFor(dbPath), { recursive: true, force: true });
+        removeDirNoFollow(stagingDirFor(dbPath));
         manifest = await reader.manifest(nextId);
       }
     }
   } finally {
-    readers.release();
     lock.release();
     if (!swapped) {
       // leave the target as it was found
@@ -266,16 +289,20 @@ async function stage(o: RestoreOptions, reader: CheckpointSource, m: Manifest, d
   const planFile = join(dir, "plan.json");
   const want: StagingPlan = { source: reader.location, checkpoint_id: m.id, manifest_checksum: m.checksum };
   let resumed = false;
+  // a staging folder is trusted only if this user made it and nobody else can write into it;
+  // even then, what an earlier run wrote is checked again against the digests (rebuild.ts)
+  assertTrustedDir(dir, { noLink: true });
   if (existsSync(planFile)) {
     try {
-      const had = JSON.parse(readFileSync(planFile, "utf8")) as StagingPlan;
+      const had = JSON.parse(new TextDecoder().decode(readOwnFile(planFile, 64 * 1024))) as StagingPlan;
       resumed = had.source === want.source && had.checkpoint_id === want.checkpoint_id && had.manifest_checksum === want.manifest_checksum;
-    } catch {
+    } catch (e) {
+      if (e instanceof CairnError && e.code === "E_UNSAFE_PATH") throw e;
       resumed = false;
     }
   }
   if (!resumed) {
-    rmSync(dir, { recursive: true, force: true });
+    removeDirNoFollow(dir);
     mkdirSync(dir, { recursive: true, mode: DIR_MODE });
     writeFileAtomic(planFile, JSON.stringify(want));
   } else o.logger.info(`continuing the interrupted restore of checkpoint ${m.id} in ${dir}`);
@@ -292,7 +319,8 @@ async function stage(o: RestoreOptions, reader: CheckpointSource, m: Manifest, d
       await check(o, join(dir, DB_FILE), m);
     },
   });
-  if (resumed && r.resumedRanges > 0) o.logger.info(`${r.resumedRanges} of ${r.ranges} ranges were already restored and checked`);
+  if (resumed && r.resumedRanges > 0) o.logger.info(`${r.resumedRanges} of ${r.ranges} ranges were already restored (checked again)`);
+  if (r.redoneRanges > 0) o.logger.warn(`${r.redoneRanges} range(s) written by the earlier run did not match the checkpoint and were restored again`);
   return resumed;
 }
 
@@ -328,18 +356,44 @@ async function check(o: RestoreOptions, file: string, m: Manifest): Promise<void
 function swap(dbPath: string, asideDir: string | null): void {
   const staged = join(stagingDirFor(dbPath), DB_FILE);
   mkdirSync(dbPath, { recursive: true, mode: DIR_MODE });
-  if (asideDir) {
-    const present = DB_FILES.filter((f) => existsSync(join(dbPath, f)));
-    if (present.length > 0) {
-      mkdirSync(asideDir, { recursive: true, mode: DIR_MODE });
-      for (const f of present) renameSync(join(dbPath, f), join(asideDir, f));
-      fsyncDir(asideDir);
-      crashPoint("restore:moved-aside");
+  const moved: string[] = [];
+  try {
+    if (asideDir) {
+      const present = DB_FILES.filter((f) => existsSync(join(dbPath, f)));
+      if (present.length > 0) {
+        mkdirSync(asideDir, { recursive: true, mode: DIR_MODE });
+        for (const f of present) {
+          renameSync(join(dbPath, f), join(asideDir, f));
+          moved.push(f);
+        }
+        fsyncDir(asideDir);
+        crashPoint("restore:moved-aside");
+      }
     }
+    // stale -wal/-shm must never sit beside the restored database
+    for (const f of DB_FILES.slice(1)) if (existsSync(join(dbPath, f))) unlinkSync(join(dbPath, f));
+    renameSync(staged, join(dbPath, DB_FILE));
+  } catch (e) {
+    // put back what was moved: the target is left as it was, the checked image stays staged
+    for (const f of moved.reverse()) {
+      try {
+        renameSync(join(asideDir!, f), join(dbPath, f));
+      } catch {
+        // it stays in the aside folder, which the error names
+      }
+    }
+    if (asideDir && moved.length > 0) {
+      try {
+        rmdirSync(asideDir);
+      } catch {
+        // not empty: something could not be moved back
+      }
+    }
+    throw new CairnError("E_RESTORE_SWAP", `the restored database could not be put in place in ${dbPath}: ${errorMessage(e)}; ${dbPath} was left as it was`, {
+      hint: "fix the cause and run the same command again (the checked image is kept and reused)",
+      cause: e,
+    });
   }
-  // stale -wal/-shm must never sit beside the restored database
-  for (const f of DB_FILES.slice(1)) if (existsSync(join(dbPath, f))) unlinkSync(join(dbPath, f));
-  renameSync(staged, join(dbPath, DB_FILE));
   fsyncDir(dbPath);
   fsyncDir(dirname(dbPath));
 }

@@ -2,8 +2,9 @@
  * Small file-system helpers: owner-only modes, durable replacement (temp name, fsync, rename,
  * fsync dir) and full reads.
  */
-import { chmodSync, closeSync, constants, fsyncSync, lstatSync, openSync, readdirSync, readSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { chmodSync, closeSync, constants, fstatSync, fsyncSync, lstatSync, openSync, readdirSync, readSync, renameSync, rmdirSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
+import { CairnError, errorMessage, sysCode } from "../errors.ts";
 
 /** Everything cairn creates is owner-only: files 0600 and folders 0700, whatever the umask. */
 export const FILE_MODE = 0o600;
@@ -11,6 +12,126 @@ export const DIR_MODE = 0o700;
 
 /** Open flags for a file cairn creates: never an existing file, never through a symlink. */
 export const CREATE_EXCLUSIVE = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+
+/** The same, for a file cairn creates and then reads back. */
+export const CREATE_EXCLUSIVE_RW = constants.O_RDWR | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+
+/** Open flags for an existing file cairn reads: never through a symlink. */
+export const READ_NO_FOLLOW = constants.O_RDONLY | constants.O_NOFOLLOW;
+
+/** E_UNSAFE_PATH: a path cairn will not write through (planted by someone else, or a link). */
+export function unsafePath(path: string, why: string): CairnError {
+  return new CairnError("E_UNSAFE_PATH", `refusing to use ${path}: it ${why}`, {
+    hint: "remove it (it may have been planted by another user), or use a folder only this user can write",
+  });
+}
+
+/**
+ * Check a folder cairn writes into and trusts what it finds there (a checkpoint store, a
+ * restore's target or staging folder, tmp/): a directory owned by the running user that no
+ * group or other user can write. With `noLink`, the path itself must not be a symlink (for
+ * folders cairn made itself); otherwise a symlink to such a folder is fine (an operator's
+ * layout). Throws E_UNSAFE_PATH otherwise; does nothing if the folder does not exist.
+ */
+export function assertTrustedDir(dir: string, opts: { noLink?: boolean } = {}): void {
+  let st;
+  try {
+    st = opts.noLink ? lstatSync(dir) : statSync(dir);
+  } catch (e) {
+    if (sysCode(e) === "ENOENT") return;
+    throw new CairnError("E_IO", `cannot inspect ${dir}: ${errorMessage(e)}`, { cause: e });
+  }
+  if (st.isSymbolicLink()) throw unsafePath(dir, "is a symbolic link");
+  if (!st.isDirectory()) throw unsafePath(dir, "is not a folder");
+  const uid = process.getuid?.();
+  if (uid !== undefined && st.uid !== uid) {
+    throw new CairnError("E_UNSAFE_PATH", `refusing to use ${dir}: it belongs to another user (uid ${st.uid}), who could plant files in it`, {
+      hint: `run cairn as that user (sudo -u '#${st.uid}' cairn ...), or make the folder this user's (chown)`,
+    });
+  }
+  if ((st.mode & 0o022) !== 0) {
+    throw new CairnError("E_UNSAFE_PATH", `refusing to use ${dir}: other users can write into it (mode ${(st.mode & 0o777).toString(8)})`, {
+      hint: `chmod go-w ${dir}`,
+    });
+  }
+}
+
+/**
+ * Check a file just opened from a trusted folder before its contents are believed: a regular
+ * file of the running user with one link. Throws E_UNSAFE_PATH naming `path`.
+ */
+export function assertOwnFile(fd: number, path: string): void {
+  const st = fstatSync(fd);
+  if (!st.isFile()) throw unsafePath(path, "is not a regular file");
+  if (st.uid !== process.getuid?.()) throw unsafePath(path, `belongs to another user (uid ${st.uid})`);
+  if (st.nlink !== 1) throw unsafePath(path, "has other hard links");
+}
+
+/** Read a whole file of a trusted folder: not through a symlink, and only our own regular file. */
+export function readOwnFile(path: string, maxBytes: number): Uint8Array {
+  let fd: number;
+  try {
+    fd = openSync(path, READ_NO_FOLLOW);
+  } catch (e) {
+    if (sysCode(e) === "ELOOP") throw unsafePath(path, "is a symbolic link");
+    throw e;
+  }
+  try {
+    assertOwnFile(fd, path);
+    const size = fstatSync(fd).size;
+    if (size > maxBytes) throw new CairnError("E_DAMAGED", `${path} is ${size} bytes, more than such a file can be (${maxBytes})`);
+    const buf = new Uint8Array(size);
+    return buf.subarray(0, preadFully(fd, buf, 0, size, 0));
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Empty a folder cairn owns (a store's tmp/, a staging folder) without ever following a link:
+ * symlinks are unlinked, not followed; sub-folders are emptied the same way, then removed.
+ */
+export function emptyDirNoFollow(dir: string): number {
+  let removed = 0;
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch (e) {
+    if (sysCode(e) === "ENOENT") return 0;
+    throw e;
+  }
+  for (const n of names) {
+    const p = join(dir, n);
+    let st;
+    try {
+      st = lstatSync(p);
+    } catch {
+      continue;
+    }
+    if (st.isDirectory()) {
+      removed += emptyDirNoFollow(p);
+      rmdirSync(p);
+    } else unlinkSync(p);
+    removed++;
+  }
+  return removed;
+}
+
+/** Remove a folder cairn made and everything in it, never following a link; nothing if absent. */
+export function removeDirNoFollow(dir: string): void {
+  let st;
+  try {
+    st = lstatSync(dir);
+  } catch {
+    return;
+  }
+  if (!st.isDirectory()) {
+    unlinkSync(dir);
+    return;
+  }
+  emptyDirNoFollow(dir);
+  rmdirSync(dir);
+}
 
 /** A fresh, unguessable temp name beside `path` (hidden, so listings skip it). */
 export function tempNameFor(path: string): string {

@@ -34,7 +34,8 @@ export const isRoot = (): boolean => process.getuid?.() === 0;
 /** Mount a tmpfs of `size` (e.g. "30m") at a new folder `dir`; returns an unmount function. */
 export function mountTmpfs(dir: string, size: string): () => void {
   mkdirSync(dir, { recursive: true });
-  const r = Bun.spawnSync(["mount", "-t", "tmpfs", "-o", `size=${size}`, "tmpfs", dir], { stdout: "pipe", stderr: "pipe" });
+  // mode=0700: a folder only this user can write, as cairn requires of a store or a target
+  const r = Bun.spawnSync(["mount", "-t", "tmpfs", "-o", `size=${size},mode=0700`, "tmpfs", dir], { stdout: "pipe", stderr: "pipe" });
   if (r.exitCode !== 0) throw new Error(`mount tmpfs at ${dir}: ${r.stderr.toString()}`);
   let mounted = true;
   return () => {

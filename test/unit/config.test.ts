@@ -59,7 +59,7 @@ checkpoint_config:
     ["IPv6 address", "rest_api_address: '[::1]:8080'\n", (c) => expect(c.restApi).toEqual({ host: "::1", port: 8080 })],
     ["max_db_checkpoints 0 keeps all", "checkpoint_config:\n  max_db_checkpoints: 0\n", (c) => expect(c.checkpoint.maxCheckpoints).toBe(0)],
     ["remote block", "checkpoint_config:\n  remote:\n    url: s3://bucket/cairn/node-a\n    region: us-east-1\n", (c) =>
-      expect(c.checkpoint.remote).toEqual({ url: "s3://bucket/cairn/node-a", region: "us-east-1", endpoint: undefined, maxRemoteCheckpoints: 30, retryBackoffMs: 60_000, accessKeyId: undefined, secretAccessKey: undefined })],
+      expect(c.checkpoint.remote).toEqual({ url: "s3://bucket/cairn/node-a", region: "us-east-1", endpoint: undefined, maxRemoteCheckpoints: 30, retryBackoffMs: 60_000, requestTimeoutMs: 30_000, accessKeyId: undefined, secretAccessKey: undefined })],
     ["only comments", "# nothing set\n", (c) => expect(c.logLevel).toBe("info")],
   ];
   for (const [name, yaml, check] of good) test(name, () => check(parseConfig(yaml, FILE)));

@@ -146,14 +146,14 @@ describe("blob store", () => {
 describe("storage lock", () => {
   test("a second holder is refused with the first one's pid; released, it can be taken again", () => {
     const dir = tmpDir();
-    const first = StorageLock.acquire(dir);
+    const first = StorageLock.acquire(dir, "node");
     expect(StorageLock.isHeld(dir)).toBe(true);
-    const e = caught(() => StorageLock.acquire(dir));
+    const e = caught(() => StorageLock.acquire(dir, "node"));
     expect(isCairnError(e) && e.code).toBe("E_LOCKED");
     expect((e as Error).message).toContain(`pid ${process.pid}`);
     first.release();
     expect(StorageLock.isHeld(dir)).toBe(false);
-    StorageLock.acquire(dir).release();
+    StorageLock.acquire(dir, "node").release();
   });
 });
 
@@ -193,7 +193,7 @@ describe("WAL checkpointer", () => {
 
 test("lock file lives in the storage dir", () => {
   const dir = tmpDir();
-  const l = StorageLock.acquire(dir);
+  const l = StorageLock.acquire(dir, "node");
   expect(l.path).toBe(join(dir, "cairn.lock"));
   l.release();
 });
