@@ -176,6 +176,7 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
   // this, so the checkpoint chosen below cannot change under the restore
   const readers = await holdStoreForReading(reader);
   try {
+    await pausePoint("restore:store-held");
     return await restoreHeld(o, reader, dbPath, t0);
   } finally {
     readers.release();
