@@ -2,7 +2,7 @@
  * Client side of the admin socket, used by `cairn local-admin`. Turns connection failures
  * into messages an operator can act on.
  */
-import { CairnError, errorMessage } from "../errors.ts";
+import { CairnError, errorMessage, isErrorCode } from "../errors.ts";
 import type { AdminErrorReply } from "./protocol.ts";
 
 export class AdminClient {
@@ -26,11 +26,11 @@ export class AdminClient {
     try {
       parsed = text ? JSON.parse(text) : undefined;
     } catch {
-      throw new CairnError("E_ADMIN_PROTOCOL", `the admin socket ${this.socketPath} answered with something other than JSON`);
+      throw new CairnError("E_ADMIN", `the admin socket ${this.socketPath} answered with something other than JSON`);
     }
     if (!res.ok) {
       const err = (parsed as AdminErrorReply | undefined)?.error;
-      throw new CairnError(err?.code ?? "E_ADMIN", err?.message ?? `admin request failed with HTTP ${res.status}`);
+      throw new CairnError(isErrorCode(err?.code) ? err.code : "E_ADMIN", err?.message ?? `admin request failed with HTTP ${res.status}`);
     }
     return parsed as T;
   }

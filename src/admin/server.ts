@@ -10,7 +10,7 @@ import { dirname } from "node:path";
 import type { Server } from "bun";
 import { CairnError, errorMessage, isCairnError, sysCode } from "../errors.ts";
 import { isLogLevel, type LevelledLogger, LOG_LEVELS } from "../log.ts";
-import { errorReply, json, readBodyCapped, statusFor } from "../api/http.ts";
+import { errorReply, json, readBodyCapped } from "../api/http.ts";
 import { DIR_MODE } from "../util/fsx.ts";
 import { MAX_SOCKET_PATH_BYTES } from "../config/config.ts";
 import { ADMIN_MAX_BODY, ADMIN_ROUTES, type HealthReply, type LogLevelReply } from "./protocol.ts";
@@ -39,7 +39,7 @@ export class AdminServer {
       throw new CairnError(
         "E_ADMIN_SOCKET",
         `admin_socket_path ${path} is ${Buffer.byteLength(path)} bytes long; a Unix socket path may be at most ${MAX_SOCKET_PATH}`,
-        { hint: "choose a shorter admin_socket_path", exitStatus: 2 },
+        { hint: "choose a shorter admin_socket_path" },
       );
     }
     mkdirSync(dirname(path), { recursive: true, mode: DIR_MODE });
@@ -87,7 +87,7 @@ export class AdminServer {
       return errorReply(404, "E_UNKNOWN_REQUEST", `unknown admin request ${req.method} ${path}`);
     } catch (e) {
       if (isCairnError(e)) {
-        const status = statusFor(e);
+        const status = e.httpStatus;
         // the rest of an oversized body was never read: close rather than parse it as a request
         return errorReply(status, e.code, e.message, status === 413 ? { connection: "close" } : {});
       }

@@ -12,28 +12,6 @@ export function errorReply(status: number, code: string, message: string, header
   return json({ error: { code, message } }, status, headers);
 }
 
-/** The HTTP status for a typed domain error. */
-export function statusFor(e: CairnError): number {
-  switch (e.code) {
-    case "E_DISK_FULL":
-      return 507;
-    case "E_SHUTTING_DOWN":
-    case "E_DB_FILES_LOST":
-    case "E_OVERLOADED":
-      return 503;
-    case "E_BAD_REQUEST":
-      return 400;
-    case "E_TOO_LARGE":
-      return 413;
-    case "E_CONFLICT":
-    case "E_BUSY":
-      return 409;
-    case "E_NOT_FOUND":
-      return 404;
-    default:
-      return 500;
-  }
-}
 
 /**
  * The request body bytes all requests together may hold in memory at once. Bytes are counted

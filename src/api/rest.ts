@@ -1,12 +1,13 @@
 /**
- * The REST API over the blob store (../shared/CONTRACT.md, "The storage engine and the REST
- * API"). A pure request → response function; node.ts binds it to Bun.serve.
+ * The REST API over the blob store: PUT, GET, HEAD and DELETE of /v1/blobs/{id}, the id
+ * listing, /v1/status and /metrics, with the statuses the README documents. A pure request →
+ * response function; node.ts binds it to Bun.serve.
  */
 import { isCairnError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { type BlobStore, isValidBlobId } from "../engine/blobs.ts";
-import type { Metrics } from "../node/metrics.ts";
-import { type BodyBudget, errorReply, json, readBodyCapped, statusFor } from "./http.ts";
+import type { Metrics } from "../util/metrics.ts";
+import { type BodyBudget, errorReply, json, readBodyCapped } from "./http.ts";
 
 export interface RestDeps {
   blobs: BlobStore;
@@ -139,7 +140,7 @@ function notAllowed(allow: string): Response {
 
 function failure(logger: Logger, req: Request, e: unknown): Response {
   if (isCairnError(e)) {
-    const status = statusFor(e);
+    const status = e.httpStatus;
     // a 503 is a refusal the node has already logged once (shutting down, database files lost)
     if (status >= 500 && status !== 503) logger.error(`${req.method} ${new URL(req.url).pathname}: ${e.message}`);
     // the rest of a refused body was never read: close rather than parse it as a request

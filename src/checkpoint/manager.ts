@@ -1,73 +1,34 @@
 /**
  * The node's checkpoint manager: one checkpoint at a time (a second request fails with
  * "Backup already in progress"), manual requests from the admin socket (with an optional
- * delay), the periodic schedule, the task timeout, cancellation, retention after each success,
- * and the status that `checkpoint status`, /v1/status and /metrics report.
+ * delay), the periodic schedule (scheduler.ts), the task timeout, cancellation, retention
+ * after each success, and the status that `checkpoint status`, /v1/status and /metrics report.
  *
+ * A checkpoint goes into a local store; into an s3:// prefix or an archive it is taken into the
+ * configured store first, then copied or exported there (the target's capabilities say which).
  * Its clock and intervals come from config (and a Clock for tests), so tests can drive it.
  */
 import { readdirSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
-import type { CheckpointConfig } from "../config/config.ts";
+import type { CheckpointConfig, RemoteConfig } from "../config/config.ts";
+import type { LiveFiles } from "../engine/live-files.ts";
 import { CairnError, errorMessage } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import type { LiveFiles } from "../engine/live-files.ts";
-import { type CheckpointResult, type StoreCache, takeCheckpoint, type WalPauser, warmStoreCache } from "./create.ts";
-import { DirSource } from "./objects.ts";
-import { WorkerPool } from "./pool.ts";
-import { StoreReader } from "./reader.ts";
-import { applyRetention } from "./retention.ts";
-import { isArchiveName } from "./archive.ts";
-import { type ExportResult, exportCheckpoint } from "./export.ts";
-import { pushCheckpoints, type PushResult, RemoteReplicator, type RemoteStatus } from "./remote.ts";
-import { isS3Url, resolveS3Settings, S3Source } from "./s3.ts";
-import { formatBytes, formatDuration } from "../util/format.ts";
+import { exportCheckpoint } from "../store/archive/export.ts";
+import { type Backend, isReadWrite } from "../store/backend.ts";
+import { pushCheckpoints } from "../store/copy.ts";
+import { DirBackend } from "../store/dir/backend.ts";
+import { locationOf, openTarget } from "../store/open.ts";
+import { StoreReader } from "../store/reader.ts";
+import { applyLocalRetention } from "../store/retention.ts";
 import { type Clock, sleepOn, systemClock } from "../util/clock.ts";
-
-export type { Clock };
-export { systemClock };
-
-export type CheckpointOutcome = "success" | "failed" | "cancelled";
-
-export interface CheckpointRun {
-  /** Attempt number within this node process. */
-  run: number;
-  trigger: "manual" | "periodic";
-  dir: string;
-  /**
-   * waiting: for its delay; running: copying; uploading: to an s3:// or archive --path (taken
-   * into the local store first); retaining: complete, retention running; done
-   */
-  state: "waiting" | "running" | "uploading" | "retaining" | "done";
-  requested: string;
-  started?: string;
-  finished?: string;
-  outcome?: CheckpointOutcome;
-  error?: string;
-  result?: CheckpointResult;
-  /** For a checkpoint into an s3:// --path: what was uploaded. */
-  push?: PushResult;
-  /** For a checkpoint into an archive --path (.tar, .tar.gz, .tar.zst): the archive written. */
-  export?: ExportResult;
-  progress: { done_bytes: number; total_bytes: number };
-}
-
-export interface CheckpointStatus {
-  running: CheckpointRun | null;
-  last: CheckpointRun | null;
-  last_success: CheckpointRun | null;
-  successes: number;
-  failures: number;
-  cancellations: number;
-  /** Failures since the last success. */
-  consecutive_failures: number;
-  store_dir: string;
-  store_bytes: number;
-  periodic: boolean;
-  next_periodic: string | null;
-  /** Copies to checkpoint_config.remote, if configured. */
-  remote: RemoteStatus | null;
-}
+import { formatBytes, formatDuration } from "../util/display.ts";
+import { WorkerPool } from "../util/worker-pool.ts";
+import { takeCheckpoint, type WalPauser } from "./create.ts";
+import { RemoteReplicator } from "./replicator.ts";
+import { BUSY_MESSAGE, type CheckpointRun, type CheckpointStatus } from "./run.ts";
+import { PeriodicSchedule } from "./scheduler.ts";
+import { type StoreCache, warmStoreCache } from "./store-cache.ts";
 
 export interface CheckpointManagerDeps {
   config: CheckpointConfig;
@@ -80,8 +41,6 @@ export interface CheckpointManagerDeps {
   clock?: Clock;
 }
 
-export const BUSY_MESSAGE = "Backup already in progress";
-
 export class CheckpointManager {
   private current?: { run: CheckpointRun; controller: AbortController; done: Promise<CheckpointRun> };
   private last?: CheckpointRun;
@@ -89,8 +48,7 @@ export class CheckpointManager {
   private runs = 0;
   private counts = { successes: 0, failures: 0, cancellations: 0, consecutiveFailures: 0 };
   private storeBytes = 0;
-  private nextPeriodicAt?: number;
-  private periodicTimer?: unknown;
+  private schedule?: PeriodicSchedule;
   private stopped = false;
   private readonly clock: Clock;
   /** The configured store, remembered between checkpoints (see StoreCache). */
@@ -99,18 +57,18 @@ export class CheckpointManager {
   readonly remote?: RemoteReplicator;
   /** The checkpoint workers, kept warm between checkpoints (see CheckpointOptions.pool). */
   private pool?: WorkerPool;
-  /** Loading the configured store into `cache` at start (never rejects); checkpoints wait for it. */
+  /** Loading the configured store into `cache` (never rejects); checkpoints wait for it. */
   private warming?: Promise<void>;
 
   constructor(private readonly deps: CheckpointManagerDeps) {
     this.clock = deps.clock ?? systemClock;
     const r = deps.config.remote;
     if (r) {
+      const remote = openTarget(r.url, this.remoteSettings());
+      if (!isReadWrite(remote)) throw new CairnError("E_CONFIG", `checkpoint_config.remote.url: ${r.url} is not a store checkpoints can be copied into`);
       this.remote = new RemoteReplicator({
         localDir: deps.config.dir,
-        remote: new S3Source(
-          resolveS3Settings({ url: r.url, endpoint: r.endpoint, region: r.region, accessKeyId: r.accessKeyId, secretAccessKey: r.secretAccessKey, requestTimeoutMs: r.requestTimeoutMs }),
-        ),
+        remote,
         maxRemote: r.maxRemoteCheckpoints,
         retryBackoffMs: r.retryBackoffMs,
         logger: deps.logger,
@@ -119,25 +77,46 @@ export class CheckpointManager {
     }
   }
 
+  /** checkpoint_config.remote if `url` names it (then its endpoint, credentials and retention apply). */
+  private configuredRemote(url?: string): RemoteConfig | undefined {
+    const r = this.deps.config.remote;
+    return r && (url === undefined || r.url.replace(/\/+$/, "") === url.replace(/\/+$/, "")) ? r : undefined;
+  }
+
+  private remoteSettings(url?: string) {
+    const r = this.configuredRemote(url);
+    return r ? { endpoint: r.endpoint, region: r.region, accessKeyId: r.accessKeyId, secretAccessKey: r.secretAccessKey, requestTimeoutMs: r.requestTimeoutMs } : {};
+  }
+
   async start(): Promise<void> {
     const { config, logger } = this.deps;
     this.warnIfSameDevice();
+    const latest = await latestCheckpointTime(config.dir);
     if (this.remote) {
       logger.info(`checkpoints are copied to ${this.remote.status().url}`);
       // copy whatever an earlier run did not get to
-      if ((await latestCheckpointTime(config.dir)) !== undefined) this.remote.notify();
+      if (latest !== undefined) this.remote.notify();
     }
     this.storeBytes = dirBytes(config.dir);
-    if ((await latestCheckpointTime(config.dir)) !== undefined) {
-      this.warming = warmStoreCache(config.dir, this.workers(), this.cache).catch((e) => {
-        logger.debug(`could not preload ${config.dir} for the next checkpoint: ${errorMessage(e)}`);
-      });
-    }
+    if (latest !== undefined) this.warm();
     if (config.periodic) {
-      const first = firstPeriodicRun(await latestCheckpointTime(config.dir), this.clock.now(), config);
-      this.schedulePeriodic(first);
+      this.schedule = new PeriodicSchedule({
+        config,
+        clock: this.clock,
+        logger,
+        run: async () => this.wait(this.request({ trigger: "periodic" }).run),
+      });
+      const first = this.schedule.start(latest);
       logger.info(`periodic checkpoints every ${formatDuration(config.intervalMs)} into ${config.dir}; next at ${new Date(first).toISOString()}`);
     }
+  }
+
+  /** Load the configured store into the cache in the background, for the next checkpoint. */
+  private warm(): void {
+    const { config, logger } = this.deps;
+    this.warming = warmStoreCache(config.dir, this.workers(), this.cache).catch((e) => {
+      logger.debug(`could not preload ${config.dir} for the next checkpoint: ${errorMessage(e)}`);
+    });
   }
 
   private warnIfSameDevice(): void {
@@ -168,7 +147,7 @@ export class CheckpointManager {
     const run: CheckpointRun = {
       run: ++this.runs,
       trigger: opts.trigger ?? "manual",
-      dir: opts.path && isS3Url(opts.path) ? opts.path : resolve(opts.path ?? this.deps.config.dir),
+      dir: locationOf(opts.path ?? this.deps.config.dir),
       state: "waiting",
       requested: new Date(this.clock.now()).toISOString(),
       progress: { done_bytes: 0, total_bytes: 0 },
@@ -198,6 +177,7 @@ export class CheckpointManager {
   }
 
   status(): CheckpointStatus {
+    const next = this.schedule?.next;
     return {
       running: this.current?.run ?? null,
       last: this.last ?? null,
@@ -209,7 +189,7 @@ export class CheckpointManager {
       store_dir: this.deps.config.dir,
       store_bytes: this.storeBytes,
       periodic: this.deps.config.periodic,
-      next_periodic: this.nextPeriodicAt !== undefined ? new Date(this.nextPeriodicAt).toISOString() : null,
+      next_periodic: next !== undefined ? new Date(next).toISOString() : null,
       remote: this.remote?.status() ?? null,
     };
   }
@@ -217,45 +197,19 @@ export class CheckpointManager {
   /** Shutdown: cancel whatever runs and stop the schedule. */
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.periodicTimer !== undefined) this.clock.clearTimeout(this.periodicTimer);
-    this.nextPeriodicAt = undefined;
+    this.schedule?.stop();
     if (this.current) {
       this.deps.logger.info("cancelling the running checkpoint for shutdown");
       await this.cancel();
     }
     await this.remote?.stop();
-    this.pool?.terminate();
+    this.pool?.terminate(new CairnError("E_SHUTTING_DOWN", "the node is shutting down"));
     this.pool = undefined;
   }
 
   private workers(): WorkerPool {
     if (!this.pool?.alive) this.pool = new WorkerPool(Math.max(1, this.deps.config.maxBackgroundOperations));
     return this.pool;
-  }
-
-  private schedulePeriodic(at: number): void {
-    if (this.stopped) return;
-    if (this.periodicTimer !== undefined) this.clock.clearTimeout(this.periodicTimer);
-    this.nextPeriodicAt = at;
-    this.periodicTimer = this.clock.setTimeout(() => void this.periodicTick(), Math.max(0, at - this.clock.now()));
-  }
-
-  private async periodicTick(): Promise<void> {
-    const { config, logger } = this.deps;
-    this.periodicTimer = undefined;
-    this.nextPeriodicAt = undefined;
-    if (this.stopped) return;
-    let run: CheckpointRun;
-    try {
-      run = this.request({ trigger: "periodic" });
-    } catch (e) {
-      logger.info(`periodic checkpoint postponed: ${errorMessage(e)}`);
-      this.schedulePeriodic(this.clock.now() + config.retryBackoffMs);
-      return;
-    }
-    const done = await this.wait(run.run);
-    this.schedulePeriodic(nextPeriodicRun(done, this.clock.now(), config));
-    if (done?.outcome !== "success") logger.warn(`periodic checkpoint did not succeed; retrying in ${formatDuration(config.retryBackoffMs)}`);
   }
 
   private async execute(run: CheckpointRun, controller: AbortController, delayMs: number): Promise<CheckpointRun> {
@@ -271,10 +225,10 @@ export class CheckpointManager {
       run.state = "running";
       run.started = new Date(this.clock.now()).toISOString();
       logger.info(`checkpoint started (${run.trigger}) into ${run.dir}`);
-      // into an S3 prefix or an archive: taken into the local store, then copied there
-      const toS3 = isS3Url(run.dir);
-      const toArchive = !toS3 && isArchiveName(run.dir);
-      const storeDir = toS3 || toArchive ? config.dir : run.dir;
+      // a folder is written into; anything else (s3://, an archive) is taken into the local store first
+      const target = openTarget(run.dir, this.remoteSettings(run.dir));
+      const storeDir = target.localDir ?? config.dir;
+      const configured = resolve(storeDir) === resolve(config.dir);
       await this.warming;
       const result = await takeCheckpoint({
         storeDir,
@@ -287,43 +241,14 @@ export class CheckpointManager {
         writeBytesPerSec: config.maxWriteBytesPerSec,
         logger,
         signal: controller.signal,
-        cache: resolve(storeDir) === resolve(config.dir) ? this.cache : undefined,
+        cache: configured ? this.cache : undefined,
         pool: this.workers(),
         onProgress: (done, total) => {
           run.progress = { done_bytes: done, total_bytes: total };
         },
       });
       run.result = result;
-      if (toS3) {
-        run.state = "uploading";
-        const same = config.remote && config.remote.url.replace(/\/+$/, "") === run.dir.replace(/\/+$/, "") ? config.remote : undefined;
-        run.push = await pushCheckpoints({
-          localDir: storeDir,
-          remote: new S3Source(
-            resolveS3Settings({
-              url: run.dir,
-              endpoint: same?.endpoint,
-              region: same?.region,
-              accessKeyId: same?.accessKeyId,
-              secretAccessKey: same?.secretAccessKey,
-              requestTimeoutMs: same?.requestTimeoutMs,
-            }),
-          ),
-          ids: [result.id],
-          maxRemote: same?.maxRemoteCheckpoints ?? 0,
-          logger,
-          signal: controller.signal,
-        });
-      }
-      if (toArchive) {
-        run.state = "uploading";
-        run.export = await exportCheckpoint({
-          reader: new StoreReader(new DirSource(storeDir)),
-          checkpointId: result.id,
-          output: run.dir,
-          signal: controller.signal,
-        });
-      }
+      await this.deliver(run, target, storeDir, controller.signal);
       run.outcome = "success";
       this.counts.successes++;
       this.counts.consecutiveFailures = 0;
@@ -332,7 +257,7 @@ export class CheckpointManager {
           `(${formatBytes(result.logicalBytes)}, ${formatBytes(result.newBytes)} new)`,
       );
       run.state = "retaining";
-      if (resolve(storeDir) === resolve(config.dir)) {
+      if (configured) {
         await this.retain(storeDir);
         this.remote?.notify();
       }
@@ -354,11 +279,7 @@ export class CheckpointManager {
       run.state = "done";
       run.finished = new Date(this.clock.now()).toISOString();
       this.storeBytes = dirBytes(config.dir);
-    if ((await latestCheckpointTime(config.dir)) !== undefined) {
-      this.warming = warmStoreCache(config.dir, this.workers(), this.cache).catch((e) => {
-        logger.debug(`could not preload ${config.dir} for the next checkpoint: ${errorMessage(e)}`);
-      });
-    }
+      if ((await latestCheckpointTime(config.dir)) !== undefined) this.warm();
       this.last = run;
       if (run.outcome === "success") this.lastSuccess = run;
       this.current = undefined;
@@ -366,10 +287,30 @@ export class CheckpointManager {
     return run;
   }
 
+  /** A checkpoint taken into the local store for another target: copied (s3://) or exported (an archive) there. */
+  private async deliver(run: CheckpointRun, target: Backend, storeDir: string, signal: AbortSignal): Promise<void> {
+    const id = run.result!.id;
+    if (target.localDir) return;
+    if (isReadWrite(target)) {
+      run.state = "copying";
+      run.push = await pushCheckpoints({
+        localDir: storeDir,
+        remote: target,
+        ids: [id],
+        maxRemote: this.configuredRemote(run.dir)?.maxRemoteCheckpoints ?? 0,
+        logger: this.deps.logger,
+        signal,
+      });
+    } else if (target.archiveOutput) {
+      run.state = "exporting";
+      run.export = await exportCheckpoint({ reader: new StoreReader(new DirBackend(storeDir)), checkpointId: id, output: target.archiveOutput, signal });
+    }
+  }
+
   private async retain(dir: string): Promise<void> {
     const { config, logger } = this.deps;
     try {
-      const r = await applyRetention(dir, this.deps.nodeId, config.maxCheckpoints, config.sync, logger);
+      const r = await applyLocalRetention(dir, this.deps.nodeId, config.maxCheckpoints, config.sync, logger);
       if (r.skipped) logger.info(`retention postponed: ${r.skipped}`);
       if (r.removed.length > 0) logger.info(`retention removed checkpoint(s) ${r.removed.join(", ")}`);
       if (r.gc && (r.gc.removedPacks > 0 || r.gc.rewrittenPacks > 0)) {
@@ -381,24 +322,9 @@ export class CheckpointManager {
   }
 }
 
-/** The first periodic run: an interval after the latest checkpoint, but not before the start-up delay. */
-export function firstPeriodicRun(latestCreatedMs: number | undefined, nowMs: number, config: Pick<CheckpointConfig, "intervalMs" | "startupDelayMs">): number {
-  return Math.max(latestCreatedMs !== undefined ? latestCreatedMs + config.intervalMs : nowMs, nowMs + config.startupDelayMs);
-}
-
-/** After a periodic run: an interval after the checkpoint it made, or a back-off after a failure. */
-export function nextPeriodicRun(
-  done: CheckpointRun | undefined,
-  nowMs: number,
-  config: Pick<CheckpointConfig, "intervalMs" | "retryBackoffMs">,
-): number {
-  if (done?.outcome === "success" && done.result) return Math.max(Date.parse(done.result.created) + config.intervalMs, nowMs);
-  return nowMs + config.retryBackoffMs;
-}
-
 async function latestCheckpointTime(dir: string): Promise<number | undefined> {
   try {
-    const reader = new StoreReader(new DirSource(dir));
+    const reader = new StoreReader(new DirBackend(dir));
     const ids = await reader.manifestIds();
     for (const id of ids.reverse()) {
       try {

@@ -18,7 +18,7 @@ import { Database } from "bun:sqlite";
 import { fstatSync, readSync } from "node:fs";
 import { CairnError } from "../errors.ts";
 import type { LiveFiles } from "../engine/live-files.ts";
-import { readWalIndexHeader, type WalIndexHeader } from "./wal-format.ts";
+import { headerPageSize, readWalIndexHeader, type WalIndexHeader } from "../engine/sqlite-files.ts";
 
 export interface PinnedSnapshot {
   dbFile: string;
@@ -36,12 +36,6 @@ export interface PinnedSnapshot {
   /** Throws E_SNAPSHOT_CHANGED if the database file changed since the pin. */
   checkGuard(): void;
   release(): void;
-}
-
-/** The page size in an SQLite database header (bytes 16-17; 1 means 65536). */
-export function headerPageSize(header: Uint8Array): number {
-  const v = (header[16]! << 8) | header[17]!;
-  return v === 1 ? 65536 : v;
 }
 
 function dbHeaderPageSize(dbFd: number): number {
@@ -84,7 +78,7 @@ export function pinSnapshot(live: LiveFiles): PinnedSnapshot {
         const after = fstatSync(live.dbFd);
         if (after.size !== before.size || after.mtimeMs !== before.mtimeMs) {
           throw new CairnError(
-            "E_SNAPSHOT_CHANGED",
+            "E_SNAPSHOT",
             "the database file changed while the checkpoint read it (did another process checkpoint its WAL?); the copy was discarded",
             { hint: "make sure nothing but the node opens the database, then try again" },
           );

@@ -36,7 +36,7 @@ export const checkpointIdArg = {
 export function parseCheckpointId(raw: string | undefined): number | undefined {
   if (raw === undefined) return undefined;
   if (!/^\d+$/.test(raw) || Number(raw) < 1) {
-    throw new CairnError("E_USAGE", `--checkpoint-id must be a whole number >= 1, got ${JSON.stringify(raw)}`, { exitStatus: 2 });
+    throw new CairnError("E_USAGE", `--checkpoint-id must be a whole number >= 1, got ${JSON.stringify(raw)}`, {});
   }
   return Number(raw);
 }

@@ -1,8 +1,8 @@
 import { defineCommand } from "citty";
-import { exportCheckpoint } from "../checkpoint/export.ts";
-import { holdStoreForReading, openStoreReader } from "../checkpoint/open.ts";
+import { exportCheckpoint } from "../store/archive/export.ts";
+import { openStore } from "../store/open.ts";
 import { CairnError } from "../errors.ts";
-import { formatBytes } from "../util/format.ts";
+import { formatBytes } from "../util/display.ts";
 import { createProgress } from "../util/progress.ts";
 import { checkpointDirArg, parseCheckpointId } from "./_args.ts";
 
@@ -19,15 +19,13 @@ export default defineCommand({
   },
   async run({ args }) {
     const id = parseCheckpointId(args["checkpoint-id"])!;
-    const reader = await openStoreReader(args.dir);
-    const ids = await reader.manifestIds();
-    if (!ids.includes(id)) {
-      throw new CairnError("E_NOT_FOUND", `there is no checkpoint ${id} in ${args.dir}; checkpoints there: ${ids.join(", ") || "none"}`);
-    }
+    const store = await openStore(args.dir);
+    const reader = store.randomReader("export");
+    await store.checkpointIds(id);
     const controller = new AbortController();
     for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.once(sig, () => controller.abort());
     const progress = createProgress("export");
-    const hold = await holdStoreForReading(reader);
+    const hold = await store.hold();
     try {
       const r = await exportCheckpoint({
         reader,

@@ -1,7 +1,7 @@
 import { defineCommand } from "citty";
-import { listCheckpoints } from "../checkpoint/list.ts";
-import { openCheckpointSource } from "../checkpoint/open.ts";
-import { formatBytes, formatTime } from "../util/format.ts";
+import { listCheckpoints } from "../store/list.ts";
+import { openStore } from "../store/open.ts";
+import { formatBytes, formatTime } from "../util/display.ts";
 import { checkpointDirArg } from "./_args.ts";
 
 export default defineCommand({
@@ -11,7 +11,7 @@ export default defineCommand({
     json: { type: "boolean", description: "Print a JSON array (id, size_bytes, files, created, node_id, ...)" },
   },
   async run({ args }) {
-    const listing = await listCheckpoints(await openCheckpointSource(args.dir));
+    const listing = await listCheckpoints(await openStore(args.dir));
     for (const u of listing.unreadable) process.stderr.write(`warning: checkpoint ${u.id} cannot be read: ${u.error}\n`);
     if (args.json) {
       process.stdout.write(`${JSON.stringify(listing.checkpoints, null, 2)}\n`);

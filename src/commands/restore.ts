@@ -2,7 +2,7 @@ import { availableParallelism } from "node:os";
 import { defineCommand } from "citty";
 import { CairnError } from "../errors.ts";
 import { type IntegrityCheck, restore } from "../restore/restore.ts";
-import { formatBytes, formatTime } from "../util/format.ts";
+import { formatBytes, formatTime } from "../util/display.ts";
 import { createProgress } from "../util/progress.ts";
 import { parseCheckpointId } from "./_args.ts";
 import { createLogger } from "./_logger.ts";
@@ -27,7 +27,7 @@ export default defineCommand({
     const logger = createLogger("info");
     const parallel = args.parallel === undefined ? Math.min(4, availableParallelism()) : Number(args.parallel);
     if (!Number.isInteger(parallel) || parallel < 1 || parallel > 64) {
-      throw new CairnError("E_USAGE", `--parallel must be a whole number from 1 to 64, got ${JSON.stringify(args.parallel)}`, { exitStatus: 2 });
+      throw new CairnError("E_USAGE", `--parallel must be a whole number from 1 to 64, got ${JSON.stringify(args.parallel)}`, {});
     }
     const controller = new AbortController();
     let signalled: string | undefined;

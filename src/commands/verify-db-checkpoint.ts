@@ -1,8 +1,8 @@
 import { defineCommand } from "citty";
-import { holdStoreForReading, openCheckpointSource } from "../checkpoint/open.ts";
-import { verifyCheckpoints } from "../checkpoint/verify.ts";
+import { openStore } from "../store/open.ts";
+import { verifyCheckpoints } from "../store/verify.ts";
 import { CairnError } from "../errors.ts";
-import { formatBytes } from "../util/format.ts";
+import { formatBytes } from "../util/display.ts";
 import { checkpointDirArg, checkpointIdArg, parseCheckpointId } from "./_args.ts";
 
 export default defineCommand({
@@ -12,18 +12,15 @@ export default defineCommand({
   },
   args: { ...checkpointDirArg, ...checkpointIdArg },
   async run({ args }) {
-    const reader = await openCheckpointSource(args.dir);
-    const existing = await reader.manifestIds();
+    const reader = await openStore(args.dir);
     const wanted = parseCheckpointId(args["checkpoint-id"]);
-    if (wanted !== undefined && !existing.includes(wanted)) {
-      throw new CairnError("E_NOT_FOUND", `there is no checkpoint ${wanted} in ${args.dir}; checkpoints there: ${existing.join(", ") || "none"}`);
-    }
+    const existing = await reader.checkpointIds(wanted);
     const ids = wanted !== undefined ? [wanted] : existing;
     if (ids.length === 0) {
       process.stdout.write(`No checkpoints found in ${args.dir}\n`);
       return;
     }
-    const hold = await holdStoreForReading(reader);
+    const hold = await reader.hold();
     try {
       const verdicts = await verifyCheckpoints(reader, ids, (p) => {
         if (process.stderr.isTTY) process.stderr.write(`\rverifying: pack ${p.packsDone}/${p.packsTotal}, ${formatBytes(p.bytesDone)} read `);
@@ -35,7 +32,7 @@ export default defineCommand({
       }
       const damaged = verdicts.filter((v) => !v.ok).map((v) => v.id);
       if (damaged.length > 0) {
-        throw new CairnError("E_DAMAGED", `${damaged.length} of ${verdicts.length} checkpoint(s) damaged: ${damaged.join(", ")}`, {
+        throw new CairnError("E_STORE_DAMAGED", `${damaged.length} of ${verdicts.length} checkpoint(s) damaged: ${damaged.join(", ")}`, {
           hint: "restore from an intact checkpoint, and take a new one",
         });
       }

@@ -41,7 +41,7 @@ export interface RemoteConfig {
   secretAccessKey?: string;
 }
 
-/** The defaults of ../shared/CONTRACT.md. Paths that are not given derive from storage_path. */
+/** The defaults operators rely on (the Walrus node's, where it has one). Paths that are not given derive from storage_path. */
 export const DEFAULTS = {
   storagePath: "/opt/cairn/db",
   restApiAddress: "127.0.0.1:7420",

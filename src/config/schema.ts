@@ -1,6 +1,6 @@
 /**
  * The YAML config document, as valibot schemas. Key names follow the Walrus storage node so an
- * operator's config and runbook carry over (see ../shared/CONTRACT.md). Every key is optional;
+ * operator's config and runbook carry over unchanged. Every key is optional;
  * `resolveConfig` in load.ts fills defaults and turns paths absolute.
  *
  * Messages are written as the second half of "<key path>: expected ..., got <value>": the

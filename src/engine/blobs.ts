@@ -9,7 +9,7 @@ import { CairnError, errorMessage } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { WalCheckpointer } from "./wal.ts";
 
-/** Blob ids: 1–256 characters of A-Z a-z 0-9 . _ - (../shared/CONTRACT.md). */
+/** Blob ids: 1–256 characters of A-Z a-z 0-9 . _ - ; anything else is refused with 400. */
 export const BLOB_ID_RE = /^[A-Za-z0-9._-]{1,256}$/;
 
 export function isValidBlobId(id: string): boolean {

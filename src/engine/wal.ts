@@ -10,9 +10,10 @@
  */
 import { statSync } from "node:fs";
 import type { Logger } from "../log.ts";
+import { CairnError, errorMessage } from "../errors.ts";
 import { type Clock, every, systemClock } from "../util/clock.ts";
-import { workerUrl } from "../util/worker-url.ts";
-import type { WalCheckpointMode, WalWorkerReply, WalWorkerRequest } from "./wal-worker.ts";
+import { WorkerPool } from "../util/worker-pool.ts";
+import type { WalCheckpointMode, WalFoldResult, WalJob } from "./wal-job.ts";
 
 export interface WalCheckpointerOptions {
   dbFile: string;
@@ -32,12 +33,10 @@ export interface WalStats {
 
 export class WalCheckpointer {
   readonly stats: WalStats = { runs: 0, truncations: 0, failures: 0, lastDurationMs: 0, walHighWaterBytes: 0 };
-  private worker?: Worker;
+  private worker?: WorkerPool;
   private stopTimer?: () => void;
   private running?: Promise<void>;
   private pauses = 0;
-  private nextId = 1;
-  private pending = new Map<number, (r: WalWorkerReply) => void>();
   /** Resolves when writes may proceed; set while a TRUNCATE checkpoint holds the barrier. */
   private barrier?: Promise<void>;
   /**
@@ -50,13 +49,7 @@ export class WalCheckpointer {
   constructor(private readonly opts: WalCheckpointerOptions) {}
 
   start(): void {
-    this.worker = new Worker(workerUrl("engine/wal-worker"));
-    this.worker.onmessage = (e: MessageEvent<WalWorkerReply>) => {
-      const done = this.pending.get(e.data.id);
-      this.pending.delete(e.data.id);
-      done?.(e.data);
-    };
-    this.worker.onerror = (e) => this.opts.logger.error(`WAL checkpoint worker failed: ${e.message}`);
+    this.worker = new WorkerPool(1);
     this.stopTimer = every(this.opts.clock ?? systemClock, this.opts.intervalMs, () => {
       if (this.walSize() > 0) this.trigger();
     });
@@ -100,33 +93,26 @@ export class WalCheckpointer {
     if (mode === "TRUNCATE") this.barrier = new Promise((r) => (release = r));
     try {
       const reply = await this.request(mode);
-      if (reply.ok) {
-        this.stats.runs++;
-        if (mode === "TRUNCATE") this.stats.truncations++;
-        this.stats.lastDurationMs = reply.ms;
-        if (mode === "TRUNCATE" && reply.busy) {
-          this.truncateHeldOffUntil = Date.now() + this.opts.intervalMs;
-          this.opts.logger.debug("WAL truncation postponed: another connection is reading the database");
-        }
-        this.opts.logger.debug(
-          `WAL checkpoint (${mode.toLowerCase()}): ${reply.checkpointed}/${reply.log} frames in ${reply.ms.toFixed(1)} ms`,
-        );
-      } else {
-        this.stats.failures++;
-        this.opts.logger.warn(`WAL checkpoint failed: ${reply.error}`);
+      this.stats.runs++;
+      if (mode === "TRUNCATE") this.stats.truncations++;
+      this.stats.lastDurationMs = reply.ms;
+      if (mode === "TRUNCATE" && reply.busy) {
+        this.truncateHeldOffUntil = Date.now() + this.opts.intervalMs;
+        this.opts.logger.debug("WAL truncation postponed: another connection is reading the database");
       }
+      this.opts.logger.debug(`WAL checkpoint (${mode.toLowerCase()}): ${reply.checkpointed}/${reply.log} frames in ${reply.ms.toFixed(1)} ms`);
+    } catch (e) {
+      this.stats.failures++;
+      this.opts.logger.warn(`WAL checkpoint failed: ${errorMessage(e)}`);
     } finally {
       this.barrier = undefined;
       release?.();
     }
   }
 
-  private request(mode: WalCheckpointMode | "CLOSE"): Promise<WalWorkerReply> {
-    const id = this.nextId++;
-    return new Promise((resolve) => {
-      this.pending.set(id, resolve);
-      this.worker!.postMessage({ id, file: this.opts.dbFile, mode } satisfies WalWorkerRequest);
-    });
+  private request(mode: WalCheckpointMode | "CLOSE"): Promise<WalFoldResult> {
+    const job: WalJob = { job: "wal", op: mode, file: this.opts.dbFile };
+    return this.worker!.call<WalFoldResult>(0, job);
   }
 
   /**
@@ -157,8 +143,8 @@ export class WalCheckpointer {
     this.stopTimer?.();
     await this.running;
     if (this.worker) {
-      await this.request("CLOSE");
-      this.worker.terminate();
+      await this.request("CLOSE").catch(() => {});
+      this.worker.terminate(new CairnError("E_SHUTTING_DOWN", "the node is shutting down"));
       this.worker = undefined;
     }
   }

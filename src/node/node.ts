@@ -12,10 +12,11 @@ import { createRestHandler, registerRestMetrics } from "../api/rest.ts";
 import { BodyBudget, errorReply } from "../api/http.ts";
 import { BlobStore } from "../engine/blobs.ts";
 import { DB_FILE, dbPathIn, openNodeDatabase } from "../engine/database.ts";
-import { type FileLock, LOCK_FILE, StorageLock } from "../engine/lock.ts";
+import { LOCK_FILE, StorageLock } from "../engine/lock.ts";
+import type { FileLock } from "../util/file-lock.ts";
 import { LiveFiles } from "../engine/live-files.ts";
 import { WalCheckpointer } from "../engine/wal.ts";
-import { Metrics } from "./metrics.ts";
+import { Metrics } from "../util/metrics.ts";
 import { CRASH_POINT_ENV } from "../util/crash-point.ts";
 import { assertTrustedDir, fileSizeOrZero, tightenModes } from "../util/fsx.ts";
 import { checkpointRoutes } from "./admin-routes.ts";
@@ -23,7 +24,7 @@ import { CheckpointManager } from "../checkpoint/manager.ts";
 import type { Database } from "bun:sqlite";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { STORE_FILE } from "../checkpoint/format.ts";
+import { STORE_FILE } from "../store/format.ts";
 
 /** How long shutdown waits for in-flight requests before closing their connections. */
 const DRAIN_TIMEOUT_MS = 15_000;

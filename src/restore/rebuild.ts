@@ -7,12 +7,14 @@
  */
 import { closeSync, constants, existsSync, fdatasync, fdatasyncSync, ftruncateSync, openSync, statSync, unlinkSync } from "node:fs";
 import { CairnError } from "../errors.ts";
-import type { ArchiveReader } from "../checkpoint/archive.ts";
-import { equalBytes, type Manifest, SEGMENT_ENTRY_BYTES } from "../checkpoint/format.ts";
-import { type CheckpointSource, packSourceOf } from "../checkpoint/open.ts";
-import { WorkerPool } from "../checkpoint/pool.ts";
-import { DigestTable } from "../checkpoint/digest-table.ts";
-import { LOC_WORDS, type StoreReader, windowSegments } from "../checkpoint/reader.ts";
+import { DigestTable } from "../store/digest-table.ts";
+import { type Manifest, SEGMENT_ENTRY_BYTES } from "../store/format.ts";
+import { equalBytes } from "../store/pack.ts";
+import { LOC_WORDS, type StoreReader, windowSegments } from "../store/reader.ts";
+import type { Store } from "../store/store.ts";
+import type { StreamReader } from "../store/stream-reader.ts";
+import { WorkerPool } from "../util/worker-pool.ts";
+import type { RestoreJob } from "./jobs.ts";
 import { crashPoint, FLUSH_EVERY_ENV } from "../util/crash-point.ts";
 import { assertOwnFile, CREATE_EXCLUSIVE_RW, FILE_MODE, preadFully, readOwnFile, writeFileAtomic, writeFully } from "../util/fsx.ts";
 
@@ -25,7 +27,7 @@ export const RESTORE_RANGE_BLOCKS = 1024;
 const FLUSH_EVERY_BYTES = Number(process.env[FLUSH_EVERY_ENV]) > 0 ? Number(process.env[FLUSH_EVERY_ENV]) : 128 * 1024 * 1024;
 
 export interface RebuildOptions {
-  reader: CheckpointSource;
+  store: Store;
   manifest: Manifest;
   imageFile: string;
   progressFile: string;
@@ -136,8 +138,8 @@ export async function rebuildImage(o: RebuildOptions): Promise<RebuildResult> {
   };
   try {
     ftruncateSync(fd, m.db_size_bytes);
-    if (o.reader.kind === "archive") await fromStream(o, o.reader, fd, done, rangeDone, () => redoneRanges++);
-    else await fromObjects(o, o.reader, done, rangeDone, rangeRedo);
+    if (o.store.streamer) await fromStream(o, o.store.streamer, fd, done, rangeDone, () => redoneRanges++);
+    else await fromObjects(o, o.store.reader!, done, rangeDone, rangeRedo);
     await flushing;
     // the last flush, and whatever the caller checks meanwhile (SQLite reads the image from
     // the page cache; nothing is put in place before both are done)
@@ -175,7 +177,9 @@ async function fromObjects(
   const onAbort = () => pool.terminate(new CairnError("E_INTERRUPTED", "restore interrupted"));
   o.signal?.addEventListener("abort", onAbort);
   try {
-    await pool.all({ type: "restoreInit", source: packSourceOf(reader), packIds: m.packs, blockSize: m.block_size, imageBytes: m.db_size_bytes, imageFile: o.imageFile });
+    const source = reader.backend.spec?.();
+    if (!source) throw new CairnError("E_INTERNAL", `${reader.location} cannot be read by workers`);
+    await pool.all<void, RestoreJob>({ job: "restore", op: "init", source, packIds: m.packs, blockSize: m.block_size, imageBytes: m.db_size_bytes, imageFile: o.imageFile });
     const segsPerRange = RESTORE_RANGE_BLOCKS / m.segment_blocks;
     const window = windowSegments(m, segsPerRange);
     // one list, one location table and one digest table, reused by every window (shared with
@@ -186,7 +190,7 @@ async function fromObjects(
     const listBytes = new Uint8Array(list);
     const loc = new Uint32Array(locations);
     const scratch = DigestTable.create(maxBlocks);
-    await pool.all({ type: "restoreTables", list, locations });
+    await pool.all<void, RestoreJob>({ job: "restore", op: "tables", list, locations });
     for (let s0 = 0; s0 < m.segments.length; s0 += window) {
       const firstBlock = s0 * m.segment_blocks;
       const nseg = Math.min(window, m.segments.length - s0);
@@ -197,7 +201,7 @@ async function fromObjects(
       const entries = await reader.segmentEntries(m, segmentsAt, s0, nseg);
       const count = entries.length / SEGMENT_ENTRY_BYTES;
       listBytes.set(entries);
-      await pool.all({ type: "restoreWindow", firstBlock });
+      await pool.all<void, RestoreJob>({ job: "restore", op: "window", firstBlock });
       // what an earlier run wrote is believed only once its digests check out again: read back
       // from the staged image (never fetched again from the store), a range at a time
       const resumed = here.filter((r) => done.has(r));
@@ -207,7 +211,7 @@ async function fromObjects(
           while (nextCheck < resumed.length) {
             const r = resumed[nextCheck++]!;
             const first = r * RESTORE_RANGE_BLOCKS;
-            const ok = await pool.call<boolean>(w, { type: "checkImageRange", first, count: Math.min(RESTORE_RANGE_BLOCKS, m.block_count - first) });
+            const ok = await pool.call<boolean, RestoreJob>(w, { job: "restore", op: "checkRange", first, count: Math.min(RESTORE_RANGE_BLOCKS, m.block_count - first) });
             if (!ok) rangeRedo(r);
           }
         }),
@@ -224,7 +228,7 @@ async function fromObjects(
             if (o.signal?.aborted) throw new CairnError("E_INTERRUPTED", "restore interrupted");
             const r = todo[next++]!;
             const first = r * RESTORE_RANGE_BLOCKS;
-            const bytes = await pool.call<number>(w, { type: "restoreRange", first, count: Math.min(RESTORE_RANGE_BLOCKS, m.block_count - first) });
+            const bytes = await pool.call<number, RestoreJob>(w, { job: "restore", op: "range", first, count: Math.min(RESTORE_RANGE_BLOCKS, m.block_count - first) });
             rangeDone(r, bytes);
           }
         }),
@@ -232,7 +236,8 @@ async function fromObjects(
     }
   } finally {
     o.signal?.removeEventListener("abort", onAbort);
-    pool.terminate();
+    await pool.all<void, RestoreJob>({ job: "restore", op: "close" }).catch(() => {});
+    pool.terminate(new CairnError("E_CANCELLED", "restore workers done"));
   }
 }
 
@@ -243,7 +248,7 @@ async function fromObjects(
  */
 async function fromStream(
   o: RebuildOptions,
-  archive: ArchiveReader,
+  archive: StreamReader,
   fd: number,
   done: Set<number>,
   rangeDone: (r: number, bytes: number) => void,

@@ -12,21 +12,23 @@
  * step, and the folder is fsynced. The target never holds a half-written database, and if
  * anything fails before the swap it is left as it was.
  */
-import { Database } from "bun:sqlite";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, rmdirSync, statSync, unlinkSync } from "node:fs";
-import { basename, dirname, join, resolve } from "node:path";
+import { existsSync, mkdirSync, rmdirSync, rmSync, unlinkSync } from "node:fs";
+import { join, resolve } from "node:path";
 import { CairnError, errorMessage, isDiskFull } from "../errors.ts";
-import { formatBytes } from "../util/format.ts";
-import type { Logger } from "../log.ts";
 import { DB_FILE } from "../engine/database.ts";
-import { type FileLock, LOCK_FILE, StorageLock } from "../engine/lock.ts";
-import type { Manifest } from "../checkpoint/format.ts";
-import { type CheckpointSource, holdStoreForReading, openCheckpointSource } from "../checkpoint/open.ts";
+import { LOCK_FILE, StorageLock } from "../engine/lock.ts";
+import type { Logger } from "../log.ts";
+import type { Manifest } from "../store/format.ts";
+import { openStore } from "../store/open.ts";
+import type { Store } from "../store/store.ts";
 import { crashPoint, pausePoint } from "../util/crash-point.ts";
-import { assertTrustedDir, DIR_MODE, fsyncDir, readOwnFile, removeDirNoFollow, writeFileAtomic } from "../util/fsx.ts";
-import { scanWalRecovery } from "../checkpoint/wal-format.ts";
-import { WorkerPool } from "../checkpoint/pool.ts";
+import type { FileLock } from "../util/file-lock.ts";
+import { formatBytes } from "../util/display.ts";
+import { assertTrustedDir, DIR_MODE, readOwnFile, removeDirNoFollow, writeFileAtomic } from "../util/fsx.ts";
+import { WorkerPool } from "../util/worker-pool.ts";
+import type { CheckJob } from "./check-job.ts";
 import { rebuildImage } from "./rebuild.ts";
+import { asideDirFor, describeExisting, type ExistingDatabase, stagingDirFor, swap } from "./target.ts";
 
 export type IntegrityCheck = "none" | "quick" | "full";
 
@@ -54,7 +56,7 @@ export interface RestorePlan {
   db_path: string;
   staging_dir: string;
   /** Database files in the target that --force moves aside, and where to. */
-  existing: { files: string[]; node_id: string | null } | null;
+  existing: ExistingDatabase | null;
   move_aside_to: string | null;
 }
 
@@ -64,91 +66,16 @@ export interface RestoreResult extends RestorePlan {
   integrity_check: IntegrityCheck;
 }
 
-const DB_FILES = [DB_FILE, `${DB_FILE}-wal`, `${DB_FILE}-shm`];
-
-/**
- * Where the restore is staged: beside the target, on its filesystem, so that the final rename
- * is atomic. When the target is itself a mount point, its parent is another filesystem; then
- * the staging folder goes inside it (a hidden folder no node reads).
- */
-function stagingDirFor(dbPath: string): string {
-  return isMountPoint(dbPath) ? join(dbPath, ".cairn-restore") : join(dirname(dbPath), `.${basename(dbPath)}.cairn-restore`);
-}
-
-/**
- * Where --force moves the existing database: beside the target, or inside it when the target
- * is its own filesystem (a dedicated volume), so that the move is a rename on one filesystem.
- */
-function asideDirFor(dbPath: string, stamp: string): string {
-  return isMountPoint(dbPath) ? join(dbPath, `.cairn-replaced-${stamp}`) : `${dbPath}.replaced-${stamp}`;
-}
-
-/** True if `dir` is on another filesystem than its parent (false if it does not exist yet). */
-function isMountPoint(dir: string): boolean {
-  try {
-    return statSync(dir).dev !== statSync(dirname(dir)).dev;
-  } catch {
-    // the target does not exist yet: it will be made on its parent's filesystem
-    return false;
-  }
-}
-
-/** How much of an existing database is read to find its node id (meta is one of its first tables). */
-const PROBE_PAGES = 64;
-
-/**
- * The node id of an existing database, read without opening it in place: SQLite would create
- * or rewrite -wal and -shm beside it even read-only. Its first pages, with their newest
- * committed versions from the WAL laid over them, are loaded into an in-memory database.
- * Null if that does not answer (then nothing can be said about the database's owner).
- */
-export function existingNodeId(dbFile: string): string | null {
-  let db: Database | undefined;
-  try {
-    const fd = openSync(dbFile, "r");
-    const head = new Uint8Array(100);
-    readSync(fd, head, 0, 100, 0);
-    const v = (head[16]! << 8) | head[17]!;
-    const pageSize = v === 1 ? 65536 : v;
-    if (pageSize < 512) return null;
-    const image = new Uint8Array(PROBE_PAGES * pageSize);
-    readSync(fd, image, 0, image.length, 0);
-    closeSync(fd);
-    const overlay = scanWalRecovery(`${dbFile}-wal`);
-    if (overlay) {
-      const wfd = openSync(`${dbFile}-wal`, "r");
-      try {
-        overlay.pages.forEach((p, i) => {
-          if (p <= PROBE_PAGES) readSync(wfd, image, (p - 1) * pageSize, pageSize, overlay.offsets[i]!);
-        });
-      } finally {
-        closeSync(wfd);
-      }
-    }
-    // an in-memory image cannot be in WAL mode: mark it as a rollback-journal database
-    image[18] = 1;
-    image[19] = 1;
-    db = Database.deserialize(image, { readonly: true });
-    return db.query<{ value: string }, []>("SELECT value FROM meta WHERE key = 'node_id'").get()?.value ?? null;
-  } catch {
-    return null;
-  } finally {
-    db?.close();
-  }
-}
 
 async function pickCheckpoint(
-  reader: CheckpointSource,
+  reader: Store,
   wanted: number | undefined,
   source: string,
   logger: Logger,
 ): Promise<{ manifest: Manifest; candidates: number[] }> {
-  const ids = await reader.manifestIds();
+  const ids = await reader.checkpointIds(wanted);
   if (ids.length === 0) throw new CairnError("E_NOT_FOUND", `there are no checkpoints in ${source}`);
-  if (wanted !== undefined) {
-    if (!ids.includes(wanted)) throw new CairnError("E_NOT_FOUND", `there is no checkpoint ${wanted} in ${source}; checkpoints there: ${ids.join(", ")}`);
-    return { manifest: await reader.manifest(wanted), candidates: [wanted] };
-  }
+  if (wanted !== undefined) return { manifest: await reader.manifest(wanted), candidates: [wanted] };
   const candidates = [...ids].reverse();
   for (const id of candidates) {
     try {
@@ -162,19 +89,14 @@ async function pickCheckpoint(
   throw new CairnError("E_STORE_DAMAGED", `no checkpoint in ${source} can be read`);
 }
 
-function describeExisting(dbPath: string): RestorePlan["existing"] {
-  const files = DB_FILES.filter((f) => existsSync(join(dbPath, f)));
-  if (files.length === 0) return null;
-  return { files, node_id: existsSync(join(dbPath, DB_FILE)) ? existingNodeId(join(dbPath, DB_FILE)) : null };
-}
 
 export async function restore(o: RestoreOptions): Promise<RestoreResult> {
   const t0 = performance.now();
   const dbPath = resolve(o.dbPath);
-  const reader = await openCheckpointSource(o.source);
+  const reader = await openStore(o.source);
   // before anything is read: the node's retention and garbage collection wait while we hold
   // this, so the checkpoint chosen below cannot change under the restore
-  const readers = await holdStoreForReading(reader);
+  const readers = await reader.hold();
   try {
     await pausePoint("restore:store-held");
     return await restoreHeld(o, reader, dbPath, t0);
@@ -183,7 +105,7 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
   }
 }
 
-async function restoreHeld(o: RestoreOptions, reader: CheckpointSource, dbPath: string, t0: number): Promise<RestoreResult> {
+async function restoreHeld(o: RestoreOptions, reader: Store, dbPath: string, t0: number): Promise<RestoreResult> {
   await reader.info();
   const { manifest: first } = await pickCheckpoint(reader, o.checkpointId, o.source, o.logger);
 
@@ -278,6 +200,7 @@ async function restoreHeld(o: RestoreOptions, reader: CheckpointSource, dbPath: 
   }
 }
 
+
 interface StagingPlan {
   source: string;
   checkpoint_id: number;
@@ -285,7 +208,7 @@ interface StagingPlan {
 }
 
 /** Rebuild into the staging folder, continuing an earlier run of the same plan. */
-async function stage(o: RestoreOptions, reader: CheckpointSource, m: Manifest, dbPath: string): Promise<boolean> {
+async function stage(o: RestoreOptions, reader: Store, m: Manifest, dbPath: string): Promise<boolean> {
   const dir = stagingDirFor(dbPath);
   const planFile = join(dir, "plan.json");
   const want: StagingPlan = { source: reader.location, checkpoint_id: m.id, manifest_checksum: m.checksum };
@@ -308,7 +231,7 @@ async function stage(o: RestoreOptions, reader: CheckpointSource, m: Manifest, d
     writeFileAtomic(planFile, JSON.stringify(want));
   } else o.logger.info(`continuing the interrupted restore of checkpoint ${m.id} in ${dir}`);
   const r = await rebuildImage({
-    reader,
+    store: reader,
     manifest: m,
     imageFile: join(dir, DB_FILE),
     progressFile: join(dir, "progress.json"),
@@ -339,7 +262,8 @@ async function check(o: RestoreOptions, file: string, m: Manifest): Promise<void
     const onAbort = () => pool.terminate(new CairnError("E_INTERRUPTED", "restore interrupted"));
     o.signal?.addEventListener("abort", onAbort);
     try {
-      const r = await pool.call<{ rows: string[]; nodeId: string | null }>(0, { type: "integrityCheck", file, full: o.integrityCheck === "full" });
+      const job: CheckJob = { job: "check", op: "sqlite", file, full: o.integrityCheck === "full" };
+      const r = await pool.call<{ rows: string[]; nodeId: string | null }>(0, job);
       const pragma = o.integrityCheck === "full" ? "integrity_check" : "quick_check";
       if (r.rows.length !== 1 || r.rows[0] !== "ok") {
         throw new CairnError("E_RESTORE_CHECK", `the restored database of checkpoint ${m.id} fails PRAGMA ${pragma}: ${r.rows.slice(0, 3).join("; ")}`);
@@ -347,60 +271,9 @@ async function check(o: RestoreOptions, file: string, m: Manifest): Promise<void
       if (r.nodeId !== m.node_id) throw new CairnError("E_RESTORE_CHECK", `the restored database says node ${r.nodeId}, the checkpoint ${m.node_id}`);
     } finally {
       o.signal?.removeEventListener("abort", onAbort);
-      pool.terminate();
+      pool.terminate(new CairnError("E_CANCELLED", "check done"));
     }
   }
   for (const f of [`${file}-wal`, `${file}-shm`]) if (existsSync(f)) unlinkSync(f);
-}
-
-/** Move the existing database aside (if any), rename the staged one in, fsync both folders. */
-function swap(dbPath: string, asideDir: string | null): void {
-  const staged = join(stagingDirFor(dbPath), DB_FILE);
-  mkdirSync(dbPath, { recursive: true, mode: DIR_MODE });
-  const moved: string[] = [];
-  try {
-    if (asideDir) {
-      const present = DB_FILES.filter((f) => existsSync(join(dbPath, f)));
-      if (present.length > 0) {
-        mkdirSync(asideDir, { recursive: true, mode: DIR_MODE });
-        for (const f of present) {
-          renameSync(join(dbPath, f), join(asideDir, f));
-          moved.push(f);
-        }
-        fsyncDir(asideDir);
-        crashPoint("restore:moved-aside");
-      }
-    }
-    // stale -wal/-shm must never sit beside the restored database
-    for (const f of DB_FILES.slice(1)) if (existsSync(join(dbPath, f))) unlinkSync(join(dbPath, f));
-    renameSync(staged, join(dbPath, DB_FILE));
-  } catch (e) {
-    // put back what was moved: the target is left as it was, the checked image stays staged
-    for (const f of moved.reverse()) {
-      try {
-        renameSync(join(asideDir!, f), join(dbPath, f));
-      } catch {
-        // it stays in the aside folder, which the error names
-      }
-    }
-    if (asideDir && moved.length > 0) {
-      try {
-        rmdirSync(asideDir);
-      } catch {
-        // not empty: something could not be moved back
-      }
-    }
-    throw new CairnError("E_RESTORE_SWAP", `the restored database could not be put in place in ${dbPath}: ${errorMessage(e)}; ${dbPath} was left as it was`, {
-      hint: "fix the cause and run the same command again (the checked image is kept and reused)",
-      cause: e,
-    });
-  }
-  fsyncDir(dbPath);
-  fsyncDir(dirname(dbPath));
-}
-
-/** Leftover staging folders (for --help texts and tests). */
-export function stagingDirOf(dbPath: string): string {
-  return stagingDirFor(resolve(dbPath));
 }
 

@@ -79,7 +79,7 @@ export function readOwnFile(path: string, maxBytes: number): Uint8Array {
   try {
     assertOwnFile(fd, path);
     const size = fstatSync(fd).size;
-    if (size > maxBytes) throw new CairnError("E_DAMAGED", `${path} is ${size} bytes, more than such a file can be (${maxBytes})`);
+    if (size > maxBytes) throw new CairnError("E_STORE_DAMAGED", `${path} is ${size} bytes, more than such a file can be (${maxBytes})`);
     const buf = new Uint8Array(size);
     return buf.subarray(0, preadFully(fd, buf, 0, size, 0));
   } finally {

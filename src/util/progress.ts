@@ -3,7 +3,7 @@
  * terminal; a plain line every few seconds otherwise (logs, journald, a pipe). Used by the
  * command layer; domain code only calls an onProgress(done, total) callback.
  */
-import { formatBytes } from "./format.ts";
+import { formatBytes } from "./display.ts";
 
 export interface ProgressReporter {
   update(done: number, total: number): void;

@@ -9,4 +9,4 @@ export function workerUrl(fromSrc: string): string {
 }
 
 /** Worker entry points, relative to src/ and without extension; the build embeds each one. */
-export const WORKER_ENTRY_POINTS = ["engine/wal-worker", "checkpoint/checkpoint-worker"] as const;
+export const WORKER_ENTRY_POINTS = ["worker"] as const;

@@ -14,8 +14,9 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { BLOCK_KIND_DATA, decodeIndex, entryKind, FLAG_ZSTD, type Manifest, readIndexEntry, seedDigest } from "../../src/checkpoint/format.ts";
-import { toHex } from "../../src/checkpoint/hash.ts";
+import { type Manifest, seedDigest } from "../../src/store/format.ts";
+import { BLOCK_KIND_DATA, decodeIndex, entryKind, FLAG_ZSTD, readIndexEntry } from "../../src/store/pack.ts";
+import { toHex } from "../../src/store/hash.ts";
 import {
   type ArchiveExt,
   gnuTarCat,

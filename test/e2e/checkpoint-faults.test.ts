@@ -5,10 +5,11 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { cpSync, mkdtempSync, readdirSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { indexPath, manifestPath, packPath, readIndexEntry, SEGMENT_ENTRY_BYTES } from "../../src/checkpoint/format.ts";
-import { toHex } from "../../src/checkpoint/hash.ts";
-import { DirSource } from "../../src/checkpoint/objects.ts";
-import { StoreReader } from "../../src/checkpoint/reader.ts";
+import { indexPath, manifestPath, packPath, SEGMENT_ENTRY_BYTES } from "../../src/store/format.ts";
+import { readIndexEntry } from "../../src/store/pack.ts";
+import { toHex } from "../../src/store/hash.ts";
+import { DirBackend } from "../../src/store/dir/backend.ts";
+import { StoreReader } from "../../src/store/reader.ts";
 import { admin, auditDb, createCheckpoint, flipByte, leftovers, listJson, materialize, putAll, verify } from "../helpers/checkpoint.ts";
 import { pseudoRandomBytes, sha256, startNode } from "../helpers/node.ts";
 import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
@@ -157,7 +158,7 @@ describe("verify-db-checkpoint finds damage", () => {
     } finally {
       expect(await node.stop()).toBe(0);
     }
-    const reader = new StoreReader(new DirSource(join(template, "checkpoints")));
+    const reader = new StoreReader(new DirBackend(join(template, "checkpoints")));
     const m1 = await reader.manifest(1);
     const m2 = await reader.manifest(2);
     expect(m1.packs).toHaveLength(1);
@@ -186,7 +187,7 @@ describe("verify-db-checkpoint finds damage", () => {
 
   /** Which checkpoints need the block of `packId` that holds byte `offset`. */
   async function needingBlockAt(store: string, packId: string, offset: number): Promise<number[]> {
-    const idx = await new StoreReader(new DirSource(store)).index(packId);
+    const idx = await new StoreReader(new DirBackend(store)).index(packId);
     for (let i = 0; i < idx.count; i++) {
       const e = readIndexEntry(idx, i);
       if (offset >= e.offset && offset < e.offset + e.storedLength) {

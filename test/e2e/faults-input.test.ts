@@ -6,9 +6,9 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { cpSync, existsSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { indexPath, manifestPath, packPath, STORE_FILE } from "../../src/checkpoint/format.ts";
-import { DirSource } from "../../src/checkpoint/objects.ts";
-import { StoreReader } from "../../src/checkpoint/reader.ts";
+import { indexPath, manifestPath, packPath, STORE_FILE } from "../../src/store/format.ts";
+import { DirBackend } from "../../src/store/dir/backend.ts";
+import { StoreReader } from "../../src/store/reader.ts";
 import { admin, createCheckpoint, listJson, putAll, verify } from "../helpers/checkpoint.ts";
 import { checkDb, rewriteManifest, rewriteStoreInfo } from "../helpers/faults.ts";
 import { type NodeHandle, pseudoRandomBytes, runCairn, startNode } from "../helpers/node.ts";
@@ -30,7 +30,7 @@ beforeAll(async () => {
   expect(createCheckpoint(node)).toBe(1);
   await putAll(node.url, Array.from({ length: 5 }, (_, i) => ({ id: `n${i}`, body: pseudoRandomBytes(900 + i, 20_000) })));
   expect(createCheckpoint(node)).toBe(2);
-  const reader = new StoreReader(new DirSource(join(tpl, "checkpoints")));
+  const reader = new StoreReader(new DirBackend(join(tpl, "checkpoints")));
   const m1 = await reader.manifest(1);
   const m2 = await reader.manifest(2);
   expect(m1.packs).toHaveLength(1);

@@ -12,7 +12,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { decodeManifest, indexPath, packPath } from "../../src/checkpoint/format.ts";
+import { decodeManifest, indexPath, packPath } from "../../src/store/format.ts";
 import { checkpointStatus, createCheckpointAsync, deleteAll, listJson, type Listed, putAll, waitFor } from "../helpers/checkpoint.ts";
 import { BINARY, getJson, type NodeHandle, pseudoRandomBytes, sha256, sqlite3, startNode } from "../helpers/node.ts";
 import { serveMismatches } from "../helpers/restore.ts";

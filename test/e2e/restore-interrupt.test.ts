@@ -12,9 +12,9 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { cpSync, existsSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { packPath } from "../../src/checkpoint/format.ts";
-import { DirSource } from "../../src/checkpoint/objects.ts";
-import { StoreReader } from "../../src/checkpoint/reader.ts";
+import { packPath } from "../../src/store/format.ts";
+import { DirBackend } from "../../src/store/dir/backend.ts";
+import { StoreReader } from "../../src/store/reader.ts";
 import { auditDb, createCheckpoint, flipByte, listJson, putAll } from "../helpers/checkpoint.ts";
 import { pseudoRandomBytes, sha256, startNode } from "../helpers/node.ts";
 import {
@@ -108,7 +108,7 @@ async function damageFinishedRange(s: string, done: number[]): Promise<string> {
   const pack = join(s, packPath(b.packId));
   flipByte(pack, b.offset + Math.floor(b.storedLength / 2));
   // any fetch of that block now fails its digest check
-  await expect(new StoreReader(new DirSource(s)).block(b.loc)).rejects.toThrow(pack);
+  await expect(new StoreReader(new DirBackend(s)).block(b.loc)).rejects.toThrow(pack);
   return pack;
 }
 

@@ -9,9 +9,10 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { entryKind, indexPath, manifestPath, packPath, readIndexEntry } from "../../src/checkpoint/format.ts";
-import { DirSource } from "../../src/checkpoint/objects.ts";
-import { StoreReader } from "../../src/checkpoint/reader.ts";
+import { indexPath, manifestPath, packPath } from "../../src/store/format.ts";
+import { entryKind, readIndexEntry } from "../../src/store/pack.ts";
+import { DirBackend } from "../../src/store/dir/backend.ts";
+import { StoreReader } from "../../src/store/reader.ts";
 import { auditDb, createCheckpoint, deleteAll, flipByte, listJson, putAll } from "../helpers/checkpoint.ts";
 import { getJson, pseudoRandomBytes, sha256, startNode } from "../helpers/node.ts";
 import {
@@ -84,7 +85,7 @@ beforeAll(async () => {
   }
   expect(listJson(store).map((l) => l.id)).toEqual([1, 2]);
 
-  const reader = new StoreReader(new DirSource(store));
+  const reader = new StoreReader(new DirBackend(store));
   const m1 = await reader.manifest(1);
   const m2 = await reader.manifest(2);
   for (const p of m2.packs.filter((p) => !m1.packs.includes(p))) {

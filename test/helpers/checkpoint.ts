@@ -6,9 +6,10 @@
 import { Database } from "bun:sqlite";
 import { closeSync, openSync, readdirSync, readSync, rmSync, statSync, writeSync } from "node:fs";
 import { join } from "node:path";
-import { indexPath, type Manifest, packPath } from "../../src/checkpoint/format.ts";
-import { DirSource } from "../../src/checkpoint/objects.ts";
-import { StoreReader } from "../../src/checkpoint/reader.ts";
+import { indexPath, type Manifest, packPath } from "../../src/store/format.ts";
+import { DirBackend } from "../../src/store/dir/backend.ts";
+import { StoreReader } from "../../src/store/reader.ts";
+import { Store } from "../../src/store/store.ts";
 import { rebuildImage } from "../../src/restore/rebuild.ts";
 import { BINARY, type NodeHandle, runCairn, sha256, sqlite3 } from "./node.ts";
 
@@ -75,10 +76,10 @@ export function verify(dir: string, id?: number) {
 
 /** Rebuild checkpoint `id` of the store in `dir` into `outFile`; returns its manifest. */
 export async function materialize(dir: string, id: number, outFile: string): Promise<Manifest> {
-  const reader = new StoreReader(new DirSource(dir));
-  const m = await reader.manifest(id);
+  const store = new Store(new DirBackend(dir));
+  const m = await store.manifest(id);
   const progressFile = `${outFile}.progress`;
-  await rebuildImage({ reader, manifest: m, imageFile: outFile, progressFile, workers: 2 });
+  await rebuildImage({ store, manifest: m, imageFile: outFile, progressFile, workers: 2 });
   rmSync(progressFile, { force: true });
   return m;
 }
@@ -236,7 +237,7 @@ export async function deleteAll(url: string, ids: string[], concurrency = 8): Pr
  * anything in tmp/. [] for a clean store.
  */
 export async function leftovers(store: string): Promise<string[]> {
-  const reader = new StoreReader(new DirSource(store));
+  const reader = new StoreReader(new DirBackend(store));
   const needed = new Set<string>();
   for (const id of await reader.manifestIds()) {
     for (const p of (await reader.manifest(id)).packs) {

@@ -5,7 +5,7 @@
  */
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { encodeManifest, encodeStoreInfo, type Manifest, manifestPath, STORE_FILE, type StoreInfo } from "../../src/checkpoint/format.ts";
+import { encodeManifest, encodeStoreInfo, type Manifest, manifestPath, STORE_FILE, type StoreInfo } from "../../src/store/format.ts";
 import { sqlite3 } from "./node.ts";
 
 /** `cmp -s a b`: the two files are byte-identical. */

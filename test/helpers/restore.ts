@@ -8,10 +8,10 @@
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import type { Subprocess } from "bun";
-import { SEGMENT_ENTRY_BYTES } from "../../src/checkpoint/format.ts";
-import { toHex } from "../../src/checkpoint/hash.ts";
-import { DirSource } from "../../src/checkpoint/objects.ts";
-import { type BlockLocation, StoreReader } from "../../src/checkpoint/reader.ts";
+import { SEGMENT_ENTRY_BYTES } from "../../src/store/format.ts";
+import { toHex } from "../../src/store/hash.ts";
+import { DirBackend } from "../../src/store/dir/backend.ts";
+import { type BlockLocation, StoreReader } from "../../src/store/reader.ts";
 import { RESTORE_RANGE_BLOCKS } from "../../src/restore/rebuild.ts";
 import { treeSnapshot } from "./checkpoint.ts";
 import { BINARY, runCairn, sha256 } from "./node.ts";
@@ -211,7 +211,7 @@ export interface StoredBlock {
  * damaging it affects that range alone.
  */
 export async function uniqueBlockIn(store: string, id: number, ranges: number[]): Promise<StoredBlock> {
-  const reader = new StoreReader(new DirSource(store));
+  const reader = new StoreReader(new DirBackend(store));
   const m = await reader.manifest(id);
   const list = await reader.blockList(m);
   const digestOf = (b: number) => toHex(list.subarray(b * SEGMENT_ENTRY_BYTES, b * SEGMENT_ENTRY_BYTES + 32));

@@ -2,7 +2,7 @@ import { expect, test } from "bun:test";
 import { copyFileSync, existsSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { dbPathIn, openNodeDatabase } from "../../src/engine/database.ts";
-import { existingNodeId } from "../../src/restore/restore.ts";
+import { existingNodeId } from "../../src/restore/target.ts";
 import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
 
 cleanTmpDirsAfterEach();

@@ -9,7 +9,7 @@ import { Database } from "bun:sqlite";
 import { describe, expect, test } from "bun:test";
 import { closeSync, copyFileSync, existsSync, openSync, readFileSync, readSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { readWalIndexHeader, scanWal } from "../../src/checkpoint/wal-format.ts";
+import { readWalIndexHeader, scanWal } from "../../src/engine/sqlite-files.ts";
 import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
 
 cleanTmpDirsAfterEach();

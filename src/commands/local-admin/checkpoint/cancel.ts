@@ -1,6 +1,6 @@
 import { defineCommand } from "citty";
 import { CHECKPOINT_ROUTES } from "../../../admin/protocol.ts";
-import type { CheckpointRun } from "../../../checkpoint/manager.ts";
+import type { CheckpointRun } from "../../../checkpoint/run.ts";
 import { adminClient } from "../context.ts";
 
 export default defineCommand({

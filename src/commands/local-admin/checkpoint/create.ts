@@ -1,10 +1,9 @@
-import { resolve } from "node:path";
 import { defineCommand } from "citty";
 import { CHECKPOINT_ROUTES, type CheckpointCreateRequest } from "../../../admin/protocol.ts";
-import type { CheckpointRun, CheckpointStatus } from "../../../checkpoint/manager.ts";
+import type { CheckpointRun, CheckpointStatus } from "../../../checkpoint/run.ts";
 import { CairnError } from "../../../errors.ts";
-import { isS3Url } from "../../../checkpoint/s3.ts";
-import { formatBytes } from "../../../util/format.ts";
+import { locationOf } from "../../../store/open.ts";
+import { formatBytes } from "../../../util/display.ts";
 import { adminClient } from "../context.ts";
 
 export default defineCommand({
@@ -20,10 +19,10 @@ export default defineCommand({
   async run({ args }) {
     const client = adminClient();
     const body: CheckpointCreateRequest = {};
-    if (args.path) body.path = isS3Url(args.path) ? args.path : resolve(args.path);
+    if (args.path) body.path = locationOf(args.path);
     if (args["delay-secs"] !== undefined) {
       const n = Number(args["delay-secs"]);
-      if (!(n >= 0) || !Number.isFinite(n)) throw new CairnError("E_USAGE", `--delay-secs must be a number >= 0, got ${JSON.stringify(args["delay-secs"])}`, { exitStatus: 2 });
+      if (!(n >= 0) || !Number.isFinite(n)) throw new CairnError("E_USAGE", `--delay-secs must be a number >= 0, got ${JSON.stringify(args["delay-secs"])}`, {});
       body.delay_secs = n;
     }
     const run = await client.request<CheckpointRun>("POST", CHECKPOINT_ROUTES.create, body, { timeoutMs: 30_000 });
@@ -40,7 +39,7 @@ export default defineCommand({
       const s = await client.request<CheckpointStatus>("GET", CHECKPOINT_ROUTES.status, undefined, { timeoutMs: 30_000 });
       const done = s.running?.run === run.run ? undefined : s.last?.run === run.run ? s.last : undefined;
       if (done) return report(done);
-      if (s.running?.run !== run.run) throw new CairnError("E_LOST", "the node no longer knows this checkpoint (was it restarted?)");
+      if (s.running?.run !== run.run) throw new CairnError("E_ADMIN", "the node no longer knows this checkpoint (was it restarted?)");
       await Bun.sleep(200);
     }
   },

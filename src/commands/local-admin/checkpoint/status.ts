@@ -1,7 +1,7 @@
 import { defineCommand } from "citty";
 import { CHECKPOINT_ROUTES } from "../../../admin/protocol.ts";
-import type { CheckpointRun, CheckpointStatus } from "../../../checkpoint/manager.ts";
-import { formatBytes, formatTime } from "../../../util/format.ts";
+import type { CheckpointRun, CheckpointStatus } from "../../../checkpoint/run.ts";
+import { formatBytes, formatTime } from "../../../util/display.ts";
 import { adminClient } from "../context.ts";
 
 export default defineCommand({

@@ -10,10 +10,10 @@
  */
 import { existsSync, mkdirSync, readdirSync, renameSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
-import { CairnError, errorMessage, sysCode } from "../errors.ts";
-import type { Logger } from "../log.ts";
-import { FileLock } from "../engine/lock.ts";
-import { assertTrustedDir, DIR_MODE, emptyDirNoFollow, fsyncDir, readOwnFile, writeFileAtomic } from "../util/fsx.ts";
+import { CairnError, errorMessage } from "../../errors.ts";
+import type { Logger } from "../../log.ts";
+import { FileLock } from "../../util/file-lock.ts";
+import { assertTrustedDir, DIR_MODE, emptyDirNoFollow, fsyncDir, readOwnFile, writeFileAtomic } from "../../util/fsx.ts";
 import {
   DEFAULT_BLOCK_SIZE,
   decodeStoreInfo,
@@ -23,18 +23,14 @@ import {
   type Manifest,
   manifestPath,
   MAX_STORE_INFO_BYTES,
-  packFileOf,
   packPath,
   STORE_FILE,
   STORE_FORMAT,
   STORE_LOCK_FILE,
   type StoreInfo,
-} from "./format.ts";
-import { DirSource } from "./objects.ts";
-import { StoreReader } from "./reader.ts";
-
-/** Readers (restore, verify, export) hold this shared; garbage collection needs it exclusive. */
-export const STORE_READERS_LOCK_FILE = "cairn-store.readers";
+} from "../format.ts";
+import { StoreReader } from "../reader.ts";
+import { DirBackend, STORE_READERS_LOCK_FILE } from "./backend.ts";
 
 /** The folders of a store, which must be real folders of this user. */
 const STORE_FOLDERS = ["tmp", "packs", "manifests"];
@@ -48,7 +44,7 @@ export class LocalStore {
     readonly info: StoreInfo,
     private readonly lock: FileLock,
   ) {
-    this.reader = new StoreReader(new DirSource(dir));
+    this.reader = new StoreReader(new DirBackend(dir));
     this.tmpDir = join(dir, "tmp");
   }
 
@@ -61,7 +57,7 @@ export class LocalStore {
     try {
       mkdirSync(dir, { recursive: true, mode: DIR_MODE });
     } catch (e) {
-      throw new CairnError("E_STORE_IO", `cannot create the checkpoint directory ${dir}: ${errorMessage(e)}`, { cause: e });
+      throw new CairnError("E_IO", `cannot create the checkpoint directory ${dir}: ${errorMessage(e)}`, { cause: e });
     }
     // refuse a folder that is not ours, another node's store or a folder holding anything else,
     // before creating anything in it (the store file never changes)
@@ -70,7 +66,7 @@ export class LocalStore {
     if (existsSync(join(dir, STORE_FILE))) LocalStore.ownInfo(dir, nodeId);
     else LocalStore.assertEmpty(dir);
     const lock = FileLock.exclusive(join(dir, STORE_LOCK_FILE), (holder) =>
-      new CairnError("E_STORE_BUSY", `another process (pid ${holder?.pid ?? "unknown"}) is writing checkpoints into ${dir}`),
+      new CairnError("E_BUSY", `another process (pid ${holder?.pid ?? "unknown"}) is writing checkpoints into ${dir}`),
     );
     try {
       const info = LocalStore.ownInfo(dir, nodeId);
@@ -149,12 +145,9 @@ export class LocalStore {
     return (ids.at(-1) ?? 0) + 1;
   }
 
-  /** Move a pack and its index written in tmp/ into place (pack first, so an index never points nowhere). */
+  /** Move a pack and its index written in tmp/ into place. */
   publishPack(packId: string): void {
-    const sub = join(this.dir, "packs", packId.slice(0, 2));
-    mkdirSync(sub, { recursive: true, mode: DIR_MODE });
-    renameSync(join(this.tmpDir, `${packId}.pack`), join(this.dir, packPath(packId)));
-    renameSync(join(this.tmpDir, `${packId}.idx`), join(this.dir, indexPath(packId)));
+    publishPackFiles(this.dir, packId);
   }
 
   /** fsync every folder that published packs were renamed into. */
@@ -165,10 +158,7 @@ export class LocalStore {
 
   /** Write a manifest last and atomically: from this moment the checkpoint exists. */
   writeManifest(m: Omit<Manifest, "checksum">): number {
-    mkdirSync(join(this.dir, "manifests"), { recursive: true, mode: DIR_MODE });
-    const data = encodeManifest(m);
-    writeFileAtomic(join(this.dir, manifestPath(m.id)), data);
-    return data.length;
+    return writeManifestFile(this.dir, m);
   }
 
   removeManifest(id: number): void {
@@ -176,42 +166,26 @@ export class LocalStore {
     fsyncDir(join(this.dir, "manifests"));
   }
 
-  /** Delete a pack: its index first, so that no index ever names a missing pack. */
-  removePack(packId: string): void {
-    for (const p of [indexPath(packId), packPath(packId)]) {
-      try {
-        unlinkSync(join(this.dir, p));
-      } catch (e) {
-        if (sysCode(e) !== "ENOENT") throw e;
-      }
-    }
-  }
-
-  /** Packs present in the store (those with an index). */
-  packIds(): Promise<string[]> {
-    return packIdsIn(this.reader);
-  }
-
-  /** Pack files with no index: leftovers of a crash between the two renames. */
-  async orphanPackFiles(): Promise<string[]> {
-    const files = await this.reader.source.list("packs/");
-    const withIndex = new Set(await packIdsIn(this.reader));
-    return files.filter((f) => {
-      const pf = packFileOf(f);
-      return pf?.ext === "pack" && !withIndex.has(pf.packId);
-    });
-  }
-
   release(): void {
     this.lock.release();
   }
 }
 
-/** Packs present in a store (those with an index). */
-export async function packIdsIn(reader: StoreReader): Promise<string[]> {
-  const files = await reader.source.list("packs/");
-  return files.flatMap((f) => {
-    const pf = packFileOf(f);
-    return pf?.ext === "idx" ? [pf.packId] : [];
-  });
+/**
+ * Move a pack and its index written in `<dir>/tmp/` into place, pack first, so an index never
+ * names a missing pack (a checkpoint's packs, and garbage collection's rewritten ones).
+ */
+export function publishPackFiles(dir: string, packId: string): void {
+  const sub = join(dir, "packs", packId.slice(0, 2));
+  mkdirSync(sub, { recursive: true, mode: DIR_MODE });
+  renameSync(join(dir, "tmp", `${packId}.pack`), join(dir, packPath(packId)));
+  renameSync(join(dir, "tmp", `${packId}.idx`), join(dir, indexPath(packId)));
+}
+
+/** Write a manifest into a local store atomically; returns its size. */
+export function writeManifestFile(dir: string, m: Omit<Manifest, "checksum">): number {
+  mkdirSync(join(dir, "manifests"), { recursive: true, mode: DIR_MODE });
+  const data = encodeManifest(m);
+  writeFileAtomic(join(dir, manifestPath(m.id)), data);
+  return data.length;
 }

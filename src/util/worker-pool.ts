@@ -1,12 +1,28 @@
-/** A fixed set of checkpoint workers with request/reply calls. */
-import { CairnError } from "../errors.ts";
-import { workerUrl } from "../util/worker-url.ts";
-import type { WorkerReply, WorkerRequest } from "./protocol.ts";
+/**
+ * A fixed set of worker threads running the one worker entry point (src/worker.ts), with
+ * request/reply calls. A request names its job ("checkpoint", "restore", "check", "store",
+ * "wal") and what to do; the entry point hands it to that job, which lives in the folder it
+ * belongs to. A failed call comes back as the CairnError the job threw, code and hint kept.
+ */
+import { CairnError, deserializeError, type SerializedError } from "../errors.ts";
+import { workerUrl } from "./worker-url.ts";
+
+export interface JobRequest {
+  job: string;
+  op: string;
+}
+
+export type WorkerReply = { id: number; ok: true; result?: unknown } | { id: number; ok: false; error: SerializedError };
+
+/** A job's result with buffers to move to the caller instead of copying them. */
+export class Transfer<T> {
+  constructor(
+    readonly value: T,
+    readonly buffers: ArrayBuffer[],
+  ) {}
+}
 
 type Pending = { resolve: (v: unknown) => void; reject: (e: unknown) => void };
-
-// distributes Omit over the union, so each request keeps its own fields
-type Request = WorkerRequest extends infer R ? (R extends { id: number } ? Omit<R, "id"> : never) : never;
 
 export class WorkerPool {
   private readonly workers: { worker: Worker; pending: Map<number, Pending> }[] = [];
@@ -15,16 +31,16 @@ export class WorkerPool {
 
   constructor(readonly size: number) {
     for (let i = 0; i < size; i++) {
-      const worker = new Worker(workerUrl("checkpoint/checkpoint-worker"));
+      const worker = new Worker(workerUrl("worker"));
       const pending = new Map<number, Pending>();
       worker.onmessage = (e: MessageEvent<WorkerReply>) => {
         const p = pending.get(e.data.id);
         if (!p) return;
         pending.delete(e.data.id);
         if (e.data.ok) p.resolve(e.data.result);
-        else p.reject(new CairnError(e.data.code?.startsWith("E_") ? e.data.code : "E_CHECKPOINT", e.data.error));
+        else p.reject(deserializeError(e.data.error));
       };
-      worker.onerror = (e) => this.fail(new CairnError("E_WORKER", `checkpoint worker failed: ${e.message}`));
+      worker.onerror = (e) => this.fail(new CairnError("E_WORKER", `a worker thread failed: ${e.message}`));
       this.workers.push({ worker, pending });
     }
   }
@@ -34,7 +50,7 @@ export class WorkerPool {
     return this.dead === undefined;
   }
 
-  call<T>(i: number, msg: Request, transfer: ArrayBuffer[] = []): Promise<T> {
+  call<T, M extends JobRequest = JobRequest>(i: number, msg: M, transfer: ArrayBuffer[] = []): Promise<T> {
     if (this.dead) return Promise.reject(this.dead);
     const w = this.workers[i]!;
     const id = this.nextId++;
@@ -44,7 +60,7 @@ export class WorkerPool {
     });
   }
 
-  all<T>(msg: Request): Promise<T[]> {
+  all<T, M extends JobRequest = JobRequest>(msg: M): Promise<T[]> {
     return Promise.all(this.workers.map((_, i) => this.call<T>(i, msg)));
   }
 
@@ -57,7 +73,7 @@ export class WorkerPool {
   }
 
   /** Stop every worker at once; pending calls fail with `reason`. */
-  terminate(reason = new CairnError("E_CANCELLED", "checkpoint cancelled")): void {
+  terminate(reason: CairnError): void {
     this.fail(reason);
     for (const w of this.workers) w.worker.terminate();
   }

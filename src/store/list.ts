@@ -1,6 +1,6 @@
 /** Listing the checkpoints of a store: read-only, never locks or changes anything. */
 import { CairnError, errorMessage } from "../errors.ts";
-import type { CheckpointSource } from "./open.ts";
+import type { Store } from "./store.ts";
 
 export interface CheckpointListing {
   id: number;
@@ -25,10 +25,10 @@ export interface Listing {
   unreadable: { id: number; error: string }[];
 }
 
-export async function listCheckpoints(reader: CheckpointSource): Promise<Listing> {
+export async function listCheckpoints(reader: Store): Promise<Listing> {
   const ids = await reader.manifestIds();
-  if (reader.kind === "objects" && !(await reader.exists())) {
-    const others = (await reader.source.list("")).filter((p) => !p.startsWith("tmp/") && !p.endsWith(".lock") && !p.endsWith(".readers"));
+  if (reader.reader && !(await reader.exists())) {
+    const others = (await reader.reader.source.list("")).filter((p) => !p.startsWith("tmp/") && !p.endsWith(".lock") && !p.endsWith(".readers"));
     if (others.length > 0 || ids.length > 0) {
       throw new CairnError("E_NOT_A_STORE", `${reader.location} is not a cairn checkpoint store (no cairn-store.json)`);
     }

@@ -1,35 +1,37 @@
 /**
- * Reading a checkpoint store through an ObjectSource: its info, manifests, pack indexes,
- * segments and blocks, each checked as it is read (manifest and index checksums, block
- * digests). Used by list, verify, restore and export alike, whatever the backend.
+ * Reading a checkpoint store through a backend's random reads (a folder, S3): its info,
+ * manifests, pack indexes, segments and blocks, each checked as it is read (manifest and index
+ * checksums, block digests). Used by list, verify, restore and export alike.
  */
 import { CairnError } from "../errors.ts";
+import { type Backend, type RandomReads, randomReadsOf } from "./backend.ts";
+import { DigestTable } from "./digest-table.ts";
 import {
-  decodeIndex,
-  decompressBlock,
-  MAX_INDEX_BYTES,
-  MAX_MANIFEST_BYTES,
-  MAX_STORE_INFO_BYTES,
   decodeManifest,
   decodeStoreInfo,
-  type DecodedIndex,
-  equalBytes,
-  FLAG_ZSTD,
-  INDEX_ENTRY_BYTES,
-  type IndexEntry,
   indexPath,
   type Manifest,
   MANIFEST_NAME_RE,
   manifestPath,
+  MAX_MANIFEST_BYTES,
+  MAX_STORE_INFO_BYTES,
+  packFileOf,
   packPath,
-  readIndexEntry,
   SEGMENT_ENTRY_BYTES,
   STORE_FILE,
   type StoreInfo,
 } from "./format.ts";
-import { DigestTable } from "./digest-table.ts";
-import { digestMatches, fromHex, toHex } from "./hash.ts";
-import type { ObjectSource } from "./objects.ts";
+import { fromHex } from "./hash.ts";
+import {
+  type DecodedIndex,
+  decodeBlock,
+  decodeIndex,
+  equalBytes,
+  INDEX_ENTRY_BYTES,
+  type IndexEntry,
+  MAX_INDEX_BYTES,
+  readIndexEntry,
+} from "./pack.ts";
 
 export interface BlockLocation extends IndexEntry {
   packId: string;
@@ -52,7 +54,6 @@ export function windowSegments(m: Manifest, multiple: number): number {
 }
 
 export class StoreReader {
-  readonly kind = "objects" as const;
   private infoCache?: StoreInfo;
   private indexCache = new Map<string, DecodedIndex>();
   private indexCacheBytes = 0;
@@ -60,10 +61,15 @@ export class StoreReader {
   private readonly checkedIndexes = new Set<string>();
   private scanBuffer: Uint8Array = new Uint8Array(0);
 
-  constructor(readonly source: ObjectSource) {}
+  /** The backend's random reads. */
+  readonly source: RandomReads;
+
+  constructor(readonly backend: Backend) {
+    this.source = randomReadsOf(backend, "reading a store at random");
+  }
 
   get location(): string {
-    return this.source.location;
+    return this.backend.location;
   }
 
   async info(): Promise<StoreInfo> {
@@ -87,6 +93,14 @@ export class StoreReader {
     return ids.sort((a, b) => a - b);
   }
 
+  /** Packs present in the store (those with an index). */
+  async packIds(): Promise<string[]> {
+    return (await this.source.list("packs/")).flatMap((f) => {
+      const pf = packFileOf(f);
+      return pf?.ext === "idx" ? [pf.packId] : [];
+    });
+  }
+
   async manifest(id: number): Promise<Manifest> {
     const path = manifestPath(id);
     const m = decodeManifest(await this.source.get(path, MAX_MANIFEST_BYTES), `${this.location}/${path}`);
@@ -100,7 +114,7 @@ export class StoreReader {
    */
   private async indexForScan(packId: string): Promise<DecodedIndex> {
     const cached = this.indexCache.get(packId);
-    if (cached || !this.source.getReusing) return cached ?? this.index(packId);
+    if (cached) return cached;
     const path = indexPath(packId);
     const data = await this.source.getReusing(path, this.scanBuffer, MAX_INDEX_BYTES);
     if (data.buffer !== this.scanBuffer.buffer) this.scanBuffer = new Uint8Array(data.buffer);
@@ -241,16 +255,4 @@ export class StoreReader {
   async blockList(m: Manifest, where?: Map<string, BlockLocation>): Promise<Uint8Array> {
     return this.segmentEntries(m, where ?? (await this.locateSome(m.packs, m.segments)), 0, m.segments.length);
   }
-}
-
-/** Decompress a stored block if needed (never to more than its index says) and check it against its digest. */
-export function decodeBlock(stored: Uint8Array, loc: IndexEntry, name: string): Uint8Array {
-  if (stored.length !== loc.storedLength) {
-    throw new CairnError("E_STORE_DAMAGED", `${name}: truncated (block at offset ${loc.offset} is cut short)`);
-  }
-  const raw = loc.flags & FLAG_ZSTD ? decompressBlock(stored, loc.rawLength, name, loc.offset) : stored;
-  if (raw.length !== loc.rawLength || !digestMatches(raw, loc.digest)) {
-    throw new CairnError("E_STORE_DAMAGED", `${name}: block ${toHex(loc.digest).slice(0, 16)}… at offset ${loc.offset} does not match its digest (damaged)`);
-  }
-  return raw;
 }

@@ -11,6 +11,12 @@
 import { closeSync, openSync, readSync } from "node:fs";
 import { CairnError } from "../errors.ts";
 
+/** The page size in an SQLite database header (bytes 16-17; 1 means 65536). */
+export function headerPageSize(header: Uint8Array): number {
+  const v = (header[16]! << 8) | header[17]!;
+  return v === 1 ? 65536 : v;
+}
+
 export interface WalIndexHeader {
   /** Last valid frame (a commit boundary). */
   mxFrame: number;

@@ -1,75 +1,27 @@
 /**
- * The restore side of a checkpoint worker: fetch, check and assemble ranges of the image.
+ * A restore worker's job: fetch, check and assemble ranges of the image.
  *
  * The coordinator (rebuild.ts) hands over the block list and block locations one window at a
  * time; each range is read from the store in runs of blocks that lie back to back in one pack
- * (a local file read with pread, or one ranged GET from S3, a few at a time), every block is
- * checked against its digest, and the range is written at its place in the image file.
+ * (the backend's random reads: a pread from a folder, one ranged GET from S3, a few at a time),
+ * every block is checked against its digest, and the range is written at its place in the
+ * image file.
  */
 import { closeSync, constants, openSync } from "node:fs";
-import { join } from "node:path";
 import { CairnError } from "../errors.ts";
+import type { Backend, RandomReads } from "../store/backend.ts";
+import { packPath, SEGMENT_ENTRY_BYTES } from "../store/format.ts";
+import { digestMatches } from "../store/hash.ts";
+import { openBackend } from "../store/open.ts";
+import { decodeBlock, FLAG_ZSTD } from "../store/pack.ts";
+import { LOC_WORDS } from "../store/reader.ts";
 import { preadFully, writeFully } from "../util/fsx.ts";
-import { FLAG_ZSTD, packPath, SEGMENT_ENTRY_BYTES } from "../checkpoint/format.ts";
-import { digestMatches } from "../checkpoint/hash.ts";
-import { missing } from "../checkpoint/objects.ts";
-import { decodeBlock, LOC_WORDS } from "../checkpoint/reader.ts";
-import { type S3SourceSpec, S3Source } from "../checkpoint/s3.ts";
-
-/** Where the store's packs are read from: a local folder, or an S3 prefix. */
-export type PackSourceSpec = { dir: string } | { s3: S3SourceSpec };
-
-interface PackBytes {
-  readonly location: string;
-  /** Read `length` bytes at `offset` of pack `packId` into `into` at `at`; returns bytes read. */
-  read(packId: string, into: Uint8Array, at: number, length: number, offset: number): Promise<number>;
-  /** Reads in flight at once within one range. */
-  readonly parallel: number;
-  close(): void;
-}
-
-class DirPacks implements PackBytes {
-  readonly parallel = 1;
-  private fds = new Map<string, number>();
-  constructor(readonly location: string) {}
-  async read(packId: string, into: Uint8Array, at: number, length: number, offset: number): Promise<number> {
-    let fd = this.fds.get(packId);
-    if (fd === undefined) {
-      const path = packPath(packId);
-      try {
-        fd = openSync(join(this.location, path), "r");
-      } catch (e) {
-        throw missing(this.location, path, e);
-      }
-      this.fds.set(packId, fd);
-    }
-    return preadFully(fd, into, at, length, offset);
-  }
-  close(): void {
-    for (const fd of this.fds.values()) closeSync(fd);
-    this.fds.clear();
-  }
-}
-
-class S3Packs implements PackBytes {
-  readonly parallel = 4;
-  private readonly source: S3Source;
-  constructor(spec: S3SourceSpec) {
-    this.source = new S3Source(spec);
-  }
-  get location(): string {
-    return this.source.location;
-  }
-  async read(packId: string, into: Uint8Array, at: number, length: number, offset: number): Promise<number> {
-    const data = await this.source.getRange(packPath(packId), offset, length);
-    into.set(data.subarray(0, length), at);
-    return Math.min(length, data.length);
-  }
-  close(): void {}
-}
+import { lowerThisThreadPriority } from "../util/thread-priority.ts";
+import type { RestoreInit, RestoreJob } from "./jobs.ts";
 
 interface RestoreState {
-  packs: PackBytes;
+  backend: Backend;
+  packs: RandomReads;
   packIds: string[];
   blockSize: number;
   imageBytes: number;
@@ -88,10 +40,12 @@ let rangesSinceGc = 0;
 /** Longest single read when blocks lie back to back in a pack. */
 const RESTORE_READ_BYTES = 1024 * 1024;
 
-export function openRestore(o: { source: PackSourceSpec; packIds: string[]; blockSize: number; imageBytes: number; imageFile: string }): void {
+function openRestore(o: RestoreInit): void {
   closeRestore();
+  const backend = openBackend(o.source);
   state = {
-    packs: "dir" in o.source ? new DirPacks(o.source.dir) : new S3Packs(o.source.s3),
+    backend,
+    packs: backend.random!,
     packIds: o.packIds,
     blockSize: o.blockSize,
     imageBytes: o.imageBytes,
@@ -104,19 +58,19 @@ export function openRestore(o: { source: PackSourceSpec; packIds: string[]; bloc
 }
 
 /** The tables the coordinator writes each window into (shared, so never copied). */
-export function setRestoreTables(list: SharedArrayBuffer, locations: SharedArrayBuffer): void {
+function setRestoreTables(list: SharedArrayBuffer, locations: SharedArrayBuffer): void {
   state!.list = new Uint8Array(list);
   state!.loc = new Uint32Array(locations);
 }
 
 /** The tables now hold the window starting at block `firstBlock`. */
-export function setRestoreWindow(firstBlock: number): void {
+function setRestoreWindow(firstBlock: number): void {
   state!.firstBlock = firstBlock;
 }
 
-export function closeRestore(): void {
+function closeRestore(): void {
   if (!state) return;
-  state.packs.close();
+  state.backend.close?.();
   closeSync(state.imageFd);
   state = undefined;
 }
@@ -125,7 +79,7 @@ export function closeRestore(): void {
  * Whether blocks [first, first+count) of the image file already hold what the window's list
  * says (an earlier, interrupted run wrote them): read back and checked against each digest.
  */
-export function checkImageRange(first: number, count: number): boolean {
+function checkImageRange(first: number, count: number): boolean {
   const r = state!;
   const start = first * r.blockSize;
   const end = Math.min((first + count) * r.blockSize, r.imageBytes);
@@ -145,7 +99,7 @@ export function checkImageRange(first: number, count: number): boolean {
  * must hold them), each checked against its digest, and write them at their place in the
  * image file. Returns the bytes written.
  */
-export async function restoreRange(first: number, count: number): Promise<number> {
+async function restoreRange(first: number, count: number): Promise<number> {
   const r = state!;
   const start = first * r.blockSize;
   const end = Math.min((first + count) * r.blockSize, r.imageBytes);
@@ -156,7 +110,7 @@ export async function restoreRange(first: number, count: number): Promise<number
   const digestOf = (b: number) => r.list.subarray((b - r.firstBlock) * SEGMENT_ENTRY_BYTES, (b - r.firstBlock) * SEGMENT_ENTRY_BYTES + 32);
   const expectedLength = (b: number) => Math.min(r.blockSize, r.imageBytes - b * r.blockSize);
   const isPlain = (b: number) => (r.loc[w(b) + 4]! & FLAG_ZSTD) === 0 && r.loc[w(b) + 2] === expectedLength(b) && r.loc[w(b) + 3] === expectedLength(b);
-  const packName = (b: number) => `${r.packs.location}/${packPath(r.packIds[r.loc[w(b)]!]!)}`;
+  const packName = (b: number) => `${r.backend.location}/${packPath(r.packIds[r.loc[w(b)]!]!)}`;
   const damaged = (b: number, why: string) => new CairnError("E_STORE_DAMAGED", `${packName(b)}: block ${b} at offset ${r.loc[w(b) + 1]} ${why} (damaged)`);
 
   // runs of blocks back to back in one pack: plain runs are read straight into place
@@ -179,7 +133,7 @@ export async function restoreRange(first: number, count: number): Promise<number
     const offset = r.loc[w(run.b) + 1]!;
     if (run.plain) {
       const at = run.b * r.blockSize - start;
-      const n = await r.packs.read(pack, out, at, run.bytes, offset);
+      const n = await r.packs.readInto(packPath(pack), out, at, run.bytes, offset);
       if (n !== run.bytes) throw damaged(run.b, "is cut short (truncated pack)");
       for (let k = run.b; k < run.e; k++) {
         const o = k * r.blockSize - start;
@@ -188,7 +142,7 @@ export async function restoreRange(first: number, count: number): Promise<number
       return;
     }
     const stored = new Uint8Array(run.bytes);
-    const n = await r.packs.read(pack, stored, 0, run.bytes, offset);
+    const n = await r.packs.readInto(packPath(pack), stored, 0, run.bytes, offset);
     for (let k = run.b, at = 0; k < run.e; k++) {
       const len = r.loc[w(k) + 2]!;
       const loc = { digest: digestOf(k), offset: r.loc[w(k) + 1]!, storedLength: len, rawLength: r.loc[w(k) + 3]!, flags: r.loc[w(k) + 4]! };
@@ -200,7 +154,7 @@ export async function restoreRange(first: number, count: number): Promise<number
   };
   let next = 0;
   await Promise.all(
-    Array.from({ length: Math.min(r.packs.parallel, runs.length) }, async () => {
+    Array.from({ length: Math.min(r.packs.parallelReads, runs.length) }, async () => {
       while (next < runs.length) await fetchRun(runs[next++]!);
     }),
   );
@@ -212,4 +166,27 @@ export async function restoreRange(first: number, count: number): Promise<number
     rangesSinceGc = 0;
   }
   return out.length;
+}
+
+export async function restoreJob(msg: RestoreJob): Promise<unknown> {
+  switch (msg.op) {
+    case "init":
+      // a restore shares the machine with whatever else runs there
+      lowerThisThreadPriority(5);
+      openRestore(msg);
+      return;
+    case "tables":
+      setRestoreTables(msg.list, msg.locations);
+      return;
+    case "window":
+      setRestoreWindow(msg.firstBlock);
+      return;
+    case "range":
+      return restoreRange(msg.first, msg.count);
+    case "checkRange":
+      return checkImageRange(msg.first, msg.count);
+    case "close":
+      closeRestore();
+      return;
+  }
 }

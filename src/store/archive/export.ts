@@ -8,36 +8,31 @@
  * damaged store makes a failed export, never a damaged archive. The file appears under its
  * name only when complete (temp name, fsync, rename, fsync of the folder).
  */
-import { closeSync, createWriteStream, fstatSync, fsyncSync, openSync, renameSync, rmSync, statSync, type WriteStream } from "node:fs";
+import { statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
-import type { Transform, Writable } from "node:stream";
-import { createGzip, createZstdCompress, constants as zlibConstants } from "node:zlib";
-import tar from "tar-stream";
-import { CairnError, errorMessage, isDiskFull } from "../errors.ts";
-import { FileLock } from "../engine/lock.ts";
-import { pausePoint } from "../util/crash-point.ts";
-import { FILE_MODE, fsyncDir, READ_NO_FOLLOW, tempNameFor } from "../util/fsx.ts";
-import { DigestTable } from "./digest-table.ts";
-import { type ArchiveCompression, archiveRoot, compressionForName } from "./archive.ts";
+import { CairnError, errorMessage, isDiskFull } from "../../errors.ts";
+import { pausePoint } from "../../util/crash-point.ts";
+import { FileLock } from "../../util/file-lock.ts";
+import { FILE_MODE, tempNameFor } from "../../util/fsx.ts";
+import { DigestTable } from "../digest-table.ts";
 import {
-  encodeIndex,
   encodeManifest,
   encodeStoreInfo,
-  INDEX_ENTRY_BYTES,
   indexPath,
   type Manifest,
   manifestPath,
-  PACK_HEADER_BYTES,
-  PACK_MAGIC,
   packPath,
   SEGMENT_ENTRY_BYTES,
   STORE_FILE,
   type StoreInfo,
   storeInfoForCopy,
-  writeIndexEntry,
-} from "./format.ts";
-import { blockDigest, toHex } from "./hash.ts";
-import { type BlockLocation, decodeBlock, LOC_WORDS, type StoreReader, windowSegments } from "./reader.ts";
+} from "../format.ts";
+import { blockDigest, toHex } from "../hash.ts";
+import { decodeBlock, PACK_MAGIC } from "../pack.ts";
+import { PackLayout } from "../pack-writer.ts";
+import { type BlockLocation, LOC_WORDS, type StoreReader, windowSegments } from "../reader.ts";
+import { type ArchiveCompression, archiveRoot, compressionForName } from "./names.ts";
+import { ArchiveFile, type EntryHeader } from "./writer.ts";
 
 /** Segments per pack of an archive: 8,192 blocks, 64 MiB of 8 KiB blocks. */
 export const EXPORT_PACK_SEGMENTS = 32;
@@ -69,160 +64,6 @@ export interface ExportResult {
 function exportPackIds(m: Manifest): string[] {
   const n = Math.ceil(m.segments.length / EXPORT_PACK_SEGMENTS);
   return Array.from({ length: n }, (_, k) => toHex(blockDigest(new TextEncoder().encode(`${m.checksum}/${k}`))).slice(0, 32));
-}
-
-type EntryHeader = Partial<tar.Header> & Pick<tar.Header, "name">;
-
-/**
- * The archive file being written: tar-stream → gzip/zstd → a temp file. Any stream's error
- * fails every pending write at once (no write waits for a drain that will not come), and
- * tearing it down never leaves an error unheard.
- */
-class ArchiveFile {
-  private readonly pack = tar.pack();
-  private readonly file: WriteStream;
-  private readonly z?: Transform;
-  private readonly closed: Promise<void>;
-  private failure: unknown;
-  /** Waits in progress, failed at once if a stream fails. */
-  private readonly waiting = new Set<(e: unknown) => void>();
-
-  /** The temp file as it was created (its inode), so that what is published is known to be it. */
-  private created?: { dev: number; ino: number };
-  /** The temp file reopened for its fsync, kept open until the archive is in place. */
-  private fd: number | undefined;
-
-  constructor(readonly tmp: string, compression: ArchiveCompression) {
-    // "wx" is O_CREAT|O_EXCL: a new file of its own, never an existing one, never through a
-    // planted symlink (O_EXCL does not follow one)
-    this.file = createWriteStream(tmp, { flags: "wx", mode: FILE_MODE, highWaterMark: 1024 * 1024 });
-    this.file.on("open", (fd: number) => {
-      const st = fstatSync(fd);
-      this.created = { dev: st.dev, ino: st.ino };
-    });
-    this.closed = new Promise<void>((res) => this.file.on("close", () => res()));
-    const fail = (e: unknown) => this.fail(e);
-    this.file.on("error", fail);
-    this.pack.on("error", fail);
-    if (compression === "none") this.pack.pipe(this.file);
-    else {
-      this.z =
-        compression === "gzip"
-          ? createGzip({ level: 6, chunkSize: 256 * 1024 })
-          : createZstdCompress({ params: { [zlibConstants.ZSTD_c_compressionLevel]: 3 }, chunkSize: 256 * 1024 });
-      this.z.on("error", fail);
-      this.pack.pipe(this.z as unknown as Writable).pipe(this.file);
-    }
-  }
-
-  private fail(e: unknown): void {
-    if (this.failure !== undefined) return;
-    this.failure = e ?? new Error("the archive stream failed");
-    for (const reject of this.waiting) reject(this.failure);
-    this.waiting.clear();
-  }
-
-  /** Throws what failed, if anything did. */
-  check(): void {
-    if (this.failure !== undefined) throw this.failure;
-  }
-
-  /** Wait for `p`, unless the streams fail first (no reaction is left behind either way). */
-  private guard<T>(p: Promise<T>): Promise<T> {
-    if (this.failure !== undefined) return Promise.reject(this.failure);
-    return new Promise<T>((res, rej) => {
-      this.waiting.add(rej);
-      p.then(
-        (v) => {
-          this.waiting.delete(rej);
-          res(v);
-        },
-        (e) => {
-          this.waiting.delete(rej);
-          rej(e);
-        },
-      );
-    });
-  }
-
-  /** One entry: its whole body, or a function writing it in chunks (with backpressure). */
-  async entry(header: EntryHeader, body: Uint8Array | ((write: (chunk: Uint8Array) => Promise<void>) => Promise<void>)): Promise<void> {
-    this.check();
-    if (body instanceof Uint8Array) {
-      await this.guard(
-        new Promise<void>((res, rej) => this.pack.entry({ ...header, size: body.length }, Buffer.from(body.buffer, body.byteOffset, body.byteLength), (e) => (e ? rej(e) : res()))),
-      );
-      return;
-    }
-    let entry!: Writable;
-    const done = new Promise<void>((res, rej) => {
-      entry = this.pack.entry(header, (e) => (e ? rej(e) : res())) as unknown as Writable;
-    });
-    done.catch(() => {});
-    entry.on("error", (e) => this.fail(e));
-    await body(async (chunk) => {
-      this.check();
-      if (!entry.write(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength))) await this.guard(new Promise((r) => entry.once("drain", r)));
-    });
-    entry.end();
-    await this.guard(done);
-  }
-
-  /** The end-of-archive blocks, everything flushed and fsynced. */
-  async finish(): Promise<void> {
-    this.pack.finalize();
-    await this.guard(this.closed);
-    this.check();
-    this.fd = openSync(this.tmp, READ_NO_FOLLOW);
-    if (!this.isCreated(fstatSync(this.fd))) {
-      this.closeFd();
-      throw new CairnError("E_UNSAFE_PATH", `${this.tmp} was replaced by another file while the export wrote it`, {
-        hint: "export into a folder only this user can write",
-      });
-    }
-    fsyncSync(this.fd);
-  }
-
-  private isCreated(st: { dev: number; ino: number }): boolean {
-    return this.created !== undefined && st.dev === this.created.dev && st.ino === this.created.ino;
-  }
-
-  /**
-   * Rename the finished archive to `output`, make that durable, and check that what is now at
-   * `output` is the file written (another user who can write the folder could have swapped it).
-   */
-  publish(output: string): void {
-    renameSync(this.tmp, output);
-    fsyncDir(dirname(output));
-    const st = statSync(output);
-    this.closeFd();
-    if (!this.isCreated(st)) {
-      throw new CairnError("E_UNSAFE_PATH", `${output} was replaced by another file while the export published it`, {
-        hint: "export into a folder only this user can write",
-      });
-    }
-  }
-
-  private closeFd(): void {
-    if (this.fd === undefined) return;
-    closeSync(this.fd);
-    this.fd = undefined;
-  }
-
-  /** Stop everything and remove the temp file. */
-  async destroy(): Promise<void> {
-    this.fail(new CairnError("E_INTERRUPTED", "export stopped"));
-    this.pack.destroy();
-    this.z?.destroy();
-    this.file.destroy();
-    await Promise.race([this.closed, Bun.sleep(1000)]);
-    this.closeFd();
-    rmSync(this.tmp, { force: true });
-  }
-
-  get error(): unknown {
-    return this.failure;
-  }
 }
 
 export async function exportCheckpoint(o: ExportOptions): Promise<ExportResult> {
@@ -317,7 +158,7 @@ async function exportLocked(
       throw new CairnError("E_DISK_FULL", `no space left on the device holding ${output}; nothing was written`, { cause: err });
     }
     if (err instanceof CairnError) throw err;
-    throw new CairnError("E_EXPORT", `cannot write ${output}: ${errorMessage(err)}`, { cause: err });
+    throw new CairnError("E_IO", `cannot write ${output}: ${errorMessage(err)}`, { cause: err });
   }
   return {
     checkpoint_id: m.id,
@@ -358,25 +199,23 @@ async function writePack(
     const b1 = Math.min(m.block_count, b0 + m.segment_blocks);
     for (let b = b0; b < b1; b++) items.push({ block: b - firstBlock });
   }
-  const entries = new Uint8Array(items.length * INDEX_ENTRY_BYTES);
-  let offset = PACK_HEADER_BYTES;
+  // laid out ahead (the sizes are known from the store's indexes): the index goes first
+  const layout = new PackLayout();
   let logical = 0;
-  items.forEach((it, i) => {
+  for (const it of items) {
     if ("seg" in it) {
       const l = segmentsAt.get(m.segments[it.seg]!)!;
       if (!l) throw new CairnError("E_STORE_DAMAGED", `checkpoint ${m.id}: segment ${it.seg} is in none of its packs`);
-      writeIndexEntry(entries, i, { digest: l.digest, offset, storedLength: l.storedLength, rawLength: l.rawLength, flags: l.flags });
-      offset += l.storedLength;
+      layout.addBytes(l.digest, l.storedLength, l.rawLength, l.flags);
     } else {
       const o = it.block * LOC_WORDS;
       const digest = list.subarray(it.block * SEGMENT_ENTRY_BYTES, it.block * SEGMENT_ENTRY_BYTES + 32);
-      writeIndexEntry(entries, i, { digest, offset, storedLength: loc[o + 2]!, rawLength: loc[o + 3]!, flags: loc[o + 4]! });
-      offset += loc[o + 2]!;
+      layout.addBytes(digest, loc[o + 2]!, loc[o + 3]!, loc[o + 4]!);
       logical += loc[o + 3]!;
     }
-  });
-  const packBytes = offset;
-  const index = encodeIndex(packBytes, entries, items.length);
+  }
+  const packBytes = layout.bytes;
+  const index = layout.index();
   await archive.entry(header(indexPath(packId), index.length), index);
   await archive.entry(header(packPath(packId), packBytes), async (write) => {
     await write(new TextEncoder().encode(PACK_MAGIC));

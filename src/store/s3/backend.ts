@@ -1,7 +1,6 @@
 /**
- * A checkpoint store under an S3 prefix (`s3://BUCKET/PREFIX`), through Bun's own S3Client.
- * It reads through the same ObjectSource interface as a directory, and adds the few writes a
- * push needs (put a file, delete one). Every request is retried with back-off on transient
+ * A checkpoint store under an S3 prefix (`s3://BUCKET/PREFIX`), through Bun's own S3Client:
+ * random reads and writes of the Backend interface (no readers' hold yet). Every request is retried with back-off on transient
  * errors (connection refused or reset, 5xx, throttling); errors that retrying cannot fix
  * (no such key or bucket, access denied, bad credentials) fail at once.
  *
@@ -13,8 +12,8 @@
  */
 import { closeSync, openSync, readSync, statSync } from "node:fs";
 import { S3Client } from "bun";
-import { CairnError, errorMessage } from "../errors.ts";
-import { missing, type ObjectSource, tooLarge } from "./objects.ts";
+import { CairnError, errorMessage } from "../../errors.ts";
+import { type Backend, type BackendSpec, missing, type RandomReads, tooLarge, type Writes } from "../backend.ts";
 
 export interface S3Settings {
   /** s3://BUCKET/PREFIX */
@@ -32,7 +31,7 @@ export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
 /** Each request may take this much longer per byte it carries (a slow link is not a dead one). */
 const MS_PER_MIB = 1000;
 
-/** How a worker rebuilds the same S3Source: plain data, safe to post. */
+/** Everything an S3Backend is made from: plain data, so a worker can make the same one. */
 export type S3SourceSpec = Required<Pick<S3Settings, "url">> & Omit<S3Settings, "url">;
 
 export function isS3Url(location: string): boolean {
@@ -42,7 +41,7 @@ export function isS3Url(location: string): boolean {
 export function parseS3Url(url: string): { bucket: string; prefix: string } {
   const m = /^s3:\/\/([^/]+)\/?(.*)$/.exec(url);
   if (!m || !m[1]) {
-    throw new CairnError("E_USAGE", `${url} is not an S3 location`, { hint: "name it as s3://BUCKET/PREFIX", exitStatus: 2 });
+    throw new CairnError("E_USAGE", `${url} is not an S3 location`, { hint: "name it as s3://BUCKET/PREFIX" });
   }
   return { bucket: m[1], prefix: m[2]!.replace(/\/+$/, "") };
 }
@@ -101,7 +100,8 @@ export const DEFAULT_RETRY: RetryPolicy = { attempts: 5, firstDelayMs: 200, maxD
 export const MULTIPART_THRESHOLD = 16 * 1024 * 1024;
 const PART_BYTES = 8 * 1024 * 1024;
 
-export class S3Source implements ObjectSource {
+export class S3Backend implements Backend, RandomReads, Writes {
+  readonly parallelReads = 4;
   readonly location: string;
   readonly bucket: string;
   readonly prefix: string;
@@ -111,21 +111,33 @@ export class S3Source implements ObjectSource {
   onAttemptFailed?: (what: string, err: unknown) => void;
 
   constructor(
-    readonly spec: S3SourceSpec,
+    readonly settings: S3SourceSpec,
     readonly retry: RetryPolicy = DEFAULT_RETRY,
   ) {
-    const { bucket, prefix } = parseS3Url(spec.url);
+    const { bucket, prefix } = parseS3Url(settings.url);
     this.bucket = bucket;
     this.prefix = prefix;
     this.location = `s3://${bucket}${prefix ? `/${prefix}` : ""}`;
     this.client = new S3Client({
       bucket,
-      endpoint: spec.endpoint,
-      region: spec.region,
-      accessKeyId: spec.accessKeyId,
-      secretAccessKey: spec.secretAccessKey,
-      sessionToken: spec.sessionToken,
+      endpoint: settings.endpoint,
+      region: settings.region,
+      accessKeyId: settings.accessKeyId,
+      secretAccessKey: settings.secretAccessKey,
+      sessionToken: settings.sessionToken,
     });
+  }
+
+  get random(): RandomReads {
+    return this;
+  }
+
+  get writes(): Writes {
+    return this;
+  }
+
+  spec(): BackendSpec {
+    return { kind: "s3", settings: this.settings };
   }
 
   private key(path: string): string {
@@ -135,7 +147,7 @@ export class S3Source implements ObjectSource {
   /** Run `op` with its deadline, retrying transient failures (and timeouts) with doubling delays. */
   private async withRetry<T>(what: string, path: string, op: () => Promise<T>, bytes = 0): Promise<T> {
     let delay = this.retry.firstDelayMs;
-    const deadline = (this.spec.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS) + Math.ceil((bytes / (1024 * 1024)) * MS_PER_MIB);
+    const deadline = (this.settings.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS) + Math.ceil((bytes / (1024 * 1024)) * MS_PER_MIB);
     for (let attempt = 1; ; attempt++) {
       try {
         return await withDeadline(op(), deadline);
@@ -167,6 +179,16 @@ export class S3Source implements ObjectSource {
     const data = await this.withRetry("reading", path, () => this.client.file(this.key(path)).slice(0, maxBytes + 1).bytes());
     if (data.length > maxBytes) throw tooLarge(this.location, path, `over ${maxBytes}`, maxBytes);
     return data;
+  }
+
+  async readInto(path: string, into: Uint8Array, at: number, length: number, offset: number): Promise<number> {
+    const data = await this.getRange(path, offset, length);
+    into.set(data.subarray(0, length), at);
+    return Math.min(length, data.length);
+  }
+
+  async getReusing(path: string, _reuse: Uint8Array, maxBytes: number): Promise<Uint8Array> {
+    return this.get(path, maxBytes);
   }
 
   async getRange(path: string, offset: number, length: number): Promise<Uint8Array> {
@@ -227,7 +249,7 @@ export class S3Source implements ObjectSource {
         const buf = new Uint8Array(PART_BYTES);
         for (let off = 0, part = 1; off < size; part++) {
           const n = readSync(fd, buf, 0, Math.min(PART_BYTES, size - off), off);
-          if (n <= 0) throw new CairnError("E_STORE_IO", `${localFile} shrank while it was uploaded`);
+          if (n <= 0) throw new CairnError("E_IO", `${localFile} shrank while it was uploaded`);
           writer.write(buf.slice(0, n));
           // let the queue drain every few parts, so memory stays bounded
           if (part % 4 === 0) await writer.flush();

@@ -4,11 +4,11 @@
  * however many checkpoints share it; every damaged checkpoint is named with what is wrong.
  */
 import { CairnError, errorMessage } from "../errors.ts";
-import { type Manifest, PACK_MAGIC, packPath, readIndexEntry, SEGMENT_ENTRY_BYTES } from "./format.ts";
+import { type Manifest, packPath, SEGMENT_ENTRY_BYTES } from "./format.ts";
 import { toHex } from "./hash.ts";
-import { decodeBlock } from "./reader.ts";
-import type { ArchiveReader } from "./archive.ts";
-import type { CheckpointSource } from "./open.ts";
+import { decodeBlock, PACK_MAGIC, readIndexEntry } from "./pack.ts";
+import type { Store } from "./store.ts";
+import type { StreamReader } from "./stream-reader.ts";
 
 export interface CheckpointVerdict {
   id: number;
@@ -28,11 +28,12 @@ export interface VerifyProgress {
 const MAX_PROBLEMS = 20;
 
 export async function verifyCheckpoints(
-  reader: CheckpointSource,
+  store: Store,
   ids: number[],
   onProgress?: (p: VerifyProgress) => void,
 ): Promise<CheckpointVerdict[]> {
-  if (reader.kind === "archive") return verifyArchive(reader, onProgress);
+  if (store.streamer) return verifyStream(store.streamer, onProgress);
+  const reader = store.reader!;
   await reader.info();
   const manifests = new Map<number, Manifest>();
   const verdicts = new Map<number, CheckpointVerdict>();
@@ -122,8 +123,8 @@ export async function verifyCheckpoints(
   return ids.map((id) => verdicts.get(id)!);
 }
 
-/** An archive holds one checkpoint: stream it through every check a restore makes. */
-async function verifyArchive(reader: ArchiveReader, onProgress?: (p: VerifyProgress) => void): Promise<CheckpointVerdict[]> {
+/** A stream (an archive) holds one checkpoint: stream it through every check a restore makes. */
+async function verifyStream(reader: StreamReader, onProgress?: (p: VerifyProgress) => void): Promise<CheckpointVerdict[]> {
   const [id] = await reader.manifestIds();
   const v: CheckpointVerdict = { id: id!, ok: true, problems: [], blocks: 0, bytes: 0 };
   let lastReport = 0;

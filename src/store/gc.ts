@@ -1,0 +1,175 @@
+/**
+ * Garbage collection of a store. Crash-safe by ordering:
+ *
+ *  - a pack no manifest names is deleted, index first (a pack without index is garbage too);
+ *    this is all a remote store gets (removeUnreferencedPacks, after its retention);
+ *  - in a local store, a pack mostly holding blocks no checkpoint needs is rewritten: the live
+ *    blocks are copied to a new pack (fsynced, renamed into place), then each manifest naming
+ *    the old pack is rewritten atomically to name the new one, and only then is the old pack
+ *    deleted. A crash anywhere leaves every manifest pointing at packs that exist.
+ *
+ * The node runs it (in a worker) after retention removed old manifests, while it holds the
+ * store's writer lock and the readers lock exclusively, so no restore or verify is reading.
+ * If any manifest cannot be read, nothing is collected: a damaged manifest might name packs
+ * that only look unreferenced.
+ */
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { CairnError, errorMessage } from "../errors.ts";
+import { crashPoint, pausePoint } from "../util/crash-point.ts";
+import { DIR_MODE, fileSizeOrZero, fsyncDir } from "../util/fsx.ts";
+import type { Backend, Writes } from "./backend.ts";
+import { DirBackend } from "./dir/backend.ts";
+import { publishPackFiles, writeManifestFile } from "./dir/writer.ts";
+import { DigestTable } from "./digest-table.ts";
+import { indexPath, type Manifest, packFileOf, packPath, SEGMENT_ENTRY_BYTES } from "./format.ts";
+import { fromHex } from "./hash.ts";
+import { INDEX_ENTRY_BYTES, readIndexEntry } from "./pack.ts";
+import { PackFile } from "./pack-writer.ts";
+import { StoreReader } from "./reader.ts";
+
+export interface GcResult {
+  removedPacks: number;
+  rewrittenPacks: number;
+  freedBytes: number;
+}
+
+export interface GcOptions {
+  /** Rewrite a pack once less than this fraction of its bytes is live. */
+  minLiveFraction: number;
+  sync: boolean;
+  /**
+   * Whether checkpoints were removed since the last collection. Blocks only die when a
+   * checkpoint goes, so without removals only unreferenced leftovers are looked for.
+   */
+  checkpointsRemoved: boolean;
+}
+
+/** Every manifest of the store, or E_STORE_DAMAGED if one cannot be read (then nothing may be collected). */
+async function allManifests(reader: StoreReader): Promise<Manifest[]> {
+  try {
+    return await Promise.all((await reader.manifestIds()).map((id) => reader.manifest(id)));
+  } catch (e) {
+    throw new CairnError("E_STORE_DAMAGED", `garbage collection skipped: ${errorMessage(e)}`, { cause: e });
+  }
+}
+
+/**
+ * Delete the packs no manifest in `manifests` names, and pack files whose index never made it
+ * (index first). Only files named as packs are looked at: anything else under packs/ is left
+ * alone. Returns what was removed and freed.
+ */
+export async function removeUnreferencedPacks(
+  backend: Backend & { writes: Writes },
+  reader: StoreReader,
+  manifests: Manifest[],
+): Promise<{ removedPacks: number; freedBytes: number }> {
+  const live = new Set(manifests.flatMap((m) => m.packs));
+  const files = await reader.source.listSizes("packs/");
+  const indexed = new Set<string>();
+  for (const f of files.keys()) {
+    const pf = packFileOf(f);
+    if (pf?.ext === "idx") indexed.add(pf.packId);
+  }
+  let removedPacks = 0;
+  let freedBytes = 0;
+  for (const [f, size] of files) {
+    const pf = packFileOf(f);
+    if (!pf || (live.has(pf.packId) && indexed.has(pf.packId))) continue;
+    if (pf.ext === "idx") {
+      freedBytes += size + (files.get(packPath(pf.packId)) ?? 0);
+      await backend.writes.delete(f);
+      await backend.writes.delete(packPath(pf.packId));
+      removedPacks++;
+      crashPoint("gc:removed-pack");
+    } else if (!indexed.has(pf.packId)) {
+      freedBytes += size;
+      await backend.writes.delete(f);
+    }
+  }
+  return { removedPacks, freedBytes };
+}
+
+/** Garbage collection of the local store in `dir` (see above). */
+export async function collectGarbage(dir: string, opts: GcOptions): Promise<GcResult> {
+  const backend = new DirBackend(dir);
+  try {
+    return await collectIn(dir, backend, opts);
+  } finally {
+    backend.close();
+  }
+}
+
+async function collectIn(dir: string, backend: DirBackend, opts: GcOptions): Promise<GcResult> {
+  const reader = new StoreReader(backend);
+  const manifests = await allManifests(reader);
+  await pausePoint("gc:collecting");
+  const { removedPacks, freedBytes } = await removeUnreferencedPacks(backend, reader, manifests);
+  const result: GcResult = { removedPacks, rewrittenPacks: 0, freedBytes };
+  if (!opts.checkpointsRemoved) return result;
+
+  // what every remaining checkpoint needs: a binary table of digests (no strings per block)
+  let needed = DigestTable.create(manifests.reduce((n, m) => n + m.block_count + m.segments.length, 0));
+  for (const m of manifests) {
+    for (const s of m.segments) needed = needed.set(fromHex(s), 0);
+    const list = await reader.blockList(m);
+    for (let b = 0; b < m.block_count; b++) needed = needed.set(list.subarray(b * SEGMENT_ENTRY_BYTES, b * SEGMENT_ENTRY_BYTES + 32), 0);
+  }
+
+  for (const packId of [...new Set(manifests.flatMap((m) => m.packs))].sort()) {
+    const idx = await reader.index(packId);
+    let liveBytes = 0;
+    let totalBytes = 0;
+    const keep: number[] = [];
+    for (let i = 0; i < idx.count; i++) {
+      const e = readIndexEntry(idx, i);
+      totalBytes += e.storedLength;
+      if (needed.getAt(idx.entries, i * INDEX_ENTRY_BYTES) >= 0) {
+        liveBytes += e.storedLength;
+        keep.push(i);
+      }
+    }
+    if (totalBytes === 0 || liveBytes >= opts.minLiveFraction * totalBytes) continue;
+    const newId = await rewritePack(dir, reader, packId, keep, opts.sync);
+    crashPoint("gc:pack-rewritten");
+    for (const m of manifests) {
+      if (!m.packs.includes(packId)) continue;
+      m.packs = [...new Set(m.packs.map((p) => (p === packId ? newId : p)))].sort();
+      const { checksum: _, ...rest } = m;
+      writeManifestFile(dir, rest);
+      crashPoint("gc:manifest-rewritten");
+    }
+    result.freedBytes += fileSizeOrZero(join(dir, packPath(packId))) - fileSizeOrZero(join(dir, packPath(newId)));
+    await backend.writes.delete(indexPath(packId));
+    await backend.writes.delete(packPath(packId));
+    result.rewrittenPacks++;
+  }
+  fsyncDir(join(dir, "packs"));
+  return result;
+}
+
+/** Copy the entries `keep` of pack `packId` into a new pack; returns the new pack's id. */
+async function rewritePack(dir: string, reader: StoreReader, packId: string, keep: number[], sync: boolean): Promise<string> {
+  const idx = await reader.index(packId);
+  const tmp = join(dir, "tmp");
+  mkdirSync(tmp, { recursive: true, mode: DIR_MODE });
+  const pack = new PackFile(tmp, { sync });
+  const digest = new Uint32Array(8);
+  const digestBytes = new Uint8Array(digest.buffer);
+  try {
+    for (const k of keep) {
+      const e = readIndexEntry(idx, k);
+      const stored = await reader.source.getRange(packPath(packId), e.offset, e.storedLength);
+      if (stored.length !== e.storedLength) throw new CairnError("E_STORE_DAMAGED", `${packPath(packId)} is truncated`);
+      digestBytes.set(e.digest);
+      pack.append(digest, 0, stored, e.rawLength, e.flags);
+    }
+  } catch (e) {
+    pack.abandon();
+    throw e;
+  }
+  pack.close();
+  publishPackFiles(dir, pack.packId);
+  fsyncDir(join(dir, "packs", pack.packId.slice(0, 2)));
+  return pack.packId;
+}

@@ -1,0 +1,195 @@
+/**
+ * The one pack writer. PackLayout lays a pack out: each block added gets the next offset and
+ * an index entry, and the index is encoded from them. PackFile writes a laid-out pack to a
+ * file in a folder cairn owns (a store's tmp/), then its index beside it: a checkpoint's
+ * workers and garbage collection write packs this way; export lays packs out the same way and
+ * streams them into an archive (its index must come first there).
+ */
+import { closeSync, fdatasyncSync, fsyncSync, openSync } from "node:fs";
+import { join } from "node:path";
+import { crashPoint } from "../util/crash-point.ts";
+import { CREATE_EXCLUSIVE, FILE_MODE, writeFully } from "../util/fsx.ts";
+import { toHex } from "./hash.ts";
+import { encodeIndex, INDEX_ENTRY_BYTES, PACK_HEADER_BYTES, PACK_MAGIC, PACK_MAX_ENTRIES } from "./pack.ts";
+
+const ENTRY_WORDS = INDEX_ENTRY_BYTES / 4;
+const MAGIC = new TextEncoder().encode(PACK_MAGIC);
+
+export function newPackId(): string {
+  return toHex(crypto.getRandomValues(new Uint8Array(16)));
+}
+
+/** Offsets and index entries of a pack being laid out. */
+export class PackLayout {
+  private entries = new Uint8Array(INDEX_ENTRY_BYTES * 1024);
+  private words = new Uint32Array(this.entries.buffer);
+  count = 0;
+  /** Bytes of the pack so far, its magic included. */
+  bytes = PACK_HEADER_BYTES;
+
+  /**
+   * Add a block whose digest is the 8 words of `digest` from word `at` (little-endian words,
+   * as a Uint32Array over digest bytes reads them); returns the block's offset in the pack.
+   */
+  add(digest: Uint32Array, at: number, storedLength: number, rawLength: number, flags: number): number {
+    if ((this.count + 1) * INDEX_ENTRY_BYTES > this.entries.length) {
+      const grown = new Uint8Array(this.entries.length * 2);
+      grown.set(this.entries);
+      this.entries = grown;
+      this.words = new Uint32Array(grown.buffer);
+    }
+    const e = this.count++ * ENTRY_WORDS;
+    const w = this.words;
+    for (let k = 0; k < 8; k++) w[e + k] = digest[at + k]!;
+    const offset = this.bytes;
+    w[e + 8] = offset;
+    w[e + 9] = storedLength;
+    w[e + 10] = rawLength;
+    w[e + 11] = flags;
+    this.bytes += storedLength;
+    return offset;
+  }
+
+  /** add() for a digest held as bytes. */
+  addBytes(digest: Uint8Array, storedLength: number, rawLength: number, flags: number): number {
+    const words = new Uint32Array(8);
+    new Uint8Array(words.buffer).set(digest.subarray(0, 32));
+    return this.add(words, 0, storedLength, rawLength, flags);
+  }
+
+  /** Whether the pack should be closed: `targetBytes` reached, or as many entries as an index may hold. */
+  full(targetBytes: number): boolean {
+    return this.bytes >= targetBytes || this.count >= PACK_MAX_ENTRIES;
+  }
+
+  index(): Uint8Array {
+    return encodeIndex(this.bytes, this.entries, this.count);
+  }
+}
+
+export interface PackWritten {
+  packId: string;
+  packBytes: number;
+  indexBytes: number;
+  blocks: number;
+}
+
+export interface PackFileOptions {
+  /** fsync the pack and its index when closed, and fdatasync the pack every SYNC_EVERY bytes. */
+  sync: boolean;
+  /** Called after every write with its length (an I/O rate limit sleeps there). */
+  onWrite?: (bytes: number) => void;
+  /** Names crash points "<prefix>:pack-written" and "<prefix>:index-written" (tests). */
+  crashPrefix?: string;
+}
+
+/**
+ * With `sync`, a pack is flushed to disk every SYNC_EVERY bytes rather than all at the end, so
+ * that no single large flush queues ahead of the node's own commit fsyncs.
+ */
+const SYNC_EVERY = 8 * 1024 * 1024;
+const WRITE_BUFFER_BYTES = 1024 * 1024;
+
+/**
+ * A pack written to `<dir>/<id>.pack` (created exclusively, never through a link), its index
+ * to `<dir>/<id>.idx` on close. Bytes are either copied into a write buffer (append) or, when
+ * they already sit in a buffer of the caller's that stays put until flushRun (a checkpoint's
+ * read chunk), written from there without a copy (appendRun): runs of adjacent bytes of the
+ * same buffer become one write.
+ */
+export class PackFile {
+  readonly packId = newPackId();
+  readonly layout = new PackLayout();
+  private readonly fd: number;
+  private unsynced = 0;
+  private readonly buffer = new Uint8Array(WRITE_BUFFER_BYTES);
+  private buffered = 0;
+  private run?: { buf: Uint8Array; start: number; end: number };
+
+  constructor(
+    readonly dir: string,
+    private readonly opts: PackFileOptions,
+  ) {
+    this.fd = openSync(this.path("pack"), CREATE_EXCLUSIVE, FILE_MODE);
+    this.buffer.set(MAGIC, 0);
+    this.buffered = MAGIC.length;
+  }
+
+  path(ext: "pack" | "idx"): string {
+    return join(this.dir, `${this.packId}.${ext}`);
+  }
+
+  private write(data: Uint8Array): void {
+    writeFully(this.fd, data);
+    this.opts.onWrite?.(data.length);
+    this.unsynced += data.length;
+    if (this.opts.sync && this.unsynced >= SYNC_EVERY) {
+      fdatasyncSync(this.fd);
+      this.unsynced = 0;
+    }
+  }
+
+  /** Write what waits in the caller's buffer: call before that buffer changes. */
+  flushRun(): void {
+    const r = this.run;
+    if (!r) return;
+    this.run = undefined;
+    this.write(r.buf.subarray(r.start, r.end));
+  }
+
+  private flushBuffer(): void {
+    if (this.buffered === 0) return;
+    this.write(this.buffer.subarray(0, this.buffered));
+    this.buffered = 0;
+  }
+
+  /** Add a block's stored bytes, copied. */
+  append(digest: Uint32Array, at: number, payload: Uint8Array, rawLength: number, flags: number): number {
+    this.flushRun();
+    if (this.buffered + payload.length > this.buffer.length) this.flushBuffer();
+    if (payload.length > this.buffer.length) this.write(payload);
+    else {
+      this.buffer.set(payload, this.buffered);
+      this.buffered += payload.length;
+    }
+    return this.layout.add(digest, at, payload.length, rawLength, flags);
+  }
+
+  /** Add a block's stored bytes, `buf[start, end)`, written from `buf` itself at the next flushRun. */
+  appendRun(digest: Uint32Array, at: number, buf: Uint8Array, start: number, end: number, rawLength: number, flags: number): number {
+    this.flushBuffer();
+    if (this.run && (this.run.buf !== buf || this.run.end !== start)) this.flushRun();
+    if (this.run) this.run.end = end;
+    else this.run = { buf, start, end };
+    return this.layout.add(digest, at, end - start, rawLength, flags);
+  }
+
+  /** Finish the pack (fsynced with `sync`), then write its index beside it. */
+  close(): PackWritten {
+    this.flushRun();
+    this.flushBuffer();
+    if (this.opts.sync) fsyncSync(this.fd);
+    closeSync(this.fd);
+    if (this.opts.crashPrefix) crashPoint(`${this.opts.crashPrefix}:pack-written`);
+    const idx = this.layout.index();
+    const fd = openSync(this.path("idx"), CREATE_EXCLUSIVE, FILE_MODE);
+    try {
+      writeFully(fd, idx);
+      this.opts.onWrite?.(idx.length);
+      if (this.opts.sync) fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    if (this.opts.crashPrefix) crashPoint(`${this.opts.crashPrefix}:index-written`);
+    return { packId: this.packId, packBytes: this.layout.bytes, indexBytes: idx.length, blocks: this.layout.count };
+  }
+
+  /** Give up the pack: the descriptor is closed; the caller removes the files (tmp/ is emptied). */
+  abandon(): void {
+    try {
+      closeSync(this.fd);
+    } catch {
+      // already closed
+    }
+  }
+}

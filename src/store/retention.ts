@@ -1,0 +1,90 @@
+/**
+ * Retention, for a local store and a remote one alike: which checkpoints have expired (one
+ * policy), then their manifests go and the packs no remaining checkpoint needs are collected.
+ *
+ * Locally both steps need the store's readers lock exclusively, so nothing a running restore,
+ * verify or export is reading is ever deleted: if a reader holds it, retention waits for the
+ * next checkpoint. The collection runs in a worker (gc.ts). On a remote store, the packs no
+ * manifest names are deleted.
+ */
+import { join } from "node:path";
+import { CairnError, errorMessage } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import { FileLock } from "../util/file-lock.ts";
+import { WorkerPool } from "../util/worker-pool.ts";
+import type { Backend, Writes } from "./backend.ts";
+import { STORE_READERS_LOCK_FILE } from "./dir/backend.ts";
+import { LocalStore } from "./dir/writer.ts";
+import { manifestPath, type Manifest } from "./format.ts";
+import { type GcResult, removeUnreferencedPacks } from "./gc.ts";
+import type { StoreJob } from "./jobs.ts";
+import { StoreReader } from "./reader.ts";
+
+/** The checkpoints (ascending ids) that expire when the newest `keep` are kept; 0 keeps all. */
+export function expiredCheckpoints(ids: number[], keep: number): number[] {
+  return keep > 0 ? ids.slice(0, Math.max(0, ids.length - keep)) : [];
+}
+
+export interface RetentionResult {
+  removed: number[];
+  gc?: GcResult;
+  skipped?: string;
+}
+
+/** Retention of the node's local store in `dir`, then garbage collection in a worker. */
+export async function applyLocalRetention(dir: string, nodeId: string, keep: number, sync: boolean, logger: Logger): Promise<RetentionResult> {
+  const store = LocalStore.openForWrite(dir, nodeId, logger);
+  let readers: FileLock | undefined;
+  try {
+    try {
+      readers = FileLock.exclusive(join(dir, STORE_READERS_LOCK_FILE), () => new CairnError("E_BUSY", "busy"));
+    } catch {
+      return { removed: [], skipped: "a restore, verify, export or copy to the remote is reading the store" };
+    }
+    const removed = expiredCheckpoints(await store.reader.manifestIds(), keep);
+    for (const id of removed) store.removeManifest(id);
+    const pool = new WorkerPool(1);
+    try {
+      const job: StoreJob = { job: "store", op: "gc", storeDir: dir, minLiveFraction: 0.5, sync, checkpointsRemoved: removed.length > 0 };
+      return { removed, gc: await pool.call<GcResult>(0, job) };
+    } catch (e) {
+      logger.warn(`garbage collection in ${dir} failed: ${errorMessage(e)}`);
+      return { removed };
+    } finally {
+      pool.terminate(new CairnError("E_CANCELLED", "garbage collection ended"));
+    }
+  } finally {
+    readers?.release();
+    store.release();
+  }
+}
+
+/**
+ * Retention of a remote store: the expired manifests go first, then every pack no remaining
+ * manifest needs. A pack uploaded by a push that failed before its manifest is needed by none
+ * and goes too (the next push uploads it again if needed).
+ */
+export async function applyRemoteRetention(
+  remote: Backend & { writes: Writes },
+  keep: number,
+  logger: Logger,
+): Promise<{ removed: number[]; kept: number[] }> {
+  const store = new StoreReader(remote);
+  const ids = await store.manifestIds();
+  const removed = expiredCheckpoints(ids, keep);
+  for (const id of removed) await remote.writes.delete(manifestPath(id));
+  const kept = ids.filter((id) => !removed.includes(id));
+  if (removed.length === 0) return { removed, kept };
+  const manifests: Manifest[] = [];
+  for (const id of kept) {
+    try {
+      manifests.push(await store.manifest(id));
+    } catch (e) {
+      // without knowing what a checkpoint needs, nothing may be collected
+      logger.warn(`remote retention: cannot read checkpoint ${id} (${errorMessage(e)}); not collecting packs`);
+      return { removed, kept };
+    }
+  }
+  await removeUnreferencedPacks(remote, store, manifests);
+  return { removed, kept };
+}
