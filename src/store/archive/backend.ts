@@ -161,7 +161,16 @@ export class ArchiveBackend implements Backend, StreamReads {
         }
         if (top !== root || slash < 0) throw this.damaged(`unexpected entry ${name} (not under ${root}/)`);
         const body = new ExactReader(entry[Symbol.asyncIterator]());
-        yield { path: name.slice(slash + 1), size: entry.header.size ?? 0, read: (n) => body.read(n), atEnd: () => body.atEnd() };
+        // an archive cut inside an entry fails while its body is read: that is damage too
+        const damagedBody = (e: unknown): never => {
+          throw e instanceof CairnError ? e : this.damaged(`cannot be read: ${errorMessage(failure ?? e)} (truncated or damaged)`, failure ?? e);
+        };
+        yield {
+          path: name.slice(slash + 1),
+          size: entry.header.size ?? 0,
+          read: (n) => body.read(n).catch(damagedBody),
+          atEnd: () => body.atEnd().catch(damagedBody),
+        };
         entry.resume();
       }
     } catch (e) {

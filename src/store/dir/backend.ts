@@ -130,7 +130,8 @@ export class DirBackend implements Backend, RandomReads {
 
   async size(path: string): Promise<number | undefined> {
     try {
-      return statSync(join(this.location, path)).size;
+      const st = statSync(join(this.location, path));
+      return st.isFile() ? st.size : undefined;
     } catch {
       return undefined;
     }

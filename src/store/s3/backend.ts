@@ -73,6 +73,9 @@ const PERMANENT = new Set([
   "ERR_S3_INVALID_SIGNATURE",
 ]);
 
+/** What a read past the end of an object gives: no bytes. */
+const ENDED = new Uint8Array(0);
+
 /** `p`, or a rejection with code ETIMEDOUT once `ms` pass (the request itself is left to end on its own). */
 function withDeadline<T>(p: Promise<T>, ms: number): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -153,8 +156,10 @@ export class S3Backend implements Backend, RandomReads, Writes {
         return await withDeadline(op(), deadline);
       } catch (e) {
         const code = s3Code(e);
-        this.onAttemptFailed?.(`${what} ${this.location}/${path}`, e);
         if (code === "NoSuchKey") throw missing(this.location, path, e);
+        // a range that starts at or past the end: the object is shorter than asked (as a file would be)
+        if (code === "InvalidRange") return ENDED as T;
+        this.onAttemptFailed?.(`${what} ${this.location}/${path}`, e);
         if ((code && PERMANENT.has(code)) || attempt >= this.retry.attempts) {
           throw new CairnError(
             code && PERMANENT.has(code) ? "E_REMOTE_DENIED" : "E_REMOTE_UNAVAILABLE",
