@@ -47,5 +47,9 @@ export default defineCommand({
         }
       });
     });
+    // everything is stopped and durable; a request to a remote that never answered may still
+    // hold a socket (Bun's S3 client takes no AbortSignal and closes it only after its own idle
+    // timeout, minutes later): it must not keep the process from exiting
+    setTimeout(() => process.exit(), 200).unref();
   },
 });
