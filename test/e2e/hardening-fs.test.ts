@@ -44,7 +44,7 @@ import {
   writeSync,
 } from "node:fs";
 import { join } from "node:path";
-import { DEFAULT_BLOCK_SIZE } from "../../src/checkpoint/format.ts";
+import { DEFAULT_BLOCK_SIZE } from "../../src/store/format.ts";
 import { RESTORE_RANGE_BLOCKS } from "../../src/restore/rebuild.ts";
 import { runCairnEnv } from "../helpers/archive.ts";
 import { admin, createCheckpoint, listJson, putAll, verify, waitFor } from "../helpers/checkpoint.ts";

@@ -13,18 +13,16 @@ import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, utimes
 import { join } from "node:path";
 import {
   BLOCK_KIND_DATA,
+  decodeIndex,
   encodeIndex,
   entryKind,
   FLAG_ZSTD,
   INDEX_ENTRY_BYTES,
-  decodeIndex,
-  indexPath,
-  manifestPath,
   PACK_MAGIC,
-  packPath,
   readIndexEntry,
   writeIndexEntry,
-} from "../../src/checkpoint/format.ts";
+} from "../../src/store/pack.ts";
+import { indexPath, manifestPath, packPath } from "../../src/store/format.ts";
 import { createCheckpoint, putAll, verify, waitFor } from "../helpers/checkpoint.ts";
 import { rewriteManifest } from "../helpers/faults.ts";
 import { BINARY, freePort, pseudoRandomBytes, runCairn, sha256, startNode } from "../helpers/node.ts";
