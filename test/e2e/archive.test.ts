@@ -45,6 +45,7 @@ import {
   stagingDirOf,
 } from "../helpers/restore.ts";
 import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 cleanTmpDirsAfterEach();
 
@@ -179,7 +180,7 @@ beforeAll(async () => {
   expect({ code: r.code, stdout: r.stdout }).toEqual({ code: 0, stdout: "Restored from 2 successfully.\n" });
   ref2 = join(ref2, "cairn.db");
   expect(statSync(ref2).size).toBe(listed2.size_bytes);
-}, 60_000);
+}, 240_000);
 
 afterAll(() => {
   if (tpl) rmSync(tpl, { recursive: true, force: true });
@@ -268,7 +269,7 @@ describe("export, then list / verify / restore from the archive", () => {
       // export
       const outDir = tmpDir();
       const out = join(outDir, `cp2.${f.ext}`);
-      const e = runCairn(["export-db-checkpoint", store, "--checkpoint-id", "2", "--output", out], { timeoutMs: 30_000 });
+      const e = runCairn(["export-db-checkpoint", store, "--checkpoint-id", "2", "--output", out], { timeoutMs: 120_000 });
       expect({ code: e.code, stderr: e.code === 0 ? "" : e.stderr }).toEqual({ code: 0, stderr: "" });
       const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
       expect(e.stdout).toMatch(
@@ -357,7 +358,7 @@ describe("export, then list / verify / restore from the archive", () => {
       } finally {
         expect(await node.stop()).toBe(0);
       }
-    }, 30_000);
+    }, 120_000);
   }
 
   test("re-exporting the same checkpoint gives a byte-identical .tar (node stopped vs. running, twice)", () => {
@@ -375,7 +376,7 @@ describe("export, then list / verify / restore from the archive", () => {
     expect(runCairn(["export-db-checkpoint", store, "--checkpoint-id", "2", "--output", out]).code).toBe(0);
     expect(sameBytes(out, liveTar)).toBe(true);
     expect(readdirSync(d).sort()).toEqual(["again.tar", "once-more.tar"]);
-  }, 20_000);
+  }, 60_000);
 
   test("the folder GNU tar extracts is a checkpoint directory: list, verify and restore accept it, and its restore is byte-identical to the restore from the archive", () => {
     const x = tmpDir();
@@ -403,7 +404,7 @@ describe("export, then list / verify / restore from the archive", () => {
     expect(sameBytes(join(fromFolder, "cairn.db"), ref2)).toBe(true);
     // reading never changed the extracted folder or the archive
     expect(filesUnder(x, ROOT)).toEqual([...names].sort());
-  }, 30_000);
+  }, 60_000);
 });
 
 describe("damaged archives", () => {
@@ -436,7 +437,7 @@ describe("damaged archives", () => {
         expect(dbFilesState(asides[0]!)).toEqual(before);
         expect(sameBytes(join(existing, "cairn.db"), ref2)).toBe(true);
       }
-    }, 40_000);
+    }, 90_000);
   }
 
   test("a flipped byte inside a data block of a pack: verify exits 1 naming the pack and the block; restore exits 1 and writes nothing", () => {
@@ -469,7 +470,7 @@ describe("damaged archives", () => {
     expect(v.stdout).toContain(`block ${digest}`);
     expect(v.stdout).toContain(`at offset ${block!.offset} does not match its digest`);
     expectRestoreTouchesNothing(copy, existingDb(), packRel, "does not match its digest");
-  }, 30_000);
+  }, 60_000);
 });
 
 describe("errors", () => {
@@ -606,7 +607,7 @@ describe("a store with compression: zstd", () => {
         }
       }
     }
-  }, 40_000);
+  }, 90_000);
 });
 
 describe("kill -9 of a restore from a .tar archive, then the same command again", () => {
@@ -626,7 +627,7 @@ describe("kill -9 of a restore from a .tar archive, then the same command again"
     ref3 = join(d, "ref3", "cairn.db");
     expect(sqlite3(ref3, "PRAGMA integrity_check")).toBe("ok");
     expect(Number(sqlite3(ref3, "SELECT count(*) FROM blobs"))).toBe(expected3.size);
-  }, 30_000);
+  }, 120_000);
 
   afterAll(() => {
     if (arc) rmSync(dirname(arc), { recursive: true, force: true });
@@ -642,7 +643,7 @@ describe("kill -9 of a restore from a .tar archive, then the same command again"
   test("uninterrupted: byte-identical to the restore from the directory", () => {
     const dbPath = join(tmpDir(), "db");
     expectFinished(dbPath, restore(arc, dbPath));
-  }, 20_000);
+  }, 60_000);
 
   test("killed right after progress is first made durable (crash point): the second run continues from there, byte-identical", () => {
     const dbPath = join(tmpDir(), "db");
@@ -658,7 +659,7 @@ describe("kill -9 of a restore from a .tar archive, then the same command again"
     const again = restore(arc, dbPath);
     expectFinished(dbPath, again);
     expect(again.stderr).toContain(`${progress.done.length} of ${progress.ranges} ranges were already restored`);
-  }, 30_000);
+  }, 60_000);
 
   test("SIGKILL part-way (40% of the image written): the second run finishes, byte-identical", async () => {
     const dbPath = join(tmpDir(), "db");
@@ -671,7 +672,7 @@ describe("kill -9 of a restore from a .tar archive, then the same command again"
     expect(existsSync(stagingDirOf(dbPath))).toBe(true);
 
     expectFinished(dbPath, restore(arc, dbPath));
-  }, 30_000);
+  }, 60_000);
 });
 
 /** Export faults and subtle truncations (each bounded in time: a hung export is killed). */
@@ -680,28 +681,47 @@ describe("export faults and subtle truncations", () => {
     const d = tmpDir();
     const out = join(d, "no-such-folder", "cp2.tar");
     for (const name of ["cp2.tar", "cp2.tar.gz"]) {
-      const r = await runCairnBounded(["export-db-checkpoint", store, "--checkpoint-id", "2", "--output", join(dirname(out), name)], 10_000);
+      const r = await runCairnBounded(["export-db-checkpoint", store, "--checkpoint-id", "2", "--output", join(dirname(out), name)], 30_000);
       expect({ name, timedOut: r.timedOut, code: r.code }).toEqual({ name, timedOut: false, code: 1 });
       expect(r.stderr.trimEnd().split("\n")).toHaveLength(1);
       expect(r.stderr).toStartWith("error: ");
       expect(r.stderr).toContain(dirname(out));
     }
     expect(readdirSync(d)).toEqual([]);
-  }, 30_000);
+  }, 90_000);
 
   test("SIGINT during an export: a clean exit with one line saying it was interrupted, no stack trace, no temp file left", async () => {
     const d = tmpDir();
     const out = join(d, "cp3.tar.gz");
-    const r = await runCairnBounded(["export-db-checkpoint", store, "--checkpoint-id", "3", "--output", out], 20_000, (p) => {
-      setTimeout(() => p.kill("SIGINT"), 700);
+    // SIGINT once the export is under way: its temp file is there and has bytes in it
+    const partial = join(d, ".cp3.tar.gz.partial");
+    const partialBytes = () => statSync(partial, { throwIfNoEntry: false })?.size ?? 0;
+    let exited = false;
+    let interrupted = false;
+    let notUnderWay: unknown;
+    const r = await runCairnBounded(["export-db-checkpoint", store, "--checkpoint-id", "3", "--output", out], 60_000, (p) => {
+      waitFor(() => exited || partialBytes() > 0, { what: "the export to write into its temp file", intervalMs: 5 }).then(
+        () => {
+          if (exited) return;
+          p.kill("SIGINT");
+          interrupted = true;
+        },
+        (e) => {
+          notUnderWay = e;
+          p.kill("SIGKILL");
+        },
+      );
     });
+    exited = true;
+    if (notUnderWay) throw notUnderWay;
+    expect(interrupted).toBe(true);
     expect(r.timedOut).toBe(false);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain("interrupted");
     expect(r.stderr).not.toContain("tar entry destroyed");
     expect(r.stderr).not.toMatch(/\n\s+at /);
     expect(readdirSync(d)).toEqual([]);
-  }, 30_000);
+  }, 90_000);
 
   test(".tar.zst cut by its last 3 bytes (GNU tar and zstd -t reject it): verify exits 1", () => {
     const cut = join(tmpDir(), "cut.tar.zst");

@@ -135,7 +135,7 @@ describe("kill -9 at every crash point", () => {
         expect(await again.stop()).toBe(0);
       }
       expect(again.logs()).not.toContain("ERROR");
-    }, 30_000);
+    }, 60_000);
   }
 });
 

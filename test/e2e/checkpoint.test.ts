@@ -4,7 +4,7 @@
  * Checkpoints are turned back into database files with rebuildImage (restore is not built
  * yet) and checked with the stock sqlite3.
  */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import {
@@ -21,12 +21,15 @@ import {
   putAll,
   treeSnapshot,
   verify,
-  waitFor,
 } from "../helpers/checkpoint.ts";
 import { getJson, pseudoRandomBytes, runCairn, sha256, startNode } from "../helpers/node.ts";
 import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
+import { fsClockPast, waitFor } from "../helpers/wait.ts";
 
 cleanTmpDirsAfterEach();
+// bun test takes no default timeout from bunfig.toml: a test without a limit of its own
+// would get Bun's 5 s, too little for this file's tests on a busy machine
+setDefaultTimeout(60_000);
 
 describe("checkpoint consistency", () => {
   for (const variant of ["max_background_operations: 2", "max_background_operations: 2\n  compression: zstd\n  sync: false"]) {
@@ -49,6 +52,8 @@ describe("checkpoint consistency", () => {
         h.push(v);
         history.set(id, h);
       };
+      /** Writes acknowledged after `t`. */
+      const acksAfter = (t: number) => [...history.values()].reduce((n, h) => n + h.filter((v) => v.ackAt > t).length, 0);
       try {
         // a few MB to start with
         const t0 = performance.now();
@@ -90,13 +95,17 @@ describe("checkpoint consistency", () => {
           }
         });
 
-        await Bun.sleep(300);
+        // the writers get going, and write more between one checkpoint and the next
+        const moreWrites = (after: number) =>
+          waitFor(() => errors.length > 0 || acksAfter(after) >= 200, { what: "200 more acknowledged writes", detail: () => `${acksAfter(after)} so far` });
+        await moreWrites(t1);
         const checkpoints: { id: number; issuedAt: number; doneAt: number }[] = [];
         for (let k = 0; k < 4; k++) {
           const issuedAt = performance.now();
           const id = await createCheckpointAsync(node);
-          checkpoints.push({ id, issuedAt, doneAt: performance.now() });
-          await Bun.sleep(250);
+          const doneAt = performance.now();
+          checkpoints.push({ id, issuedAt, doneAt });
+          await moreWrites(doneAt);
         }
         stop = true;
         await Promise.all(writers);
@@ -156,7 +165,7 @@ describe("checkpoint consistency", () => {
       } finally {
         expect(await node.stop()).toBe(0);
       }
-    }, 60_000);
+    }, 120_000);
   }
 });
 
@@ -201,14 +210,16 @@ describe("deduplication", () => {
     } finally {
       expect(await node.stop()).toBe(0);
     }
-  }, 30_000);
+  }, 90_000);
 });
 
 describe("one checkpoint at a time", () => {
   test("a second checkpoint create while one runs or waits fails with exit 1 and 'Backup already in progress'", async () => {
     const dir = tmpDir();
     const store = join(dir, "checkpoints");
-    const node = await startNode(dir, { extraYaml: "checkpoint_config:\n  max_write_bytes_per_sec: 1000000\n" });
+    // 4 MB at 250 KB/s: the checkpoint runs for at least 16 s, so it still runs through the
+    // refused requests and the cancel below however slow the machine is
+    const node = await startNode(dir, { extraYaml: "checkpoint_config:\n  max_write_bytes_per_sec: 250000\n" });
     try {
       await putAll(node.url, Array.from({ length: 100 }, (_, i) => ({ id: `b${i}`, body: pseudoRandomBytes(i + 1, 40_000) })));
       const started = admin(node, ["checkpoint", "create", "--detach"]);
@@ -242,7 +253,7 @@ describe("one checkpoint at a time", () => {
     } finally {
       expect(await node.stop()).toBe(0);
     }
-  }, 30_000);
+  }, 60_000);
 });
 
 describe("list-db-checkpoint", () => {
@@ -293,7 +304,7 @@ describe("list-db-checkpoint", () => {
     } finally {
       expect(await node.stop()).toBe(0);
     }
-  }, 30_000);
+  }, 60_000);
 
   test("an empty directory says so; a missing one is an error", () => {
     const dir = tmpDir();
@@ -324,7 +335,7 @@ describe("list-db-checkpoint", () => {
       await putAll(node.url, [{ id: "b1", body: pseudoRandomBytes(99, 30_000) }]);
       expect(createCheckpoint(node)).toBe(2);
       const before = treeSnapshot(store);
-      await Bun.sleep(20); // a write now would show in the mtimes
+      await fsClockPast(store); // a write now would show in the mtimes
       const text = runCairn(["list-db-checkpoint", store]);
       expect(text.code).toBe(0);
       expect(text.stdout.split("\n")).toHaveLength(4);
@@ -338,7 +349,7 @@ describe("list-db-checkpoint", () => {
     } finally {
       expect(await node.stop()).toBe(0);
     }
-  }, 30_000);
+  }, 60_000);
 });
 
 describe("ownership of a checkpoint directory", () => {
@@ -360,14 +371,14 @@ describe("ownership of a checkpoint directory", () => {
       // cairn-store.lock) before it reads the owner; everything else must stay untouched
       const notLock = { exclude: (rel: string) => rel === "cairn-store.lock" };
       const before = treeSnapshot(store, notLock);
-      await Bun.sleep(20);
+      await fsClockPast(store); // a write now would show in the mtimes
       const r = admin(b, ["checkpoint", "create", "--path", store]);
       expect(r.code).toBe(1);
       expect(r.stderr).toContain(idA);
       expect(r.stderr.trim().split("\n")[0]).toStartWith("error: ");
       const detached = admin(b, ["checkpoint", "create", "--path", store, "--detach"]);
       // it may be refused at once or fail inside the node; either way nothing is written
-      if (detached.code === 0) await waitFor(async () => (await checkpointStatus(b)).running === null, 10_000, "the refused checkpoint to end");
+      if (detached.code === 0) await waitFor(async () => (await checkpointStatus(b)).running === null, { what: "the refused checkpoint to end" });
       const sb = await checkpointStatus(b);
       expect(sb.last.outcome).toBe("failed");
       expect(sb.last.error).toContain(idA);
@@ -384,7 +395,7 @@ describe("ownership of a checkpoint directory", () => {
       expect(await a.stop()).toBe(0);
       expect(await b.stop()).toBe(0);
     }
-  }, 30_000);
+  }, 60_000);
 });
 
 describe("periodic checkpoints", () => {
@@ -397,7 +408,8 @@ describe("periodic checkpoints", () => {
       });
       try {
         await putAll(node.url, Array.from({ length: 20 }, (_, i) => ({ id: `b${i}`, body: pseudoRandomBytes(i + 1, 10_000) })));
-        await waitFor(() => existsSync(join(store, "manifests")) && listJson(store).length >= 2, 8000, "two periodic checkpoints");
+        // "a few seconds" next to the default interval of a day: generous for a busy machine
+        await waitFor(() => existsSync(join(store, "manifests")) && listJson(store).length >= 2, { what: "two periodic checkpoints", detail: () => node.logs() });
         const listed = listJson(store);
         expect(listed[0]!.id).toBe(1);
         expect(listed[1]!.id).toBe(2);
@@ -411,31 +423,52 @@ describe("periodic checkpoints", () => {
           expect(Date.parse(s.next_periodic)).toBeGreaterThan(Date.parse(listed.at(-1)!.created));
         }
         // whatever the moment, next_periodic is set again once the running one is done
-        await waitFor(async () => {
-          const x = await checkpointStatus(node);
-          return x.running === null && typeof x.next_periodic === "string";
-        }, 5000, "next_periodic to be set");
-        const text = admin(node, ["checkpoint", "status"]);
+        await waitFor(
+          async () => {
+            const x = await checkpointStatus(node);
+            return x.running === null && typeof x.next_periodic === "string";
+          },
+          { what: "next_periodic to be set" },
+        );
+        // the text form names the next time too, between two checkpoints (while one runs, the
+        // next comes "after the running one"; with a 1 s interval the next may start any moment)
+        const text = await waitFor(
+          async () => {
+            const t = await adminAsync(node, ["checkpoint", "status"]);
+            return t.code !== 0 || t.stdout.startsWith("No checkpoint running.") ? t : undefined;
+          },
+          { what: "checkpoint status taken between two periodic checkpoints" },
+        );
         expect(text.code).toBe(0);
         expect(text.stdout).toMatch(/Periodic: on, next at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ/);
       } finally {
         expect(await node.stop()).toBe(0);
       }
-    }, 30_000);
+    }, 90_000);
   }
 
   test("while a periodic checkpoint runs, next_periodic is not a time already past", async () => {
     const dir = tmpDir();
+    // the data first, on a node without a schedule, so that the first periodic checkpoint holds
+    // all of it: ~4 MB at 500 KB/s, a run of at least 8 s
+    const filler = await startNode(dir);
+    await putAll(filler.url, Array.from({ length: 100 }, (_, i) => ({ id: `b${i}`, body: pseudoRandomBytes(i + 1, 40_000) })));
+    expect(await filler.stop()).toBe(0);
     const node = await startNode(dir, {
       extraYaml:
         "checkpoint_config:\n  periodic_db_checkpoints: true\n  db_checkpoint_interval_secs: 1\n  db_checkpoint_startup_delay_secs: 0.5\n" +
-        "  max_write_bytes_per_sec: 2000000\n",
+        "  max_write_bytes_per_sec: 500000\n",
     });
     try {
-      // ~4 MB at 2 MB/s: the first periodic checkpoint runs for about 2 s
-      await putAll(node.url, Array.from({ length: 100 }, (_, i) => ({ id: `b${i}`, body: pseudoRandomBytes(i + 1, 40_000) })));
-      await waitFor(async () => (await checkpointStatus(node)).running?.state === "running", 5000, "a periodic checkpoint to run");
-      await Bun.sleep(700);
+      const run = await waitFor(
+        async () => {
+          const r = (await checkpointStatus(node)).running;
+          return r?.state === "running" ? r : undefined;
+        },
+        { what: "a periodic checkpoint to run", detail: () => node.logs() },
+      );
+      // a whole interval into the run: a next time taken from the tick or the run's start is past by now
+      await waitFor(() => Date.now() > Date.parse(run.started) + 1000, { what: "one interval (1 s) since the periodic checkpoint started" });
       const at = Date.now();
       const s = await checkpointStatus(node);
       expect(s.running?.state).toBe("running");
@@ -445,5 +478,5 @@ describe("periodic checkpoints", () => {
     } finally {
       expect(await node.stop()).toBe(0);
     }
-  }, 30_000);
+  }, 60_000);
 });

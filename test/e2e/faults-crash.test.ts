@@ -153,7 +153,7 @@ describe("kill -9 of restore --force at each crash point, then the same command 
         const second = join(replacedDirsOf(dbPath)[1]!, "cairn.db");
         expect(sameBytes(second, reference)).toBe(true);
       }
-    }, 30_000);
+    }, 60_000);
   }
 
   // A crash after the swap leaves the staging folder with plan.json and a progress.json saying
@@ -169,5 +169,5 @@ describe("kill -9 of restore --force at each crash point, then the same command 
     const file = join(dbPath, "cairn.db");
     expect({ code: again.code, integrity: checkDb(file).integrity }).toEqual({ code: 0, integrity: "ok" });
     expectFinished(dbPath, again);
-  }, 30_000);
+  }, 60_000);
 });

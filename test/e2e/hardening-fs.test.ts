@@ -47,7 +47,8 @@ import { join } from "node:path";
 import { DEFAULT_BLOCK_SIZE } from "../../src/store/format.ts";
 import { RESTORE_RANGE_BLOCKS } from "../../src/restore/rebuild.ts";
 import { runCairnEnv } from "../helpers/archive.ts";
-import { admin, createCheckpoint, listJson, putAll, verify, waitFor } from "../helpers/checkpoint.ts";
+import { admin, createCheckpoint, listJson, putAll, verify } from "../helpers/checkpoint.ts";
+import { waitFor } from "../helpers/wait.ts";
 import { canMountTmpfs, isRoot, mountTmpfs, sameBytes } from "../helpers/faults.ts";
 import { BINARY, type NodeHandle, pseudoRandomBytes, runCairn, sha256, sqlite3, startNode } from "../helpers/node.ts";
 import { readProgress, replacedDirsOf, restore, restoreArgs, spawnRestore, stagingDirOf } from "../helpers/restore.ts";
@@ -418,12 +419,12 @@ describe("races with the node and between exports", () => {
 
       run = spawnRestore(store, join(t, "restored"), [], { CAIRN_TEST_PAUSE_POINT: "restore:store-held", CAIRN_TEST_PAUSE_RELEASE_FILE: release });
       const r = run;
-      await waitFor(() => r.stderr().includes(PAUSED("restore:store-held")) || r.proc.exitCode !== null, 20_000, "the restore to hold the store");
+      await waitFor(() => r.stderr().includes(PAUSED("restore:store-held")) || r.proc.exitCode !== null, { timeoutMs: 20_000, what: "the restore to hold the store" });
       expect(r.stderr()).toContain(PAUSED("restore:store-held"));
 
       await putAll(node.url, Array.from({ length: 20 }, (_, i) => ({ id: `r${i}`, body: body(i, 3) })));
       expect(createCheckpoint(node)).toBe(3);
-      await waitFor(() => node.logs().includes("retention postponed"), 20_000, "the node to postpone its retention");
+      await waitFor(() => node.logs().includes("retention postponed"), { timeoutMs: 20_000, what: "the node to postpone its retention" });
       writeFileSync(release, "");
 
       const done = await r.done();
@@ -457,7 +458,7 @@ describe("races with the node and between exports", () => {
     })();
     const aOut = new Response(a.stdout).text();
     try {
-      await waitFor(() => aErr.includes(PAUSED("export:writing")) || a.exitCode !== null, 20_000, "export A to start writing");
+      await waitFor(() => aErr.includes(PAUSED("export:writing")) || a.exitCode !== null, { timeoutMs: 20_000, what: "export A to start writing" });
       expect(aErr).toContain(PAUSED("export:writing"));
 
       const t0 = performance.now();

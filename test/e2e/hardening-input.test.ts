@@ -23,7 +23,8 @@ import {
   writeIndexEntry,
 } from "../../src/store/pack.ts";
 import { indexPath, manifestPath, packPath } from "../../src/store/format.ts";
-import { createCheckpoint, putAll, verify, waitFor } from "../helpers/checkpoint.ts";
+import { createCheckpoint, putAll, verify } from "../helpers/checkpoint.ts";
+import { waitFor } from "../helpers/wait.ts";
 import { rewriteManifest } from "../helpers/faults.ts";
 import { BINARY, freePort, pseudoRandomBytes, runCairn, sha256, startNode } from "../helpers/node.ts";
 import { rawExchange } from "../helpers/raw.ts";
@@ -248,7 +249,7 @@ describe("a manifest naming a pack that is a path, not a pack id (valid checksum
     ok = false;
     try {
       expect(createCheckpoint(node)).toBe(3);
-      await waitFor(() => /garbage collection/.test(node.logs()), 15_000, "the node to log its garbage collection");
+      await waitFor(() => /garbage collection/.test(node.logs()), { timeoutMs: 15_000, what: "the node to log its garbage collection" });
       ok = true;
     } finally {
       const code = await node.stop();
@@ -470,8 +471,7 @@ describe("a restore holding its target", () => {
           first.stderr().includes("cairn: test pause point restore:before-swap reached") ||
           (existsSync(join(dbPath, "cairn.lock")) && readFileSync(join(dbPath, "cairn.lock"), "utf8").startsWith(`${pid}`)) ||
           first.proc.exitCode !== null,
-        20_000,
-        "the first restore to hold its target",
+        { timeoutMs: 20_000, what: "the first restore to hold its target" },
       );
       expect(first.proc.exitCode).toBeNull();
 

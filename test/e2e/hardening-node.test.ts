@@ -11,7 +11,8 @@ import { describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Socket } from "bun";
-import { admin, checkpointStatus, createCheckpoint, listJson, putAll, waitFor } from "../helpers/checkpoint.ts";
+import { admin, checkpointStatus, createCheckpoint, listJson, putAll } from "../helpers/checkpoint.ts";
+import { waitFor } from "../helpers/wait.ts";
 import { type NodeHandle, pseudoRandomBytes, sha256, startNode } from "../helpers/node.ts";
 import { rawExchange, vmRssKiB } from "../helpers/raw.ts";
 import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
@@ -215,8 +216,8 @@ describe("a remote S3 endpoint that accepts connections and never answers", () =
       await putAll(node.url, [{ id: "a", body: pseudoRandomBytes(1, 10_000) }]);
       expect(createCheckpoint(node)).toBe(1);
       // (the code before the fix: "copying now", request_failures absent and failures 0, forever)
-      await waitFor(async () => ((await checkpointStatus(node)).remote?.request_failures ?? 0) > 0, 20_000, "a request to the remote to time out and be counted");
-      await waitFor(async () => ((await checkpointStatus(node)).remote?.failures ?? 0) >= 1, 25_000, "the copy to the remote to fail once its retries are spent");
+      await waitFor(async () => ((await checkpointStatus(node)).remote?.request_failures ?? 0) > 0, { timeoutMs: 20_000, what: "a request to the remote to time out and be counted" });
+      await waitFor(async () => ((await checkpointStatus(node)).remote?.failures ?? 0) >= 1, { timeoutMs: 25_000, what: "the copy to the remote to fail once its retries are spent" });
       const r = statusCli(node).remote;
       console.log(`remote status: ${JSON.stringify(r)}; the endpoint saw ${hole.seen.connections} connection(s), ${hole.seen.bytes} bytes`);
       expect(hole.seen.connections).toBeGreaterThan(0);
@@ -247,7 +248,7 @@ describe("a remote S3 endpoint that accepts connections and never answers", () =
     try {
       await putAll(node.url, [{ id: "a", body: pseudoRandomBytes(1, 10_000) }]);
       expect(createCheckpoint(node)).toBe(1);
-      await waitFor(async () => ((await checkpointStatus(node)).remote?.failures ?? 0) >= 2, 40_000, "two failed copies");
+      await waitFor(async () => ((await checkpointStatus(node)).remote?.failures ?? 0) >= 2, { timeoutMs: 40_000, what: "two failed copies" });
       const failed = (await checkpointStatus(node)).remote.request_failures;
       const open = hole.open();
       const t0 = Date.now();
@@ -271,7 +272,7 @@ describe("SIGHUP", () => {
     try {
       node.proc.kill("SIGHUP");
       // (the code before the fix died of it: killed by SIGHUP, exit status 129 in a shell)
-      await waitFor(() => node.logs().includes("SIGHUP received") || node.proc.exitCode !== null || node.proc.signalCode !== null, 10_000, "the node to log SIGHUP");
+      await waitFor(() => node.logs().includes("SIGHUP received") || node.proc.exitCode !== null || node.proc.signalCode !== null, { timeoutMs: 10_000, what: "the node to log SIGHUP" });
       expect({ exitCode: node.proc.exitCode, signal: node.proc.signalCode }).toEqual({ exitCode: null, signal: null });
       expect((await fetch(`${node.url}/v1/status`)).status).toBe(200);
 
@@ -282,11 +283,11 @@ describe("SIGHUP", () => {
 
       writeFileSync(node.configFile, readFileSync(node.configFile, "utf8").replace("log_level: info", "log_level: debug"));
       node.proc.kill("SIGHUP");
-      await waitFor(() => /SIGHUP received.*log_level info → debug/.test(node.logs()) || node.proc.exitCode !== null, 10_000, "the node to apply log_level debug");
+      await waitFor(() => /SIGHUP received.*log_level info → debug/.test(node.logs()) || node.proc.exitCode !== null, { timeoutMs: 10_000, what: "the node to apply log_level debug" });
       expect(node.proc.exitCode).toBeNull();
       const mark2 = node.logs().length;
       expect(createCheckpoint(node)).toBe(2);
-      await waitFor(() => / DEBUG /.test(node.logs().slice(mark2)), 10_000, "DEBUG lines in the node's log");
+      await waitFor(() => / DEBUG /.test(node.logs().slice(mark2)), { timeoutMs: 10_000, what: "DEBUG lines in the node's log" });
       expect((await fetch(`${node.url}/v1/status`)).status).toBe(200);
       ok = true;
     } finally {
@@ -383,7 +384,7 @@ describe("request bodies held by stalled uploads", () => {
         expect(u.closed()).toBe(false);
       }
       // all three bodies have arrived and are held: 10.5 MiB
-      await waitFor(async () => (metric(await metricsText(node), "cairn_http_body_bytes_in_flight") ?? -1) >= 3 * 3.5 * MiB, 10_000, "10.5 MiB of bodies in flight");
+      await waitFor(async () => (metric(await metricsText(node), "cairn_http_body_bytes_in_flight") ?? -1) >= 3 * 3.5 * MiB, { timeoutMs: 10_000, what: "10.5 MiB of bodies in flight" });
       // a fourth declaring 4 MiB does not fit under the 12 MiB large bodies may hold
       const fourth = await rawExchange({ port }, `PUT /v1/blobs/big3 HTTP/1.1\r\nHost: x\r\nContent-Length: ${4 * MiB}\r\n\r\n`, { timeoutMs: 10_000, untilStatus: true });
       console.log(`fourth large upload: ${JSON.stringify(fourth.text.slice(0, 400))}`);
@@ -401,7 +402,7 @@ describe("request bodies held by stalled uploads", () => {
 
       // the stalled uploads go: their bytes are released, and a full-size upload fits again
       for (const u of uploads) u.close();
-      await waitFor(async () => metric(await metricsText(node), "cairn_http_body_bytes_in_flight") === 0, 10_000, "the bytes in flight to return to 0");
+      await waitFor(async () => metric(await metricsText(node), "cairn_http_body_bytes_in_flight") === 0, { timeoutMs: 10_000, what: "the bytes in flight to return to 0" });
       const full = pseudoRandomBytes(7, 4 * MiB);
       const put4 = await fetch(`${node.url}/v1/blobs/full`, { method: "PUT", body: full });
       expect(put4.status).toBe(201);

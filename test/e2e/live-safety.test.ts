@@ -13,7 +13,8 @@
 import { describe, expect, test } from "bun:test";
 import { copyFileSync, existsSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { createCheckpoint, createCheckpointAsync, putAll, waitFor } from "../helpers/checkpoint.ts";
+import { createCheckpoint, createCheckpointAsync, putAll } from "../helpers/checkpoint.ts";
+import { waitFor } from "../helpers/wait.ts";
 import { getJson, type NodeHandle, pseudoRandomBytes, sha256, startNode, startNodeWithConfig } from "../helpers/node.ts";
 import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
 
@@ -162,7 +163,7 @@ describe("the stock sqlite3 beside a live node", () => {
       createCheckpoint(node);
       unlinkSync(join(dir, "release-pause"));
       const running = createCheckpointAsync(node);
-      await waitFor(reached(node, "checkpoint:pinned"), 30_000, "the checkpoint to pin its snapshot");
+      await waitFor(reached(node, "checkpoint:pinned"), { timeoutMs: 30_000, what: "the checkpoint to pin its snapshot" });
       const before = inodes(node);
       const writes = acked.put(node, 30);
       await runOperatorCommands(join(node.storage, "cairn.db"), dir);
@@ -187,7 +188,7 @@ describe("the stock sqlite3 beside a live node", () => {
       unlinkSync(join(dir, "release-pause"));
       await acked.put(node, 20);
       const done = createCheckpointAsync(node);
-      await waitFor(reached(node, "gc:collecting"), 30_000, "garbage collection to start");
+      await waitFor(reached(node, "gc:collecting"), { timeoutMs: 30_000, what: "garbage collection to start" });
       const before = inodes(node);
       const writes = acked.put(node, 20);
       await runOperatorCommands(join(node.storage, "cairn.db"), dir);

@@ -1,11 +1,15 @@
 /** The node as an operator drives it: the compiled binary, a config file, curl-like requests. */
-import { describe, expect, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { chmodSync, existsSync, lstatSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { freePort, getJson, pseudoRandomBytes, runCairn, sha256, sqlite3, startNode, startNodeWithConfig, writeConfig } from "../helpers/node.ts";
 import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 cleanTmpDirsAfterEach();
+// bun test takes no default timeout from bunfig.toml: a test without a limit of its own
+// would get Bun's 5 s, too little for this file's tests on a busy machine
+setDefaultTimeout(60_000);
 
 describe("REST API", () => {
   test("1,000 blobs of mixed sizes round-trip byte for byte", async () => {
@@ -41,7 +45,7 @@ describe("REST API", () => {
     } finally {
       expect(await node.stop()).toBe(0);
     }
-  }, 60_000);
+  }, 180_000);
 
   test("status codes of every route", async () => {
     const node = await startNode(tmpDir(), { extraYaml: "max_blob_size: 1000\n" });
@@ -148,7 +152,8 @@ describe("durability and lifecycle", () => {
         }
       }
     });
-    await Bun.sleep(1500);
+    // kill it once plenty of writes were acknowledged, with more in flight
+    await waitFor(() => acked.size >= 500, { what: "500 acknowledged PUTs", timeoutMs: 60_000, detail: () => `${acked.size} so far` });
     await node.kill9();
     stop = true;
     await Promise.all(writers);
@@ -166,7 +171,7 @@ describe("durability and lifecycle", () => {
     } finally {
       expect(await again.stop()).toBe(0);
     }
-  }, 60_000);
+  }, 120_000);
 
   test("SIGTERM exits 0 and leaves a database sqlite3 reports ok on, WAL folded in, socket gone", async () => {
     const dir = tmpDir();
@@ -186,21 +191,49 @@ describe("durability and lifecycle", () => {
     const dir = tmpDir();
     const node = await startNode(dir);
     const body = pseudoRandomBytes(42, 256 * 1024);
-    let sent = 0;
-    // a body that trickles in over ~1 s, so SIGTERM arrives mid-request
-    const slow = new ReadableStream<Uint8Array>({
-      async pull(c) {
-        if (sent >= body.length) return c.close();
-        await Bun.sleep(40);
-        c.enqueue(body.subarray(sent, sent + 16384));
-        sent += 16384;
+    // a raw connection, so that the test knows when the node holds the request: with
+    // "Expect: 100-continue" it answers "100 Continue" once it has the headers and wants the body
+    let received = "";
+    let closed = false;
+    let drained: (() => void) | undefined;
+    const sock = await Bun.connect({
+      hostname: "127.0.0.1",
+      port: Number(new URL(node.url).port),
+      socket: {
+        data(_s, d) {
+          received += Buffer.from(d).toString("latin1");
+        },
+        drain() {
+          drained?.();
+        },
+        close() {
+          closed = true;
+        },
+        error() {
+          closed = true;
+        },
       },
     });
-    const put = fetch(`${node.url}/v1/blobs/slow`, { method: "PUT", body: slow, duplex: "half" } as RequestInit);
-    await Bun.sleep(250);
+    const send = async (data: Uint8Array) => {
+      let rest = data;
+      while (rest.length > 0) {
+        const n = sock.write(rest);
+        if (n < 0) throw new Error("the connection to the node closed while sending");
+        rest = rest.subarray(n);
+        if (rest.length > 0) await new Promise<void>((r) => (drained = r));
+      }
+    };
+    const statuses = () => [...received.matchAll(/HTTP\/1\.[01] (\d{3})/g)].map((m) => Number(m[1]));
+    await send(Buffer.from(`PUT /v1/blobs/slow HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n`, "latin1"));
+    await waitFor(() => statuses().includes(100), { what: "the node to ask for the PUT's body (100 Continue)", detail: () => received });
+    // half the body, then SIGTERM mid-request; the rest only once the node is shutting down
+    await send(body.subarray(0, body.length / 2));
     node.proc.kill("SIGTERM");
-    const res = await put;
-    expect(res.status).toBe(201);
+    await waitFor(() => node.logs().includes("SIGTERM received: shutting down"), { what: "the node to begin its shutdown", detail: () => node.logs() });
+    await send(body.subarray(body.length / 2));
+    await waitFor(() => closed || statuses().some((st) => st !== 100), { what: "the reply to the PUT", detail: () => received });
+    sock.end();
+    expect(statuses().filter((st) => st !== 100)).toEqual([201]);
     expect(await node.proc.exited).toBe(0);
     expect(sqlite3(join(dir, "db", "cairn.db"), "SELECT size FROM blobs WHERE id = 'slow'")).toBe(String(body.length));
   });
@@ -217,10 +250,12 @@ describe("durability and lifecycle", () => {
       // same storage, different port and socket: only the lock stands in the way
       const cfg = join(dir, "second.yaml");
       writeFileSync(cfg, `storage_path: ./db\nadmin_socket_path: ./second.socket\nrest_api_address: 127.0.0.1:${freePort()}\n`);
+      // a node that waited for the lock would run until killed (the first one holds it to the
+      // end of this test): exit 1 on its own, well before that, is "at once"
       const started = Date.now();
-      const r = runCairn(["run", "--config", cfg], { timeoutMs: 10_000 });
-      expect(Date.now() - started).toBeLessThan(5000);
+      const r = runCairn(["run", "--config", cfg], { timeoutMs: 60_000 });
       expect(r.code).toBe(1);
+      expect(Date.now() - started).toBeLessThan(15_000);
       expect(r.stderr).toContain(`a node is running on ${join(dir, "db")} (pid ${node.proc.pid})`);
       expect(r.stderr.trim().split("\n").at(-1)).toStartWith("error: ");
     } finally {
@@ -257,16 +292,21 @@ describe("admin socket", () => {
       const curl = Bun.spawnSync(["curl", "-s", "--unix-socket", node.socket, "http://localhost/v1/health"]);
       expect(JSON.parse(curl.stdout.toString())).toMatchObject({ ok: true, pid: node.proc.pid });
 
-      // at info, the WAL checkpoints (logged at debug) are silent
+      // at info, the WAL checkpoints (logged at debug) are silent: one runs...
+      const walRuns = async () => (await getJson(`${node.url}/v1/status`)).wal_checkpoints.runs as number;
+      const runsBefore = await walRuns();
       await fetch(`${node.url}/v1/blobs/a`, { method: "PUT", body: new Uint8Array(50_000) });
-      await Bun.sleep(400);
-      expect(node.logs()).not.toContain("DEBUG");
+      await waitFor(async () => (await walRuns()) > runsBefore, { what: "a WAL checkpoint after the PUT" });
       const r = runCairn(["local-admin", "--socket-path", node.socket, "log-level", "--level", "debug"]);
       expect(r.code).toBe(0);
       expect(r.stdout).toContain("Log level set to debug (was info)");
+      // ...and nothing of it is in the log before the (info) line of the level change, which the
+      // log carries after anything the node wrote before it
+      const changed = "log level changed from info to debug";
+      await waitFor(() => node.logs().includes(changed), { what: "the node to log the level change", detail: () => node.logs() });
+      expect(node.logs().slice(0, node.logs().indexOf(changed))).not.toContain("DEBUG");
       await fetch(`${node.url}/v1/blobs/b`, { method: "PUT", body: new Uint8Array(50_000) });
-      const deadline = Date.now() + 5000;
-      while (!node.logs().includes("DEBUG") && Date.now() < deadline) await Bun.sleep(50);
+      await waitFor(() => /DEBUG WAL checkpoint/.test(node.logs()), { what: "a WAL checkpoint logged at debug", detail: () => node.logs() });
       expect(node.logs()).toMatch(/DEBUG WAL checkpoint/);
       const back = runCairn(["local-admin", "--socket-path", node.socket, "log-level", "--level", "warn"]);
       expect(back.code).toBe(0);
@@ -287,11 +327,26 @@ describe("admin socket", () => {
       const huge = join(node.dir, "huge.json");
       writeFileSync(huge, `{"level":"${"x".repeat(200_000)}"}`);
       expect(ask(["-X", "PUT", "--data-binary", `@${huge}`, "http://x/v1/log-level"])).toEndWith("413");
-      // garbage bytes straight onto the socket
-      const garbage = await Bun.connect({ unix: node.socket, socket: { data() {} } });
+      // garbage bytes straight onto the socket; the node has dealt with them once it answers
+      // or closes the connection
+      let answered = false;
+      const garbage = await Bun.connect({
+        unix: node.socket,
+        socket: {
+          data() {
+            answered = true;
+          },
+          close() {
+            answered = true;
+          },
+          error() {
+            answered = true;
+          },
+        },
+      });
       garbage.write(new Uint8Array(4096).fill(0xfe));
+      await waitFor(() => answered, { what: "the admin socket to answer or close the garbage connection" });
       garbage.end();
-      await Bun.sleep(100);
       expect(ask(["http://x/v1/health"])).toEndWith("200");
       expect((await fetch(`${node.url}/v1/status`)).status).toBe(200);
     } finally {
@@ -362,19 +417,12 @@ describe("command line", () => {
     writeConfig(dir, port, "wal_checkpoint_threshold_bytes: 4096\n");
     const proc = Bun.spawn([copy, "run", "--config", join(dir, "cairn.yaml")], { cwd: dir, env: { PATH: "/nonexistent" }, stdout: "pipe", stderr: "pipe" });
     try {
-      let ok = false;
-      for (let i = 0; i < 200 && !ok; i++) {
-        ok = await fetch(`http://127.0.0.1:${port}/v1/status`).then((r) => r.ok, () => false);
-        if (!ok) await Bun.sleep(25);
-      }
-      expect(ok).toBe(true);
+      await waitFor(() => fetch(`http://127.0.0.1:${port}/v1/status`).then((r) => r.ok, () => false), { what: "the copied binary to serve /v1/status" });
       for (let i = 0; i < 20; i++) await fetch(`http://127.0.0.1:${port}/v1/blobs/k${i}`, { method: "PUT", body: new Uint8Array(8192) });
       // the WAL checkpoint worker is embedded in the binary and runs
-      let runs = 0;
-      for (let i = 0; i < 100 && runs === 0; i++) {
-        runs = (await getJson(`http://127.0.0.1:${port}/v1/status`)).wal_checkpoints.runs;
-        if (runs === 0) await Bun.sleep(50);
-      }
+      const runs = await waitFor(async () => (await getJson(`http://127.0.0.1:${port}/v1/status`)).wal_checkpoints.runs as number, {
+        what: "a WAL checkpoint by the copied binary",
+      });
       expect(runs).toBeGreaterThan(0);
     } finally {
       proc.kill("SIGTERM");
@@ -389,12 +437,7 @@ describe("command line", () => {
     probe.stop(true); // 7420 is free: the default address can be tested
     const proc = Bun.spawn([join(import.meta.dir, "..", "..", "dist", "cairn"), "run"], { cwd, stdout: "pipe", stderr: "pipe" });
     try {
-      let ok = false;
-      for (let i = 0; i < 200 && !ok; i++) {
-        ok = await fetch("http://127.0.0.1:7420/v1/status").then((r) => r.ok, () => false);
-        if (!ok) await Bun.sleep(25);
-      }
-      expect(ok).toBe(true);
+      await waitFor(() => fetch("http://127.0.0.1:7420/v1/status").then((r) => r.ok, () => false), { what: "the node to serve on 127.0.0.1:7420" });
       expect(existsSync(join(cwd, "cairn-data", "db", "cairn.db"))).toBe(true);
       expect(lstatSync(join(cwd, "cairn-data", "admin.socket")).isSocket()).toBe(true);
     } finally {

@@ -9,17 +9,21 @@
  * s3rver runs inside this test process, so every command that talks to it is spawned
  * asynchronously (a blocking spawnSync would stall the server it waits for).
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { decodeManifest, indexPath, packPath } from "../../src/store/format.ts";
-import { checkpointStatus, createCheckpointAsync, deleteAll, listJson, type Listed, putAll, waitFor } from "../helpers/checkpoint.ts";
+import { checkpointStatus, createCheckpointAsync, deleteAll, listJson, type Listed, putAll } from "../helpers/checkpoint.ts";
 import { BINARY, getJson, type NodeHandle, pseudoRandomBytes, sha256, sqlite3, startNode } from "../helpers/node.ts";
 import { serveMismatches } from "../helpers/restore.ts";
 import { addS3Credentials, getObject, listObjects, putObject, S3_BUCKET, type S3Server, startS3 } from "../helpers/s3.ts";
 import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 cleanTmpDirsAfterEach();
+// bun test takes no default timeout from bunfig.toml: a test without a limit of its own
+// would get Bun's 5 s, too little for this file's tests on a busy machine
+setDefaultTimeout(60_000);
 
 interface Run {
   code: number | null;
@@ -65,22 +69,23 @@ async function remoteOf(node: NodeHandle): Promise<any> {
 
 /** Wait until the node's remote copy is idle with `id` as the newest remote checkpoint; returns the status. */
 // biome-ignore lint: tests read arbitrary fields
-async function waitPushed(node: NodeHandle, id: number, timeoutMs = 20_000): Promise<any> {
+async function waitPushed(node: NodeHandle, id: number, timeoutMs = 60_000): Promise<any> {
   // biome-ignore lint: tests read arbitrary fields
   let r: any;
-  try {
-    await waitFor(
-      async () => {
-        r = await remoteOf(node);
-        return r?.state === "idle" && r.last_pushed_id === id;
-      },
-      timeoutMs,
-      `remote.last_pushed_id == ${id}`,
-    );
-  } catch (e) {
-    throw new Error(`${e}\nremote status: ${JSON.stringify(r)}\nnode log:\n${node.logs()}`);
-  }
+  await waitFor(
+    async () => {
+      r = await remoteOf(node);
+      return r?.state === "idle" && r.last_pushed_id === id;
+    },
+    { what: `remote.last_pushed_id == ${id}`, timeoutMs, detail: () => `remote status: ${JSON.stringify(r)}\nnode log:\n${node.logs()}` },
+  );
   return r;
+}
+
+/** The time (ms) of the first line of `log` that contains `text`, from its timestamp; undefined if none. */
+function loggedAt(log: string, text: string): number | undefined {
+  const line = log.split("\n").find((l) => l.includes(text));
+  return line === undefined ? undefined : Date.parse(line.slice(0, line.indexOf(" ")));
 }
 
 async function metrics(node: NodeHandle): Promise<string> {
@@ -206,7 +211,7 @@ describe("a node copying its checkpoints to a remote store", () => {
     expect(metric(m, "cairn_remote_consecutive_failures")).toBe(0);
     expect(metric(m, "cairn_remote_uploaded_bytes_total")).toBe(firstPush);
     expect(metric(m, "cairn_remote_last_success_timestamp_seconds")).toBeCloseTo(Date.parse(r.last_success) / 1000, 0);
-  }, 30_000);
+  }, 90_000);
 
   test("after a ~1% change, checkpoint 2 uploads only a small fraction, and packs/ grows by exactly that", async () => {
     const packsBefore = await listObjects(s3, `${PREFIX}/packs/`);
@@ -237,7 +242,7 @@ describe("a node copying its checkpoints to a remote store", () => {
     const growth = total(packsAfter) - total(packsBefore);
     expect(growth).toBeGreaterThan(0);
     expect(growth + manifestsAfter.get(newManifests[0]!)!).toBe(second);
-  }, 30_000);
+  }, 90_000);
 
   test("restore from s3:// into an empty directory, with nothing but the environment, serves every blob acknowledged before checkpoint 2", async () => {
     // written after checkpoint 2: must not be in what is restored
@@ -268,7 +273,7 @@ describe("a node copying its checkpoints to a remote store", () => {
     expected.delete("b1");
     deleted.push("b1");
     expected.set("late0", sha256(body(0, 3)));
-  }, 40_000);
+  }, 60_000);
 
   test("restore from s3:// killed -9 after a saved step, then the same command: it does not fetch the done ranges again, byte-identical", async () => {
     const target = tmpDir("cairn-rk-");
@@ -324,10 +329,11 @@ describe("a node copying its checkpoints to a remote store", () => {
     const packs = [...(await listObjects(s3, `${PREFIX}/packs/`)).keys()].sort();
     expect(packs).toEqual([...needed].sort());
     expect(packs.some((k) => k.includes(stray))).toBe(false);
-  }, 30_000);
+  }, 120_000);
 
   test("during an outage of the object store local checkpoints go on; the copy is retried after its back-off and catches up when it is back", async () => {
     const before = await remoteOf(node);
+    const logFrom = node.logs().length;
     await s3.stop();
     let restarted = false;
     try {
@@ -337,8 +343,8 @@ describe("a node copying its checkpoints to a remote store", () => {
       expect(c.stderr).toBe("");
       expect(c.code).toBe(0);
       expect(c.stdout).toMatch(/^Checkpoint 5 created in /);
-      // it returned while its copy was still trying (connection refused is retried for seconds)
-      expect((await remoteOf(node)).state).toBe("pushing");
+      const run5 = (await checkpointStatus(node)).last;
+      expect(run5.result.id).toBe(5);
       await putAll(node.url, [{ id: "e1", body: body(10, 5) }]);
       expect(await createCheckpointAsync(node)).toBe(6);
       expect(listJson(join(dir, "ckpt")).map((x) => x.id)).toEqual([1, 2, 3, 4, 5, 6]);
@@ -350,9 +356,12 @@ describe("a node copying its checkpoints to a remote store", () => {
           r = await remoteOf(node);
           return r.state === "waiting-retry";
         },
-        20_000,
-        "the remote copy to fail",
+        { what: "the remote copy to fail", timeoutMs: 60_000 },
       );
+      // checkpoint 5 was done while its copy was still trying: the copy failed (connection
+      // refused is retried for seconds first) only after checkpoint 5 had finished
+      const failedAt = loggedAt(node.logs().slice(logFrom), "copying checkpoints to s3://cairn-test/nodes/a failed");
+      expect(failedAt).toBeGreaterThan(Date.parse(run5.finished));
       expect(r.failures).toBeGreaterThanOrEqual(1);
       expect(r.consecutive_failures).toBeGreaterThanOrEqual(1);
       expect(r.last_error).toMatch(/s3:\/\/cairn-test\/nodes\/a/);
@@ -379,8 +388,10 @@ describe("a node copying its checkpoints to a remote store", () => {
       await s3.start();
       restarted = true;
       const t0 = performance.now();
-      const ok = await waitPushed(node, 6, 20_000);
-      expect(performance.now() - t0).toBeLessThan(15_000);
+      const ok = await waitPushed(node, 6);
+      // by the retry after its back-off of 1 s (after what is left of an attempt under way,
+      // seconds), not the default 5 minutes: well within 30 s
+      expect(performance.now() - t0).toBeLessThan(30_000);
       expect(ok.consecutive_failures).toBe(0);
       expect(ok.last_error).toBeNull();
       expect(ok.next_retry).toBeNull();
@@ -392,7 +403,7 @@ describe("a node copying its checkpoints to a remote store", () => {
     } finally {
       if (!restarted) await s3.start();
     }
-  }, 50_000);
+  }, 180_000);
 
   test("a second node configured with the same remote prefix is refused, naming the owner; the remote is untouched", async () => {
     const before = await listObjects(s3, `${PREFIX}/`);
@@ -411,8 +422,7 @@ describe("a node copying its checkpoints to a remote store", () => {
           r = await remoteOf(b);
           return r.failures >= 1 && r.state === "waiting-retry";
         },
-        15_000,
-        "node B's copy to be refused",
+        { what: "node B's copy to be refused", timeoutMs: 60_000 },
       );
       expect(r.last_error).toContain(nodeId);
       expect(r.last_error).toContain("refusing");
@@ -420,7 +430,7 @@ describe("a node copying its checkpoints to a remote store", () => {
       expect(r.uploaded_bytes_total).toBe(0);
       expect(b.logs()).toContain(`holds the checkpoints of node ${nodeId}`);
       // wait out a retry too: still refused, still nothing written
-      await waitFor(async () => (await remoteOf(b)).failures >= 2, 15_000, "node B's retry");
+      await waitFor(async () => (await remoteOf(b)).failures >= 2, { what: "node B's retry", timeoutMs: 60_000 });
       expect(await listObjects(s3, `${PREFIX}/`)).toEqual(before);
       expect((await listRemote(url, s3.env)).map((x) => [x.id, x.node_id])).toEqual([
         [5, nodeId],
@@ -429,7 +439,7 @@ describe("a node copying its checkpoints to a remote store", () => {
     } finally {
       expect(await b.stop()).toBe(0);
     }
-  }, 30_000);
+  }, 90_000);
 });
 
 // ---- credentials -----------------------------------------------------------------------------
@@ -482,7 +492,7 @@ describe("credentials", () => {
       expect(await node.stop()).toBe(0);
     }
     expect(node.logs()).not.toContain(SECRET);
-  }, 30_000);
+  }, 90_000);
 
   test("rejected credentials: the failure is reported without echoing them", async () => {
     const dir = tmpDir("cairn-rd-");
@@ -503,8 +513,7 @@ describe("credentials", () => {
           r = await remoteOf(node);
           return r.state === "waiting-retry";
         },
-        15_000,
-        "the copy to be denied",
+        { what: "the copy to be denied", timeoutMs: 60_000 },
       );
       expect(r.last_error).toContain("s3://cairn-test/nodes/denied");
       // refused at once as a credentials problem, not retried as an outage
@@ -520,7 +529,7 @@ describe("credentials", () => {
     expect(c.stderr).toContain("InvalidAccessKeyId");
     expect(c.stderr).not.toContain(BAD_SECRET);
     expect(c.stderr).not.toContain("AKIDNOSUCHKEY88");
-  }, 30_000);
+  }, 90_000);
 });
 
 // ---- checkpoint create --path s3://... -------------------------------------------------------
@@ -551,7 +560,7 @@ test("local-admin checkpoint create --path s3://cairn-test/other takes a checkpo
   } finally {
     expect(await node.stop()).toBe(0);
   }
-}, 30_000);
+}, 60_000);
 
 // ---- bad locations -----------------------------------------------------------------------------
 
@@ -578,10 +587,12 @@ describe("bad remote locations fail with one clear line", () => {
   });
 
   test("an endpoint nothing listens on fails within a bounded time", async () => {
-    const r = await cairn(["list-db-checkpoint", s3.url("x")], { ...s3.env, S3_ENDPOINT: "http://127.0.0.1:1" }, 30_000);
+    // a command that kept trying would be killed at 60 s; its retries (5 attempts, 3 s of
+    // back-off in all) end well within 20 s
+    const r = await cairn(["list-db-checkpoint", s3.url("x")], { ...s3.env, S3_ENDPOINT: "http://127.0.0.1:1" }, 60_000);
     expect(r.code).toBe(1);
     oneLine(r);
     expect(r.stderr).toContain("s3://cairn-test/x");
-    expect(r.ms).toBeLessThan(15_000);
-  }, 35_000);
+    expect(r.ms).toBeLessThan(20_000);
+  }, 90_000);
 });

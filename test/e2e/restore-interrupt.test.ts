@@ -66,7 +66,7 @@ beforeAll(async () => {
   const a = auditDb(reference);
   expect(a.integrity).toBe("ok");
   expect(a.blobs).toEqual(expected);
-}, 60_000);
+}, 180_000);
 
 afterAll(() => {
   if (tpl) rmSync(tpl, { recursive: true, force: true });
@@ -128,7 +128,7 @@ describe("kill -9 of restore, then the same command again", () => {
     expectFinished(dbPath, again);
     if (progress && progress.done.length > 0) expect(again.stderr).toContain(`${progress.done.length} of ${progress.ranges} ranges were already restored`);
     else expect(again.stderr).not.toContain("ranges were already restored");
-  }, 30_000);
+  }, 60_000);
 
   test("once progress is first made durable (about half-way): the second run does not fetch the finished ranges again, byte-identical", async () => {
     const s = copyStore();
@@ -146,7 +146,7 @@ describe("kill -9 of restore, then the same command again", () => {
     expect(again.stderr).not.toContain(pack);
     expectFinished(dbPath, again);
     expect(again.stderr).toContain(`${progress.done.length} of ${progress.ranges} ranges were already restored`);
-  }, 30_000);
+  }, 60_000);
 
   test("right at the end (every range done, before the swap): the second run fetches nothing, byte-identical", async () => {
     const s = copyStore();
@@ -168,7 +168,7 @@ describe("kill -9 of restore, then the same command again", () => {
     expect(again.stderr).not.toContain(pack);
     expectFinished(dbPath, again);
     expect(again.stderr).toContain(`${progress.ranges} of ${progress.ranges} ranges were already restored`);
-  }, 30_000);
+  }, 60_000);
 });
 
 /** Makes a restore wait 3 s between its last check and its swap (see pausePoint). */
@@ -195,7 +195,7 @@ describe("a signal to restore", () => {
       if (pack) expect(again.stderr).not.toContain(pack);
       expectFinished(dbPath, again);
       expect(again.stderr).toContain(`${progress.done.length} of ${progress.ranges} ranges were already restored`);
-    }, 30_000);
+    }, 60_000);
   }
 
   test("SIGINT after the final check (every range done, before the swap): exit 130, nothing put in place; the same command then finishes, byte-identical", async () => {
@@ -213,5 +213,5 @@ describe("a signal to restore", () => {
 
     const again = restore(store, dbPath);
     expectFinished(dbPath, again);
-  }, 30_000);
+  }, 60_000);
 });

@@ -187,7 +187,7 @@ describe("round trip", () => {
     expect(r2.code).toBe(0);
     expect(JSON.parse(r2.stdout)).toMatchObject({ checkpoint_id: 2, latest: true, db_path: latest, size_bytes: size2, move_aside_to: null });
     expect(auditDb(join(latest, "cairn.db")).blobs).toEqual(expectedAt(2).blobs);
-  }, 30_000);
+  }, 60_000);
 });
 
 describe("guards", () => {
@@ -415,7 +415,7 @@ describe("a damaged store", () => {
       const a = auditDb(join(latest, "cairn.db"));
       expect(a.integrity).toBe("ok");
       expect(a.blobs).toEqual(expectedAt(1).blobs);
-    }, 30_000);
+    }, 60_000);
   }
 
   test("an empty target folder stays empty when the restore fails on damage", () => {

@@ -196,15 +196,6 @@ export function flipByte(file: string, offset = Math.floor(statSync(file).size /
   return offset;
 }
 
-/** Poll `cond` every 25 ms until it is true or `timeoutMs` passes (then throw naming `what`). */
-export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await Bun.sleep(25);
-  }
-}
-
 /** PUT each blob, `concurrency` at a time; every one must be acknowledged (201 or 204). */
 export async function putAll(url: string, blobs: { id: string; body: Uint8Array }[], concurrency = 8): Promise<void> {
   let next = 0;

@@ -1,8 +1,13 @@
 /**
  * bun test preload: the end-to-end tests drive the compiled binary, so make sure dist/cairn
- * exists and is newer than every source file; build it if not.
+ * exists and is newer than every source file; build it if not. And every test gets 20 s unless
+ * it sets its own limit (end-to-end tests start the binary): bun test 1.4.5 does not read a
+ * `timeout` from bunfig.toml, so it is set here, for every file.
  */
+import { setDefaultTimeout } from "bun:test";
 import { binaryStaleness, REPO_ROOT } from "../../scripts/binary.ts";
+
+setDefaultTimeout(20_000);
 
 const stale = binaryStaleness();
 if (stale) {

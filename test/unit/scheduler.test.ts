@@ -10,6 +10,7 @@ import { dbPathIn, openNodeDatabase } from "../../src/engine/database.ts";
 import { LiveFiles } from "../../src/engine/live-files.ts";
 import { silentLogger } from "../../src/log.ts";
 import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 cleanTmpDirsAfterEach();
 
@@ -94,9 +95,13 @@ describe("periodic checkpoints driven by a fake clock", () => {
     return { dir, db, clock, manager, config };
   }
 
+  /** Wait until no checkpoint runs and the schedule has its next time (set once a run is done). */
   async function settle(manager: CheckpointManager) {
-    for (let i = 0; i < 500 && manager.status().running; i++) await Bun.sleep(10);
-    await Bun.sleep(10);
+    await waitFor(() => manager.status().running === null && manager.status().next_periodic !== null, {
+      what: "the periodic checkpoint to end and the next one to be scheduled",
+      timeoutMs: 20_000,
+      intervalMs: 5,
+    });
   }
 
   test("runs after the start-up delay, then every interval", async () => {
@@ -117,7 +122,7 @@ describe("periodic checkpoints driven by a fake clock", () => {
     await manager.stop();
     expect(manager.status().next_periodic).toBeNull();
     db.close();
-  }, 20_000);
+  }, 60_000);
 
   test("a failed run is retried after the back-off", async () => {
     const { dir, db, clock, manager } = setup({ dir: "" });
@@ -136,7 +141,7 @@ describe("periodic checkpoints driven by a fake clock", () => {
     expect(manager.status().failures).toBe(2);
     await manager.stop();
     db.close();
-  }, 20_000);
+  }, 60_000);
 
   test("a running checkpoint makes a second request fail with Backup already in progress", async () => {
     const { db, manager } = setup({ periodic: false });

@@ -6,13 +6,16 @@
  * and one case has frames already copied into the database file (nBackfill > 0).
  */
 import { Database } from "bun:sqlite";
-import { describe, expect, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { closeSync, copyFileSync, existsSync, openSync, readFileSync, readSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { readWalIndexHeader, scanWal } from "../../src/engine/sqlite-files.ts";
 import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
 
 cleanTmpDirsAfterEach();
+// bun test takes no default timeout from bunfig.toml: a test without a limit of its own
+// would get Bun's 5 s, too little for this file's tests on a busy machine
+setDefaultTimeout(30_000);
 
 /** Descriptors of a database's -wal and -shm, as the node holds them (engine/live-files.ts). */
 function withWalFds<T>(dbFile: string, fn: (walFd: number, shmFd: number) => T): T {
