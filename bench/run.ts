@@ -9,7 +9,8 @@
  *
  * Environment: CAIRN_BENCH_SCALE=0.1 shrinks every request count (quick smoke runs);
  * CAIRN_BENCH_ONLY=checkpoints runs only the sections whose title contains that text
- * (case-insensitive; comma-separated for several).
+ * (case-insensitive; comma-separated for several); CAIRN_BENCH_SIZES_GB=1,16 sets the database
+ * sizes of the scale section (GiB).
  */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -19,12 +20,13 @@ import { stopAllNodes } from "./lib/node.ts";
 import { rawSqliteSection } from "./lib/raw-sqlite.ts";
 import { offHostSection } from "./lib/offhost.ts";
 import { restoreSection } from "./lib/restore.ts";
+import { scaleSection } from "./lib/scale.ts";
 import { machineFacts, renderFacts } from "./lib/report.ts";
 import { createContext, type Section } from "./lib/section.ts";
 import { installCleanup, TempDirs } from "./lib/tmp.ts";
 import { benchScale } from "./lib/workload.ts";
 
-const SECTIONS: Section[] = [nodePutGetSection, rawSqliteSection, checkpointsSection, restoreSection, offHostSection];
+const SECTIONS: Section[] = [nodePutGetSection, rawSqliteSection, checkpointsSection, restoreSection, offHostSection, scaleSection];
 
 /** The sections this run measures: all, or those CAIRN_BENCH_ONLY names. */
 function selectedSections(): Section[] {

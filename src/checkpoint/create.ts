@@ -4,43 +4,53 @@
  * order of events is what makes a crash at any moment leave either a complete checkpoint or
  * none:
  *
- *  1. lock the store and load what it holds (pack indexes → digest table; the previous
- *     checkpoint's block list, for the quick unchanged-block test), from the node's cache;
- *  2. pause the node's WAL checkpoints and pin the snapshot (snapshot.ts);
- *  3. workers scan the WAL, then read the image block by block and append new blocks to
- *     packs in tmp/; the pin is released and WAL checkpoints resume as soon as reading ends;
- *  4. the workers also cut their ranges' block lists into segments and store the new ones like
- *     blocks; the coordinator joins the lists and the segment digests;
- *  5. workers close their packs (fsynced when `sync`), the packs are renamed into packs/ and
+ *  1. lock the store and find its newest checkpoint's segments (from the node's cache, or one
+ *     scan of its indexes in a worker);
+ *  2. pause the node's WAL folds, pin the snapshot (snapshot.ts) and, in the same step, take
+ *     the pages changed since that checkpoint (engine/change-tracker.ts), if that is proven;
+ *  3. workers build the ranges that hold a changed block (all of them when nothing is proven:
+ *     a full scan, which still keeps the digest of every block whose quick hash did not
+ *     change), appending new blocks and segments to packs in tmp/; every other segment is the
+ *     previous checkpoint's, taken by digest without reading it; the pin is released and folds
+ *     resume as soon as reading ends;
+ *  4. workers close their packs (fsynced when `sync`); the packs are renamed into packs/ and
  *     their folders fsynced;
- *  6. the manifest is written last, atomically. Only now does the checkpoint exist.
+ *  5. the manifest is written last, atomically. Only now does the checkpoint exist.
+ *
+ * Memory is that of the segments (a digest, a location and the packs of its blocks each, for
+ * every 2 MiB of database) and of the changed pages (a bit each), not of the blocks: nothing
+ * here holds a block list or a table of the store's digests. A block is deduplicated against
+ * the previous checkpoint's block at the same place (its quick hash) and against the blocks
+ * this checkpoint stored (a bounded table per worker), not against the whole store.
  *
  * Cancelling (an AbortSignal) terminates the workers at once; what they wrote stays in tmp/
  * and is removed, so nothing of the checkpoint is listed.
  */
-import { CairnError, isDiskFull } from "../errors.ts";
+import { CairnError, errorMessage, isDiskFull } from "../errors.ts";
+import type { ChangeTracker, TakenChanges } from "../engine/change-tracker.ts";
 import type { LiveFiles } from "../engine/live-files.ts";
 import type { WalOverlay } from "../engine/sqlite-files.ts";
 import type { Logger } from "../log.ts";
-import type { DigestTable } from "../store/digest-table.ts";
 import { LocalStore } from "../store/dir/writer.ts";
-import { SEGMENT_BLOCKS, SEGMENT_ENTRY_BYTES } from "../store/format.ts";
-import { toHex } from "../store/hash.ts";
+import { seedDigest, SEGMENT_BLOCKS } from "../store/format.ts";
 import { PACK_TARGET_BYTES } from "../store/pack.ts";
 import type { PackWritten } from "../store/pack-writer.ts";
 import { crashPoint, pausePoint } from "../util/crash-point.ts";
 import { emptyDirNoFollow } from "../util/fsx.ts";
 import { WorkerPool } from "../util/worker-pool.ts";
 import { VERSION } from "../version.ts";
-import type { CheckpointJob, FinishResult, RangeResult, SnapshotSpec } from "./jobs.ts";
+import type { CheckpointJob, FinishResult, RangeJob, RangeResult, SampleJob, SnapshotSpec } from "./jobs.ts";
+import { locateSegments, packsOf, type PreviousCheckpoint, type SegmentPlace, segmentRef, segmentTable } from "./segments.ts";
 import { pinSnapshot } from "./snapshot.ts";
-import { addPacksToTable, type BlockList, loadBlockList, loadTable, type StoreCache } from "./store-cache.ts";
 
 /**
  * Blocks per unit of work handed to a worker (8 MiB of database at 8 KiB blocks): whole
  * segments, since each worker hashes and stores the segments of its ranges.
  */
-const RANGE_BLOCKS = 4 * SEGMENT_BLOCKS;
+const RANGE_SEGMENTS = 4;
+const RANGE_BLOCKS = RANGE_SEGMENTS * SEGMENT_BLOCKS;
+/** Blocks the change tracking calls unchanged that are read anyway, to prove it right. */
+const SAMPLE_BLOCKS = 64;
 
 export interface WalPauser {
   pause(): Promise<() => void>;
@@ -52,6 +62,8 @@ export interface CheckpointOptions {
   /** The node's descriptors of its database files: every read of them goes through these. */
   live: LiveFiles;
   wal: WalPauser;
+  /** The pages changed since the store's last checkpoint, for the node's own store (else everything is read). */
+  tracker?: ChangeTracker;
   workers: number;
   sync: boolean;
   compression: "none" | "zstd";
@@ -66,8 +78,8 @@ export interface CheckpointOptions {
    * caller then makes new ones). Without it the checkpoint makes its own and ends them.
    */
   pool?: WorkerPool;
-  /** Kept by the caller between checkpoints; takeCheckpoint reads and updates it. */
-  cache?: { current?: StoreCache };
+  /** Kept by the caller between checkpoints: the newest checkpoint of the store, read and updated here. */
+  cache?: { current?: PreviousCheckpoint };
   /** Called as blocks are read: bytes done of total. */
   onProgress?: (done: number, total: number) => void;
 }
@@ -81,6 +93,12 @@ export interface CheckpointResult {
   newBlocks: number;
   newBytes: number;
   rehashed: number;
+  /** How the changes were found: only the changed pages read ("changes"), or every block ("full"). */
+  scan: "changes" | "full";
+  /** Why every block was read, when it was. */
+  scanReason?: string;
+  /** Bytes of the database read for it. */
+  bytesRead: number;
   files: number;
   blobCount: number;
   /** Milliseconds spent in each phase, in order (for logs and the bench). */
@@ -99,72 +117,60 @@ class Phases {
   }
 }
 
-/** What the store holds (1): the digest table over `packIds`, and the previous checkpoint's block list. */
-interface StoreState {
-  id: number;
-  packIds: string[];
-  table: DigestTable;
-  prev?: BlockList;
-}
-
 /** What reading the image gave (2-3). */
 interface ImageRead {
   spec: SnapshotSpec;
-  results: RangeResult[];
-  /** Which worker read each range (a range's own-pack refs are that worker's). */
-  rangeWorker: number[];
+  /** The new checkpoint's segments: digest and place each. */
+  segments: string[];
+  locations: SegmentPlace[];
   totals: { blob_count: number; blob_bytes: number };
+  changes?: TakenChanges;
+  scan: "changes" | "full";
+  scanReason?: string;
+  newBlocks: number;
+  rehashed: number;
+  bytesRead: number;
 }
 
 export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointResult> {
   const phases = new Phases();
   const started = new Date();
   const store = LocalStore.openForWrite(o.storeDir, o.nodeId, o.logger);
+  const storeKey = `${o.storeDir} ${seedDigest(store.info.quick_hash_seed!)}`;
   const pool = o.pool?.alive ? o.pool : new WorkerPool(Math.max(1, o.workers));
   let keepPool = false;
   const cancelled = () => (o.signal?.reason instanceof CairnError ? o.signal.reason : new CairnError("E_CANCELLED", "checkpoint cancelled"));
   const onAbort = () => pool.terminate(cancelled());
   o.signal?.addEventListener("abort", onAbort);
   let published = false;
+  let image: ImageRead | undefined;
   try {
     if (o.signal?.aborted) throw cancelled();
-    const state = await loadStoreState(o, store, pool);
+    const id = await store.nextId();
+    const prev = await previousCheckpoint(o, store, pool, id - 1);
     phases.mark("load_store");
-    await startWorkers(o, store, pool, state);
+    await startWorkers(o, store, pool);
     phases.mark("start_workers");
-    const image = await readImage(o, store, pool, phases);
+    image = await readImage(o, store, pool, prev, storeKey, phases);
     crashPoint("checkpoint:blocks-read");
     phases.mark("read_blocks");
 
-    // 4. the block list, and its segments
-    const imageBytes = image.spec.pageCount * image.spec.pageSize;
-    const blockCount = Math.ceil(imageBytes / store.info.block_size);
-    // shared from the start: it is the next checkpoint's "previous" block list (the cache)
-    const entriesBuf = new SharedArrayBuffer(blockCount * SEGMENT_ENTRY_BYTES);
-    const entries = new Uint8Array(entriesBuf);
-    let newBlocks = 0;
-    let rehashed = 0;
-    image.results.forEach((r, i) => {
-      entries.set(r.entries, i * RANGE_BLOCKS * SEGMENT_ENTRY_BYTES);
-      newBlocks += r.newBlocks;
-      rehashed += r.rehashed;
-    });
-    const segments: string[] = [];
-    for (const r of image.results) for (let k = 0; k < r.segments.length; k += 32) segments.push(toHex(r.segments.subarray(k, k + 32)));
-    phases.mark("block_list");
-
-    // 5. close, publish and sync the packs
-    const { packs, written } = await publishPacks(o, store, pool, state, image);
+    // 4. close, publish and sync the packs
+    const written = await publishPacks(o, store, pool);
     phases.mark("publish_packs");
     if (o.signal?.aborted) throw cancelled();
 
-    // 6. the manifest, last
+    // 5. the manifest, last: it names exactly the packs its segments and their blocks are in
+    const table = segmentTable(image.locations);
+    const imageBytes = image.spec.pageCount * image.spec.pageSize;
+    const blockCount = Math.ceil(imageBytes / store.info.block_size);
     const created = new Date().toISOString();
+    const packs = packsOf(table);
     const newBytes = written.reduce((s, p) => s + p.packBytes + p.indexBytes, 0);
     crashPoint("checkpoint:before-manifest");
     const manifestBytes = store.writeManifest({
       format: 1,
-      id: state.id,
+      id,
       node_id: o.nodeId,
       created,
       cairn_version: VERSION,
@@ -174,40 +180,54 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
       block_size: store.info.block_size,
       block_count: blockCount,
       segment_blocks: SEGMENT_BLOCKS,
-      segments,
+      segments: image.segments,
       packs,
       db_totals: image.totals,
       stats: {
         started: started.toISOString(),
         duration_ms: Math.round(performance.now() - phases.t0),
         logical_bytes: imageBytes,
-        new_blocks: newBlocks,
+        new_blocks: image.newBlocks,
         new_bytes: newBytes,
-        blocks_rehashed: rehashed,
+        blocks_rehashed: image.rehashed,
+        scan: image.scan,
+        read_bytes: image.bytesRead,
       },
     });
     published = true;
+    image.changes?.commit(storeKey, id);
     crashPoint("checkpoint:after-manifest");
     phases.mark("manifest");
-    if (o.cache) await rememberStore(o, store, pool, state, written, { id: state.id, entries: entriesBuf, count: blockCount });
-    phases.mark("prepare_next");
+    if (o.cache) {
+      o.cache.current = {
+        dir: o.storeDir,
+        manifest: await store.reader.manifest(id),
+        locations: table,
+      };
+    }
     keepPool = true;
-    o.logger.debug(`checkpoint ${state.id} phases (ms): ${Object.entries(phases.ms).map(([k, v]) => `${k} ${v}`).join(", ")}`);
+    o.logger.debug(`checkpoint ${id} phases (ms): ${Object.entries(phases.ms).map(([k, v]) => `${k} ${v}`).join(", ")}`);
     return {
-      id: state.id,
+      id,
       dir: o.storeDir,
       created,
       durationMs: performance.now() - phases.t0,
       logicalBytes: imageBytes,
-      newBlocks,
+      newBlocks: image.newBlocks,
       newBytes: newBytes + manifestBytes,
-      rehashed,
+      rehashed: image.rehashed,
+      scan: image.scan,
+      scanReason: image.scanReason,
+      bytesRead: image.bytesRead,
       files: packs.length * 2 + 1,
       blobCount: image.totals.blob_count,
       phases: phases.ms,
     };
   } catch (e) {
-    if (!published) discardTmp(store.tmpDir);
+    if (!published) {
+      image?.changes?.abandon();
+      discardTmp(store.tmpDir);
+    }
     if (isDiskFull(e)) {
       throw new CairnError("E_DISK_FULL", `no space left on the device holding ${o.storeDir}; the checkpoint was discarded and nothing of it is listed`, {
         hint: "free space there, or take checkpoints into another directory (checkpoint create --path, db_checkpoint_dir)",
@@ -223,41 +243,25 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
   }
 }
 
-/** 1. What the store holds: from the node's cache (plus packs added since), or loaded by workers. */
-async function loadStoreState(o: CheckpointOptions, store: LocalStore, pool: WorkerPool): Promise<StoreState> {
-  const id = await store.nextId();
-  const prevId = id > 1 && (await store.reader.manifestIds()).includes(id - 1) ? id - 1 : undefined;
-  const present = await store.reader.packIds();
+/** 1. The store's newest checkpoint (`id`), to build on: from the node's cache, or located by a worker. */
+async function previousCheckpoint(o: CheckpointOptions, store: LocalStore, pool: WorkerPool, id: number): Promise<PreviousCheckpoint | undefined> {
+  if (id < 1 || !(await store.reader.manifestIds()).includes(id)) return undefined;
   const cached = o.cache?.current;
-  const usable = cached && cached.dir === o.storeDir && cached.packIds.every((p) => present.includes(p)) ? cached : undefined;
-  let packIds = present;
-  let table: DigestTable | undefined;
-  if (usable) {
-    const known = new Set(usable.packIds);
-    const added = present.filter((p) => !known.has(p));
-    if (await addPacksToTable(store.reader, usable.table, usable.packIds.length, added)) {
-      packIds = [...usable.packIds, ...added];
-      table = usable.table;
-    }
-    // else regrow by reloading: rare, and keeps the table sized for what it holds
+  if (cached && cached.dir === o.storeDir && cached.manifest.id === id) return cached;
+  try {
+    return await locateSegments(pool, o.storeDir, id);
+  } catch (e) {
+    if (e instanceof CairnError && (e.code === "E_CANCELLED" || e.code === "E_WORKER")) throw e;
+    o.logger.warn(`checkpoint ${id} cannot be built on (${errorMessage(e)}); every block is read and stored again`);
+    return undefined;
   }
-  table ??= await loadTable(pool, o.storeDir, packIds);
-  const prev =
-    prevId === undefined
-      ? undefined
-      : usable?.prev?.id === prevId
-        ? usable.prev
-        : await loadBlockList(pool, o.storeDir, prevId).catch((e) => {
-            o.logger.warn(`could not read checkpoint ${prevId}'s block list (${e.message}); every block will be hashed`);
-            return undefined;
-          });
-  return { id, packIds, table, prev };
 }
 
-async function startWorkers(o: CheckpointOptions, store: LocalStore, pool: WorkerPool, state: StoreState): Promise<void> {
+async function startWorkers(o: CheckpointOptions, store: LocalStore, pool: WorkerPool): Promise<void> {
   const init: CheckpointJob = {
     job: "checkpoint",
     op: "init",
+    storeDir: o.storeDir,
     tmpDir: store.tmpDir,
     blockSize: store.info.block_size,
     seed: store.info.quick_hash_seed!,
@@ -267,16 +271,24 @@ async function startWorkers(o: CheckpointOptions, store: LocalStore, pool: Worke
     writeBytesPerSec: o.writeBytesPerSec > 0 ? Math.max(1, Math.floor(o.writeBytesPerSec / pool.size)) : 0,
   };
   await pool.all(init);
-  const table: CheckpointJob = { job: "checkpoint", op: "table", table: state.table.buffer, prev: state.prev?.entries ?? null, prevBlockCount: state.prev?.count ?? 0 };
-  await pool.all(table);
 }
 
-/** 2-3. Pin the snapshot, have the workers read it, release it. */
-async function readImage(o: CheckpointOptions, store: LocalStore, pool: WorkerPool, phases: Phases): Promise<ImageRead> {
+/** 2-3. Pin the snapshot and take the changes, have the workers build what changed, release. */
+async function readImage(
+  o: CheckpointOptions,
+  store: LocalStore,
+  pool: WorkerPool,
+  prev: PreviousCheckpoint | undefined,
+  storeKey: string,
+  phases: Phases,
+): Promise<ImageRead> {
   const resume = await o.wal.pause();
   let pinned: ReturnType<typeof pinSnapshot> | undefined;
+  let changes: TakenChanges | undefined;
   try {
     pinned = pinSnapshot(o.live);
+    // the same instant as the pin: no commit can come in between (same thread)
+    changes = o.tracker?.take(storeKey, prev?.manifest.id, pinned.walHeader);
     crashPoint("checkpoint:snapshot-pinned");
     const overlay = pinned.walIndex
       ? await pool.call<WalOverlay, CheckpointJob>(0, { job: "checkpoint", op: "scanWal", walFd: o.live.walFd, shmFd: o.live.shmFd, walIndex: pinned.walIndex })
@@ -289,84 +301,169 @@ async function readImage(o: CheckpointOptions, store: LocalStore, pool: WorkerPo
       overlayPages: overlay?.pages ?? new Uint32Array(0),
       overlayOffsets: overlay?.offsets ?? new Float64Array(0),
     };
-    const snapshot: CheckpointJob = { job: "checkpoint", op: "snapshot", spec };
-    await pool.all(snapshot);
+    await pool.all<void, CheckpointJob>({ job: "checkpoint", op: "snapshot", spec });
     phases.mark("pin_and_scan_wal");
     await pausePoint("checkpoint:pinned");
-    const { results, rangeWorker } = await readAllRanges(pool, spec, store.info.block_size, o.onProgress);
+    const blockSize = store.info.block_size;
+    let changed = changes?.pages && prev ? changedBlocks(changes.pages, spec, blockSize, prev) : undefined;
+    let scanReason = changed ? undefined : !prev ? "the store has no checkpoint to build on" : (changes?.fallback ?? "the changes are not tracked for this store");
+    if (changed && prev) {
+      const wrong = await checkUnchanged(pool, changed, spec, blockSize, prev);
+      if (wrong !== undefined) {
+        o.logger.error(`the change tracking missed a change (block ${wrong} differs from checkpoint ${prev.manifest.id}); this checkpoint reads every block`);
+        scanReason = `the change tracking missed a change at block ${wrong}`;
+        changed = undefined;
+      }
+    }
+    if (scanReason) o.logger.info(`checkpoint reads the whole database: ${scanReason}`);
+    const built = await buildRanges(pool, spec, blockSize, prev, changed, o.onProgress);
     pinned.checkGuard();
-    return { spec, results, rangeWorker, totals: pinned.totals };
+    return { spec, totals: pinned.totals, changes, scan: changed ? "changes" : "full", scanReason, ...built };
+  } catch (e) {
+    changes?.abandon();
+    throw e;
   } finally {
     pinned?.release();
     resume();
   }
 }
 
-/** Hand out ranges of blocks to the workers until all are read. */
-async function readAllRanges(
+/**
+ * Which blocks hold a changed page: a bit per block. A block past the previous checkpoint's
+ * last one, and the image's last block when its size changed, count as changed too.
+ */
+function changedBlocks(pages: Uint8Array, spec: SnapshotSpec, blockSize: number, prev: PreviousCheckpoint): Uint8Array {
+  const imageBytes = spec.pageCount * spec.pageSize;
+  const blockCount = Math.ceil(imageBytes / blockSize);
+  const out = new Uint8Array(Math.ceil(blockCount / 8));
+  const mark = (b: number) => {
+    if (b < blockCount) out[b >>> 3]! |= 1 << (b & 7);
+  };
+  for (let i = 0; i < pages.length; i++) {
+    if (pages[i] === 0) continue;
+    for (let k = 0; k < 8; k++) {
+      if ((pages[i]! & (1 << k)) === 0) continue;
+      // page (i * 8 + k + 1) covers these bytes, in one block or (pages larger than blocks) several
+      const start = (i * 8 + k) * spec.pageSize;
+      for (let b = Math.floor(start / blockSize); b <= Math.floor((start + spec.pageSize - 1) / blockSize); b++) mark(b);
+    }
+  }
+  for (let b = prev.manifest.block_count; b < blockCount; b++) mark(b);
+  if (imageBytes !== prev.manifest.db_size_bytes && blockCount > 0) {
+    mark(blockCount - 1);
+    mark(Math.min(blockCount, prev.manifest.block_count) - 1);
+  }
+  return out;
+}
+
+const isSet = (bits: Uint8Array, b: number) => (bits[b >>> 3]! & (1 << (b & 7))) !== 0;
+
+/**
+ * Read a few blocks the tracking calls unchanged, spread over the image, and compare them with
+ * the previous checkpoint: the block number of one that differs, or undefined.
+ */
+async function checkUnchanged(pool: WorkerPool, changed: Uint8Array, spec: SnapshotSpec, blockSize: number, prev: PreviousCheckpoint): Promise<number | undefined> {
+  const blockCount = Math.min(prev.manifest.block_count, Math.ceil((spec.pageCount * spec.pageSize) / blockSize));
+  const blocks: number[] = [];
+  for (let k = 0; k < SAMPLE_BLOCKS * 4 && blocks.length < SAMPLE_BLOCKS && blockCount > 0; k++) {
+    const b = Math.floor(Math.random() * blockCount);
+    // a whole block (the image's and the previous checkpoint's last one may be shorter)
+    if (!isSet(changed, b) && b < blockCount - 1 && !blocks.includes(b)) blocks.push(b);
+  }
+  if (blocks.length === 0) return undefined;
+  const job: SampleJob = { job: "checkpoint", op: "sample", blocks, prev: blocks.map((b) => segmentRef(prev, Math.floor(b / SEGMENT_BLOCKS))!) };
+  const wrong = await pool.call<number[]>(0, job);
+  return wrong[0];
+}
+
+/** Hand out the ranges to build to the workers; every other segment is the previous checkpoint's. */
+async function buildRanges(
   pool: WorkerPool,
   spec: SnapshotSpec,
   blockSize: number,
+  prev: PreviousCheckpoint | undefined,
+  changed: Uint8Array | undefined,
   onProgress?: (done: number, total: number) => void,
-): Promise<{ results: RangeResult[]; rangeWorker: number[] }> {
+): Promise<Pick<ImageRead, "segments" | "locations" | "newBlocks" | "rehashed" | "bytesRead">> {
   const imageBytes = spec.pageCount * spec.pageSize;
   const blockCount = Math.ceil(imageBytes / blockSize);
+  const segCount = Math.ceil(blockCount / SEGMENT_BLOCKS);
   const ranges = Math.ceil(blockCount / RANGE_BLOCKS);
-  const results: RangeResult[] = new Array(ranges);
-  const rangeWorker: number[] = new Array(ranges);
-  let next = 0;
+  const segments: string[] = new Array(segCount);
+  const locations: SegmentPlace[] = new Array(segCount);
+  // the ranges with a changed block (every range without tracking); the rest are taken as they are
+  const todo: number[] = [];
+  for (let r = 0; r < ranges; r++) {
+    const first = r * RANGE_BLOCKS;
+    const last = Math.min(blockCount, first + RANGE_BLOCKS);
+    let work = !changed || !prev;
+    for (let b = first; !work && b < last; b += 8) {
+      if (b % 8 === 0 && b + 8 <= last ? changed![b >>> 3] !== 0 : isSet(changed!, b)) work = true;
+      if (!work && b % 8 !== 0) for (let k = b; k < Math.min(last, b + 8); k++) if (isSet(changed!, k)) work = true;
+    }
+    if (work) todo.push(r);
+    else {
+      for (let s = first / SEGMENT_BLOCKS; s < Math.ceil(last / SEGMENT_BLOCKS); s++) {
+        const ref = segmentRef(prev!, s)!;
+        segments[s] = ref.digest;
+        locations[s] = ref;
+      }
+    }
+  }
+  let newBlocks = 0;
+  let rehashed = 0;
+  let bytesRead = 0;
   let done = 0;
+  const totalBytes = changed ? todo.length * RANGE_BLOCKS * blockSize : imageBytes;
+  let next = 0;
   await Promise.all(
     Array.from({ length: pool.size }, async (_, w) => {
-      while (next < ranges) {
-        const r = next++;
+      while (next < todo.length) {
+        const r = todo[next++]!;
         const first = r * RANGE_BLOCKS;
-        const job: CheckpointJob = { job: "checkpoint", op: "range", first, count: Math.min(RANGE_BLOCKS, blockCount - first) };
-        results[r] = await pool.call<RangeResult>(w, job);
-        rangeWorker[r] = w;
-        done += results[r]!.bytesRead;
-        onProgress?.(done, imageBytes);
+        const count = Math.min(RANGE_BLOCKS, blockCount - first);
+        const s0 = first / SEGMENT_BLOCKS;
+        const job: RangeJob = {
+          job: "checkpoint",
+          op: "range",
+          first,
+          count,
+          changed: changed ? rangeBits(changed, first, count) : undefined,
+          prev: Array.from({ length: Math.ceil(count / SEGMENT_BLOCKS) }, (_, k) => (prev ? segmentRef(prev, s0 + k) : null)),
+          prevBlockCount: prev?.manifest.block_count ?? 0,
+        };
+        const res = await pool.call<RangeResult>(w, job);
+        res.segments.forEach((seg, k) => {
+          segments[s0 + k] = seg.digest;
+          locations[s0 + k] = seg.place;
+        });
+        newBlocks += res.newBlocks;
+        rehashed += res.rehashed;
+        bytesRead += res.bytesRead;
+        done += changed ? count * blockSize : res.bytesRead;
+        onProgress?.(Math.min(done, totalBytes), totalBytes);
       }
     }),
   );
-  return { results, rangeWorker };
+  return { segments, locations, newBlocks, rehashed, bytesRead };
 }
 
-/** 5. Workers close their packs; they are renamed into place and synced. Returns the packs the checkpoint needs. */
-async function publishPacks(
-  o: CheckpointOptions,
-  store: LocalStore,
-  pool: WorkerPool,
-  state: StoreState,
-  image: ImageRead,
-): Promise<{ packs: string[]; written: PackWritten[] }> {
-  const finish: CheckpointJob = { job: "checkpoint", op: "finish" };
-  const finished = await pool.all<FinishResult>(finish);
+/** The bits of blocks [first, first + count) of `bits`, from bit 0. */
+function rangeBits(bits: Uint8Array, first: number, count: number): Uint8Array {
+  const out = new Uint8Array(Math.ceil(count / 8));
+  for (let i = 0; i < count; i++) if (isSet(bits, first + i)) out[i >>> 3]! |= 1 << (i & 7);
+  return out;
+}
+
+/** 4. Workers close their packs; they are renamed into place and synced. */
+async function publishPacks(o: CheckpointOptions, store: LocalStore, pool: WorkerPool): Promise<PackWritten[]> {
+  const finished = await pool.all<FinishResult, CheckpointJob>({ job: "checkpoint", op: "finish" });
   crashPoint("checkpoint:packs-written");
-  // which packs the checkpoint needs: table packs by index, and each worker's own packs
-  const needed = new Set<string>();
-  image.results.forEach((r, i) => {
-    for (const ref of r.packRefs) needed.add(ref >= 0 ? state.packIds[ref]! : finished[image.rangeWorker[i]!]!.myPacks[-ref - 1]!);
-  });
   const written = finished.flatMap((f) => f.packs);
   for (const p of written) store.publishPack(p.packId);
   crashPoint("checkpoint:packs-published");
   if (o.sync && written.length > 0) store.syncPackDirs(written.map((p) => p.packId));
-  return { packs: [...needed].sort(), written };
-}
-
-/** Remember the store as it now is: the new packs join the table, this block list is the next one's "previous". */
-async function rememberStore(o: CheckpointOptions, store: LocalStore, pool: WorkerPool, state: StoreState, written: PackWritten[], list: BlockList): Promise<void> {
-  const fresh = written.map((p) => p.packId);
-  const allPacks = [...state.packIds, ...fresh];
-  let next: DigestTable | undefined = state.table;
-  if (!(await addPacksToTable(store.reader, state.table, state.packIds.length, fresh))) {
-    // the table has no room for what the store now holds (always so after the first
-    // checkpoint of a store): a worker builds a bigger one now, while the pool is up, so
-    // that the next checkpoint does not start by reloading every index
-    next = await loadTable(pool, o.storeDir, allPacks).catch(() => undefined);
-  }
-  o.cache!.current = next ? { dir: o.storeDir, packIds: allPacks, table: next, prev: list } : undefined;
+  return written;
 }
 
 function discardTmp(tmpDir: string): void {

@@ -1,10 +1,13 @@
 /** Messages between the checkpoint coordinator (create.ts, main thread) and its workers (range-job.ts). */
 import type { WalIndexHeader } from "../engine/sqlite-files.ts";
 import type { PackWritten } from "../store/pack-writer.ts";
+import type { SegmentPlace, SegmentRef } from "./segments.ts";
 
 export interface CheckpointInit {
   job: "checkpoint";
   op: "init";
+  /** The store: its packs are where earlier segments are read from. */
+  storeDir: string;
   /** Where this checkpoint's packs are written before they are renamed into place. */
   tmpDir: string;
   blockSize: number;
@@ -31,30 +34,53 @@ export interface SnapshotSpec {
   overlayOffsets: Float64Array;
 }
 
+/**
+ * One range of blocks (whole segments) to build: `changed` has a bit per block of the range
+ * that must be read (undefined: every block is read); the others are taken from the previous
+ * checkpoint's segment at that place, `prev[k]` for the range's k-th segment (null where the
+ * previous checkpoint had none).
+ */
+export interface RangeJob {
+  job: "checkpoint";
+  op: "range";
+  first: number;
+  count: number;
+  changed?: Uint8Array;
+  prev: (SegmentRef | null)[];
+  /** Blocks the previous checkpoint had (its segments' last one may be shorter). */
+  prevBlockCount: number;
+}
+
+/** Check that blocks the change tracking calls unchanged still hold what the previous checkpoint says. */
+export interface SampleJob {
+  job: "checkpoint";
+  op: "sample";
+  blocks: number[];
+  /** The previous checkpoint's segment holding each block. */
+  prev: SegmentRef[];
+}
+
 export type CheckpointJob =
   | CheckpointInit
-  | { job: "checkpoint"; op: "table"; table: SharedArrayBuffer; prev: SharedArrayBuffer | null; prevBlockCount: number }
+  | RangeJob
+  | SampleJob
   | { job: "checkpoint"; op: "snapshot"; spec: SnapshotSpec }
   | { job: "checkpoint"; op: "scanWal"; walFd: number; shmFd: number; walIndex: WalIndexHeader }
-  | { job: "checkpoint"; op: "range"; first: number; count: number }
   | { job: "checkpoint"; op: "finish" }
   | { job: "checkpoint"; op: "abort" };
 
 export interface RangeResult {
-  /** SEGMENT_ENTRY_BYTES per block: digest + quick hash. */
-  entries: Uint8Array;
-  /** The digests (32 bytes each) of the range's segments, in order; the range starts on a segment boundary. */
-  segments: Uint8Array;
-  /** The packs the range's blocks are in, each once: >= 0 a pack index of the table's pack list; < 0 the worker's own pack -(k+1). */
-  packRefs: Int32Array;
+  /** The range's segments, in order: digest (hex), where it is stored, and where its blocks are. */
+  segments: { digest: string; place: SegmentPlace }[];
   newBlocks: number;
   newBytes: number;
+  /** Blocks read from the image. */
+  blocksRead: number;
+  /** Of those, blocks that had to be hashed (not found unchanged by their quick hash). */
   rehashed: number;
   bytesRead: number;
 }
 
 export interface FinishResult {
   packs: PackWritten[];
-  /** This worker's packs in order (refs -(k+1) name them). */
-  myPacks: string[];
 }

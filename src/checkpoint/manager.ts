@@ -11,6 +11,7 @@
 import { readdirSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import type { CheckpointConfig, RemoteConfig } from "../config/config.ts";
+import type { ChangeTracker } from "../engine/change-tracker.ts";
 import type { LiveFiles } from "../engine/live-files.ts";
 import { CairnError, errorMessage } from "../errors.ts";
 import type { Logger } from "../log.ts";
@@ -28,13 +29,15 @@ import { takeCheckpoint, type WalPauser } from "./create.ts";
 import { RemoteReplicator } from "./replicator.ts";
 import { BUSY_MESSAGE, type CheckpointRun, type CheckpointStatus } from "./run.ts";
 import { PeriodicSchedule } from "./scheduler.ts";
-import { type StoreCache, warmStoreCache } from "./store-cache.ts";
+import { locateSegments, type PreviousCheckpoint, renamePacks } from "./segments.ts";
 
 export interface CheckpointManagerDeps {
   config: CheckpointConfig;
   nodeId: string;
   /** The node's descriptors of its database files (engine/live-files.ts). */
   live: LiveFiles;
+  /** The pages changed since the configured store's last checkpoint (engine/change-tracker.ts). */
+  tracker?: ChangeTracker;
   storagePath: string;
   wal: WalPauser;
   logger: Logger;
@@ -51,8 +54,8 @@ export class CheckpointManager {
   private schedule?: PeriodicSchedule;
   private stopped = false;
   private readonly clock: Clock;
-  /** The configured store, remembered between checkpoints (see StoreCache). */
-  private readonly cache: { current?: StoreCache } = {};
+  /** The configured store's newest checkpoint, remembered between checkpoints (checkpoint/segments.ts). */
+  private readonly cache: { current?: PreviousCheckpoint } = {};
   /** Copies every local checkpoint to checkpoint_config.remote, in the background. */
   readonly remote?: RemoteReplicator;
   /** The checkpoint workers, kept warm between checkpoints (see CheckpointOptions.pool). */
@@ -111,10 +114,15 @@ export class CheckpointManager {
     }
   }
 
-  /** Load the configured store into the cache in the background, for the next checkpoint. */
+  /** Find where the configured store's newest checkpoint's segments are, in the background, for the next checkpoint. */
   private warm(): void {
     const { config, logger } = this.deps;
-    this.warming = warmStoreCache(config.dir, this.workers(), this.cache).catch((e) => {
+    this.warming = (async () => {
+      const ids = await new StoreReader(new DirBackend(config.dir)).manifestIds();
+      const id = ids.at(-1);
+      if (id === undefined || this.cache.current?.manifest.id === id) return;
+      this.cache.current = await locateSegments(this.workers(), config.dir, id);
+    })().catch((e) => {
       logger.debug(`could not preload ${config.dir} for the next checkpoint: ${errorMessage(e)}`);
     });
   }
@@ -191,6 +199,7 @@ export class CheckpointManager {
       periodic: this.deps.config.periodic,
       next_periodic: next !== undefined ? new Date(next).toISOString() : null,
       remote: this.remote?.status() ?? null,
+      change_tracking: this.deps.tracker?.status() ?? null,
     };
   }
 
@@ -242,6 +251,8 @@ export class CheckpointManager {
         logger,
         signal: controller.signal,
         cache: configured ? this.cache : undefined,
+        // the changes are tracked for the configured store only: a checkpoint elsewhere leaves them be
+        tracker: configured ? this.deps.tracker : undefined,
         pool: this.workers(),
         onProgress: (done, total) => {
           run.progress = { done_bytes: done, total_bytes: total };
@@ -254,7 +265,8 @@ export class CheckpointManager {
       this.counts.consecutiveFailures = 0;
       logger.info(
         `checkpoint ${result.id} created in ${run.dir} in ${(result.durationMs / 1000).toFixed(1)} s ` +
-          `(${formatBytes(result.logicalBytes)}, ${formatBytes(result.newBytes)} new)`,
+          `(${formatBytes(result.logicalBytes)}, ${formatBytes(result.newBytes)} new; ` +
+          `${result.scan === "changes" ? "read only the changes" : "read the whole database"}, ${formatBytes(result.bytesRead)})`,
       );
       run.state = "retaining";
       if (configured) {
@@ -313,6 +325,13 @@ export class CheckpointManager {
       const r = await applyLocalRetention(dir, this.deps.nodeId, config.maxCheckpoints, config.sync, logger);
       if (r.skipped) logger.info(`retention postponed: ${r.skipped}`);
       if (r.removed.length > 0) logger.info(`retention removed checkpoint(s) ${r.removed.join(", ")}`);
+      const cached = this.cache.current;
+      if (r.gc?.renamed?.length && cached && resolve(cached.dir) === resolve(dir)) {
+        // the cached checkpoint's blocks are in the rewritten packs now
+        const renamed = new Map(r.gc.renamed);
+        renamePacks(cached.locations, renamed);
+        cached.manifest.packs = cached.manifest.packs.map((p) => renamed.get(p) ?? p).sort();
+      }
       if (r.gc && (r.gc.removedPacks > 0 || r.gc.rewrittenPacks > 0)) {
         logger.info(`garbage collection: ${r.gc.removedPacks} pack(s) removed, ${r.gc.rewrittenPacks} rewritten, ${formatBytes(r.gc.freedBytes)} freed`);
       }

@@ -1,29 +1,38 @@
 /**
- * A checkpoint worker's job: read its share of the database image (the database file with the
- * snapshot's WAL frames laid over it, through the node's own descriptors), hash each block, and
- * append the blocks the store does not hold yet to a pack of its own in the store's tmp/
- * folder (store/pack-writer.ts). The coordinator is create.ts.
+ * A checkpoint worker's job: build the block list of a range of the database image (whole
+ * segments), reading only what it must. The image is the database file with the snapshot's
+ * WAL frames laid over it, read through the node's own descriptors. Blocks the coordinator
+ * says are unchanged (the change tracking) are taken from the previous checkpoint's segment at
+ * that place without being read; blocks that are read and whose quick hash matches the
+ * previous checkpoint's keep their digest; the others are hashed with BLAKE3 and, unless this
+ * checkpoint stored the same block already, appended to a pack of this worker's in the store's
+ * tmp/ folder (store/pack-writer.ts). Each segment is then hashed and, if it differs from the
+ * previous one, stored like a block. The coordinator is create.ts.
  */
 import { readSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { CairnError } from "../errors.ts";
 import { scanWal } from "../engine/sqlite-files.ts";
 import { DigestTable } from "../store/digest-table.ts";
-import { SEGMENT_BLOCKS, SEGMENT_ENTRY_BYTES } from "../store/format.ts";
-import { blockDigestInto, DIGEST_BYTES, quickHash } from "../store/hash.ts";
-import { BLOCK_KIND_DATA, BLOCK_KIND_SEGMENT, FLAG_ZSTD } from "../store/pack.ts";
+import { DirBackend } from "../store/dir/backend.ts";
+import { StoreReader } from "../store/reader.ts";
+import { packPath, SEGMENT_BLOCKS, SEGMENT_ENTRY_BYTES } from "../store/format.ts";
+import { blockDigestInto, DIGEST_BYTES, fromHex, quickHash, toHex } from "../store/hash.ts";
+import { BLOCK_KIND_DATA, BLOCK_KIND_SEGMENT, decodeBlock, FLAG_ZSTD, INDEX_ENTRY_BYTES } from "../store/pack.ts";
 import { PackFile, type PackWritten } from "../store/pack-writer.ts";
 import { preadFully } from "../util/fsx.ts";
 import { lowerThisThreadPriority } from "../util/thread-priority.ts";
-import { Transfer } from "../util/worker-pool.ts";
-import type { CheckpointInit, CheckpointJob, FinishResult, RangeResult, SnapshotSpec } from "./jobs.ts";
+import type { CheckpointInit, CheckpointJob, FinishResult, RangeJob, RangeResult, SampleJob, SnapshotSpec } from "./jobs.ts";
+import type { SegmentLocation, SegmentPlace, SegmentRef } from "./segments.ts";
 
 const CHUNK_BYTES = 4 * 1024 * 1024;
+/** Words per block-list entry: the digest in words 0-7, the quick hash in 8-9. */
+const W = SEGMENT_ENTRY_BYTES / 4;
 
 let init: CheckpointInit | undefined;
 let seed = 0n;
-let table: DigestTable | undefined;
-let prev: { words: Uint32Array; count: number } | undefined;
+let store: DirBackend | undefined;
+let reader: StoreReader | undefined;
 /** The image being read; its descriptors belong to the node and are never closed here. */
 let snap: SnapshotSpec | undefined;
 const chunk = new Uint8Array(CHUNK_BYTES);
@@ -32,13 +41,16 @@ const chunk = new Uint8Array(CHUNK_BYTES);
 
 let current: PackFile | undefined;
 const written: PackWritten[] = [];
-/** This worker's packs, in order; refs to them are -(k+1). */
+/** This worker's packs, in order. */
 const myPacks: string[] = [];
-/** Blocks this worker stored during this checkpoint: digest → -ref (binary keys, no strings per block). */
-const NEW_HERE_INITIAL = 1 << 16;
-let newHere = DigestTable.create(NEW_HERE_INITIAL);
-/** Whether the last storeBlock() call added the block (false: an earlier block had the same content). */
-let lastStoreAdded = false;
+/**
+ * Blocks this worker stored during this checkpoint: digest → where (an index into `stored`).
+ * Bounded: past DEDUP_ENTRIES it starts over, so memory does not grow with the database (a
+ * block it no longer remembers is stored again; the store stays correct, a little larger).
+ */
+const DEDUP_ENTRIES = 1 << 19;
+let newHere = DigestTable.create(1 << 16);
+const stored: SegmentLocation[] = [];
 let bytesWritten = 0;
 let started = performance.now();
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
@@ -59,39 +71,103 @@ function openPack(): PackFile {
   return p;
 }
 
-function closePack(p: PackFile): void {
-  written.push(p.close());
-}
+/** Whether the last storeBlock() call added the block (false: this checkpoint had stored it already). */
+let lastStoreAdded = false;
 
 /**
- * Append a block the store lacks to this worker's pack; returns its ref (negative: this
- * worker's pack) and sets lastStoreAdded. The digest is the 8 words of `dw` from word `at`.
- * `chunkAt` is where `data` sits in the read chunk (raw blocks are then written from there),
- * or -1.
+ * Store a block (digest: the 8 words of `dw` from word `at`) unless this checkpoint already
+ * did; returns where it is. `chunkAt` is where `data` sits in the read chunk (a raw block is
+ * then written from there), or -1.
  */
-function storeBlock(dw: Uint32Array, at: number, data: Uint8Array, kind: number, chunkAt: number): number {
+function storeBlock(dw: Uint32Array, at: number, data: Uint8Array, kind: number, chunkAt: number): SegmentLocation {
   const known = newHere.getWords(dw, at);
   lastStoreAdded = known < 0;
-  if (known >= 0) return -known;
+  if (known >= 0) return stored[known]!;
   current ??= openPack();
   const p = current;
   const flags = kind << 8;
   const z = init!.compression === "zstd" ? Bun.zstdCompressSync(data, { level: 1 }) : undefined;
-  if (z && z.length < data.length) p.append(dw, at, new Uint8Array(z.buffer, z.byteOffset, z.byteLength), data.length, flags | FLAG_ZSTD);
-  else if (chunkAt >= 0) p.appendRun(dw, at, chunk, chunkAt, chunkAt + data.length, data.length, flags);
-  else p.append(dw, at, data, data.length, flags);
-  const ref = -myPacks.length;
-  newHere = newHere.setWords(dw, at, -ref);
+  let offset: number;
+  let storedLength = data.length;
+  let f = flags;
+  if (z && z.length < data.length) {
+    offset = p.append(dw, at, new Uint8Array(z.buffer, z.byteOffset, z.byteLength), data.length, (f |= FLAG_ZSTD));
+    storedLength = z.length;
+  } else if (chunkAt >= 0) offset = p.appendRun(dw, at, chunk, chunkAt, chunkAt + data.length, data.length, flags);
+  else offset = p.append(dw, at, data, data.length, flags);
+  const loc: SegmentLocation = { packId: p.packId, offset, stored: storedLength, raw: data.length, flags: f };
+  if (newHere.size >= DEDUP_ENTRIES) {
+    newHere = newHere.clear();
+    stored.length = 0;
+  }
+  newHere = newHere.setWords(dw, at, stored.length);
+  stored.push(loc);
   if (p.layout.full(init!.packTargetBytes)) {
-    closePack(p);
+    written.push(p.close());
     current = undefined;
   }
-  return ref;
+  return loc;
+}
+
+// ---- which earlier packs a kept block is in ---------------------------------------------------
+
+/**
+ * The digests of a few of the store's packs, most recently used last: a block kept from the
+ * previous checkpoint is in one of its segment's packs, and a rebuilt segment names the ones
+ * that still hold a block of it (so a checkpoint names exactly the packs it needs).
+ */
+const PACK_TABLES = 16;
+const packTables = new Map<string, DigestTable>();
+
+async function packTable(packId: string): Promise<DigestTable> {
+  let t = packTables.get(packId);
+  if (t) {
+    packTables.delete(packId);
+    packTables.set(packId, t);
+    return t;
+  }
+  const idx = await reader!.index(packId);
+  t = DigestTable.create(idx.count);
+  for (let i = 0; i < idx.count; i++) t.insertAt(idx.entries, i * INDEX_ENTRY_BYTES, i);
+  packTables.set(packId, t);
+  if (packTables.size > PACK_TABLES) packTables.delete(packTables.keys().next().value!);
+  return t;
+}
+
+/**
+ * The packs of `ref` holding the kept blocks (`kept[i]` set) of a segment whose entries are
+ * the words of `words` from block `first`: E_STORE_DAMAGED if one is in none of them.
+ */
+async function keptBlockPacks(ref: SegmentRef, words: Uint32Array, first: number, blocks: number, kept: Uint8Array, segmentIndex: number): Promise<string[]> {
+  const candidates = ref.blockPacks;
+  if (candidates.length === 1) return candidates;
+  const found = new Set<string>();
+  for (let i = first; i < first + blocks; i++) {
+    if (!kept[i]) continue;
+    let where: string | undefined;
+    // the packs already found first: a segment's blocks are mostly in one or two
+    for (const p of found) {
+      if ((await packTable(p)).getWords(words, i * W) >= 0) {
+        where = p;
+        break;
+      }
+    }
+    for (let c = 0; where === undefined && c < candidates.length; c++) {
+      const p = candidates[c]!;
+      if (!found.has(p) && (await packTable(p)).getWords(words, i * W) >= 0) where = p;
+    }
+    if (where === undefined) {
+      throw new CairnError("E_STORE_DAMAGED", `block ${i} of segment ${segmentIndex} of the previous checkpoint is in none of the packs it names`);
+    }
+    found.add(where);
+    if (found.size === candidates.length) break;
+  }
+  return [...found];
 }
 
 // ---- reading the image ------------------------------------------------------------------------
 
-/** Fill buf[0, len) with the database image at byte `pos`. */
+/** Fill chunk[0, len) with the database image at byte `pos`. */
 function readImage(pos: number, len: number): Uint8Array {
   const s = snap!;
   const buf = chunk.subarray(0, len);
@@ -117,73 +193,125 @@ function readImage(pos: number, len: number): Uint8Array {
   return buf;
 }
 
-function processRange(first: number, count: number): RangeResult {
+/** The entries of a previous segment, read back from the store and checked against its digest. */
+async function previousEntries(ref: SegmentRef): Promise<Uint8Array> {
+  const bytes = new Uint8Array(ref.stored);
+  const n = await store!.readInto(packPath(ref.packId), bytes, 0, ref.stored, ref.offset);
+  const name = `${store!.location}/${packPath(ref.packId)}`;
+  return decodeBlock(bytes.subarray(0, n), { digest: fromHex(ref.digest), offset: ref.offset, storedLength: ref.stored, rawLength: ref.raw, flags: ref.flags }, name);
+}
+
+async function processRange(job: RangeJob): Promise<RangeResult> {
+  const { first, count, changed } = job;
   const s = snap!;
   const bs = init!.blockSize;
   const imageBytes = s.pageCount * s.pageSize;
   const entries = new Uint8Array(count * SEGMENT_ENTRY_BYTES);
   const words = new Uint32Array(entries.buffer);
   const quick = new BigUint64Array(entries.buffer);
-  // SEGMENT_ENTRY_BYTES is 40: 10 words an entry, the digest in words 0-7, the quick hash in 8-9
-  const W = SEGMENT_ENTRY_BYTES / 4;
-  const used = new Set<number>();
-  let lastRef = 0x7fffffff;
+  // the previous checkpoint's entries for this range, where it had them
+  const prev = new Uint8Array(count * SEGMENT_ENTRY_BYTES);
+  const prevWords = new Uint32Array(prev.buffer);
+  const prevValid = Math.max(0, Math.min(count, job.prevBlockCount - first));
+  for (let k = 0; k < job.prev.length; k++) {
+    const ref = job.prev[k];
+    if (ref) prev.set(await previousEntries(ref), k * SEGMENT_BLOCKS * SEGMENT_ENTRY_BYTES);
+  }
+  const hasPrev = (i: number) => i < prevValid && job.prev[Math.floor(i / SEGMENT_BLOCKS)] != null;
+  const mustRead = (i: number) => !changed || !hasPrev(i) || (changed[i >>> 3]! & (1 << (i & 7))) !== 0;
+  // per block: kept from the previous checkpoint (1); per segment: the packs its new blocks went to
+  const kept = new Uint8Array(count);
+  const segNewPacks: Set<string>[] = Array.from({ length: Math.ceil(count / SEGMENT_BLOCKS) }, () => new Set<string>());
   let newBlocks = 0;
   let newBytes = 0;
   let rehashed = 0;
-  const start = first * bs;
-  const end = Math.min((first + count) * bs, imageBytes);
-  const step = Math.floor(CHUNK_BYTES / bs) * bs;
-  const pw = prev?.words;
-  const prevCount = prev?.count ?? 0;
-  const t = table!;
-  for (let pos = start; pos < end; pos += step) {
-    const len = Math.min(step, end - pos);
+  let blocksRead = 0;
+  let bytesRead = 0;
+  const end = Math.min(first + count, Math.ceil(imageBytes / bs));
+  const perChunk = Math.floor(CHUNK_BYTES / bs);
+  for (let b = first; b < end; ) {
+    const i0 = b - first;
+    if (!mustRead(i0)) {
+      // unchanged since the previous checkpoint: its entry, as it was
+      entries.set(prev.subarray(i0 * SEGMENT_ENTRY_BYTES, (i0 + 1) * SEGMENT_ENTRY_BYTES), i0 * SEGMENT_ENTRY_BYTES);
+      kept[i0] = 1;
+      b++;
+      continue;
+    }
+    // a run of blocks to read, at most a chunk
+    let e = b + 1;
+    while (e < end && e - b < perChunk && mustRead(e - first)) e++;
+    const pos = b * bs;
+    const len = Math.min(e * bs, imageBytes) - pos;
     const buf = readImage(pos, len);
+    bytesRead += len;
     for (let o = 0; o < len; o += bs) {
-      const b = (pos + o) / bs;
-      const i = b - first;
-      const e = i * W;
+      const i = (pos + o) / bs - first;
+      const at = i * W;
       const data = buf.subarray(o, Math.min(o + bs, len));
       quick[i * 5 + 4] = quickHash(data, seed);
-      let ref: number;
-      if (pw && b < prevCount && words[e + 8] === pw[b * W + 8] && words[e + 9] === pw[b * W + 9]) {
-        // unchanged since the previous checkpoint: reuse its digest, if the store still has it
-        ref = t.getWords(pw, b * W);
-        if (ref >= 0) {
-          for (let k = 0; k < 8; k++) words[e + k] = pw[b * W + k]!;
-          if (ref !== lastRef) used.add((lastRef = ref));
-          continue;
-        }
+      blocksRead++;
+      if (hasPrev(i) && words[at + 8] === prevWords[at + 8] && words[at + 9] === prevWords[at + 9]) {
+        for (let k = 0; k < 8; k++) words[at + k] = prevWords[at + k]!;
+        kept[i] = 1;
+        continue;
       }
-      blockDigestInto(data, entries.subarray(i * SEGMENT_ENTRY_BYTES, i * SEGMENT_ENTRY_BYTES + 32));
+      blockDigestInto(data, entries.subarray(i * SEGMENT_ENTRY_BYTES, i * SEGMENT_ENTRY_BYTES + DIGEST_BYTES));
       rehashed++;
-      ref = t.getWords(words, e);
-      if (ref < 0) {
-        ref = storeBlock(words, e, data, BLOCK_KIND_DATA, o);
-        if (lastStoreAdded) {
-          newBlocks++;
-          newBytes += data.length;
-        }
+      segNewPacks[Math.floor(i / SEGMENT_BLOCKS)]!.add(storeBlock(words, at, data, BLOCK_KIND_DATA, o).packId);
+      if (lastStoreAdded) {
+        newBlocks++;
+        newBytes += data.length;
       }
-      if (ref !== lastRef) used.add((lastRef = ref));
     }
     // the chunk is about to be refilled: what is still to be written from it goes now
     current?.flushRun();
+    b = e;
   }
-  // the range's segments (ranges start on segment boundaries): each is the block list's bytes
-  // for SEGMENT_BLOCKS blocks, stored like a block if the store lacks it
-  const segCount = Math.ceil(count / SEGMENT_BLOCKS);
-  const segments = new Uint8Array(segCount * DIGEST_BYTES);
-  const segWords = new Uint32Array(segments.buffer);
+  // the range's segments: each is the block list's bytes for SEGMENT_BLOCKS blocks, stored
+  // like a block unless it is the previous checkpoint's segment at that place
+  const blocks = end - first;
+  const segCount = Math.ceil(blocks / SEGMENT_BLOCKS);
+  const digests = new Uint8Array(segCount * DIGEST_BYTES);
+  const digestWords = new Uint32Array(digests.buffer);
+  const segments: RangeResult["segments"] = [];
   for (let k = 0; k < segCount; k++) {
-    const seg = entries.subarray(k * SEGMENT_BLOCKS * SEGMENT_ENTRY_BYTES, Math.min(count, (k + 1) * SEGMENT_BLOCKS) * SEGMENT_ENTRY_BYTES);
-    blockDigestInto(seg, segments.subarray(k * DIGEST_BYTES, (k + 1) * DIGEST_BYTES));
-    let ref = t.getWords(segWords, k * 8);
-    if (ref < 0) ref = storeBlock(segWords, k * 8, seg, BLOCK_KIND_SEGMENT, -1);
-    if (ref !== lastRef) used.add((lastRef = ref));
+    const seg = entries.subarray(k * SEGMENT_BLOCKS * SEGMENT_ENTRY_BYTES, Math.min(blocks, (k + 1) * SEGMENT_BLOCKS) * SEGMENT_ENTRY_BYTES);
+    blockDigestInto(seg, digests.subarray(k * DIGEST_BYTES, (k + 1) * DIGEST_BYTES));
+    const digest = toHex(digests.subarray(k * DIGEST_BYTES, (k + 1) * DIGEST_BYTES));
+    const ref = job.prev[k];
+    if (ref && ref.digest === digest) {
+      segments.push({ digest, place: ref });
+      continue;
+    }
+    const segBlocks = Math.min(SEGMENT_BLOCKS, blocks - k * SEGMENT_BLOCKS);
+    const blockPacks = new Set(segNewPacks[k]);
+    if (ref) for (const p of await keptBlockPacks(ref, words, k * SEGMENT_BLOCKS, segBlocks, kept, first / SEGMENT_BLOCKS + k)) blockPacks.add(p);
+    const place: SegmentPlace = { ...storeBlock(digestWords, k * 8, seg, BLOCK_KIND_SEGMENT, -1), blockPacks: [...blockPacks].sort() };
+    segments.push({ digest, place });
   }
-  return { entries, segments, packRefs: Int32Array.from(used), newBlocks, newBytes, rehashed, bytesRead: end - start };
+  return { segments, newBlocks, newBytes, blocksRead, rehashed, bytesRead };
+}
+
+/** The blocks of `job` that no longer hold what the previous checkpoint says (their numbers). */
+async function checkSample(job: SampleJob): Promise<number[]> {
+  const s = snap!;
+  const bs = init!.blockSize;
+  const imageBytes = s.pageCount * s.pageSize;
+  const mismatched: number[] = [];
+  const lists = new Map<string, Uint8Array>();
+  for (let k = 0; k < job.blocks.length; k++) {
+    const b = job.blocks[k]!;
+    const ref = job.prev[k]!;
+    let list = lists.get(ref.digest);
+    if (!list) lists.set(ref.digest, (list = await previousEntries(ref)));
+    const i = b % SEGMENT_BLOCKS;
+    const want = new DataView(list.buffer, list.byteOffset + i * SEGMENT_ENTRY_BYTES + 32, 8).getBigUint64(0, true);
+    const pos = b * bs;
+    const data = readImage(pos, Math.min(bs, imageBytes - pos));
+    if (quickHash(data, seed) !== want) mismatched.push(b);
+  }
+  return mismatched;
 }
 
 // ---- messages ---------------------------------------------------------------------------------
@@ -199,46 +327,50 @@ function abort(): void {
       } catch {}
     }
   }
+  store?.close();
 }
 
-export function checkpointJob(msg: CheckpointJob): unknown {
+export async function checkpointJob(msg: CheckpointJob): Promise<unknown> {
   switch (msg.op) {
     case "init":
       init = msg;
       seed = BigInt(msg.seed);
+      if (store?.location !== msg.storeDir) packTables.clear();
+      store?.close();
+      store = new DirBackend(msg.storeDir);
+      reader = new StoreReader(store);
       // a worker may be kept for the next checkpoint: nothing of the last one carries over
       current = undefined;
       written.length = 0;
       myPacks.length = 0;
-      newHere = newHere.clear();
+      newHere = newHere.capacity > (1 << 17) ? DigestTable.create(1 << 16) : newHere.clear();
+      stored.length = 0;
       bytesWritten = 0;
       started = performance.now();
       // a checkpoint is background work: the node's request thread goes first
       lowerThisThreadPriority(10);
-      return;
-    case "table":
-      table = DigestTable.attach(msg.table);
-      prev = msg.prev ? { words: new Uint32Array(msg.prev), count: msg.prevBlockCount } : undefined;
       return;
     case "snapshot":
       snap = msg.spec;
       return;
     case "scanWal":
       return scanWal(msg.walFd, msg.shmFd, msg.walIndex);
-    case "range": {
-      const r = processRange(msg.first, msg.count);
-      return new Transfer(r, [r.entries.buffer as ArrayBuffer, r.segments.buffer as ArrayBuffer, r.packRefs.buffer as ArrayBuffer]);
-    }
+    case "range":
+      return processRange(msg);
+    case "sample":
+      return checkSample(msg);
     case "finish": {
       // the descriptors stay open: they are the node's, for its whole life (engine/live-files.ts)
       snap = undefined;
       if (current) {
-        closePack(current);
+        written.push(current.close());
         current = undefined;
       }
-      // a kept worker should not hold a full checkpoint's worth of digests until the next one
-      if (newHere.capacity > NEW_HERE_INITIAL * 2) newHere = DigestTable.create(NEW_HERE_INITIAL);
-      return { packs: [...written], myPacks: [...myPacks] } satisfies FinishResult;
+      store?.close();
+      // a kept worker should not hold a checkpoint's worth of digests until the next one
+      newHere = DigestTable.create(1 << 16);
+      stored.length = 0;
+      return { packs: [...written] } satisfies FinishResult;
     }
     case "abort":
       if (init) abort();

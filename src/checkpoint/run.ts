@@ -1,6 +1,7 @@
 /** A checkpoint run as the node reports it (checkpoint status, /v1/status, the admin socket). */
 import type { ExportResult } from "../store/archive/export.ts";
 import type { PushResult } from "../store/copy.ts";
+import type { TrackingStatus } from "../engine/change-tracker.ts";
 import type { CheckpointResult } from "./create.ts";
 import type { RemoteStatus } from "./replicator.ts";
 
@@ -45,6 +46,11 @@ export interface CheckpointStatus {
   next_periodic: string | null;
   /** Copies to checkpoint_config.remote, if configured. */
   remote: RemoteStatus | null;
+  /**
+   * What the next checkpoint into the configured store will read: only the pages changed since
+   * `since_checkpoint` (`lost` null), or the whole database (`lost` says why).
+   */
+  change_tracking: TrackingStatus | null;
 }
 
 export const BUSY_MESSAGE = "Backup already in progress";

@@ -28,6 +28,8 @@ export interface PinnedSnapshot {
    * 1..mxFrame stay put while the pin is held; a worker finds their pages (scanWal), off this thread.
    */
   walIndex?: WalIndexHeader;
+  /** The wal-index header at the pin, whether or not the WAL holds frames to lay over the file. */
+  walHeader: WalIndexHeader;
   pageSize: number;
   /** Pages in the database file (used when there is no WAL to lay over it). */
   dbFilePages: number;
@@ -71,6 +73,7 @@ export function pinSnapshot(live: LiveFiles): PinnedSnapshot {
       dbFile,
       walFile: `${dbFile}-wal`,
       walIndex: useWal ? hdr : undefined,
+      walHeader: hdr,
       pageSize,
       dbFilePages: Math.floor(before.size / pageSize),
       totals,

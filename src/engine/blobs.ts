@@ -82,6 +82,8 @@ export class BlobStore {
      * that was unlinked or replaced would be lost, so it is never acknowledged.
      */
     private readonly files?: { check(): void },
+    /** Told after every commit (engine/change-tracker.ts: which pages it wrote). */
+    private readonly tracker?: { noteCommit(): void },
   ) {
     this.q = {
       get: db.query("SELECT size, digest, updated_at, data FROM blobs WHERE id = ?"),
@@ -256,6 +258,7 @@ export class BlobStore {
       for (const op of batch) op.fail(err);
       return;
     }
+    this.tracker?.noteCommit();
     // the commit may have gone into a file unlinked a moment ago: then it is not acknowledged
     if (this.refuseIfFilesLost(batch)) return;
     this.stats.commits++;

@@ -27,6 +27,8 @@ export interface WalIndexHeader {
   nBackfill: number;
   salt1: number;
   salt2: number;
+  /** SQLite's count of commits into this wal-index (any connection's; a WAL restart keeps it). */
+  iChange: number;
 }
 
 const SHM_HEADER_BYTES = 136;
@@ -50,6 +52,7 @@ export function readWalIndexHeader(shmFd: number): WalIndexHeader {
     salt1: dv.getUint32(32, false),
     salt2: dv.getUint32(36, false),
     nBackfill: dv.getUint32(96, true),
+    iChange: dv.getUint32(8, true),
   };
 }
 
@@ -99,6 +102,27 @@ function pgnoWord(frame: number): number {
   if (frame <= HASHTABLE_NPAGE_ONE) return SHM_HEADER_BYTES / 4 + frame - 1;
   const block = Math.floor((frame + HASHTABLE_NPAGE - HASHTABLE_NPAGE_ONE - 1) / HASHTABLE_NPAGE);
   return block * WALINDEX_BLOCK_WORDS + ((frame - 1 - HASHTABLE_NPAGE_ONE) % HASHTABLE_NPAGE);
+}
+
+/**
+ * The page numbers of WAL frames `from`..`to` (1-based, inclusive), read from the wal-index
+ * (`-shm`) through its descriptor, one read per 32 KiB block of the index it spans. A 0 is a
+ * frame the index does not name (not written yet).
+ */
+export function framePages(shmFd: number, from: number, to: number): Uint32Array {
+  const out = new Uint32Array(Math.max(0, to - from + 1));
+  let f = from;
+  while (f <= to) {
+    // frames of one index block are contiguous words
+    const first = pgnoWord(f);
+    const blockEnd = f <= HASHTABLE_NPAGE_ONE ? HASHTABLE_NPAGE_ONE : HASHTABLE_NPAGE_ONE + Math.ceil((f - HASHTABLE_NPAGE_ONE) / HASHTABLE_NPAGE) * HASHTABLE_NPAGE;
+    const last = Math.min(to, blockEnd);
+    const n = last - f + 1;
+    const bytes = new Uint8Array(out.buffer, (f - from) * 4, n * 4);
+    if (readSync(shmFd, bytes, 0, n * 4, first * 4) !== n * 4) throw new CairnError("E_SNAPSHOT", `the WAL index ends before frame ${last}`);
+    f = last + 1;
+  }
+  return out;
 }
 
 /**

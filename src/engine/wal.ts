@@ -21,6 +21,8 @@ export interface WalCheckpointerOptions {
   intervalMs: number;
   logger: Logger;
   clock?: Clock;
+  /** Told after every fold, whatever its outcome (engine/change-tracker.ts: the database file as the node left it). */
+  onFold?: () => void;
 }
 
 export interface WalStats {
@@ -105,6 +107,7 @@ export class WalCheckpointer {
       this.stats.failures++;
       this.opts.logger.warn(`WAL checkpoint failed: ${errorMessage(e)}`);
     } finally {
+      this.opts.onFold?.();
       this.barrier = undefined;
       release?.();
     }

@@ -14,6 +14,7 @@ import { BlobStore } from "../engine/blobs.ts";
 import { DB_FILE, dbPathIn, openNodeDatabase } from "../engine/database.ts";
 import { LOCK_FILE, StorageLock } from "../engine/lock.ts";
 import type { FileLock } from "../util/file-lock.ts";
+import { ChangeTracker } from "../engine/change-tracker.ts";
 import { LiveFiles } from "../engine/live-files.ts";
 import { WalCheckpointer } from "../engine/wal.ts";
 import { Metrics } from "../util/metrics.ts";
@@ -80,6 +81,8 @@ export class CairnNode {
     private readonly db: Database,
     /** The node's descriptors of its database files, held until the database is closed. */
     readonly live: LiveFiles,
+    /** Which pages changed since the store's last checkpoint (engine/change-tracker.ts). */
+    private readonly tracker: ChangeTracker,
     readonly wal: WalCheckpointer,
     readonly blobs: BlobStore,
     readonly checkpoints: CheckpointManager,
@@ -102,26 +105,31 @@ export class CairnNode {
     let live: LiveFiles | undefined;
     let node: CairnNode | undefined;
     try {
+      const dbFile = dbPathIn(config.storagePath);
+      // what a clean stop left, before SQLite opens the file: the saved changes must describe it
+      const markBeforeOpen = ChangeTracker.markBeforeOpen(dbFile);
       const opened = openNodeDatabase(config.storagePath);
       db = opened.db;
-      const dbFile = dbPathIn(config.storagePath);
       live = LiveFiles.open(dbFile);
+      const tracker = ChangeTracker.resume(config.storagePath, live, markBeforeOpen);
       const wal = new WalCheckpointer({
         dbFile,
         thresholdBytes: config.walCheckpoint.thresholdBytes,
         intervalMs: config.walCheckpoint.intervalMs,
         logger,
+        onFold: () => tracker.noteFold(),
       });
-      const blobs = new BlobStore(db, wal, logger, live);
+      const blobs = new BlobStore(db, wal, logger, live, tracker);
       const checkpoints = new CheckpointManager({
         config: config.checkpoint,
         nodeId: opened.nodeId,
         live,
+        tracker,
         storagePath: config.storagePath,
         wal,
         logger,
       });
-      node = new CairnNode(config, logger, opened.nodeId, lock, db, live, wal, blobs, checkpoints);
+      node = new CairnNode(config, logger, opened.nodeId, lock, db, live, tracker, wal, blobs, checkpoints);
       if (opened.created) logger.info(`created a new database ${dbFile} (node id ${opened.nodeId})`);
       wal.start();
       node.registerMetrics();
@@ -196,6 +204,13 @@ export class CairnNode {
     m.collect("cairn_wal_size_bytes", "Size of the database's -wal file.", () => this.wal.walSize());
     m.collect("cairn_wal_high_water_bytes", "Largest -wal file size seen after a commit.", () => this.wal.stats.walHighWaterBytes);
     m.collect("cairn_wal_checkpoints_total", "WAL checkpoints run by the node.", () => this.wal.stats.runs, "counter");
+    m.collect("cairn_wal_truncations_total", "WAL checkpoints run by the node that truncated the WAL (TRUNCATE, behind the write barrier).", () => this.wal.stats.truncations, "counter");
+    m.collect("cairn_changes_tracked_pages", "Database pages changed since the configured store's last checkpoint, as tracked.", () => this.tracker.status().changed_pages);
+    m.collect(
+      "cairn_changes_tracking_lost",
+      "1 if the next checkpoint into the configured store must read the whole database (checkpoint status says why).",
+      () => (this.tracker.status().lost ? 1 : 0),
+    );
     m.collect("cairn_wal_checkpoint_failures_total", "WAL checkpoints that failed.", () => this.wal.stats.failures, "counter");
     m.collect("cairn_write_commits_total", "Group commits of blob writes.", () => this.blobs.stats.commits, "counter");
     m.collect("cairn_write_ops_total", "Blob writes (PUT and DELETE) committed.", () => this.blobs.stats.committedOps, "counter");
@@ -347,6 +362,11 @@ export class CairnNode {
     this.db.close();
     // only now: closing these while a connection was open would drop SQLite's locks
     this.live.closeAfterDatabase();
+    try {
+      this.tracker.save(this.config.storagePath, dbPathIn(this.config.storagePath));
+    } catch (e) {
+      log.warn(`the record of changes since the last checkpoint was not saved (${errorMessage(e)}); the next checkpoint reads the whole database`);
+    }
     this.lock.release();
     log.info("node stopped cleanly");
   }

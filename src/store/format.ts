@@ -63,6 +63,10 @@ export interface ManifestStats {
   /** Bytes this checkpoint added to the store (packs and their indexes). */
   new_bytes: number;
   blocks_rehashed: number;
+  /** How the changes were found: only the pages changed since the previous checkpoint read ("changes"), or every block ("full"). */
+  scan?: "changes" | "full";
+  /** Bytes of the database read for it. */
+  read_bytes?: number;
 }
 
 export interface Manifest {

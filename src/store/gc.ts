@@ -8,6 +8,11 @@
  *    the old pack is rewritten atomically to name the new one, and only then is the old pack
  *    deleted. A crash anywhere leaves every manifest pointing at packs that exist.
  *
+ * Which blocks are live is asked of a Bloom filter of every digest the remaining checkpoints
+ * need (bloom.ts), filled from their segments, each distinct segment read once: memory is a
+ * few bits a stored block and a table of the segments, never a list of every block. A false
+ * "live" only keeps a dead block in a rewritten pack.
+ *
  * The node runs it (in a worker) after retention removed old manifests, while it holds the
  * store's writer lock and the readers lock exclusively, so no restore or verify is reading.
  * If any manifest cannot be read, nothing is collected: a damaged manifest might name packs
@@ -21,6 +26,7 @@ import { DIR_MODE, fileSizeOrZero, fsyncDir } from "../util/fsx.ts";
 import type { Backend, Writes } from "./backend.ts";
 import { DirBackend } from "./dir/backend.ts";
 import { publishPackFiles, writeManifestFile } from "./dir/writer.ts";
+import { DigestBloom } from "./bloom.ts";
 import { DigestTable } from "./digest-table.ts";
 import { indexPath, type Manifest, packFileOf, packPath, SEGMENT_ENTRY_BYTES } from "./format.ts";
 import { fromHex } from "./hash.ts";
@@ -32,6 +38,8 @@ export interface GcResult {
   removedPacks: number;
   rewrittenPacks: number;
   freedBytes: number;
+  /** Packs rewritten: [old id, new id]. */
+  renamed?: [string, string][];
 }
 
 export interface GcOptions {
@@ -108,15 +116,13 @@ async function collectIn(dir: string, backend: DirBackend, opts: GcOptions): Pro
   const result: GcResult = { removedPacks, rewrittenPacks: 0, freedBytes };
   if (!opts.checkpointsRemoved) return result;
 
-  // what every remaining checkpoint needs: a binary table of digests (no strings per block)
-  let needed = DigestTable.create(manifests.reduce((n, m) => n + m.block_count + m.segments.length, 0));
-  for (const m of manifests) {
-    for (const s of m.segments) needed = needed.set(fromHex(s), 0);
-    const list = await reader.blockList(m);
-    for (let b = 0; b < m.block_count; b++) needed = needed.set(list.subarray(b * SEGMENT_ENTRY_BYTES, b * SEGMENT_ENTRY_BYTES + 32), 0);
-  }
+  const packs = [...new Set(manifests.flatMap((m) => m.packs))].sort();
+  const needed = await neededDigests(reader, manifests, packs);
 
-  for (const packId of [...new Set(manifests.flatMap((m) => m.packs))].sort()) {
+  // rewrite the packs that are mostly dead; a pack with nothing live is only dropped
+  const renamed = new Map<string, string>();
+  const dropped = new Set<string>();
+  for (const packId of packs) {
     const idx = await reader.index(packId);
     let liveBytes = 0;
     let totalBytes = 0;
@@ -124,28 +130,70 @@ async function collectIn(dir: string, backend: DirBackend, opts: GcOptions): Pro
     for (let i = 0; i < idx.count; i++) {
       const e = readIndexEntry(idx, i);
       totalBytes += e.storedLength;
-      if (needed.getAt(idx.entries, i * INDEX_ENTRY_BYTES) >= 0) {
+      if (needed.hasAt(idx.entries, i * INDEX_ENTRY_BYTES)) {
         liveBytes += e.storedLength;
         keep.push(i);
       }
     }
     if (totalBytes === 0 || liveBytes >= opts.minLiveFraction * totalBytes) continue;
-    const newId = await rewritePack(dir, reader, packId, keep, opts.sync);
-    crashPoint("gc:pack-rewritten");
-    for (const m of manifests) {
-      if (!m.packs.includes(packId)) continue;
-      m.packs = [...new Set(m.packs.map((p) => (p === packId ? newId : p)))].sort();
-      const { checksum: _, ...rest } = m;
-      writeManifestFile(dir, rest);
-      crashPoint("gc:manifest-rewritten");
+    if (keep.length === 0) dropped.add(packId);
+    else {
+      renamed.set(packId, await rewritePack(dir, reader, packId, keep, opts.sync));
+      crashPoint("gc:pack-rewritten");
     }
-    result.freedBytes += fileSizeOrZero(join(dir, packPath(packId))) - fileSizeOrZero(join(dir, packPath(newId)));
+  }
+  if (renamed.size === 0 && dropped.size === 0) return result;
+  // the new packs exist (synced): every manifest names them instead, each rewritten once
+  for (const m of manifests) {
+    if (!m.packs.some((p) => renamed.has(p) || dropped.has(p))) continue;
+    m.packs = [...new Set(m.packs.filter((p) => !dropped.has(p)).map((p) => renamed.get(p) ?? p))].sort();
+    const { checksum: _, ...rest } = m;
+    writeManifestFile(dir, rest);
+    crashPoint("gc:manifest-rewritten");
+  }
+  // only now may the old packs go
+  for (const packId of [...renamed.keys(), ...dropped]) {
+    const newId = renamed.get(packId);
+    result.freedBytes += fileSizeOrZero(join(dir, packPath(packId))) + fileSizeOrZero(join(dir, indexPath(packId)));
+    if (newId) result.freedBytes -= fileSizeOrZero(join(dir, packPath(newId))) + fileSizeOrZero(join(dir, indexPath(newId)));
     await backend.writes.delete(indexPath(packId));
     await backend.writes.delete(packPath(packId));
-    result.rewrittenPacks++;
+    if (newId) result.rewrittenPacks++;
+    else result.removedPacks++;
   }
+  result.renamed = [...renamed];
   fsyncDir(join(dir, "packs"));
   return result;
+}
+
+/**
+ * Every digest the checkpoints `manifests` need (their segments and the blocks listed in
+ * them), in a Bloom filter sized for the blocks stored in `packs`. E_STORE_DAMAGED if a segment
+ * is missing: then nothing may be collected.
+ */
+async function neededDigests(reader: StoreReader, manifests: Manifest[], packs: string[]): Promise<DigestBloom> {
+  const { entries } = await reader.entryCounts(packs);
+  const needed = new DigestBloom(entries);
+  // the distinct segments: checkpoints share most of theirs
+  let seen = DigestTable.create(1024);
+  const segments: string[] = [];
+  for (const m of manifests) {
+    for (const d of m.segments) {
+      const key = fromHex(d);
+      if (seen.getAt(key, 0) >= 0) continue;
+      seen = seen.set(key, segments.length);
+      segments.push(d);
+      needed.addAt(key, 0);
+    }
+  }
+  const where = await reader.locateSome(packs, segments);
+  for (const d of segments) {
+    const loc = where.get(d);
+    if (!loc) throw new CairnError("E_STORE_DAMAGED", `garbage collection skipped: segment ${d.slice(0, 16)}… is in none of the packs`);
+    const list = await reader.block(loc);
+    for (let at = 0; at + SEGMENT_ENTRY_BYTES <= list.length; at += SEGMENT_ENTRY_BYTES) needed.addAt(list, at);
+  }
+  return needed;
 }
 
 /** Copy the entries `keep` of pack `packId` into a new pack; returns the new pack's id. */

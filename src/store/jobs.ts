@@ -1,47 +1,73 @@
 /**
  * What a store's own work looks like in a worker thread (the node never does it on its main
- * thread): loading every pack index of a local store into a digest table, loading a
- * checkpoint's block list, and garbage collection.
+ * thread): finding where a checkpoint's segments are, and garbage collection.
  */
+import { CairnError } from "../errors.ts";
 import { DirBackend } from "./dir/backend.ts";
-import { DigestTable } from "./digest-table.ts";
+import { type Manifest, SEGMENT_ENTRY_BYTES } from "./format.ts";
 import { collectGarbage, type GcOptions } from "./gc.ts";
-import { INDEX_ENTRY_BYTES } from "./pack.ts";
-import { StoreReader } from "./reader.ts";
+import { LOC_WORDS, StoreReader, windowSegments } from "./reader.ts";
 
 export type StoreJob =
-  | { job: "store"; op: "loadTable"; storeDir: string; packIds: string[] }
-  | { job: "store"; op: "loadBlockList"; storeDir: string; manifestId: number }
+  | { job: "store"; op: "locateSegments"; storeDir: string; manifestId: number }
   | ({ job: "store"; op: "gc"; storeDir: string } & GcOptions);
 
 export async function storeJob(msg: StoreJob): Promise<unknown> {
   switch (msg.op) {
-    case "loadTable":
-      return loadTable(msg.storeDir, msg.packIds);
-    case "loadBlockList":
-      return loadBlockList(msg.storeDir, msg.manifestId);
+    case "locateSegments":
+      return locateSegments(msg.storeDir, msg.manifestId);
     case "gc":
       return collectGarbage(msg.storeDir, msg);
   }
 }
 
-/** Every index of `packIds` in a new digest table (numbered in that order), with room to grow. */
-async function loadTable(storeDir: string, packIds: string[]): Promise<SharedArrayBuffer> {
-  const { indexes, entries } = await new StoreReader(new DirBackend(storeDir)).indexesOf(packIds);
-  // room to grow: the next checkpoints add their blocks to this table (the node keeps it)
-  const t = DigestTable.create(Math.ceil(entries * 1.5));
-  indexes.forEach((idx, packIndex) => {
-    for (let i = 0; i < idx.count; i++) t.insertAt(idx.entries, i * INDEX_ENTRY_BYTES, packIndex);
-  });
-  return t.buffer;
+/**
+ * Checkpoint `manifestId`'s manifest, where each of its segments is, and which packs each
+ * segment's blocks are in (its whole block list located, a window of segments at a time, so
+ * memory stays that of a window). E_STORE_DAMAGED if a segment or block is in none of its packs.
+ */
+async function locateSegments(storeDir: string, manifestId: number): Promise<{ manifest: Manifest; locations: SegmentPlace[] }> {
+  const backend = new DirBackend(storeDir);
+  try {
+    const reader = new StoreReader(backend);
+    const m = await reader.manifest(manifestId);
+    const where = await reader.locateSome(m.packs, m.segments);
+    const locations: SegmentPlace[] = m.segments.map((d, s) => {
+      const l = where.get(d);
+      if (!l) throw new CairnError("E_STORE_DAMAGED", `checkpoint ${m.id}: segment ${s} (${d.slice(0, 16)}…) is in none of its packs`);
+      return { packId: l.packId, offset: l.offset, stored: l.storedLength, raw: l.rawLength, flags: l.flags, blockPacks: [] };
+    });
+    const window = windowSegments(m, 1);
+    let out = new Uint32Array(0);
+    for (let first = 0; first < m.segments.length; first += window) {
+      const n = Math.min(window, m.segments.length - first);
+      const entries = await reader.segmentEntries(m, where, first, n);
+      const count = entries.length / SEGMENT_ENTRY_BYTES;
+      if (out.length < count * LOC_WORDS) out = new Uint32Array(count * LOC_WORDS);
+      await reader.locateList(m.packs, entries, count, out, (b) => `checkpoint ${m.id}: block ${first * m.segment_blocks + b}`);
+      for (let k = 0; k < n; k++) {
+        const packs = new Set<number>();
+        const end = Math.min(count, (k + 1) * m.segment_blocks);
+        for (let b = k * m.segment_blocks; b < end; b++) packs.add(out[b * LOC_WORDS]!);
+        locations[first + k]!.blockPacks = [...packs].map((p) => m.packs[p]!).sort();
+      }
+    }
+    return { manifest: m, locations };
+  } finally {
+    backend.close();
+  }
 }
 
-/** Checkpoint `manifestId`'s block list, in a buffer the caller's threads can share. */
-async function loadBlockList(storeDir: string, manifestId: number): Promise<{ entries: SharedArrayBuffer; count: number }> {
-  const reader = new StoreReader(new DirBackend(storeDir));
-  const m = await reader.manifest(manifestId);
-  const list = await reader.blockList(m);
-  const sab = new SharedArrayBuffer(list.length);
-  new Uint8Array(sab).set(list);
-  return { entries: sab, count: m.block_count };
+/** Where one stored segment is. */
+export interface SegmentLocation {
+  packId: string;
+  offset: number;
+  stored: number;
+  raw: number;
+  flags: number;
+}
+
+/** Where one stored segment is, and the packs its blocks are in. */
+export interface SegmentPlace extends SegmentLocation {
+  blockPacks: string[];
 }

@@ -153,6 +153,14 @@ export class StoreReader {
     return { indexes, entries };
   }
 
+  /** About how many blocks `packIds` hold together (from the sizes of their index files, in one listing). */
+  async entryCounts(packIds: string[]): Promise<{ entries: number }> {
+    const sizes = await this.source.listSizes("packs/");
+    let entries = 0;
+    for (const id of packIds) entries += Math.ceil((sizes.get(indexPath(id)) ?? 0) / INDEX_ENTRY_BYTES);
+    return { entries };
+  }
+
   /** Read one block, decompress it and check its digest. */
   async block(loc: BlockLocation): Promise<Uint8Array> {
     const path = packPath(loc.packId);
@@ -172,9 +180,11 @@ export class StoreReader {
       table = table.set(k, i);
     });
     const found = new Map<string, BlockLocation>();
+    const distinct = new Set(digests).size;
     for (const packId of packIds) {
-      const idx = await this.index(packId);
-      for (let i = 0; i < idx.count && found.size < digests.length; i++) {
+      if (found.size >= distinct) break;
+      const idx = await this.indexForScan(packId);
+      for (let i = 0; i < idx.count && found.size < distinct; i++) {
         const w = table.getAt(idx.entries, i * INDEX_ENTRY_BYTES);
         if (w < 0 || found.has(digests[w]!)) continue;
         const e = readIndexEntry(idx, i);

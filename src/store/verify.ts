@@ -2,11 +2,18 @@
  * Verifying checkpoints: re-read every file and every block they need and check it (manifest
  * and index checksums, pack magic and length, each block's BLAKE3). Each pack is read once,
  * however many checkpoints share it; every damaged checkpoint is named with what is wrong.
+ *
+ * Memory does not grow with the store: the packs are checked one at a time, keeping only what
+ * is wrong; then each checkpoint's blocks are found in its packs' indexes a window of segments
+ * at a time, and a segment already found whole for one checkpoint is not looked for again for
+ * another that names the same packs (checkpoints share most of their segments).
  */
 import { CairnError, errorMessage } from "../errors.ts";
+import { DigestTable } from "./digest-table.ts";
 import { type Manifest, packPath, SEGMENT_ENTRY_BYTES } from "./format.ts";
 import { toHex } from "./hash.ts";
-import { decodeBlock, PACK_MAGIC, readIndexEntry } from "./pack.ts";
+import { decodeBlock, INDEX_ENTRY_BYTES, PACK_MAGIC, readIndexEntry } from "./pack.ts";
+import { type BlockLocation, type StoreReader, windowSegments } from "./reader.ts";
 import type { Store } from "./store.ts";
 import type { StreamReader } from "./stream-reader.ts";
 
@@ -26,6 +33,17 @@ export interface VerifyProgress {
 
 /** At most this many problems are named per checkpoint; the rest are counted. */
 const MAX_PROBLEMS = 20;
+/** Damaged blocks remembered by digest; past this only the packs are named. */
+const MAX_BAD_BLOCKS = 10_000;
+
+/** What checking every pack found wrong. */
+interface PackDamage {
+  packs: Map<string, string>;
+  /** digest hex → what is wrong with a copy of it (any pack) */
+  blocks: Map<string, string>;
+  /** pack id → the digests (hex) damaged in it */
+  inPack: Map<string, Set<string>>;
+}
 
 export async function verifyCheckpoints(
   store: Store,
@@ -46,12 +64,28 @@ export async function verifyCheckpoints(
       v.problems.push(errorMessage(e));
     }
   }
+  const damage = await checkPacks(reader, [...new Set([...manifests.values()].flatMap((m) => m.packs))].sort(), onProgress);
+  // segment digest → the packs its blocks were all found intact in (for the next checkpoint sharing it)
+  const wholeSegments = new Map<string, string[]>();
+  for (const [id, m] of manifests) {
+    const v = verdicts.get(id)!;
+    const problem = (s: string) => {
+      if (v.problems.length < MAX_PROBLEMS) v.problems.push(s);
+      else if (v.problems.length === MAX_PROBLEMS) v.problems.push("(more problems not shown)");
+    };
+    try {
+      await verifyOne(reader, m, damage, wholeSegments, v, problem);
+    } catch (e) {
+      problem(errorMessage(e));
+    }
+  }
+  for (const v of verdicts.values()) v.ok = v.problems.length === 0;
+  return ids.map((id) => verdicts.get(id)!);
+}
 
-  // every pack once: its index, its header, and every block in it
-  const packProblems = new Map<string, string>();
-  const goodBlocks = new Map<string, string[]>(); // digest hex → packs holding it intact
-  const badBlocks = new Map<string, string>(); // digest hex → what is wrong
-  const packs = [...new Set([...manifests.values()].flatMap((m) => m.packs))].sort();
+/** 1. Every pack once: its index, its header, and every block in it. */
+async function checkPacks(reader: StoreReader, packs: string[], onProgress?: (p: VerifyProgress) => void): Promise<PackDamage> {
+  const damage: PackDamage = { packs: new Map(), blocks: new Map(), inPack: new Map() };
   let bytesDone = 0;
   for (let i = 0; i < packs.length; i++) {
     const packId = packs[i]!;
@@ -68,59 +102,127 @@ export async function verifyCheckpoints(
       }
       for (let k = 0; k < idx.count; k++) {
         const e = readIndexEntry(idx, k);
-        const hex = toHex(e.digest);
         try {
           decodeBlock(data.subarray(e.offset, e.offset + e.storedLength), e, name);
-          goodBlocks.set(hex, [...(goodBlocks.get(hex) ?? []), packId]);
         } catch (err) {
-          badBlocks.set(hex, errorMessage(err));
+          if (damage.blocks.size >= MAX_BAD_BLOCKS) throw new CairnError("E_STORE_DAMAGED", `${name}: more than ${MAX_BAD_BLOCKS} damaged blocks`);
+          const hex = toHex(e.digest);
+          damage.blocks.set(hex, errorMessage(err));
+          let set = damage.inPack.get(packId);
+          if (!set) damage.inPack.set(packId, (set = new Set()));
+          set.add(hex);
         }
       }
     } catch (e) {
-      packProblems.set(packId, errorMessage(e));
+      damage.packs.set(packId, errorMessage(e));
     }
     onProgress?.({ packsDone: i + 1, packsTotal: packs.length, bytesDone });
   }
+  return damage;
+}
 
-  for (const [id, m] of manifests) {
-    const v = verdicts.get(id)!;
-    const problem = (s: string) => {
-      if (v.problems.length < MAX_PROBLEMS) v.problems.push(s);
-      else if (v.problems.length === MAX_PROBLEMS) v.problems.push("(more problems not shown)");
-    };
-    for (const p of m.packs) if (packProblems.has(p)) problem(packProblems.get(p)!);
-    const mine = new Set(m.packs);
-    const blockOk = (hex: string, what: string): boolean => {
-      const bad = badBlocks.get(hex);
-      if (bad) {
-        problem(`${what}: ${bad}`);
-        return false;
-      }
-      const at = goodBlocks.get(hex);
-      if (!at?.some((p) => mine.has(p))) {
-        // it may still be in one of this checkpoint's packs that could not be read
-        if (!m.packs.some((p) => packProblems.has(p))) problem(`${what} (${hex.slice(0, 16)}…) is in none of its packs`);
-        return false;
-      }
-      return true;
-    };
-    let listOk = true;
-    for (let s = 0; s < m.segments.length; s++) listOk = blockOk(m.segments[s]!, `segment ${s}`) && listOk;
-    if (listOk) {
-      try {
-        const list = await reader.blockList(m);
-        for (let b = 0; b < m.block_count; b++) {
-          const hex = toHex(list.subarray(b * SEGMENT_ENTRY_BYTES, b * SEGMENT_ENTRY_BYTES + 32));
-          if (blockOk(hex, `block ${b}`)) v.blocks++;
+/** 2. One checkpoint: its segments, then its blocks, each found intact in one of its packs. */
+async function verifyOne(
+  reader: StoreReader,
+  m: Manifest,
+  damage: PackDamage,
+  wholeSegments: Map<string, string[]>,
+  v: CheckpointVerdict,
+  problem: (s: string) => void,
+): Promise<void> {
+  const mine = new Set(m.packs);
+  const intact = m.packs.filter((p) => !damage.packs.has(p));
+  for (const p of m.packs) if (damage.packs.has(p)) problem(damage.packs.get(p)!);
+  // a block missing from the intact packs may be in a damaged one: that pack is named already
+  const missing = (what: string, hex: string) => {
+    const bad = damage.blocks.get(hex);
+    if (bad) problem(`${what}: ${bad}`);
+    else if (intact.length === m.packs.length) problem(`${what} (${hex.slice(0, 16)}…) is in none of its packs`);
+  };
+  const where = await reader.locateSome(intact, m.segments);
+  const intactAt = (loc: BlockLocation | undefined, hex: string) => loc !== undefined && !damage.inPack.get(loc.packId)?.has(hex);
+  let listOk = true;
+  m.segments.forEach((hex, s) => {
+    if (!intactAt(where.get(hex), hex)) {
+      missing(`segment ${s}`, hex);
+      listOk = false;
+    }
+  });
+  if (!listOk) return;
+  const blocksIn = (s: number) => Math.min(m.segment_blocks, m.block_count - s * m.segment_blocks);
+  // the segments still to look for: not found whole, in packs this checkpoint names, before
+  const todo: number[] = [];
+  m.segments.forEach((hex, s) => {
+    const packs = wholeSegments.get(hex);
+    if (packs && packs.every((p) => mine.has(p))) v.blocks += blocksIn(s);
+    else todo.push(s);
+  });
+  const window = windowSegments(m, 1);
+  for (let w = 0; w < todo.length; w += window) {
+    const segs = todo.slice(w, w + window);
+    const lists = await Promise.all(segs.map((s) => reader.block(where.get(m.segments[s]!)!)));
+    for (const [k, s] of segs.entries()) {
+      if (lists[k]!.length !== blocksIn(s) * SEGMENT_ENTRY_BYTES) throw new CairnError("E_STORE_DAMAGED", `checkpoint ${m.id}: segment ${s} has the wrong length`);
+    }
+    const found = await findBlocks(reader, intact, damage, lists);
+    for (const [k, s] of segs.entries()) {
+      const packs = new Set<string>();
+      let whole = true;
+      for (let b = 0; b < blocksIn(s); b++) {
+        const p = found[k]![b]!;
+        if (p >= 0) {
+          packs.add(intact[p]!);
+          v.blocks++;
+        } else {
+          whole = false;
+          missing(`block ${s * m.segment_blocks + b}`, toHex(lists[k]!.subarray(b * SEGMENT_ENTRY_BYTES, b * SEGMENT_ENTRY_BYTES + 32)));
         }
-        v.bytes = m.db_size_bytes;
-      } catch (e) {
-        problem(errorMessage(e));
       }
+      if (whole) wholeSegments.set(m.segments[s]!, [...packs]);
     }
   }
-  for (const v of verdicts.values()) v.ok = v.problems.length === 0;
-  return ids.map((id) => verdicts.get(id)!);
+  if (v.problems.length === 0) v.bytes = m.db_size_bytes;
+}
+
+/**
+ * For each block of each list (SEGMENT_ENTRY_BYTES entries), the number in `packs` of one pack
+ * holding an intact copy of it, or -1: one scan of the packs' indexes for all the lists.
+ */
+async function findBlocks(reader: StoreReader, packs: string[], damage: PackDamage, lists: Uint8Array[]): Promise<Int32Array[]> {
+  const total = lists.reduce((n, l) => n + l.length / SEGMENT_ENTRY_BYTES, 0);
+  const all = new Uint8Array(total * SEGMENT_ENTRY_BYTES);
+  let at = 0;
+  for (const l of lists) {
+    all.set(l, at);
+    at += l.length;
+  }
+  const table = DigestTable.create(total);
+  for (let b = 0; b < total; b++) table.insertAt(all, b * SEGMENT_ENTRY_BYTES, b);
+  const where = new Int32Array(total).fill(-1);
+  for (let p = 0; p < packs.length; p++) {
+    const idx = await reader.index(packs[p]!);
+    const bad = damage.inPack.get(packs[p]!);
+    for (let i = 0; i < idx.count; i++) {
+      const e = i * INDEX_ENTRY_BYTES;
+      const w = table.getAt(idx.entries, e);
+      if (w < 0 || where[w]! >= 0) continue;
+      let same = true;
+      for (let k = 0; k < 32 && same; k++) same = idx.entries[e + k] === all[w * SEGMENT_ENTRY_BYTES + k];
+      if (!same || (bad && bad.has(toHex(idx.entries.subarray(e, e + 32))))) continue;
+      where[w] = p;
+    }
+  }
+  // a digest listed twice was entered once: every copy takes the first one's answer
+  const out: Int32Array[] = [];
+  at = 0;
+  for (const l of lists) {
+    const n = l.length / SEGMENT_ENTRY_BYTES;
+    const o = new Int32Array(n);
+    for (let b = 0; b < n; b++) o[b] = where[table.getAt(all, (at + b) * SEGMENT_ENTRY_BYTES)]!;
+    out.push(o);
+    at += n;
+  }
+  return out;
 }
 
 /** A stream (an archive) holds one checkpoint: stream it through every check a restore makes. */

@@ -1,0 +1,467 @@
+/**
+ * "Scale": what checkpoints cost as the database grows, at each size named by
+ * CAIRN_BENCH_SIZES_GB (GiB, comma-separated; default "1,16"). At each size, with the node's
+ * defaults (sync true, one checkpoint worker) and three checkpoints kept (so retention and
+ * garbage collection run after each one):
+ *
+ *  1. fill a fresh node over REST with 1 MiB blobs of random bytes, 8 in flight;
+ *  2. the first checkpoint (full: nothing to build on), then `cp` + `sync` of the database and
+ *     a full checkpoint of it into an empty directory, in turn;
+ *  3. ten rounds of the same absolute change (16 blobs of 1 MiB rewritten) and an incremental
+ *     checkpoint, the node's RSS sampled throughout;
+ *  4. three more with the page cache dropped between the change and the checkpoint;
+ *  5. p99 of 4 KiB PUTs at 16 in flight: idle, during incremental checkpoints (back to back,
+ *     each after the load's own changes), and during a full one (into an empty directory);
+ *  6. the node stopped, peak RSS (GNU time) of list, verify, export (.tar), garbage collection
+ *     and restore of the store.
+ *
+ * The targets compare the largest size with the smallest.
+ */
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { exec, KiB, must, socketOf, stopChecked, syncAll, timedCopy } from "./blob-db.ts";
+import { type LoadResult, putBlob, runLoad } from "./load.ts";
+import { BINARY, ensureBinary, REPO_ROOT, type RunningNode, startNode } from "./node.ts";
+import { met, mib, num, ratio, secs, table } from "./report.ts";
+import type { BenchContext, Section } from "./section.ts";
+import { median, percentile } from "./stats.ts";
+import { MiB, randomBytes } from "./workload.ts";
+
+const GiB = 1024 * MiB;
+const BLOB = MiB;
+const FILL_CONCURRENCY = 8;
+/** The same absolute change at every size. */
+const CHANGE_BLOBS = 16;
+const STEPS = 10;
+const COLD_STEPS = 3;
+const LOAD_BODY = 4 * KiB;
+const LOAD_CONCURRENCY = 16;
+const IDLE_MS = 5000;
+const INCREMENTAL_LOAD_MS = 10_000;
+const TIME = "/usr/bin/time";
+
+const TARGET = { incremental: 1.5, cold: 1.5, rss: 1.25, full: 1.5, tools: 1.25, p99Incremental: 1.2, p99Full: 1.5 };
+
+export function benchSizesGiB(): number[] {
+  const raw = process.env.CAIRN_BENCH_SIZES_GB?.trim() || "1,16";
+  const sizes = raw.split(",").map((s) => Number(s.trim()));
+  if (sizes.some((s) => !(s > 0))) throw new Error(`CAIRN_BENCH_SIZES_GB=${JSON.stringify(raw)}: expected sizes in GiB, e.g. 1,16`);
+  return [...new Set(sizes)].sort((a, b) => a - b);
+}
+
+// ---- the node's RSS and status ------------------------------------------------------------------
+
+function rssBytes(pid: number): number {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) * 1024 : Number.NaN;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** Run `body` while sampling the process's RSS every 20 ms; returns its result and the peak seen. */
+async function sampled<T>(pid: number, body: () => Promise<T>): Promise<{ value: T; peakRss: number }> {
+  let peak = rssBytes(pid);
+  let done = false;
+  const sampler = (async () => {
+    while (!done) {
+      const r = rssBytes(pid);
+      if (r > peak) peak = r;
+      await Bun.sleep(20);
+    }
+  })();
+  try {
+    const value = await body();
+    return { value, peakRss: Math.max(peak, rssBytes(pid)) };
+  } finally {
+    done = true;
+    await sampler;
+  }
+}
+
+interface LastResult {
+  id: number;
+  durationMs: number;
+  scan: string;
+  scanReason?: string;
+  bytesRead: number;
+  newBytes: number;
+}
+
+async function lastResult(node: RunningNode): Promise<LastResult> {
+  const res = await fetch("http://localhost/v1/checkpoints/status", { unix: socketOf(node) } as RequestInit);
+  const s = (await res.json()) as { last: { outcome: string; error?: string; result?: LastResult } | null };
+  if (s.last?.outcome !== "success" || !s.last.result) throw new Error(`the last checkpoint did not succeed: ${JSON.stringify(s.last)}`);
+  return s.last.result;
+}
+
+interface Ckpt extends LastResult {
+  wallMs: number;
+  peakRss: number;
+  rssAfter: number;
+}
+
+/** `checkpoint create` (into `path`, else the configured store), the node's RSS sampled meanwhile. */
+async function checkpoint(node: RunningNode, path?: string): Promise<Ckpt> {
+  const t0 = performance.now();
+  const { peakRss } = await sampled(node.pid, () => must([BINARY, "local-admin", "--socket-path", socketOf(node), "checkpoint", "create", ...(path ? ["--path", path] : [])]));
+  const wallMs = performance.now() - t0;
+  return { ...(await lastResult(node)), wallMs, peakRss, rssAfter: rssBytes(node.pid) };
+}
+
+// ---- writes -------------------------------------------------------------------------------------
+
+/** Random bodies cut from one pool (fresh random bytes per blob would cost more than the PUT). */
+class Bodies {
+  private readonly pool = randomBytes(64 * MiB);
+  private n = 0;
+  next(size: number): Uint8Array {
+    const at = (Math.floor(Math.random() * (this.pool.length - size)) >>> 12) << 12;
+    const body = this.pool.slice(at, at + size);
+    // no two bodies alike, even from the same place in the pool
+    new DataView(body.buffer).setFloat64(0, ++this.n + Math.random());
+    crypto.getRandomValues(body.subarray(8, 4096));
+    return body;
+  }
+}
+
+async function putMany(ctx: BenchContext, url: string, ids: string[], bodies: Bodies, what: string): Promise<LoadResult> {
+  const r = await runLoad({ count: ids.length, concurrency: FILL_CONCURRENCY, timeCapMs: 3_600_000, request: (i) => putBlob(url, ids[i]!, bodies.next(BLOB)) });
+  if (r.failed > 0) ctx.fail(`scale: ${what}: ${r.failed} PUT(s) failed; first: ${r.firstFailure}`);
+  return r;
+}
+
+async function dropCaches(): Promise<boolean> {
+  await syncAll();
+  const r = await exec(["sh", "-c", "echo 3 > /proc/sys/vm/drop_caches"]);
+  return r.code === 0;
+}
+
+// ---- PUT latency ----------------------------------------------------------------------------------
+
+interface Latency {
+  samples: number;
+  failed: number;
+  p50: number;
+  p99: number;
+}
+
+function latencyOf(ms: number[], failed: number): Latency {
+  return { samples: ms.length, failed, p50: percentile(ms, 50), p99: percentile(ms, 99) };
+}
+
+/** 4 KiB PUTs at 16 in flight until `stop()`; each request's start time and latency. */
+async function putLoad(url: string, tag: string, stop: () => boolean): Promise<{ starts: number[]; ms: number[]; failed: number }> {
+  const starts: number[] = [];
+  const ms: number[] = [];
+  let failed = 0;
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: LOAD_CONCURRENCY }, async () => {
+      while (!stop()) {
+        const i = next++;
+        const t0 = performance.now();
+        try {
+          await putBlob(url, `${tag}-${i}`, randomBytes(LOAD_BODY));
+          starts.push(t0);
+          ms.push(performance.now() - t0);
+        } catch {
+          failed++;
+        }
+      }
+    }),
+  );
+  return { starts, ms, failed };
+}
+
+interface LatencyResults {
+  idle: Latency;
+  incremental: Latency & { checkpoints: number; medianMs: number };
+  full: Latency & { durationMs: number };
+}
+
+async function measureLatency(ctx: BenchContext, node: RunningNode, tag: string): Promise<LatencyResults> {
+  await syncAll();
+  const idleEnd = performance.now() + IDLE_MS;
+  const idle = await putLoad(node.url, `${tag}-idle`, () => performance.now() > idleEnd);
+  // incremental checkpoints back to back while the load runs; only requests started inside one count
+  const windows: [number, number][] = [];
+  const durations: number[] = [];
+  let stopLoad = false;
+  const load = putLoad(node.url, `${tag}-incr`, () => stopLoad);
+  const loopEnd = performance.now() + INCREMENTAL_LOAD_MS;
+  while (performance.now() < loopEnd) {
+    await Bun.sleep(300);
+    const t0 = performance.now();
+    const c = await checkpoint(node);
+    windows.push([t0, performance.now()]);
+    durations.push(c.durationMs);
+    if (c.scan !== "changes") ctx.fail(`scale: an incremental checkpoint under load read the whole database: ${c.scanReason}`);
+  }
+  stopLoad = true;
+  const inc = await load;
+  const inside = inc.ms.filter((_, i) => windows.some(([a, b]) => inc.starts[i]! >= a && inc.starts[i]! <= b));
+  // a full checkpoint (an empty directory) while the load runs
+  const fresh = ctx.tmp.make("cairn-bench-scale-full-");
+  let fullDone = false;
+  const fullLoad = putLoad(node.url, `${tag}-full`, () => fullDone);
+  const full = await checkpoint(node, fresh).finally(() => {
+    fullDone = true;
+  });
+  const fl = await fullLoad;
+  ctx.tmp.remove(fresh);
+  const failed = idle.failed + inc.failed + fl.failed;
+  if (failed > 0) ctx.fail(`scale: ${failed} PUT(s) failed during the latency runs`);
+  return {
+    idle: latencyOf(idle.ms, idle.failed),
+    incremental: { ...latencyOf(inside, inc.failed), checkpoints: windows.length, medianMs: median(durations) },
+    full: { ...latencyOf(fl.ms, fl.failed), durationMs: full.durationMs },
+  };
+}
+
+// ---- tools ----------------------------------------------------------------------------------------
+
+interface Tool {
+  ms: number;
+  peakRss: number;
+}
+
+async function peakRssOf(ctx: BenchContext, argv: string[], what: string): Promise<Tool> {
+  const rssFile = join(ctx.tmp.make("cairn-bench-rss-"), "rss");
+  await syncAll();
+  const r = await exec([TIME, "-f", "%M", "-o", rssFile, ...argv]);
+  if (r.code !== 0) ctx.fail(`scale: ${what}: exit ${r.code}: ${(r.stderr || r.stdout).trim().slice(-500)}`);
+  const kib = Number(readFileSync(rssFile, "utf8").trim().split("\n").at(-1));
+  return { ms: r.ms, peakRss: kib * 1024 };
+}
+
+interface Tools {
+  list: Tool;
+  verify: Tool;
+  export: Tool;
+  gc: Tool;
+  restore: Tool;
+}
+
+async function measureTools(ctx: BenchContext, store: string, newest: number): Promise<Tools> {
+  const list = await peakRssOf(ctx, [BINARY, "list-db-checkpoint", store], "list-db-checkpoint");
+  const verify = await peakRssOf(ctx, [BINARY, "verify-db-checkpoint", store], "verify-db-checkpoint");
+  const out = ctx.tmp.make("cairn-bench-scale-out-");
+  const exported = await peakRssOf(ctx, [BINARY, "export-db-checkpoint", store, "--checkpoint-id", String(newest), "--output", join(out, "c.tar")], "export-db-checkpoint");
+  ctx.tmp.remove(out);
+  const gc = await peakRssOf(ctx, [process.execPath, join(REPO_ROOT, "bench/lib/gc-probe.ts"), store], "garbage collection");
+  const into = ctx.tmp.make("cairn-bench-scale-restore-");
+  const restore = await peakRssOf(ctx, [BINARY, "restore", "--db-checkpoint-path", store, "--db-path", join(into, "db")], "restore");
+  ctx.tmp.remove(into);
+  return { list, verify, export: exported, gc, restore };
+}
+
+// ---- one size -------------------------------------------------------------------------------------
+
+interface SizeResults {
+  gib: number;
+  dbBytes: number;
+  fillMs: number;
+  first: Ckpt;
+  cpSyncMs: number[];
+  full: Ckpt;
+  steps: Ckpt[];
+  cold: Ckpt[];
+  coldDropped: boolean;
+  latency: LatencyResults;
+  storeBytes: number;
+  tools: Tools;
+}
+
+async function measureSize(ctx: BenchContext, gib: number): Promise<SizeResults> {
+  const tag = `scale ${gib} GiB`;
+  const dir = ctx.tmp.make("cairn-bench-scale-");
+  try {
+    const node = await startNode(dir, "checkpoint_config:\n  db_checkpoint_dir: ./ckpt\n  max_db_checkpoints: 3\n");
+    const store = join(dir, "ckpt");
+    const dbFile = join(dir, "db", "cairn.db");
+    const bodies = new Bodies();
+    const count = Math.round((gib * GiB) / BLOB);
+    const ids = Array.from({ length: count }, (_, i) => `s${String(i).padStart(7, "0")}`);
+    ctx.log(`${tag}: PUT ${count} blobs of 1 MiB at concurrency ${FILL_CONCURRENCY}`);
+    const fill = await putMany(ctx, node.url, ids, bodies, "filling");
+    ctx.log(`${tag}: filled in ${secs(fill.elapsedMs)}`);
+    await syncAll();
+    const first = await checkpoint(node);
+    ctx.log(`${tag}: first checkpoint (${first.scan}) in ${secs(first.durationMs)}`);
+    // the full checkpoint against cp + sync of the same file, in turn
+    const work = ctx.tmp.make("cairn-bench-scale-cp-");
+    const cpSyncMs = [(await timedCopy(dbFile, work, true)).ms];
+    const fresh = ctx.tmp.make("cairn-bench-scale-full-");
+    await syncAll();
+    const full = await checkpoint(node, fresh);
+    ctx.tmp.remove(fresh);
+    cpSyncMs.push((await timedCopy(dbFile, work, true)).ms);
+    ctx.tmp.remove(work);
+    ctx.log(`${tag}: full checkpoint ${secs(full.durationMs)}; cp + sync ${cpSyncMs.map(secs).join(", ")}`);
+    const change = async () => {
+      const picked = Array.from({ length: CHANGE_BLOBS }, () => ids[Math.floor(Math.random() * ids.length)]!);
+      await putMany(ctx, node.url, picked, bodies, "the change");
+    };
+    const steps: Ckpt[] = [];
+    for (let i = 0; i < STEPS; i++) {
+      await change();
+      await syncAll();
+      const c = await checkpoint(node);
+      if (c.scan !== "changes") ctx.fail(`scale: ${tag}: incremental ${i + 1} read the whole database: ${c.scanReason}`);
+      steps.push(c);
+    }
+    ctx.log(`${tag}: incrementals ${steps.map((s) => secs(s.durationMs)).join(", ")}`);
+    const cold: Ckpt[] = [];
+    let coldDropped = true;
+    for (let i = 0; i < COLD_STEPS; i++) {
+      await change();
+      coldDropped = (await dropCaches()) && coldDropped;
+      cold.push(await checkpoint(node));
+    }
+    ctx.log(`${tag}: incrementals with the page cache dropped ${cold.map((s) => secs(s.durationMs)).join(", ")}`);
+    const latency = await measureLatency(ctx, node, `lat${gib}`);
+    ctx.log(`${tag}: p99 PUT idle ${latency.idle.p99.toFixed(1)} ms, incremental ${latency.incremental.p99.toFixed(1)} ms, full ${latency.full.p99.toFixed(1)} ms`);
+    const dbBytes = statSync(dbFile).size;
+    await stopChecked(node);
+    const storeBytes = Number((await must(["du", "-sb", store])).stdout.split(/\s/)[0]);
+    const newest = Math.max(...steps.map((s) => s.id), ...cold.map((s) => s.id));
+    const tools = await measureTools(ctx, store, newest);
+    ctx.log(`${tag}: peak RSS list ${mib(tools.list.peakRss)}, verify ${mib(tools.verify.peakRss)}, export ${mib(tools.export.peakRss)}, gc ${mib(tools.gc.peakRss)}, restore ${mib(tools.restore.peakRss)}`);
+    return { gib, dbBytes, fillMs: fill.elapsedMs, first, cpSyncMs, full, steps, cold, coldDropped, latency, storeBytes, tools };
+  } finally {
+    ctx.tmp.remove(dir);
+  }
+}
+
+// ---- the report -------------------------------------------------------------------------------------
+
+/** Least-squares slope of ys over 0..n-1. */
+function slope(ys: number[]): number {
+  const n = ys.length;
+  const mx = (n - 1) / 2;
+  const my = ys.reduce((a, b) => a + b, 0) / n;
+  let num_ = 0;
+  let den = 0;
+  ys.forEach((y, x) => {
+    num_ += (x - mx) * (y - my);
+    den += (x - mx) ** 2;
+  });
+  return den === 0 ? 0 : num_ / den;
+}
+
+const ms = (x: number) => `${x.toFixed(1)} ms`;
+
+function render(results: SizeResults[]): string {
+  const small = results[0]!;
+  const large = results.at(-1)!;
+  const out: string[] = [];
+  const peakOf = (r: SizeResults) => Math.max(...r.steps.map((s) => s.peakRss));
+  const incr = (r: SizeResults) => median(r.steps.map((s) => s.durationMs));
+  const cold = (r: SizeResults) => median(r.cold.map((s) => s.durationMs));
+  const rssTrend = (r: SizeResults) => slope(r.steps.map((s) => s.peakRss));
+  out.push(
+    `Sizes: ${results.map((r) => `${r.gib} GiB (database ${mib(r.dbBytes)})`).join(", ")}; node defaults (sync true, one checkpoint worker), three checkpoints kept. ` +
+      `The change before each incremental: ${CHANGE_BLOBS} blobs of 1 MiB rewritten over REST.`,
+    "",
+  );
+  if (results.length > 1) {
+    const lr = `${large.gib} / ${small.gib} GiB`;
+    const rows = [
+      ["incremental checkpoint after the same change: time", lr, `≤ ${TARGET.incremental}`, `${ratio(incr(large) / incr(small))} (${ms(incr(large))} / ${ms(incr(small))}, medians of ${STEPS})`, met(incr(large) / incr(small) <= TARGET.incremental)],
+      [
+        "the same with the page cache dropped before it",
+        lr,
+        `≤ ${TARGET.cold}`,
+        `${ratio(cold(large) / cold(small))} (${ms(cold(large))} / ${ms(cold(small))}, medians of ${COLD_STEPS})${large.coldDropped ? "" : " (the cache could not be dropped)"}`,
+        met(cold(large) / cold(small) <= TARGET.cold),
+      ],
+      [
+        `node peak RSS across ${STEPS} checkpoints`,
+        lr,
+        `≤ ${TARGET.rss}, no upward trend`,
+        `${ratio(peakOf(large) / peakOf(small))} (${mib(peakOf(large))} / ${mib(peakOf(small))}); trend ${num(rssTrend(large) / MiB)} MiB per checkpoint at ${large.gib} GiB`,
+        met(peakOf(large) / peakOf(small) <= TARGET.rss && rssTrend(large) < 2 * MiB),
+      ],
+      [
+        `full checkpoint / (cp + sync) of the same database, at ${large.gib} GiB`,
+        `cp + sync ${secs(median(large.cpSyncMs))}`,
+        `≤ ${TARGET.full}`,
+        `${ratio(large.full.durationMs / median(large.cpSyncMs))} (${secs(large.full.durationMs)})`,
+        met(large.full.durationMs / median(large.cpSyncMs) <= TARGET.full),
+      ],
+      ...(["list", "verify", "export", "gc"] as const).map((k) => [
+        `peak RSS of ${k === "gc" ? "garbage collection" : k}`,
+        lr,
+        `≤ ${TARGET.tools}`,
+        `${ratio(large.tools[k].peakRss / small.tools[k].peakRss)} (${mib(large.tools[k].peakRss)} / ${mib(small.tools[k].peakRss)})`,
+        met(large.tools[k].peakRss / small.tools[k].peakRss <= TARGET.tools),
+      ]),
+      ...results.map((r) => [
+        `p99 PUT 4 KiB at c16 during incrementals / idle; during a full one / idle (${r.gib} GiB)`,
+        `idle ${ms(r.latency.idle.p99)}`,
+        `≤ ${TARGET.p99Incremental}; ≤ ${TARGET.p99Full}; 0 failed`,
+        `${ratio(r.latency.incremental.p99 / r.latency.idle.p99)} (${ms(r.latency.incremental.p99)}, ${r.latency.incremental.samples} samples in ${r.latency.incremental.checkpoints} checkpoints); ` +
+          `${ratio(r.latency.full.p99 / r.latency.idle.p99)} (${ms(r.latency.full.p99)}, ${r.latency.full.samples} samples); ${r.latency.idle.failed + r.latency.incremental.failed + r.latency.full.failed} failed`,
+        met(
+          r.latency.incremental.p99 / r.latency.idle.p99 <= TARGET.p99Incremental &&
+            r.latency.full.p99 / r.latency.idle.p99 <= TARGET.p99Full &&
+            r.latency.idle.failed + r.latency.incremental.failed + r.latency.full.failed === 0,
+        ),
+      ]),
+    ];
+    out.push(table([{ header: "figure" }, { header: "against" }, { header: "target" }, { header: "measured" }, { header: "met" }], rows), "");
+  }
+  out.push(
+    table(
+      [{ header: "size" }, { header: "fill" }, { header: "first (full)" }, { header: "full, empty dir" }, { header: "cp + sync" }, { header: "incrementals (node ms)" }, { header: "read per incremental" }, { header: "page cache dropped" }, { header: "store" }],
+      results.map((r) => [
+        `${r.gib} GiB`,
+        secs(r.fillMs),
+        secs(r.first.durationMs),
+        secs(r.full.durationMs),
+        r.cpSyncMs.map(secs).join(", "),
+        r.steps.map((s) => s.durationMs.toFixed(0)).join(", "),
+        mib(median(r.steps.map((s) => s.bytesRead))),
+        r.cold.map((s) => ms(s.durationMs)).join(", "),
+        mib(r.storeBytes),
+      ]),
+    ),
+    "",
+    table(
+      [{ header: "size" }, { header: "node peak RSS per checkpoint (first, full, then the ten incrementals)" }, { header: "RSS after the last" }],
+      results.map((r) => [`${r.gib} GiB`, [r.first, r.full, ...r.steps].map((s) => num(s.peakRss / MiB)).join(", ") + " MiB", mib(r.steps.at(-1)!.rssAfter)]),
+    ),
+    "",
+    table(
+      [{ header: "size" }, { header: "list" }, { header: "verify" }, { header: "export (.tar)" }, { header: "garbage collection" }, { header: "restore" }],
+      results.map((r) => [
+        `${r.gib} GiB`,
+        ...(["list", "verify", "export", "gc", "restore"] as const).map((k) => `${mib(r.tools[k].peakRss)} (${secs(r.tools[k].ms)})`),
+      ]),
+    ),
+    "",
+    table(
+      [{ header: "size" }, { header: "PUT p50 / p99 idle" }, { header: "during incrementals" }, { header: "during a full checkpoint" }],
+      results.map((r) => [
+        `${r.gib} GiB`,
+        `${ms(r.latency.idle.p50)} / ${ms(r.latency.idle.p99)} (${r.latency.idle.samples})`,
+        `${ms(r.latency.incremental.p50)} / ${ms(r.latency.incremental.p99)} (${r.latency.incremental.samples}; median checkpoint ${ms(r.latency.incremental.medianMs)})`,
+        `${ms(r.latency.full.p50)} / ${ms(r.latency.full.p99)} (${r.latency.full.samples}; checkpoint ${secs(r.latency.full.durationMs)})`,
+      ]),
+    ),
+  );
+  return out.join("\n");
+}
+
+export const scaleSection: Section = {
+  title: "Scale",
+  async run(ctx: BenchContext): Promise<string> {
+    await ensureBinary(ctx.log);
+    if (!existsSync(TIME)) throw new Error(`${TIME} (GNU time) is needed for the peak RSS figures`);
+    const results: SizeResults[] = [];
+    for (const gib of benchSizesGiB()) results.push(await measureSize(ctx, gib));
+    return render(results);
+  },
+};

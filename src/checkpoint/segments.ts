@@ -1,0 +1,114 @@
+/**
+ * Where the segments of a store's newest checkpoint are (one location per segment: its pack,
+ * offset, lengths and flags) and which packs each segment's blocks are in, which is all an
+ * incremental checkpoint needs of the store: the segments that hold no changed block are taken
+ * as they are, by digest, and only those that do are read back, patched and stored again; the
+ * new checkpoint names exactly the packs its segments and their blocks are in. The node keeps
+ * this between checkpoints; it costs some 30 bytes a segment (a segment covers 256 blocks,
+ * 2 MiB of database at 8 KiB blocks), nothing per block, so it stays small whatever the size of
+ * the database. Where it is not kept (a node's first checkpoint after a start, another store),
+ * a worker finds it by scanning the store's pack indexes (store/jobs.ts).
+ */
+import type { Manifest } from "../store/format.ts";
+import type { SegmentLocation, SegmentPlace, StoreJob } from "../store/jobs.ts";
+import type { WorkerPool } from "../util/worker-pool.ts";
+
+export type { SegmentLocation, SegmentPlace };
+
+/** A segment to build on: its digest (hex), where it is, and where its blocks are. */
+export interface SegmentRef extends SegmentPlace {
+  digest: string;
+}
+
+/** The segment locations of one checkpoint, in compact columns. */
+export interface SegmentTable {
+  packIds: string[];
+  pack: Uint32Array;
+  offset: Uint32Array;
+  stored: Uint32Array;
+  raw: Uint32Array;
+  flags: Uint32Array;
+  /** Segment s's blocks are in packs blockPacks[blockPacksAt[s]] .. blockPacks[blockPacksAt[s + 1] - 1] (numbers in packIds). */
+  blockPacksAt: Uint32Array;
+  blockPacks: Uint32Array;
+}
+
+/** The newest checkpoint of a store, as a new checkpoint builds on it. */
+export interface PreviousCheckpoint {
+  dir: string;
+  manifest: Manifest;
+  locations: SegmentTable;
+}
+
+export function segmentRef(prev: PreviousCheckpoint, s: number): SegmentRef | null {
+  if (s >= prev.manifest.segments.length) return null;
+  return { digest: prev.manifest.segments[s]!, ...placeAt(prev.locations, s) };
+}
+
+export function placeAt(t: SegmentTable, s: number): SegmentPlace {
+  const blockPacks: string[] = [];
+  for (let i = t.blockPacksAt[s]!; i < t.blockPacksAt[s + 1]!; i++) blockPacks.push(t.packIds[t.blockPacks[i]!]!);
+  return { packId: t.packIds[t.pack[s]!]!, offset: t.offset[s]!, stored: t.stored[s]!, raw: t.raw[s]!, flags: t.flags[s]!, blockPacks };
+}
+
+/** Build the columns from one place per segment. */
+export function segmentTable(places: SegmentPlace[]): SegmentTable {
+  const packIds: string[] = [];
+  const packIndex = new Map<string, number>();
+  const number = (id: string) => {
+    let p = packIndex.get(id);
+    if (p === undefined) {
+      p = packIds.length;
+      packIds.push(id);
+      packIndex.set(id, p);
+    }
+    return p;
+  };
+  const n = places.length;
+  const blockPacksAt = new Uint32Array(n + 1);
+  let total = 0;
+  places.forEach((l, s) => {
+    blockPacksAt[s] = total;
+    total += l.blockPacks.length;
+  });
+  blockPacksAt[n] = total;
+  const t: SegmentTable = {
+    packIds,
+    pack: new Uint32Array(n),
+    offset: new Uint32Array(n),
+    stored: new Uint32Array(n),
+    raw: new Uint32Array(n),
+    flags: new Uint32Array(n),
+    blockPacksAt,
+    blockPacks: new Uint32Array(total),
+  };
+  places.forEach((l, s) => {
+    t.pack[s] = number(l.packId);
+    t.offset[s] = l.offset;
+    t.stored[s] = l.stored;
+    t.raw[s] = l.raw;
+    t.flags[s] = l.flags;
+    l.blockPacks.forEach((id, k) => (t.blockPacks[blockPacksAt[s]! + k] = number(id)));
+  });
+  return t;
+}
+
+/** Every pack a checkpoint with these segments needs: those of the segments and of their blocks, sorted. */
+export function packsOf(t: SegmentTable): string[] {
+  const used = new Uint8Array(t.packIds.length);
+  for (const p of t.pack) used[p] = 1;
+  for (const p of t.blockPacks) used[p] = 1;
+  return t.packIds.filter((_, i) => used[i]).sort();
+}
+
+/** After garbage collection rewrote packs: the same segments, in the packs their blocks were copied to. */
+export function renamePacks(t: SegmentTable, renamed: Map<string, string>): void {
+  t.packIds = t.packIds.map((id) => renamed.get(id) ?? id);
+}
+
+/** A worker finds where checkpoint `id`'s segments are (one scan of its packs' indexes). */
+export async function locateSegments(pool: WorkerPool, storeDir: string, id: number): Promise<PreviousCheckpoint> {
+  const job: StoreJob = { job: "store", op: "locateSegments", storeDir, manifestId: id };
+  const r = await pool.call<{ manifest: Manifest; locations: SegmentPlace[] }>(0, job);
+  return { dir: storeDir, manifest: r.manifest, locations: segmentTable(r.locations) };
+}
