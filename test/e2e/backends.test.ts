@@ -13,7 +13,6 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { CairnError, type ErrorCode } from "../../src/errors.ts";
 import { ArchiveBackend } from "../../src/store/archive/backend.ts";
 import { type Backend, NO_HOLD, type RandomReads, type Writes } from "../../src/store/backend.ts";
 import { DirBackend, STORE_READERS_LOCK_FILE } from "../../src/store/dir/backend.ts";
@@ -31,7 +30,9 @@ import {
   type StoreInfo,
   storeInfoForCopy,
 } from "../../src/store/format.ts";
+import { CairnError } from "../../src/errors.ts";
 import { blockDigest, toHex } from "../../src/store/hash.ts";
+import { expectCode, rejected } from "../helpers/errors.ts";
 import { BLOCK_KIND_DATA, decodeIndex, entryKind, FLAG_ZSTD, PACK_MAGIC, readIndexEntry } from "../../src/store/pack.ts";
 import { openBackend } from "../../src/store/open.ts";
 import { StoreReader } from "../../src/store/reader.ts";
@@ -249,19 +250,6 @@ const SUBJECTS: Record<string, Subject> = {
 
 // ---- helpers ---------------------------------------------------------------------------------------
 
-async function rejected(p: Promise<unknown>): Promise<CairnError> {
-  try {
-    await p;
-  } catch (e) {
-    return e as CairnError;
-  }
-  throw new Error("expected a rejection, the promise resolved");
-}
-
-function expectCode(e: unknown, code: ErrorCode, message?: RegExp): void {
-  expect(e).toBeInstanceOf(CairnError);
-  expect({ code: (e as CairnError).code, message: (e as CairnError).message }).toEqual({ code, message: message ? expect.stringMatching(message) : expect.any(String) });
-}
 
 /** Every entry of a stream, each body read whole: path, size, bytes. */
 async function readEntries(b: Backend): Promise<{ path: string; size: number; body: Uint8Array; atEnd: boolean }[]> {

@@ -12,7 +12,7 @@ import { StoreReader } from "../../src/store/reader.ts";
 import { admin, createCheckpoint, listJson, putAll, verify } from "../helpers/checkpoint.ts";
 import { checkDb, rewriteManifest, rewriteStoreInfo } from "../helpers/faults.ts";
 import { type NodeHandle, pseudoRandomBytes, runCairn, startNode } from "../helpers/node.ts";
-import { dirState, replacedDirsOf, restore, stagingDirOf } from "../helpers/restore.ts";
+import { dirState, replacedDirsOf, restore, stagingDirOf, restoreTarget } from "../helpers/restore.ts";
 import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
 
 cleanTmpDirsAfterEach();
@@ -50,25 +50,8 @@ function copyStore(): string {
   return store;
 }
 
-/**
- * An existing database of the same node as a restore target (a copy of the node's live files:
- * good enough to be recognised), and a function checking that restore left it exactly as it was.
- */
 function target(): { dbPath: string; untouched: () => void } {
-  const dbPath = join(tmpDir(), "db");
-  cpSync(join(tpl, "db"), dbPath, { recursive: true, filter: (src) => !src.endsWith("cairn.lock") && !src.endsWith(".socket") });
-  // the folder's own mtime is left out: restore takes the target's lock (cairn.lock, created
-  // and removed again when it was not there) before it reads the packs
-  const files = () => Object.fromEntries(Object.entries(dirState(dbPath)).filter(([k]) => k !== "."));
-  const before = files();
-  return {
-    dbPath,
-    untouched: () => {
-      expect(files()).toEqual(before);
-      expect(replacedDirsOf(dbPath)).toEqual([]);
-      expect(dirState(stagingDirOf(dbPath))).toEqual({});
-    },
-  };
+  return restoreTarget(join(tpl, "db"), tmpDir());
 }
 
 function expectFails(r: { code: number; stdout: string; stderr: string }, ...mentions: (string | RegExp)[]): void {

@@ -28,7 +28,7 @@ import { waitFor } from "../helpers/wait.ts";
 import { rewriteManifest } from "../helpers/faults.ts";
 import { BINARY, freePort, pseudoRandomBytes, runCairn, sha256, startNode } from "../helpers/node.ts";
 import { rawExchange } from "../helpers/raw.ts";
-import { dirState, replacedDirsOf, restore, spawnRestore, stagingDirOf } from "../helpers/restore.ts";
+import { dirState, replacedDirsOf, restore, spawnRestore, stagingDirOf, restoreTarget } from "../helpers/restore.ts";
 import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
 
 cleanTmpDirsAfterEach();
@@ -73,20 +73,8 @@ function manifestOf(store: string, id: number): { packs: string[]; page_size: nu
   return JSON.parse(readFileSync(join(store, manifestPath(id)), "utf8"));
 }
 
-/** An existing database of the node as a restore target, and a check that restore left it exactly as it was. */
 function target(): { dbPath: string; untouched: () => void } {
-  const dbPath = join(tmpDir(), "db");
-  cpSync(join(tpl, "db"), dbPath, { recursive: true, filter: (src) => !src.endsWith("cairn.lock") });
-  const files = () => Object.fromEntries(Object.entries(dirState(dbPath)).filter(([k]) => k !== "."));
-  const before = files();
-  return {
-    dbPath,
-    untouched: () => {
-      expect(files()).toEqual(before);
-      expect(replacedDirsOf(dbPath)).toEqual([]);
-      expect(dirState(stagingDirOf(dbPath))).toEqual({});
-    },
-  };
+  return restoreTarget(join(tpl, "db"), tmpDir());
 }
 
 /** Run the binary under GNU time: exit code, output, and the peak RSS in KiB. */

@@ -5,7 +5,8 @@
  * every blob of a restored database through a node, and finding where a block of a checkpoint
  * is stored so that a test can damage exactly that block.
  */
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { expect } from "bun:test";
+import { cpSync, existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import type { Subprocess } from "bun";
 import { SEGMENT_ENTRY_BYTES } from "../../src/store/format.ts";
@@ -232,4 +233,26 @@ export async function uniqueBlockIn(store: string, id: number, ranges: number[])
     }
   }
   throw new Error(`checkpoint ${id} has no block of its own in ranges ${ranges.join(", ")}`);
+}
+
+/**
+ * A copy of a node's storage folder `templateDb` as a restore target (the live files: good
+ * enough to be recognised as that node's), and a function checking that restore left it
+ * exactly as it was.
+ */
+export function restoreTarget(templateDb: string, into: string): { dbPath: string; untouched: () => void } {
+  const dbPath = join(into, "db");
+  cpSync(templateDb, dbPath, { recursive: true, filter: (src) => !src.endsWith("cairn.lock") && !src.endsWith(".socket") });
+  // the folder's own mtime is left out: restore takes the target's lock (cairn.lock, created
+  // and removed again when it was not there) before it reads the packs
+  const files = () => Object.fromEntries(Object.entries(dirState(dbPath)).filter(([k]) => k !== "."));
+  const before = files();
+  return {
+    dbPath,
+    untouched: () => {
+      expect(files()).toEqual(before);
+      expect(replacedDirsOf(dbPath)).toEqual([]);
+      expect(dirState(stagingDirOf(dbPath))).toEqual({});
+    },
+  };
 }

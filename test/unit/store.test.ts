@@ -54,6 +54,7 @@ import { newPackId, PackFile, PackLayout } from "../../src/store/pack-writer.ts"
 import { LOC_WORDS, StoreReader } from "../../src/store/reader.ts";
 import { expiredCheckpoints } from "../../src/store/retention.ts";
 import { treeSnapshot } from "../helpers/checkpoint.ts";
+import { expectCode, rejected } from "../helpers/errors.ts";
 import { pseudoRandomBytes } from "../helpers/node.ts";
 import { type FixtureCheckpoint, listDigests, makeImage, readImage, StoreFixture } from "../helpers/store-fixture.ts";
 import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
@@ -72,20 +73,6 @@ function thrown(f: () => unknown): CairnError {
   throw new Error("expected an error, none was thrown");
 }
 
-async function rejected(p: Promise<unknown>): Promise<CairnError> {
-  try {
-    await p;
-  } catch (e) {
-    return e as CairnError;
-  }
-  throw new Error("expected a rejection, the promise resolved");
-}
-
-function expectCode(e: unknown, code: ErrorCode, message?: RegExp): void {
-  expect(e).toBeInstanceOf(CairnError);
-  expect((e as CairnError).code).toBe(code);
-  if (message) expect((e as CairnError).message).toMatch(message);
-}
 
 const hex64 = (n: number) => toHex(blockDigest(new TextEncoder().encode(`digest ${n}`)));
 const PACK_A = "0123456789abcdef0123456789abcdef";
