@@ -209,8 +209,9 @@ async function processRange(job: RangeJob): Promise<RangeResult> {
   const entries = new Uint8Array(count * SEGMENT_ENTRY_BYTES);
   const words = new Uint32Array(entries.buffer);
   const quick = new BigUint64Array(entries.buffer);
-  // the previous checkpoint's entries for this range, where it had them
-  const prev = new Uint8Array(count * SEGMENT_ENTRY_BYTES);
+  // the previous checkpoint's entries for this range, where it had them (its segments may hold
+  // more blocks than this range has, when the database shrank)
+  const prev = new Uint8Array(job.prev.length * SEGMENT_BLOCKS * SEGMENT_ENTRY_BYTES);
   const prevWords = new Uint32Array(prev.buffer);
   const prevValid = Math.max(0, Math.min(count, job.prevBlockCount - first));
   for (let k = 0; k < job.prev.length; k++) {

@@ -12,6 +12,11 @@ import { join } from "node:path";
 import { adminAsync, checkpointStatus, createCheckpointAsync, CREATED_RE, materialize } from "../helpers/checkpoint.ts";
 import { type NodeHandle, pseudoRandomBytes, runCairn, startNode, startNodeWithConfig } from "../helpers/node.ts";
 import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
+import { DirBackend } from "../../src/store/dir/backend.ts";
+import { SEGMENT_ENTRY_BYTES } from "../../src/store/format.ts";
+import { toHex } from "../../src/store/hash.ts";
+import { readIndexEntry } from "../../src/store/pack.ts";
+import { LOC_WORDS, StoreReader } from "../../src/store/reader.ts";
 import { waitFor } from "../helpers/wait.ts";
 
 cleanTmpDirsAfterEach();
@@ -148,6 +153,31 @@ async function expectExact(storeDir: string, t: Taken, work: string): Promise<vo
   rmSync(out);
 }
 
+/**
+ * Checkpoint `id` names exactly the packs it needs: every block and segment of it is in one of
+ * them (else restore fails), and each holds at least one (else garbage collection could never
+ * free it, nor a remote's retention).
+ */
+async function expectPacksExact(storeDir: string, id: number): Promise<void> {
+  const reader = new StoreReader(new DirBackend(storeDir));
+  const m = await reader.manifest(id);
+  const where = await reader.locateSome(m.packs, m.segments);
+  expect(m.segments.filter((d) => !where.has(d))).toEqual([]);
+  const list = await reader.blockList(m, where);
+  const out = new Uint32Array(m.block_count * LOC_WORDS);
+  await reader.locateList(m.packs, list, m.block_count, out, (b) => `checkpoint ${id}: block ${b}`);
+  const needed = new Set(m.segments);
+  for (let b = 0; b < m.block_count; b++) needed.add(toHex(list.subarray(b * SEGMENT_ENTRY_BYTES, b * SEGMENT_ENTRY_BYTES + 32)));
+  const idle: string[] = [];
+  for (const p of m.packs) {
+    const idx = await reader.index(p);
+    let holds = false;
+    for (let i = 0; i < idx.count && !holds; i++) holds = needed.has(toHex(readIndexEntry(idx, i).digest));
+    if (!holds) idle.push(p);
+  }
+  expect({ id, packsHoldingNothingItNeeds: idle }).toEqual({ id, packsHoldingNothingItNeeds: [] });
+}
+
 async function metric(node: NodeHandle, name: string): Promise<number> {
   const text = await (await fetch(`${node.url}/metrics`)).text();
   const m = new RegExp(`^${name} (\\d+)`, "m").exec(text);
@@ -172,6 +202,7 @@ describe("incremental checkpoints from the tracked changes", () => {
         const t = await checkpointWithCopy(p, join(dir, `c${round}`));
         expect({ round, scan: t.scan, reason: t.scanReason }).toEqual({ round, scan: "changes", reason: undefined });
         await expectExact(store, t, dir);
+        await expectPacksExact(store, t.id);
         if (round % 4 === 0) {
           // the same state read whole into a second store: the same bytes
           const other = join(dir, `other-${round}`);
@@ -181,6 +212,8 @@ describe("incremental checkpoints from the tracked changes", () => {
           expect(readFileSync(full.copy).equals(readFileSync(t.copy))).toBe(true);
         }
       }
+      // retention's garbage collection rewrote packs under the node's remembered checkpoint
+      expect(p.node.logs()).toMatch(/garbage collection: \d+ pack\(s\) removed, [1-9]\d* rewritten/);
       // both kinds of fold ran under the checkpoints
       const folds = await metric(p.node, "cairn_wal_checkpoints_total");
       const truncations = await metric(p.node, "cairn_wal_truncations_total");

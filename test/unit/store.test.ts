@@ -10,7 +10,7 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSyn
 import { join } from "node:path";
 import { CairnError, type ErrorCode } from "../../src/errors.ts";
 import { DirBackend } from "../../src/store/dir/backend.ts";
-import { publishPackFiles } from "../../src/store/dir/writer.ts";
+import { publishPackFiles, writeManifestFile } from "../../src/store/dir/writer.ts";
 import { DigestTable } from "../../src/store/digest-table.ts";
 import {
   decodeManifest,
@@ -801,7 +801,7 @@ describe("garbage collection", () => {
     expect(existsSync(join(fx.dir, packPath(A)))).toBe(true);
 
     // after a removal: A (4 of 32 blocks live) is rewritten, D and E (all live) are not
-    const aBytes = statSync(join(fx.dir, packPath(A))).size;
+    const aBytes = sizeOf(A);
     const r2 = await collectGarbage(fx.dir, { minLiveFraction: 0.5, sync: true, checkpointsRemoved: true });
     expect(r2.removedPacks).toBe(0);
     expect(r2.rewrittenPacks).toBe(1);
@@ -810,7 +810,8 @@ describe("garbage collection", () => {
     const fresh = m.packs.find((p) => ![A, D, E].includes(p))!;
     expect(fresh).toMatch(/^[0-9a-f]{32}$/);
     expect(m.packs).toEqual([fresh, D, E].sort());
-    expect(r2.freedBytes).toBe(aBytes - statSync(join(fx.dir, packPath(fresh))).size);
+    expect(r2.freedBytes).toBe(aBytes - sizeOf(fresh));
+    expect(r2.renamed).toEqual([[A, fresh]]);
     const idx = await reader.index(fresh);
     expect(idx.count).toBe(4);
     expect(Array.from({ length: 4 }, (_, i) => toHex(readIndexEntry(idx, i).digest))).toEqual(listDigests(c2.list).slice(0, 4));
@@ -823,6 +824,25 @@ describe("garbage collection", () => {
     const r3 = await collectGarbage(fx.dir, { minLiveFraction: 0.5, sync: false, checkpointsRemoved: true });
     expect(r3).toEqual({ removedPacks: 0, rewrittenPacks: 0, freedBytes: 0 });
     for (const f of foreign) expect(readFileSync(join(fx.dir, f), "utf8")).toBe("not a pack");
+  });
+
+  test("a pack a manifest names but no checkpoint needs a block of is dropped from the manifest, then deleted", async () => {
+    const { fx, c2, A, B, C, D, E } = gcStore();
+    // manifest 2 names B too (as a manifest naming more packs than it needs would)
+    const reader = new StoreReader(new DirBackend(fx.dir));
+    const { checksum: _, ...m2 } = await reader.manifest(2);
+    writeManifestFile(fx.dir, { ...m2, packs: [...m2.packs, B].sort() });
+    const r = await collectGarbage(fx.dir, { minLiveFraction: 0.5, sync: false, checkpointsRemoved: true });
+    // C (named by no manifest) and B (named, but holding nothing needed) go; A is rewritten
+    expect({ removed: r.removedPacks, rewritten: r.rewrittenPacks }).toEqual({ removed: 2, rewritten: 1 });
+    expect(existsSync(join(fx.dir, packPath(C)))).toBe(false);
+    const m = await new StoreReader(new DirBackend(fx.dir)).manifest(2);
+    expect(m.packs).not.toContain(B);
+    expect(m.packs).not.toContain(A);
+    expect(m.packs).toEqual(expect.arrayContaining([D, E]));
+    expect(existsSync(join(fx.dir, packPath(B)))).toBe(false);
+    expect(existsSync(join(fx.dir, indexPath(B)))).toBe(false);
+    expect(await readImage(new StoreReader(new DirBackend(fx.dir)), m)).toEqual(c2.image);
   });
 
   test("a damaged manifest makes it collect nothing (E_STORE_DAMAGED, every file intact)", async () => {
