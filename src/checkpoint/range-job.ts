@@ -45,12 +45,45 @@ const written: PackWritten[] = [];
 const myPacks: string[] = [];
 /**
  * Blocks this worker stored during this checkpoint: digest → where (an index into `stored`).
- * Bounded: past DEDUP_ENTRIES it starts over, so memory does not grow with the database (a
- * block it no longer remembers is stored again; the store stays correct, a little larger).
+ * Bounded: past DEDUP_ENTRIES (2 GiB of new 8 KiB blocks) it starts over, so memory does not
+ * grow with the database (a block it no longer remembers is stored again; the store stays
+ * correct, a little larger).
  */
-const DEDUP_ENTRIES = 1 << 19;
+const DEDUP_ENTRIES = 1 << 18;
 let newHere = DigestTable.create(1 << 16);
-const stored: SegmentLocation[] = [];
+
+/** Where each remembered block is: STORED_WORDS words each (pack number in myPacks, offset, stored and raw length, flags). */
+const STORED_WORDS = 5;
+const stored = {
+  words: new Uint32Array(1024 * STORED_WORDS),
+  count: 0,
+  add(pack: number, offset: number, length: number, raw: number, flags: number): number {
+    if ((this.count + 1) * STORED_WORDS > this.words.length) {
+      const grown = new Uint32Array(Math.min(DEDUP_ENTRIES, this.count * 2) * STORED_WORDS);
+      grown.set(this.words);
+      this.words = grown;
+    }
+    const o = this.count * STORED_WORDS;
+    this.words.set([pack, offset, length, raw, flags], o);
+    return this.count++;
+  },
+  packOf(k: number): string {
+    return myPacks[this.words[k * STORED_WORDS]!]!;
+  },
+  location(k: number): SegmentLocation {
+    const o = k * STORED_WORDS;
+    const w = this.words;
+    return { packId: myPacks[w[o]!]!, offset: w[o + 1]!, stored: w[o + 2]!, raw: w[o + 3]!, flags: w[o + 4]! };
+  },
+  clear(): void {
+    this.count = 0;
+  },
+  /** Back to a small table (a kept worker should not hold a checkpoint's worth until the next one). */
+  shrink(): void {
+    this.count = 0;
+    if (this.words.length > 1024 * STORED_WORDS) this.words = new Uint32Array(1024 * STORED_WORDS);
+  },
+};
 let bytesWritten = 0;
 let started = performance.now();
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
@@ -76,13 +109,13 @@ let lastStoreAdded = false;
 
 /**
  * Store a block (digest: the 8 words of `dw` from word `at`) unless this checkpoint already
- * did; returns where it is. `chunkAt` is where `data` sits in the read chunk (a raw block is
- * then written from there), or -1.
+ * did; returns where it is (an index into `stored`). `chunkAt` is where `data` sits in the
+ * read chunk (a raw block is then written from there), or -1.
  */
-function storeBlock(dw: Uint32Array, at: number, data: Uint8Array, kind: number, chunkAt: number): SegmentLocation {
+function storeBlock(dw: Uint32Array, at: number, data: Uint8Array, kind: number, chunkAt: number): number {
   const known = newHere.getWords(dw, at);
   lastStoreAdded = known < 0;
-  if (known >= 0) return stored[known]!;
+  if (known >= 0) return known;
   current ??= openPack();
   const p = current;
   const flags = kind << 8;
@@ -95,18 +128,17 @@ function storeBlock(dw: Uint32Array, at: number, data: Uint8Array, kind: number,
     storedLength = z.length;
   } else if (chunkAt >= 0) offset = p.appendRun(dw, at, chunk, chunkAt, chunkAt + data.length, data.length, flags);
   else offset = p.append(dw, at, data, data.length, flags);
-  const loc: SegmentLocation = { packId: p.packId, offset, stored: storedLength, raw: data.length, flags: f };
   if (newHere.size >= DEDUP_ENTRIES) {
     newHere = newHere.clear();
-    stored.length = 0;
+    stored.clear();
   }
-  newHere = newHere.setWords(dw, at, stored.length);
-  stored.push(loc);
+  const k = stored.add(myPacks.length - 1, offset, storedLength, data.length, f);
+  newHere = newHere.setWords(dw, at, k);
   if (p.layout.full(init!.packTargetBytes)) {
     written.push(p.close());
     current = undefined;
   }
-  return loc;
+  return k;
 }
 
 // ---- which earlier packs a kept block is in ---------------------------------------------------
@@ -259,7 +291,7 @@ async function processRange(job: RangeJob): Promise<RangeResult> {
       }
       blockDigestInto(data, entries.subarray(i * SEGMENT_ENTRY_BYTES, i * SEGMENT_ENTRY_BYTES + DIGEST_BYTES));
       rehashed++;
-      segNewPacks[Math.floor(i / SEGMENT_BLOCKS)]!.add(storeBlock(words, at, data, BLOCK_KIND_DATA, o).packId);
+      segNewPacks[Math.floor(i / SEGMENT_BLOCKS)]!.add(stored.packOf(storeBlock(words, at, data, BLOCK_KIND_DATA, o)));
       if (lastStoreAdded) {
         newBlocks++;
         newBytes += data.length;
@@ -288,7 +320,7 @@ async function processRange(job: RangeJob): Promise<RangeResult> {
     const segBlocks = Math.min(SEGMENT_BLOCKS, blocks - k * SEGMENT_BLOCKS);
     const blockPacks = new Set(segNewPacks[k]);
     if (ref) for (const p of await keptBlockPacks(ref, words, k * SEGMENT_BLOCKS, segBlocks, kept, first / SEGMENT_BLOCKS + k)) blockPacks.add(p);
-    const place: SegmentPlace = { ...storeBlock(digestWords, k * 8, seg, BLOCK_KIND_SEGMENT, -1), blockPacks: [...blockPacks].sort() };
+    const place: SegmentPlace = { ...stored.location(storeBlock(digestWords, k * 8, seg, BLOCK_KIND_SEGMENT, -1)), blockPacks: [...blockPacks].sort() };
     segments.push({ digest, place });
   }
   return { segments, newBlocks, newBytes, blocksRead, rehashed, bytesRead };
@@ -345,7 +377,7 @@ export async function checkpointJob(msg: CheckpointJob): Promise<unknown> {
       written.length = 0;
       myPacks.length = 0;
       newHere = newHere.capacity > (1 << 17) ? DigestTable.create(1 << 16) : newHere.clear();
-      stored.length = 0;
+      stored.shrink();
       bytesWritten = 0;
       started = performance.now();
       // a checkpoint is background work: the node's request thread goes first
@@ -370,7 +402,7 @@ export async function checkpointJob(msg: CheckpointJob): Promise<unknown> {
       store?.close();
       // a kept worker should not hold a checkpoint's worth of digests until the next one
       newHere = DigestTable.create(1 << 16);
-      stored.length = 0;
+      stored.shrink();
       return { packs: [...written] } satisfies FinishResult;
     }
     case "abort":
