@@ -102,10 +102,29 @@ interface Ckpt extends LastResult {
   rssAfter: number;
 }
 
-/** `checkpoint create` (into `path`, else the configured store), the node's RSS sampled meanwhile. */
+/**
+ * A checkpoint (into `path`, else the configured store) asked for on the admin socket, as
+ * `checkpoint create` does, and waited for (retention included), the node's RSS sampled
+ * meanwhile. No CLI process is started: on two cores its start-up would be measured too.
+ */
 async function checkpoint(node: RunningNode, path?: string): Promise<Ckpt> {
   const t0 = performance.now();
-  const { peakRss } = await sampled(node.pid, () => must([BINARY, "local-admin", "--socket-path", socketOf(node), "checkpoint", "create", ...(path ? ["--path", path] : [])]));
+  const { peakRss } = await sampled(node.pid, async () => {
+    const res = await fetch("http://localhost/v1/checkpoints", {
+      unix: socketOf(node),
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(path ? { path } : {}),
+    } as RequestInit);
+    const run = (await res.json()) as { run: number; error?: string };
+    if (res.status !== 202) throw new Error(`POST /v1/checkpoints: HTTP ${res.status} ${JSON.stringify(run)}`);
+    for (;;) {
+      const s = await fetch("http://localhost/v1/checkpoints/status", { unix: socketOf(node) } as RequestInit);
+      const st = (await s.json()) as { running: { run: number } | null };
+      if (st.running?.run !== run.run) return;
+      await Bun.sleep(50);
+    }
+  });
   const wallMs = performance.now() - t0;
   return { ...(await lastResult(node)), wallMs, peakRss, rssAfter: rssBytes(node.pid) };
 }
@@ -326,7 +345,8 @@ async function measureSize(ctx: BenchContext, gib: number): Promise<SizeResults>
     const dbBytes = statSync(dbFile).size;
     await stopChecked(node);
     const storeBytes = Number((await must(["du", "-sb", store])).stdout.split(/\s/)[0]);
-    const newest = Math.max(...steps.map((s) => s.id), ...cold.map((s) => s.id));
+    const listed = JSON.parse((await must([BINARY, "list-db-checkpoint", store, "--json"])).stdout) as { id: number }[];
+    const newest = Math.max(...listed.map((c) => c.id));
     const tools = await measureTools(ctx, store, newest);
     ctx.log(`${tag}: peak RSS list ${mib(tools.list.peakRss)}, verify ${mib(tools.verify.peakRss)}, export ${mib(tools.export.peakRss)}, gc ${mib(tools.gc.peakRss)}, restore ${mib(tools.restore.peakRss)}`);
     return { gib, dbBytes, fillMs: fill.elapsedMs, first, cpSyncMs, full, steps, cold, coldDropped, latency, storeBytes, tools };

@@ -69,6 +69,8 @@ export interface CheckpointOptions {
   compression: "none" | "zstd";
   /** Total write rate limit across workers; 0 = none. */
   writeBytesPerSec: number;
+  /** The node's commit times (util/io-pressure.ts): reading and writing slow down while commits do. */
+  commitPressure?: SharedArrayBuffer;
   logger: Logger;
   signal?: AbortSignal;
   /**
@@ -168,7 +170,7 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
     const packs = packsOf(table);
     const newBytes = written.reduce((s, p) => s + p.packBytes + p.indexBytes, 0);
     crashPoint("checkpoint:before-manifest");
-    const manifestBytes = store.writeManifest({
+    const manifestBytes = await store.writeManifest({
       format: 1,
       id,
       node_id: o.nodeId,
@@ -269,6 +271,7 @@ async function startWorkers(o: CheckpointOptions, store: LocalStore, pool: Worke
     sync: o.sync,
     packTargetBytes: PACK_TARGET_BYTES,
     writeBytesPerSec: o.writeBytesPerSec > 0 ? Math.max(1, Math.floor(o.writeBytesPerSec / pool.size)) : 0,
+    commitPressure: o.commitPressure,
   };
   await pool.all(init);
 }
@@ -462,7 +465,7 @@ async function publishPacks(o: CheckpointOptions, store: LocalStore, pool: Worke
   const written = finished.flatMap((f) => f.packs);
   for (const p of written) store.publishPack(p.packId);
   crashPoint("checkpoint:packs-published");
-  if (o.sync && written.length > 0) store.syncPackDirs(written.map((p) => p.packId));
+  if (o.sync && written.length > 0) await store.syncPackDirs(written.map((p) => p.packId));
   return written;
 }
 

@@ -18,6 +18,8 @@ export interface CheckpointInit {
   packTargetBytes: number;
   /** Per worker; 0 = unlimited. */
   writeBytesPerSec: number;
+  /** The node's commit times, shared (util/io-pressure.ts). */
+  commitPressure?: SharedArrayBuffer;
 }
 
 /**

@@ -31,6 +31,9 @@ import { BUSY_MESSAGE, type CheckpointRun, type CheckpointStatus } from "./run.t
 import { PeriodicSchedule } from "./scheduler.ts";
 import { locateSegments, type PreviousCheckpoint, renamePacks } from "./segments.ts";
 
+/** Garbage collection looks for dead blocks once the store has gained this share of its size since it last did. */
+const DEAD_BLOCK_SEARCH_FRACTION = 0.05;
+
 export interface CheckpointManagerDeps {
   config: CheckpointConfig;
   nodeId: string;
@@ -38,6 +41,8 @@ export interface CheckpointManagerDeps {
   live: LiveFiles;
   /** The pages changed since the configured store's last checkpoint (engine/change-tracker.ts). */
   tracker?: ChangeTracker;
+  /** How long the node's commits take (util/io-pressure.ts): the checkpoint's I/O gives way to them. */
+  commitPressure?: SharedArrayBuffer;
   storagePath: string;
   wal: WalPauser;
   logger: Logger;
@@ -60,6 +65,13 @@ export class CheckpointManager {
   readonly remote?: RemoteReplicator;
   /** The checkpoint workers, kept warm between checkpoints (see CheckpointOptions.pool). */
   private pool?: WorkerPool;
+  /**
+   * Bytes the configured store gained since garbage collection last looked for dead blocks
+   * (undefined: not since the node started). About as many die as are added, so the search,
+   * which reads every checkpoint's segments and every index, runs once this is a fair share of
+   * the store rather than after every checkpoint: its cost stays in step with the change.
+   */
+  private addedSinceCollection?: number;
   /** Loading the configured store into `cache` (never rejects); checkpoints wait for it. */
   private warming?: Promise<void>;
 
@@ -248,6 +260,7 @@ export class CheckpointManager {
         sync: config.sync,
         compression: config.compression,
         writeBytesPerSec: config.maxWriteBytesPerSec,
+        commitPressure: this.deps.commitPressure,
         logger,
         signal: controller.signal,
         cache: configured ? this.cache : undefined,
@@ -270,6 +283,7 @@ export class CheckpointManager {
       );
       run.state = "retaining";
       if (configured) {
+        this.addedSinceCollection = this.addedSinceCollection === undefined ? undefined : this.addedSinceCollection + result.newBytes;
         await this.retain(storeDir);
         this.remote?.notify();
       }
@@ -322,7 +336,10 @@ export class CheckpointManager {
   private async retain(dir: string): Promise<void> {
     const { config, logger } = this.deps;
     try {
-      const r = await applyLocalRetention(dir, this.deps.nodeId, config.maxCheckpoints, config.sync, logger);
+      const added = this.addedSinceCollection;
+      const lookForDeadBlocks = added === undefined || added >= this.storeBytes * DEAD_BLOCK_SEARCH_FRACTION;
+      const r = await applyLocalRetention(dir, this.deps.nodeId, config.maxCheckpoints, config.sync, logger, lookForDeadBlocks, this.workers());
+      if (lookForDeadBlocks && r.removed.length > 0 && r.gc) this.addedSinceCollection = 0;
       if (r.skipped) logger.info(`retention postponed: ${r.skipped}`);
       if (r.removed.length > 0) logger.info(`retention removed checkpoint(s) ${r.removed.join(", ")}`);
       const cached = this.cache.current;

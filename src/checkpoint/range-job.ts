@@ -21,6 +21,7 @@ import { blockDigestInto, DIGEST_BYTES, fromHex, quickHash, toHex } from "../sto
 import { BLOCK_KIND_DATA, BLOCK_KIND_SEGMENT, decodeBlock, FLAG_ZSTD, INDEX_ENTRY_BYTES } from "../store/pack.ts";
 import { PackFile, type PackWritten } from "../store/pack-writer.ts";
 import { preadFully } from "../util/fsx.ts";
+import { IoPacer } from "../util/io-pressure.ts";
 import { lowerThisThreadPriority } from "../util/thread-priority.ts";
 import type { CheckpointInit, CheckpointJob, FinishResult, RangeJob, RangeResult, SampleJob, SnapshotSpec } from "./jobs.ts";
 import type { SegmentLocation, SegmentPlace, SegmentRef } from "./segments.ts";
@@ -84,22 +85,11 @@ const stored = {
     if (this.words.length > 1024 * STORED_WORDS) this.words = new Uint32Array(1024 * STORED_WORDS);
   },
 };
-let bytesWritten = 0;
-let started = performance.now();
-const sleeper = new Int32Array(new SharedArrayBuffer(4));
-
-/** The I/O rate limit: sleep until the bytes written so far fit the rate. */
-function paceWrites(n: number): void {
-  bytesWritten += n;
-  const rate = init!.writeBytesPerSec;
-  if (rate > 0) {
-    const ahead = (bytesWritten / rate) * 1000 - (performance.now() - started);
-    if (ahead > 1) Atomics.wait(sleeper, 0, 0, ahead);
-  }
-}
+/** Paces this worker's reads and writes (the rate limit, and giving way to the node's commits). */
+let pacer: IoPacer | undefined;
 
 function openPack(): PackFile {
-  const p = new PackFile(init!.tmpDir, { sync: init!.sync, onWrite: paceWrites, crashPrefix: "checkpoint" });
+  const p = new PackFile(init!.tmpDir, { sync: init!.sync, onWrite: (n) => pacer?.account(n), crashPrefix: "checkpoint" });
   myPacks.push(p.packId);
   return p;
 }
@@ -378,8 +368,7 @@ export async function checkpointJob(msg: CheckpointJob): Promise<unknown> {
       myPacks.length = 0;
       newHere = newHere.capacity > (1 << 17) ? DigestTable.create(1 << 16) : newHere.clear();
       stored.shrink();
-      bytesWritten = 0;
-      started = performance.now();
+      pacer = new IoPacer(msg.commitPressure, { maxBytesPerSec: msg.writeBytesPerSec });
       // a checkpoint is background work: the node's request thread goes first
       lowerThisThreadPriority(10);
       return;

@@ -84,6 +84,8 @@ export class BlobStore {
     private readonly files?: { check(): void },
     /** Told after every commit (engine/change-tracker.ts: which pages it wrote). */
     private readonly tracker?: { noteCommit(): void },
+    /** Told how long each commit took (util/io-pressure.ts: background I/O gives way when commits slow down). */
+    private readonly pressure?: { note(ms: number): void },
   ) {
     this.q = {
       get: db.query("SELECT size, digest, updated_at, data FROM blobs WHERE id = ?"),
@@ -223,6 +225,7 @@ export class BlobStore {
     const results: ({ created: boolean } | { existed: boolean })[] = [];
     const now = Date.now();
     if (this.refuseIfFilesLost(batch)) return;
+    const started = performance.now();
     try {
       this.db.transaction(() => {
         let dCount = 0;
@@ -258,6 +261,7 @@ export class BlobStore {
       for (const op of batch) op.fail(err);
       return;
     }
+    this.pressure?.note(performance.now() - started);
     this.tracker?.noteCommit();
     // the commit may have gone into a file unlinked a moment ago: then it is not acknowledged
     if (this.refuseIfFilesLost(batch)) return;

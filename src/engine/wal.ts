@@ -1,10 +1,16 @@
 /**
  * The node's own WAL checkpointing. Every connection has wal_autocheckpoint=0; instead this
- * runs a PASSIVE checkpoint in a worker once the -wal file passes a size threshold (checked
- * after each commit) and on a timer. PASSIVE never blocks writers, but under a steady write
- * load it may never catch up far enough for SQLite to restart the WAL; past four times the
- * threshold it therefore runs a TRUNCATE checkpoint behind a write barrier: new writes wait
- * (the event loop does not) until the WAL is empty again. So the WAL stays bounded.
+ * runs a PASSIVE checkpoint in a worker once the frames not yet in the database file pass a
+ * size threshold (checked after each commit, from the wal-index: the -wal file itself keeps
+ * its size when SQLite starts it over, so its size says nothing of what is left to fold) and
+ * on a timer while any are left. PASSIVE never blocks writers, but under a steady write load
+ * it may never catch up far enough for SQLite to start the WAL over (a writer does that only
+ * when it finds every frame folded in). So once a PASSIVE fold has left little behind in a WAL
+ * past the threshold, a catch-up (a PASSIVE checkpoint behind a write barrier: new writes wait,
+ * the event loop does not; it is short, as little is left) folds the rest, and the first writer
+ * after it finds every frame folded in and starts the WAL over;
+ * and should the WAL still reach four times the threshold (another connection kept reading),
+ * a TRUNCATE checkpoint behind the barrier empties the file. So the WAL stays bounded.
  *
  * A database checkpoint pauses all of this while it copies the database file (`pause()`).
  */
@@ -15,6 +21,9 @@ import { type Clock, every, systemClock } from "../util/clock.ts";
 import { WorkerPool } from "../util/worker-pool.ts";
 import type { WalCheckpointMode, WalFoldResult, WalJob } from "./wal-job.ts";
 
+/** PASSIVE; a PASSIVE behind the write barrier to start the WAL over; TRUNCATE behind it. */
+type FoldMode = WalCheckpointMode | "CATCHUP";
+
 export interface WalCheckpointerOptions {
   dbFile: string;
   thresholdBytes: number;
@@ -23,10 +32,14 @@ export interface WalCheckpointerOptions {
   clock?: Clock;
   /** Told after every fold, whatever its outcome (engine/change-tracker.ts: the database file as the node left it). */
   onFold?: () => void;
+  /** Bytes of WAL frames in all, and not yet in the database file (from the wal-index); else the -wal file's size is used. */
+  walBytes?: () => { total: number; pending: number } | undefined;
 }
 
 export interface WalStats {
   runs: number;
+  /** Catch-ups: the last frames folded in behind the barrier, so that SQLite starts the WAL over. */
+  restarts: number;
   truncations: number;
   failures: number;
   lastDurationMs: number;
@@ -34,7 +47,7 @@ export interface WalStats {
 }
 
 export class WalCheckpointer {
-  readonly stats: WalStats = { runs: 0, truncations: 0, failures: 0, lastDurationMs: 0, walHighWaterBytes: 0 };
+  readonly stats: WalStats = { runs: 0, restarts: 0, truncations: 0, failures: 0, lastDurationMs: 0, walHighWaterBytes: 0 };
   private worker?: WorkerPool;
   private stopTimer?: () => void;
   private running?: Promise<void>;
@@ -53,7 +66,7 @@ export class WalCheckpointer {
   start(): void {
     this.worker = new WorkerPool(1);
     this.stopTimer = every(this.opts.clock ?? systemClock, this.opts.intervalMs, () => {
-      if (this.walSize() > 0) this.trigger();
+      if (this.bytes().pending > 0) this.trigger();
     });
   }
 
@@ -74,33 +87,57 @@ export class WalCheckpointer {
     return this.barrier;
   }
 
-  /** Called after every commit: checkpoint if the WAL has grown past the threshold. */
-  noteCommit(): void {
+  /** What the WAL holds: all its frames, and those not folded in yet (bytes). */
+  private bytes(): { total: number; pending: number } {
+    const b = this.opts.walBytes?.();
+    if (b) return b;
     const size = this.walSize();
-    if (size > this.stats.walHighWaterBytes) this.stats.walHighWaterBytes = size;
-    if (size > this.opts.thresholdBytes) this.trigger();
+    return { total: size, pending: size };
+  }
+
+  /** A catch-up (behind the barrier) once this little is left to fold in a WAL past the threshold. */
+  private get restartBelow(): number {
+    return this.opts.thresholdBytes / 16;
+  }
+
+  /** Called after every commit: fold if the frames not yet folded in have passed the threshold, or start the WAL over. */
+  noteCommit(): void {
+    const b = this.bytes();
+    if (b.total > this.stats.walHighWaterBytes) this.stats.walHighWaterBytes = b.total;
+    if (b.pending > this.opts.thresholdBytes || (b.total > this.opts.thresholdBytes && b.pending <= this.restartBelow)) this.trigger();
   }
 
   /** Start a checkpoint unless one runs, checkpoints are paused, or the node is stopping. */
   trigger(): void {
     if (this.running || this.pauses > 0 || this.stopped || !this.worker) return;
-    const mode: WalCheckpointMode = this.walSize() > 4 * this.opts.thresholdBytes && Date.now() >= this.truncateHeldOffUntil ? "TRUNCATE" : "PASSIVE";
+    const b = this.bytes();
+    const barrierAllowed = Date.now() >= this.truncateHeldOffUntil;
+    const mode: FoldMode =
+      barrierAllowed && b.total > 4 * this.opts.thresholdBytes
+        ? "TRUNCATE"
+        : barrierAllowed && b.total > this.opts.thresholdBytes && b.pending <= this.restartBelow
+          ? "CATCHUP"
+          : "PASSIVE";
     this.running = this.run(mode).finally(() => {
       this.running = undefined;
     });
   }
 
-  private async run(mode: WalCheckpointMode): Promise<void> {
+  private async run(mode: FoldMode): Promise<void> {
     let release: (() => void) | undefined;
-    if (mode === "TRUNCATE") this.barrier = new Promise((r) => (release = r));
+    if (mode !== "PASSIVE") this.barrier = new Promise((r) => (release = r));
     try {
-      const reply = await this.request(mode);
+      // the catch-up is a PASSIVE fold behind the barrier, not a RESTART checkpoint: it never
+      // waits for a lock (RESTART would, in steps of SQLite's busy handler), and the first
+      // writer after it finds every frame folded in and starts the WAL over itself
+      const reply = await this.request(mode === "CATCHUP" ? "PASSIVE" : mode);
       this.stats.runs++;
       if (mode === "TRUNCATE") this.stats.truncations++;
+      if (mode === "CATCHUP") this.stats.restarts++;
       this.stats.lastDurationMs = reply.ms;
-      if (mode === "TRUNCATE" && reply.busy) {
+      if (mode !== "PASSIVE" && reply.busy) {
         this.truncateHeldOffUntil = Date.now() + this.opts.intervalMs;
-        this.opts.logger.debug("WAL truncation postponed: another connection is reading the database");
+        this.opts.logger.debug(`WAL ${mode === "TRUNCATE" ? "truncation" : "catch-up"} postponed: another connection is reading the database`);
       }
       this.opts.logger.debug(`WAL checkpoint (${mode.toLowerCase()}): ${reply.checkpointed}/${reply.log} frames in ${reply.ms.toFixed(1)} ms`);
     } catch (e) {

@@ -17,6 +17,8 @@ import type { FileLock } from "../util/file-lock.ts";
 import { ChangeTracker } from "../engine/change-tracker.ts";
 import { LiveFiles } from "../engine/live-files.ts";
 import { WalCheckpointer } from "../engine/wal.ts";
+import { readWalIndexHeader } from "../engine/sqlite-files.ts";
+import { CommitPressure } from "../util/io-pressure.ts";
 import { Metrics } from "../util/metrics.ts";
 import { CRASH_POINT_ENV } from "../util/crash-point.ts";
 import { assertTrustedDir, fileSizeOrZero, tightenModes } from "../util/fsx.ts";
@@ -45,6 +47,7 @@ export interface NodeStatus {
   writes_refused: string | null;
   wal_checkpoints: {
     runs: number;
+    restarts: number;
     truncations: number;
     failures: number;
     last_duration_ms: number;
@@ -118,13 +121,16 @@ export class CairnNode {
         intervalMs: config.walCheckpoint.intervalMs,
         logger,
         onFold: () => tracker.noteFold(),
+        walBytes: () => walBytesOf(live!),
       });
-      const blobs = new BlobStore(db, wal, logger, live, tracker);
+      const pressure = new CommitPressure();
+      const blobs = new BlobStore(db, wal, logger, live, tracker, pressure);
       const checkpoints = new CheckpointManager({
         config: config.checkpoint,
         nodeId: opened.nodeId,
         live,
         tracker,
+        commitPressure: pressure.buffer,
         storagePath: config.storagePath,
         wal,
         logger,
@@ -204,6 +210,7 @@ export class CairnNode {
     m.collect("cairn_wal_size_bytes", "Size of the database's -wal file.", () => this.wal.walSize());
     m.collect("cairn_wal_high_water_bytes", "Largest -wal file size seen after a commit.", () => this.wal.stats.walHighWaterBytes);
     m.collect("cairn_wal_checkpoints_total", "WAL checkpoints run by the node.", () => this.wal.stats.runs, "counter");
+    m.collect("cairn_wal_restarts_total", "WAL catch-ups run by the node (the last frames folded in behind the write barrier, so that SQLite starts the WAL over).", () => this.wal.stats.restarts, "counter");
     m.collect("cairn_wal_truncations_total", "WAL checkpoints run by the node that truncated the WAL (TRUNCATE, behind the write barrier).", () => this.wal.stats.truncations, "counter");
     m.collect("cairn_changes_tracked_pages", "Database pages changed since the configured store's last checkpoint, as tracked.", () => this.tracker.status().changed_pages);
     m.collect(
@@ -277,6 +284,7 @@ export class CairnNode {
       writes_refused: this.blobs.refused ?? null,
       wal_checkpoints: {
         runs: w.runs,
+        restarts: w.restarts,
         truncations: w.truncations,
         failures: w.failures,
         last_duration_ms: Math.round(w.lastDurationMs * 10) / 10,
@@ -374,4 +382,15 @@ export class CairnNode {
 
 function hostForUrl(host: string): string {
   return host.includes(":") ? `[${host}]` : host;
+}
+
+/** The WAL's frames in bytes, all and not yet folded in, from the wal-index (undefined if it cannot be read). */
+function walBytesOf(live: LiveFiles): { total: number; pending: number } | undefined {
+  try {
+    const h = readWalIndexHeader(live.shmFd);
+    const frame = h.pageSize + 24;
+    return { total: h.mxFrame * frame, pending: Math.max(0, h.mxFrame - h.nBackfill) * frame };
+  } catch {
+    return undefined;
+  }
 }

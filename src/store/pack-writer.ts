@@ -6,6 +6,7 @@
  * streams them into an archive (its index must come first there).
  */
 import { closeSync, fdatasyncSync, fsyncSync, openSync } from "node:fs";
+import { windowDone } from "../util/writeback.ts";
 import { join } from "node:path";
 import { crashPoint } from "../util/crash-point.ts";
 import { CREATE_EXCLUSIVE, FILE_MODE, writeFully } from "../util/fsx.ts";
@@ -84,10 +85,11 @@ export interface PackFileOptions {
 }
 
 /**
- * With `sync`, a pack is flushed to disk every SYNC_EVERY bytes rather than all at the end, so
- * that no single large flush queues ahead of the node's own commit fsyncs.
+ * With `sync`, a pack's write-back is started every SYNC_EVERY bytes and the window before
+ * waited for (util/writeback.ts), rather than all of it flushed at the end, so that no single
+ * large flush queues ahead of the node's own commit fsyncs; the fsync at close makes it durable.
  */
-const SYNC_EVERY = 8 * 1024 * 1024;
+const SYNC_EVERY = 2 * 1024 * 1024;
 const WRITE_BUFFER_BYTES = 1024 * 1024;
 
 /**
@@ -102,6 +104,9 @@ export class PackFile {
   readonly layout = new PackLayout();
   private readonly fd: number;
   private unsynced = 0;
+  /** Bytes written so far, and where the last write-back window began. */
+  private written = 0;
+  private windowStart = 0;
   private readonly buffer = new Uint8Array(WRITE_BUFFER_BYTES);
   private buffered = 0;
   private run?: { buf: Uint8Array; start: number; end: number };
@@ -123,8 +128,11 @@ export class PackFile {
     writeFully(this.fd, data);
     this.opts.onWrite?.(data.length);
     this.unsynced += data.length;
+    this.written += data.length;
     if (this.opts.sync && this.unsynced >= SYNC_EVERY) {
-      fdatasyncSync(this.fd);
+      const start = this.written - this.unsynced;
+      if (!windowDone(this.fd, this.windowStart, start, this.written)) fdatasyncSync(this.fd);
+      this.windowStart = start;
       this.unsynced = 0;
     }
   }

@@ -31,8 +31,22 @@ export interface RetentionResult {
   skipped?: string;
 }
 
-/** Retention of the node's local store in `dir`, then garbage collection in a worker. */
-export async function applyLocalRetention(dir: string, nodeId: string, keep: number, sync: boolean, logger: Logger): Promise<RetentionResult> {
+/**
+ * Retention of the node's local store in `dir`, then garbage collection in a worker: always of
+ * the packs no checkpoint names; with `lookForDeadBlocks`, also of the packs mostly holding
+ * blocks no remaining checkpoint needs (which reads every checkpoint's segments and every
+ * index: the caller decides how often that pays).
+ */
+export async function applyLocalRetention(
+  dir: string,
+  nodeId: string,
+  keep: number,
+  sync: boolean,
+  logger: Logger,
+  lookForDeadBlocks = true,
+  /** Workers of the caller's to run the collection on (a node keeps its own); else one is started and ended. */
+  workers?: WorkerPool,
+): Promise<RetentionResult> {
   const store = LocalStore.openForWrite(dir, nodeId, logger);
   let readers: FileLock | undefined;
   try {
@@ -42,16 +56,16 @@ export async function applyLocalRetention(dir: string, nodeId: string, keep: num
       return { removed: [], skipped: "a restore, verify, export or copy to the remote is reading the store" };
     }
     const removed = expiredCheckpoints(await store.reader.manifestIds(), keep);
-    for (const id of removed) store.removeManifest(id);
-    const pool = new WorkerPool(1);
+    for (const id of removed) await store.removeManifest(id);
+    const pool = workers?.alive ? workers : new WorkerPool(1);
     try {
-      const job: StoreJob = { job: "store", op: "gc", storeDir: dir, minLiveFraction: 0.5, sync, checkpointsRemoved: removed.length > 0 };
+      const job: StoreJob = { job: "store", op: "gc", storeDir: dir, minLiveFraction: 0.5, sync, checkpointsRemoved: removed.length > 0 && lookForDeadBlocks };
       return { removed, gc: await pool.call<GcResult>(0, job) };
     } catch (e) {
       logger.warn(`garbage collection in ${dir} failed: ${errorMessage(e)}`);
       return { removed };
     } finally {
-      pool.terminate(new CairnError("E_CANCELLED", "garbage collection ended"));
+      if (pool !== workers) pool.terminate(new CairnError("E_CANCELLED", "garbage collection ended"));
     }
   } finally {
     readers?.release();

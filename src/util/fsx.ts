@@ -3,6 +3,7 @@
  * fsync dir) and full reads.
  */
 import { chmodSync, closeSync, constants, fstatSync, fsyncSync, lstatSync, openSync, readdirSync, readSync, renameSync, rmdirSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { open as openAsync, rename as renameAsync, unlink as unlinkAsync } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { CairnError, errorMessage, sysCode } from "../errors.ts";
 
@@ -150,6 +151,35 @@ function fsyncPath(path: string): void {
 
 export function fsyncDir(dir: string): void {
   fsyncPath(dir);
+}
+
+/** fsyncDir off the calling thread (a node's event loop must not wait for the disk). */
+export async function fsyncDirAsync(dir: string): Promise<void> {
+  const fh = await openAsync(dir, "r");
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** writeFileAtomic, with every step that waits for the disk off the calling thread. */
+export async function writeFileAtomicAsync(path: string, data: string | Uint8Array): Promise<void> {
+  const tmp = tempNameFor(path);
+  const fh = await openAsync(tmp, CREATE_EXCLUSIVE, FILE_MODE);
+  try {
+    try {
+      await fh.writeFile(typeof data === "string" ? Buffer.from(data) : data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await renameAsync(tmp, path);
+  } catch (e) {
+    await unlinkAsync(tmp).catch(() => {});
+    throw e;
+  }
+  await fsyncDirAsync(dirname(path));
 }
 
 /**

@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { CairnError, errorMessage } from "../../errors.ts";
 import type { Logger } from "../../log.ts";
 import { FileLock } from "../../util/file-lock.ts";
-import { assertTrustedDir, DIR_MODE, emptyDirNoFollow, fsyncDir, readOwnFile, writeFileAtomic } from "../../util/fsx.ts";
+import { assertTrustedDir, DIR_MODE, emptyDirNoFollow, fsyncDir, fsyncDirAsync, readOwnFile, writeFileAtomic, writeFileAtomicAsync } from "../../util/fsx.ts";
 import {
   DEFAULT_BLOCK_SIZE,
   decodeStoreInfo,
@@ -150,20 +150,23 @@ export class LocalStore {
     publishPackFiles(this.dir, packId);
   }
 
-  /** fsync every folder that published packs were renamed into. */
-  syncPackDirs(packIds: string[]): void {
-    for (const sub of new Set(packIds.map((p) => p.slice(0, 2)))) fsyncDir(join(this.dir, "packs", sub));
-    fsyncDir(join(this.dir, "packs"));
+  /** fsync every folder that published packs were renamed into (off the calling thread). */
+  async syncPackDirs(packIds: string[]): Promise<void> {
+    await Promise.all([...new Set(packIds.map((p) => p.slice(0, 2)))].map((sub) => fsyncDirAsync(join(this.dir, "packs", sub))));
+    await fsyncDirAsync(join(this.dir, "packs"));
   }
 
-  /** Write a manifest last and atomically: from this moment the checkpoint exists. */
-  writeManifest(m: Omit<Manifest, "checksum">): number {
-    return writeManifestFile(this.dir, m);
+  /** Write a manifest last and atomically: from this moment the checkpoint exists (the disk is waited for off the calling thread). */
+  async writeManifest(m: Omit<Manifest, "checksum">): Promise<number> {
+    mkdirSync(join(this.dir, "manifests"), { recursive: true, mode: DIR_MODE });
+    const data = encodeManifest(m);
+    await writeFileAtomicAsync(join(this.dir, manifestPath(m.id)), data);
+    return data.length;
   }
 
-  removeManifest(id: number): void {
+  async removeManifest(id: number): Promise<void> {
     unlinkSync(join(this.dir, manifestPath(id)));
-    fsyncDir(join(this.dir, "manifests"));
+    await fsyncDirAsync(join(this.dir, "manifests"));
   }
 
   release(): void {
