@@ -19,7 +19,7 @@ import { StoreReader } from "../store/reader.ts";
 import { packPath, SEGMENT_BLOCKS, SEGMENT_ENTRY_BYTES } from "../store/format.ts";
 import { blockDigestInto, DIGEST_BYTES, fromHex, quickHash, toHex } from "../store/hash.ts";
 import { BLOCK_KIND_DATA, BLOCK_KIND_SEGMENT, decodeBlock, FLAG_ZSTD, INDEX_ENTRY_BYTES } from "../store/pack.ts";
-import { PackFile, type PackWritten } from "../store/pack-writer.ts";
+import { PackFile, type PackWritten, syncPackFiles } from "../store/pack-writer.ts";
 import { preadFully } from "../util/fsx.ts";
 import { IoPacer } from "../util/io-pressure.ts";
 import { lowerThisThreadPriority } from "../util/thread-priority.ts";
@@ -89,7 +89,7 @@ const stored = {
 let pacer: IoPacer | undefined;
 
 function openPack(): PackFile {
-  const p = new PackFile(init!.tmpDir, { sync: init!.sync, onWrite: (n) => pacer?.account(n), crashPrefix: "checkpoint" });
+  const p = new PackFile(init!.tmpDir, { sync: init!.sync, deferSync: true, onWrite: (n) => pacer?.account(n), crashPrefix: "checkpoint" });
   myPacks.push(p.packId);
   return p;
 }
@@ -392,6 +392,8 @@ export async function checkpointJob(msg: CheckpointJob): Promise<unknown> {
       // a kept worker should not hold a checkpoint's worth of digests until the next one
       newHere = DigestTable.create(1 << 16);
       stored.shrink();
+      // every pack durable before the coordinator renames it into place
+      if (init!.sync) await syncPackFiles(init!.tmpDir, written.map((w) => w.packId));
       return { packs: [...written] } satisfies FinishResult;
     }
     case "abort":

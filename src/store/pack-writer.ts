@@ -6,6 +6,7 @@
  * streams them into an archive (its index must come first there).
  */
 import { closeSync, fdatasyncSync, fsyncSync, openSync } from "node:fs";
+import { open as openAsync } from "node:fs/promises";
 import { windowDone } from "../util/writeback.ts";
 import { join } from "node:path";
 import { crashPoint } from "../util/crash-point.ts";
@@ -78,6 +79,11 @@ export interface PackWritten {
 export interface PackFileOptions {
   /** fsync the pack and its index when closed, and fdatasync the pack every SYNC_EVERY bytes. */
   sync: boolean;
+  /**
+   * With `sync`: leave the fsync at close to the caller (`syncPackFiles`, for several packs at
+   * once, when their write-back has long begun) rather than waiting for it at each pack.
+   */
+  deferSync?: boolean;
   /** Called after every write with its length (an I/O rate limit sleeps there). */
   onWrite?: (bytes: number) => void;
   /** Names crash points "<prefix>:pack-written" and "<prefix>:index-written" (tests). */
@@ -90,6 +96,7 @@ export interface PackFileOptions {
  * large flush queues ahead of the node's own commit fsyncs; the fsync at close makes it durable.
  */
 const SYNC_EVERY = 2 * 1024 * 1024;
+const WINDOWS_IN_FLIGHT = 8;
 const WRITE_BUFFER_BYTES = 1024 * 1024;
 
 /**
@@ -104,9 +111,8 @@ export class PackFile {
   readonly layout = new PackLayout();
   private readonly fd: number;
   private unsynced = 0;
-  /** Bytes written so far, and where the last write-back window began. */
+  /** Bytes written so far. */
   private written = 0;
-  private windowStart = 0;
   private readonly buffer = new Uint8Array(WRITE_BUFFER_BYTES);
   private buffered = 0;
   private run?: { buf: Uint8Array; start: number; end: number };
@@ -131,8 +137,8 @@ export class PackFile {
     this.written += data.length;
     if (this.opts.sync && this.unsynced >= SYNC_EVERY) {
       const start = this.written - this.unsynced;
-      if (!windowDone(this.fd, this.windowStart, start, this.written)) fdatasyncSync(this.fd);
-      this.windowStart = start;
+      // the disk works on the last WINDOWS_IN_FLIGHT windows while this goes on writing
+      if (!windowDone(this.fd, start, this.written, Math.max(0, start - (WINDOWS_IN_FLIGHT - 1) * SYNC_EVERY))) fdatasyncSync(this.fd);
       this.unsynced = 0;
     }
   }
@@ -176,7 +182,8 @@ export class PackFile {
   close(): PackWritten {
     this.flushRun();
     this.flushBuffer();
-    if (this.opts.sync) fsyncSync(this.fd);
+    const syncNow = this.opts.sync && !this.opts.deferSync;
+    if (syncNow) fsyncSync(this.fd);
     closeSync(this.fd);
     if (this.opts.crashPrefix) crashPoint(`${this.opts.crashPrefix}:pack-written`);
     const idx = this.layout.index();
@@ -184,7 +191,7 @@ export class PackFile {
     try {
       writeFully(fd, idx);
       this.opts.onWrite?.(idx.length);
-      if (this.opts.sync) fsyncSync(fd);
+      if (syncNow) fsyncSync(fd);
     } finally {
       closeSync(fd);
     }
@@ -200,4 +207,24 @@ export class PackFile {
       // already closed
     }
   }
+}
+
+/**
+ * fsync the packs (and their indexes) written to `dir` with `deferSync`, all at once, off the
+ * calling thread: their write-back began as they were written, so this mostly waits for the
+ * last of it, and the waits overlap.
+ */
+export async function syncPackFiles(dir: string, packIds: string[]): Promise<void> {
+  await Promise.all(
+    packIds.flatMap((id) =>
+      (["pack", "idx"] as const).map(async (ext) => {
+        const fh = await openAsync(join(dir, `${id}.${ext}`), "r");
+        try {
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
+      }),
+    ),
+  );
 }

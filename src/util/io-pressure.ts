@@ -71,8 +71,8 @@ export class IoPacer {
   private rate = START_RATE;
   private lastTick: number;
   private active = false;
-  private windowStart: number;
-  private windowBytes = 0;
+  /** When the next byte may go (Date.now() ms). */
+  private nextFree: number;
 
   constructor(
     pressure: SharedArrayBuffer | undefined,
@@ -82,7 +82,7 @@ export class IoPacer {
     this.now = opts.now ?? Date.now;
     this.sleep = opts.sleep ?? sleepSync;
     this.baselineMs = Math.max(1, this.w?.[USUAL_SLOWEST] ?? 1);
-    this.lastTick = this.windowStart = this.now();
+    this.lastTick = this.nextFree = this.now();
     if (this.w) this.w[SLOWEST] = 0;
   }
 
@@ -93,25 +93,17 @@ export class IoPacer {
   }
 
   account(bytes: number): void {
-    let now = this.now();
+    const now = this.now();
     if (this.w && now - this.lastTick >= TICK_MS) this.tick(now);
     const rate = this.currentRate;
     if (!Number.isFinite(rate)) {
-      this.windowStart = now;
-      this.windowBytes = 0;
+      this.nextFree = now;
       return;
     }
-    this.windowBytes += bytes;
-    const ahead = (this.windowBytes / rate) * 1000 - (now - this.windowStart);
-    if (ahead > 1) {
-      this.sleep(Math.min(ahead, TICK_MS));
-      now = this.now();
-    }
-    // keep the window short, so that a change of rate takes effect at once
-    if (now - this.windowStart > 4 * TICK_MS) {
-      this.windowStart = now;
-      this.windowBytes = 0;
-    }
+    // each byte costs 1/rate seconds: wait until what was written so far fits the rate
+    this.nextFree = Math.max(this.nextFree, now) + (bytes / rate) * 1000;
+    const ahead = this.nextFree - now;
+    if (ahead > 1) this.sleep(ahead);
   }
 
   private tick(now: number): void {
@@ -122,11 +114,7 @@ export class IoPacer {
     w[SLOWEST] = 0;
     this.lastTick = now;
     if (!this.active) return;
-    if (!wasActive) {
-      this.rate = START_RATE;
-      this.windowStart = now;
-      this.windowBytes = 0;
-    }
+    if (!wasActive) this.rate = START_RATE;
     if (slowest > 1.5 * this.baselineMs + 2) this.rate = Math.max(MIN_RATE, this.rate / 2);
     else this.rate = Math.min(MAX_RATE, this.rate + STEP);
   }

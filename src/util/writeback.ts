@@ -1,11 +1,11 @@
 /**
  * Steady write-back of a file being written (Linux `sync_file_range`): start writing each
- * window of the file to disk as soon as it is complete, and wait for the window before it, so
- * that the dirty pages of one file never exceed two windows and the final fsync finds little
- * left to do. Durability still comes from that fsync; this only spreads the writing out (a
- * writer that stops to fdatasync every window instead waits out each flush, and the whole
- * file takes half again as long). Where the call is missing, `windowDone` says so and the
- * caller falls back to fdatasync.
+ * window of the file to disk as soon as it is complete, and wait only for the window that
+ * many windows back, so that the disk always has work while the writer goes on, the dirty
+ * pages of one file stay bounded, and the final fsync finds little left to do. Durability
+ * still comes from that fsync; this only spreads the writing out (a writer that stops to
+ * fdatasync every window waits out each flush instead, and takes half again as long). Where
+ * the call is missing, `windowDone` says so and the caller falls back to fdatasync.
  */
 import { dlopen, FFIType } from "bun:ffi";
 
@@ -29,13 +29,13 @@ function load(): SyncFileRange | null {
 }
 
 /**
- * Bytes [start, end) of `fd` are written: start their write-back, and wait for the window
- * before them ([prevStart, start)). False if the system cannot do this (then fdatasync).
+ * Bytes [start, end) of `fd` are written: start their write-back, and wait for whatever of
+ * [0, waitEnd) is still being written. False if the system cannot do this (then fdatasync).
  */
-export function windowDone(fd: number, prevStart: number, start: number, end: number): boolean {
+export function windowDone(fd: number, start: number, end: number, waitEnd: number): boolean {
   const sfr = load();
   if (!sfr) return false;
   if (sfr(fd, start, end - start, SYNC_FILE_RANGE_WRITE) !== 0) return false;
-  if (start > prevStart && sfr(fd, prevStart, start - prevStart, SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) !== 0) return false;
+  if (waitEnd > 0 && sfr(fd, 0, waitEnd, SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) !== 0) return false;
   return true;
 }

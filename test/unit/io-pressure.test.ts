@@ -1,0 +1,86 @@
+/**
+ * The checkpoint's I/O pacer (util/io-pressure.ts) on a fake clock: a fixed ceiling holds,
+ * an idle node is not waited for, slow commits halve the rate and quiet ones raise it again.
+ */
+import { describe, expect, test } from "bun:test";
+import { CommitPressure, IoPacer } from "../../src/util/io-pressure.ts";
+
+const MiB = 1024 * 1024;
+
+/** A fake clock shared by the node's side (which reads Date.now()) and the pacer. */
+function fakeTime(start = 1_000_000) {
+  let t = start;
+  const realNow = Date.now;
+  return {
+    now: () => t,
+    sleep: (ms: number) => {
+      t += ms;
+    },
+    advance: (ms: number) => {
+      t += ms;
+    },
+    /** Run `f` with Date.now() on this clock (CommitPressure stamps commits with it). */
+    at<T>(f: () => T): T {
+      Date.now = () => t;
+      try {
+        return f();
+      } finally {
+        Date.now = realNow;
+      }
+    },
+  };
+}
+
+describe("I/O pacer", () => {
+  test("a fixed ceiling: bytes go no faster than it, whatever the node does", () => {
+    const clock = fakeTime();
+    const pacer = new IoPacer(undefined, { maxBytesPerSec: 10 * MiB, now: clock.now, sleep: clock.sleep });
+    const t0 = clock.now();
+    for (let i = 0; i < 50; i++) pacer.account(MiB);
+    // 50 MiB at 10 MiB/s: 5 s, the first MiB free
+    expect(clock.now() - t0).toBeGreaterThanOrEqual(4900);
+    expect(clock.now() - t0).toBeLessThanOrEqual(5000);
+  });
+
+  test("no commits lately: no waiting at all", () => {
+    const clock = fakeTime();
+    const pressure = new CommitPressure();
+    const pacer = new IoPacer(pressure.buffer, { maxBytesPerSec: 0, now: clock.now, sleep: clock.sleep });
+    const t0 = clock.now();
+    for (let i = 0; i < 100; i++) {
+      pacer.account(8 * MiB);
+      clock.advance(1);
+    }
+    expect(clock.now() - t0).toBe(100);
+    expect(pacer.currentRate).toBe(Number.POSITIVE_INFINITY);
+  });
+
+  test("commits slower than usual halve the rate; quiet intervals raise it", () => {
+    const clock = fakeTime();
+    const pressure = new CommitPressure();
+    // the usual: 2 ms commits, a few every interval
+    for (let i = 0; i < 40; i++) {
+      clock.at(() => pressure.note(2));
+      clock.advance(30);
+    }
+    const pacer = new IoPacer(pressure.buffer, { maxBytesPerSec: 0, now: clock.now, sleep: clock.sleep });
+    const rates: number[] = [];
+    const interval = (commitMs: number) => {
+      clock.at(() => pressure.note(commitMs));
+      clock.advance(101);
+      pacer.account(64 * 1024);
+      rates.push(pacer.currentRate);
+    };
+    interval(2);
+    const start = rates[0]!;
+    // slow commits: the rate halves each interval, to a floor
+    for (let i = 0; i < 6; i++) interval(40);
+    expect(rates[1]).toBeLessThan(start);
+    const floor = rates.at(-1)!;
+    expect(floor).toBeGreaterThan(0);
+    for (let i = 2; i <= 6; i++) expect(rates[i]).toBe(Math.max(floor, rates[i - 1]! / 2));
+    // quiet again: it climbs back
+    for (let i = 0; i < 10; i++) interval(2);
+    expect(rates.at(-1)!).toBeGreaterThan(floor * 4);
+  });
+});
