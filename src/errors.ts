@@ -49,6 +49,7 @@ export const ERROR_CODES = {
   E_CHECKPOINT: [1, 500, "the checkpoint failed"],
   E_CANCELLED: [1, 409, "the operation was cancelled"],
   E_TIMEOUT: [1, 504, "the operation took longer than allowed"],
+  E_SHIPPING_TIMEOUT: [1, 503, "the write is committed but was not shipped to the checkpoint store in time"],
   // restores
   E_EXISTS: [1, 409, "the target already holds a database"],
   E_OTHER_NODE: [1, 409, "the target holds another node's database"],

@@ -42,6 +42,7 @@ import { VERSION } from "../version.ts";
 import type { CheckpointJob, FinishResult, RangeJob, RangeResult, SampleJob, SnapshotSpec } from "./jobs.ts";
 import { locateSegments, packsOf, type PreviousCheckpoint, type SegmentPlace, segmentRef, segmentTable } from "./segments.ts";
 import { pinSnapshot } from "./snapshot.ts";
+import type { LogPosition } from "../store/log.ts";
 
 /**
  * Blocks per unit of work handed to a worker (8 MiB of database at 8 KiB blocks): whole
@@ -64,6 +65,8 @@ export interface CheckpointOptions {
   wal: WalPauser;
   /** The pages changed since the store's last checkpoint, for the node's own store (else everything is read). */
   tracker?: ChangeTracker;
+  /** WAL shipping into this store: the checkpoint records where its image stands in the log. */
+  shipper?: { beforePin(): LogPosition };
   workers: number;
   sync: boolean;
   compression: "none" | "zstd";
@@ -132,6 +135,7 @@ interface ImageRead {
   newBlocks: number;
   rehashed: number;
   bytesRead: number;
+  logPosition?: LogPosition;
 }
 
 export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointResult> {
@@ -195,6 +199,7 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
         scan: image.scan,
         read_bytes: image.bytesRead,
       },
+      ...(image.logPosition ? { log: image.logPosition } : {}),
     });
     published = true;
     image.changes?.commit(storeKey, id);
@@ -289,6 +294,9 @@ async function readImage(
   let pinned: ReturnType<typeof pinSnapshot> | undefined;
   let changes: TakenChanges | undefined;
   try {
+    // the log position first: what it names is in the image (a commit by another program in
+    // between is in the image too, and shipped after it: applying its pages again changes nothing)
+    const logPosition = o.shipper?.beforePin();
     pinned = pinSnapshot(o.live);
     // the same instant as the pin: no commit can come in between (same thread)
     changes = o.tracker?.take(storeKey, prev?.manifest.id, pinned.walHeader);
@@ -321,7 +329,7 @@ async function readImage(
     if (scanReason) o.logger.info(`checkpoint reads the whole database: ${scanReason}`);
     const built = await buildRanges(pool, spec, blockSize, prev, changed, o.onProgress);
     pinned.checkGuard();
-    return { spec, totals: pinned.totals, changes, scan: changed ? "changes" : "full", scanReason, ...built };
+    return { spec, totals: pinned.totals, changes, scan: changed ? "changes" : "full", scanReason, logPosition, ...built };
   } catch (e) {
     changes?.abandon();
     throw e;

@@ -29,6 +29,7 @@ import { takeCheckpoint, type WalPauser } from "./create.ts";
 import { RemoteReplicator } from "./replicator.ts";
 import { BUSY_MESSAGE, type CheckpointRun, type CheckpointStatus } from "./run.ts";
 import { PeriodicSchedule } from "./scheduler.ts";
+import type { Shipper } from "./shipper.ts";
 import { locateSegments, type PreviousCheckpoint, renamePacks } from "./segments.ts";
 
 /** Garbage collection looks for dead blocks once the store has gained this share of its size since it last did. */
@@ -44,6 +45,8 @@ export interface CheckpointManagerDeps {
   /** How long the node's commits take (util/io-pressure.ts): the checkpoint's I/O gives way to them. */
   commitPressure?: SharedArrayBuffer;
   storagePath: string;
+  /** WAL shipping into the configured store (checkpoint/shipper.ts), when it is on. */
+  shipper?: Shipper;
   wal: WalPauser;
   logger: Logger;
   clock?: Clock;
@@ -212,6 +215,7 @@ export class CheckpointManager {
       next_periodic: next !== undefined ? new Date(next).toISOString() : null,
       remote: this.remote?.status() ?? null,
       change_tracking: this.deps.tracker?.status() ?? null,
+      wal_shipping: this.deps.shipper?.status() ?? null,
     };
   }
 
@@ -266,6 +270,7 @@ export class CheckpointManager {
         cache: configured ? this.cache : undefined,
         // the changes are tracked for the configured store only: a checkpoint elsewhere leaves them be
         tracker: configured ? this.deps.tracker : undefined,
+        shipper: configured ? this.deps.shipper : undefined,
         pool: this.workers(),
         onProgress: (done, total) => {
           run.progress = { done_bytes: done, total_bytes: total };
@@ -338,7 +343,7 @@ export class CheckpointManager {
     try {
       const added = this.addedSinceCollection;
       const lookForDeadBlocks = added === undefined || added >= this.storeBytes * DEAD_BLOCK_SEARCH_FRACTION;
-      const r = await applyLocalRetention(dir, this.deps.nodeId, config.maxCheckpoints, config.sync, logger, lookForDeadBlocks, this.workers());
+      const r = await applyLocalRetention(dir, this.deps.nodeId, config.maxCheckpoints, config.sync, logger, lookForDeadBlocks, this.workers(), this.deps.shipper?.currentChain);
       if (lookForDeadBlocks && r.removed.length > 0 && r.gc) this.addedSinceCollection = 0;
       if (r.skipped) logger.info(`retention postponed: ${r.skipped}`);
       if (r.removed.length > 0) logger.info(`retention removed checkpoint(s) ${r.removed.join(", ")}`);

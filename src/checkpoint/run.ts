@@ -1,4 +1,5 @@
 /** A checkpoint run as the node reports it (checkpoint status, /v1/status, the admin socket). */
+import type { ShippingStatus } from "./shipper.ts";
 import type { ExportResult } from "../store/archive/export.ts";
 import type { PushResult } from "../store/copy.ts";
 import type { TrackingStatus } from "../engine/change-tracker.ts";
@@ -51,6 +52,8 @@ export interface CheckpointStatus {
    * `since_checkpoint` (`lost` null), or the whole database (`lost` says why).
    */
   change_tracking: TrackingStatus | null;
+  /** WAL shipping (checkpoint_config.wal_shipping), if on: lag, the chain, failures. */
+  wal_shipping: ShippingStatus | null;
 }
 
 export const BUSY_MESSAGE = "Backup already in progress";

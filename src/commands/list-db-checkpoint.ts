@@ -24,6 +24,8 @@ export default defineCommand({
     const lines = listing.checkpoints.map(
       (c) => `  Backup ID: ${c.id}, Size: ${formatBytes(c.size_bytes)}, Files: ${c.files}, Created: ${formatTime(c.created)}`,
     );
+    const pit = listing.pointInTime;
+    if (pit) lines.push(`Point-in-time restore: from ${pit.from} to ${pit.to}`);
     process.stdout.write(`Available checkpoints in ${args.dir}:\n${lines.join("\n")}\n`);
   },
 });

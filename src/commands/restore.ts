@@ -16,7 +16,9 @@ export default defineCommand({
   args: {
     "db-checkpoint-path": { type: "string", valueHint: "DIR", required: true, description: "Checkpoint directory, archive (.tar, .tar.gz, .tar.zst) or s3://BUCKET/PREFIX to restore from" },
     "db-path": { type: "string", valueHint: "DIR", required: true, description: "The node's storage_path to restore into (the node must be stopped)" },
-    "checkpoint-id": { type: "string", valueHint: "N", description: "Checkpoint to restore (default: the newest intact one)" },
+    "checkpoint-id": { type: "string", valueHint: "N", description: "Checkpoint to restore exactly (default: the newest point the store holds, shipped transactions included)" },
+    timestamp: { type: "string", valueHint: "RFC3339", description: "Restore the state as of this instant: every transaction committed at or before it, none after (needs WAL shipping)" },
+    timeline: { type: "string", valueHint: "CHAIN", description: "Follow this timeline of the shipped log (list-db-checkpoint --json names them; default: the current one)" },
     force: { type: "boolean", description: "Replace an existing database: it is moved aside to a sibling folder, never deleted" },
     "integrity-check": { type: "enum", options: ["none", "quick", "full"], default: "quick", description: "SQLite check of the result before it is put in place" },
     "dry-run": { type: "boolean", description: "Print the plan (checkpoint, size, target, what moves aside) and write nothing" },
@@ -44,6 +46,8 @@ export default defineCommand({
         source: args["db-checkpoint-path"],
         dbPath: args["db-path"],
         checkpointId: parseCheckpointId(args["checkpoint-id"]),
+        timestamp: parseInstant(args.timestamp),
+        timeline: args.timeline,
         force: Boolean(args.force),
         integrityCheck: args["integrity-check"] as IntegrityCheck,
         dryRun: Boolean(args["dry-run"]),
@@ -62,6 +66,7 @@ export default defineCommand({
           `Would restore checkpoint ${r.checkpoint_id}${r.latest ? " (the newest)" : ""} of node ${r.node_id}, created ${formatTime(r.created)}, ${formatBytes(r.size_bytes)}`,
           `  from ${r.source}`,
           `  into ${r.db_path}/cairn.db (staged in ${r.staging_dir} first)`,
+          ...(r.reached ? [`  then the shipped transactions up to ${r.reached} (timeline ${r.timeline})`] : []),
           r.existing ? `  moving the existing ${r.existing.files.join(", ")} aside to ${r.move_aside_to}` : "  the target holds no database",
           "Nothing was written.",
         ];
@@ -69,7 +74,8 @@ export default defineCommand({
         return;
       }
       if (r.move_aside_to && r.existing) process.stdout.write(`The previous database (${r.existing.files.join(", ")}) was moved to ${r.move_aside_to}\n`);
-      process.stdout.write(r.latest ? `Restored from latest (${r.checkpoint_id}) successfully.\n` : `Restored from ${r.checkpoint_id} successfully.\n`);
+      const upTo = r.reached ? ` up to ${r.reached}` : "";
+      process.stdout.write(r.latest ? `Restored from latest (${r.checkpoint_id})${upTo} successfully.\n` : `Restored from ${r.checkpoint_id}${upTo} successfully.\n`);
     } catch (e) {
       progress.end();
       if (signalled && e instanceof CairnError && e.code === "E_INTERRUPTED") {
@@ -80,3 +86,11 @@ export default defineCommand({
     }
   },
 });
+
+/** An RFC 3339 instant (with its offset, or Z), as ms since the epoch. */
+function parseInstant(s: string | undefined): number | undefined {
+  if (s === undefined) return undefined;
+  const ms = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/i.test(s.trim()) ? Date.parse(s.trim()) : Number.NaN;
+  if (!Number.isFinite(ms)) throw new CairnError("E_USAGE", `--timestamp must be an RFC 3339 instant such as 2026-12-01T14:20:07.123Z, got ${JSON.stringify(s)}`);
+  return ms;
+}

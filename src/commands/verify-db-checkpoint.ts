@@ -1,6 +1,6 @@
 import { defineCommand } from "citty";
 import { openStore } from "../store/open.ts";
-import { verifyCheckpoints } from "../store/verify.ts";
+import { verifyCheckpoints, verifyLog } from "../store/verify.ts";
 import { CairnError } from "../errors.ts";
 import { formatBytes } from "../util/display.ts";
 import { checkpointDirArg, checkpointIdArg, parseCheckpointId } from "./_args.ts";
@@ -31,6 +31,14 @@ export default defineCommand({
         else process.stdout.write(`Checkpoint ${v.id}: DAMAGED\n${v.problems.map((p) => `  - ${p}`).join("\n")}\n`);
       }
       const damaged = verdicts.filter((v) => !v.ok).map((v) => v.id);
+      const log = wanted === undefined ? await verifyLog(reader) : undefined;
+      if (log?.ok) process.stdout.write(`Log: OK (${log.segments} segments, ${log.txns} transactions, ${formatBytes(log.bytes)})\n`);
+      else if (log) process.stdout.write(`Log: DAMAGED\n${log.problems.map((p) => `  - ${p}`).join("\n")}\n`);
+      if (log && !log.ok && damaged.length === 0) {
+        throw new CairnError("E_STORE_DAMAGED", `the shipped log is damaged (${log.problems.length} problem(s)); the checkpoints are intact`, {
+          hint: "restores to instants before the damage still work; take a new checkpoint",
+        });
+      }
       if (damaged.length > 0) {
         throw new CairnError("E_STORE_DAMAGED", `${damaged.length} of ${verdicts.length} checkpoint(s) damaged: ${damaged.join(", ")}`, {
           hint: "restore from an intact checkpoint, and take a new one",

@@ -28,6 +28,15 @@ export interface CheckpointConfig {
   compression: "none" | "zstd";
   maxWriteBytesPerSec: number;
   remote?: RemoteConfig;
+  walShipping: WalShippingConfig;
+}
+
+export interface WalShippingConfig {
+  enabled: boolean;
+  intervalMs: number;
+  synchronous: boolean;
+  synchronousTimeoutMs: number;
+  remoteLagWarningMs: number;
 }
 
 export interface RemoteConfig {
@@ -63,6 +72,9 @@ export const DEFAULTS = {
   maxRemoteCheckpoints: 30,
   remoteRetryBackoffSecs: 60,
   remoteRequestTimeoutSecs: 30,
+  walShippingIntervalMs: 1000,
+  walShippingSynchronousTimeoutMs: 10_000,
+  walShippingRemoteLagWarningSecs: 60,
 } as const;
 
 /** Longest path a Unix socket address can hold on Linux (sun_path is 108 bytes with the NUL). */

@@ -169,6 +169,13 @@ export function resolveConfig(doc: ConfigDocument, baseDir: string): NodeConfig 
         accessKeyId: cc.remote.access_key_id,
         secretAccessKey: cc.remote.secret_access_key,
       },
+      walShipping: {
+        enabled: cc.wal_shipping?.enabled ?? false,
+        intervalMs: cc.wal_shipping?.interval_millis ?? DEFAULTS.walShippingIntervalMs,
+        synchronous: cc.wal_shipping?.synchronous ?? false,
+        synchronousTimeoutMs: cc.wal_shipping?.synchronous_timeout_millis ?? DEFAULTS.walShippingSynchronousTimeoutMs,
+        remoteLagWarningMs: Math.round((cc.wal_shipping?.remote_lag_warning_secs ?? DEFAULTS.walShippingRemoteLagWarningSecs) * 1000),
+      },
     },
   };
 }

@@ -57,6 +57,22 @@ const remote = v.strictObject(
   "expected a mapping with url, endpoint, region, max_remote_checkpoints, retry_backoff_secs, request_timeout_secs, access_key_id, secret_access_key",
 );
 
+const walShipping = v.strictObject(
+  {
+    enabled: v.optional(bool),
+    /** Committed transactions reach the store(s) at least this often. */
+    interval_millis: v.optional(wholeNumber(10, 3_600_000)),
+    /** A write is acknowledged only once it is in the store(s). */
+    synchronous: v.optional(bool),
+    // cairn extensions
+    /** In synchronous mode, a write whose shipment has not completed after this long is answered 503 (it stays committed locally). */
+    synchronous_timeout_millis: v.optional(wholeNumber(10, 3_600_000)),
+    /** Warn once shipping to the remote lags this far behind. */
+    remote_lag_warning_secs: v.optional(seconds(1)),
+  },
+  "expected a mapping with enabled, interval_millis, synchronous, synchronous_timeout_millis, remote_lag_warning_secs",
+);
+
 export const checkpointConfigSchema = v.strictObject(
   {
     db_checkpoint_dir: v.optional(path),
@@ -78,6 +94,8 @@ export const checkpointConfigSchema = v.strictObject(
     compression: v.optional(v.picklist(["none", "zstd"], "expected none or zstd")),
     /** Cap on the rate checkpoints write at, bytes per second; 0 = no cap. */
     max_write_bytes_per_sec: v.optional(wholeNumber(0)),
+    /** Ship every committed transaction into the store(s) between checkpoints (point-in-time restore). */
+    wal_shipping: v.optional(walShipping),
   },
   "expected a mapping",
 );

@@ -46,14 +46,27 @@ export interface BlobStoreStats {
   commits: number;
   committedOps: number;
   failedCommits: number;
+  /** Writes committed but answered 503 because synchronous shipping did not complete in time. */
+  unshippedOps: number;
 }
 
 /** Upper bounds on one group commit, so that one commit never holds the loop for long. */
 const MAX_BATCH_OPS = 1000;
 const MAX_BATCH_BYTES = 64 * 1024 * 1024;
 
+/** What the blob store needs of WAL shipping. */
+export interface WriteShipping {
+  readonly synchronous: boolean;
+  /** Before a commit: resolves once the WAL may be started over (what is queued is shipped). */
+  beforeWrite(): Promise<void> | undefined;
+  /** After each commit, same thread. */
+  noteCommit(): void;
+  /** Resolves once everything committed so far is shipped; rejects (503) after its timeout. */
+  shipped(): Promise<void>;
+}
+
 export class BlobStore {
-  readonly stats: BlobStoreStats = { commits: 0, committedOps: 0, failedCommits: 0 };
+  readonly stats: BlobStoreStats = { commits: 0, committedOps: 0, failedCommits: 0, unshippedOps: 0 };
   private queue: WriteOp[] = [];
   private draining = false;
   private closed = false;
@@ -86,6 +99,8 @@ export class BlobStore {
     private readonly tracker?: { noteCommit(): void },
     /** Told how long each commit took (util/io-pressure.ts: background I/O gives way when commits slow down). */
     private readonly pressure?: { note(ms: number): void },
+    /** WAL shipping (checkpoint/shipper.ts): told of every commit; in synchronous mode, acknowledgements wait for it. */
+    private readonly shipping?: WriteShipping,
   ) {
     this.q = {
       get: db.query("SELECT size, digest, updated_at, data FROM blobs WHERE id = ?"),
@@ -174,6 +189,8 @@ export class BlobStore {
       while (this.queue.length > 0) {
         const barrier = this.wal?.writeBarrier();
         if (barrier) await barrier;
+        const shipFirst = this.shipping?.beforeWrite();
+        if (shipFirst) await shipFirst.catch(() => {});
         this.commitBatch(this.takeBatch());
         this.wal?.noteCommit();
         // yield between batches so reads and new requests are served
@@ -263,11 +280,19 @@ export class BlobStore {
     }
     this.pressure?.note(performance.now() - started);
     this.tracker?.noteCommit();
+    this.shipping?.noteCommit();
     // the commit may have gone into a file unlinked a moment ago: then it is not acknowledged
     if (this.refuseIfFilesLost(batch)) return;
     this.stats.commits++;
     this.stats.committedOps += batch.length;
-    batch.forEach((op, i) => (op.done as (r: unknown) => void)(results[i]));
+    const ack = () => batch.forEach((op, i) => (op.done as (r: unknown) => void)(results[i]));
+    if (this.shipping?.synchronous) {
+      // acknowledged only once shipped; the next batch commits meanwhile (and ships with the next shipment)
+      this.shipping.shipped().then(ack, (e) => {
+        this.stats.unshippedOps += batch.length;
+        for (const op of batch) op.fail(e);
+      });
+    } else ack();
   }
 }
 

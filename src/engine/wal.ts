@@ -32,6 +32,8 @@ export interface WalCheckpointerOptions {
   clock?: Clock;
   /** Told after every fold, whatever its outcome (engine/change-tracker.ts: the database file as the node left it). */
   onFold?: () => void;
+  /** Before a TRUNCATE fold empties the WAL (its writes already wait): WAL shipping ships what is queued first. */
+  beforeTruncate?: () => Promise<void> | undefined;
   /** Bytes of WAL frames in all, and not yet in the database file (from the wal-index); else the -wal file's size is used. */
   walBytes?: () => { total: number; pending: number } | undefined;
 }
@@ -127,6 +129,7 @@ export class WalCheckpointer {
     let release: (() => void) | undefined;
     if (mode !== "PASSIVE") this.barrier = new Promise((r) => (release = r));
     try {
+      if (mode === "TRUNCATE") await this.opts.beforeTruncate?.();
       // the catch-up is a PASSIVE fold behind the barrier, not a RESTART checkpoint: it never
       // waits for a lock (RESTART would, in steps of SQLite's busy handler), and the first
       // writer after it finds every frame folded in and starts the WAL over itself

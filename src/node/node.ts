@@ -28,6 +28,11 @@ import type { Database } from "bun:sqlite";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { STORE_FILE } from "../store/format.ts";
+import { Shipper } from "../checkpoint/shipper.ts";
+import { dbMarkOf } from "../store/log.ts";
+import { LocalStore } from "../store/dir/writer.ts";
+import { openTarget } from "../store/open.ts";
+import { isReadWrite } from "../store/backend.ts";
 
 /** How long shutdown waits for in-flight requests before closing their connections. */
 const DRAIN_TIMEOUT_MS = 15_000;
@@ -89,6 +94,8 @@ export class CairnNode {
     readonly wal: WalCheckpointer,
     readonly blobs: BlobStore,
     readonly checkpoints: CheckpointManager,
+    /** WAL shipping (checkpoint_config.wal_shipping), when it is on. */
+    readonly shipper: Shipper | undefined,
   ) {
     this.bodyBudget = new BodyBudget(config.maxBodyBytesInFlight);
   }
@@ -111,32 +118,58 @@ export class CairnNode {
       const dbFile = dbPathIn(config.storagePath);
       // what a clean stop left, before SQLite opens the file: the saved changes must describe it
       const markBeforeOpen = ChangeTracker.markBeforeOpen(dbFile);
+      const shippingMark = dbMarkOf(dbFile);
       const opened = openNodeDatabase(config.storagePath);
       db = opened.db;
       live = LiveFiles.open(dbFile);
       const tracker = ChangeTracker.resume(config.storagePath, live, markBeforeOpen);
+      const cc = config.checkpoint;
+      let checkpointWanted: string | undefined;
+      let requestCheckpoint = (why: string) => {
+        checkpointWanted = why;
+      };
+      const remote = cc.remote ? openTarget(cc.remote.url, { endpoint: cc.remote.endpoint, region: cc.remote.region, accessKeyId: cc.remote.accessKeyId, secretAccessKey: cc.remote.secretAccessKey, requestTimeoutMs: cc.remote.requestTimeoutMs }) : undefined;
+      const shipper = cc.walShipping.enabled
+        ? new Shipper({
+            config: cc.walShipping,
+            storeDir: cc.dir,
+            nodeId: opened.nodeId,
+            storagePath: config.storagePath,
+            dbFile,
+            live,
+            logger,
+            markBeforeOpen: shippingMark,
+            ensureStore: () => LocalStore.openForWrite(cc.dir, opened.nodeId, logger).release(),
+            requestCheckpoint: (why) => requestCheckpoint(why),
+            remote: remote && isReadWrite(remote) ? { backend: remote, retryBackoffMs: Math.min(cc.remote!.retryBackoffMs, 5000) } : undefined,
+          })
+        : undefined;
       const wal = new WalCheckpointer({
         dbFile,
         thresholdBytes: config.walCheckpoint.thresholdBytes,
         intervalMs: config.walCheckpoint.intervalMs,
         logger,
         onFold: () => tracker.noteFold(),
+        beforeTruncate: () => shipper?.beforeWalReset(),
         walBytes: () => walBytesOf(live!),
       });
       const pressure = new CommitPressure();
-      const blobs = new BlobStore(db, wal, logger, live, tracker, pressure);
+      const blobs = new BlobStore(db, wal, logger, live, tracker, pressure, shipper);
       const checkpoints = new CheckpointManager({
         config: config.checkpoint,
         nodeId: opened.nodeId,
         live,
         tracker,
+        shipper,
         commitPressure: pressure.buffer,
         storagePath: config.storagePath,
         wal,
         logger,
       });
-      node = new CairnNode(config, logger, opened.nodeId, lock, db, live, tracker, wal, blobs, checkpoints);
+      node = new CairnNode(config, logger, opened.nodeId, lock, db, live, tracker, wal, blobs, checkpoints, shipper);
       if (opened.created) logger.info(`created a new database ${dbFile} (node id ${opened.nodeId})`);
+      // before the first commit of the node's: which chain the log continues
+      shipper?.start();
       wal.start();
       node.registerMetrics();
       node.listenRest();
@@ -148,6 +181,16 @@ export class CairnNode {
       });
       await node.admin.start();
       await checkpoints.start();
+      requestCheckpoint = (why) => {
+        if (checkpoints.status().running) return;
+        logger.info(`checkpoint requested: ${why}`);
+        try {
+          checkpoints.request({});
+        } catch (e) {
+          logger.warn(`the checkpoint could not be started: ${errorMessage(e)}`);
+        }
+      };
+      if (checkpointWanted) requestCheckpoint(checkpointWanted);
       if (process.env[CRASH_POINT_ENV]) logger.warn(`${CRASH_POINT_ENV} is set: this node will kill itself at crash point ${process.env[CRASH_POINT_ENV]} (a test setting)`);
       logger.info(
         `cairn ${VERSION} node ${opened.nodeId} serving http://${hostForUrl(config.restApi.host)}:${config.restApi.port} ` +
@@ -218,6 +261,29 @@ export class CairnNode {
       "1 if the next checkpoint into the configured store must read the whole database (checkpoint status says why).",
       () => (this.tracker.status().lost ? 1 : 0),
     );
+    const sh = this.shipper;
+    if (sh) {
+      const st = () => sh.status();
+      m.collect("cairn_shipping_lag_seconds", "Age of the oldest committed transaction not yet shipped, by store (0: all shipped).", () => {
+        const s = st();
+        return [{ labels: { store: "local" }, value: s.lag_seconds }, ...(s.remote ? [{ labels: { store: "remote" }, value: Math.max(s.remote.lag_seconds, s.lag_seconds) }] : [])];
+      });
+      m.collect("cairn_shipping_pending_transactions", "Committed transactions not yet shipped, by store.", () => {
+        const s = st();
+        return [{ labels: { store: "local" }, value: s.pending_txns }, ...(s.remote ? [{ labels: { store: "remote" }, value: s.remote.pending_txns }] : [])];
+      });
+      m.collect("cairn_shipping_failures_total", "Shipments that failed (each retried), by store.", () => {
+        const s = st();
+        return [{ labels: { store: "local" }, value: s.failures }, ...(s.remote ? [{ labels: { store: "remote" }, value: s.remote.failures }] : [])];
+      }, "counter");
+      m.collect("cairn_shipping_last_shipped_timestamp_seconds", "The instant up to which the local store holds every committed transaction.", () => {
+        const u = st().shipped_until;
+        return u ? Date.parse(u) / 1000 : 0;
+      });
+      m.collect("cairn_shipping_segments_total", "Log segments written to the local store.", () => st().segments_written, "counter");
+      m.collect("cairn_shipping_chains_started_total", "Log chains started (a gap in the log, a restore, a first start).", () => st().chains_started, "counter");
+      m.collect("cairn_write_unshipped_total", "Writes committed but answered 503 because synchronous shipping did not complete in time.", () => this.blobs.stats.unshippedOps, "counter");
+    }
     m.collect("cairn_wal_checkpoint_failures_total", "WAL checkpoints that failed.", () => this.wal.stats.failures, "counter");
     m.collect("cairn_write_commits_total", "Group commits of blob writes.", () => this.blobs.stats.commits, "counter");
     m.collect("cairn_write_ops_total", "Blob writes (PUT and DELETE) committed.", () => this.blobs.stats.committedOps, "counter");
@@ -359,6 +425,7 @@ export class CairnNode {
     await this.checkpoints.stop();
     this.blobs.close();
     await this.blobs.flushed();
+    await this.shipper?.stop();
     await this.admin?.stop();
     await this.wal.stop();
     try {
@@ -374,6 +441,11 @@ export class CairnNode {
       this.tracker.save(this.config.storagePath, dbPathIn(this.config.storagePath));
     } catch (e) {
       log.warn(`the record of changes since the last checkpoint was not saved (${errorMessage(e)}); the next checkpoint reads the whole database`);
+    }
+    try {
+      this.shipper?.saveState();
+    } catch (e) {
+      log.warn(`where the shipped log ends was not recorded (${errorMessage(e)}); the next start continues it from the WAL if it can`);
     }
     this.lock.release();
     log.info("node stopped cleanly");

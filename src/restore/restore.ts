@@ -28,6 +28,8 @@ import { assertTrustedDir, DIR_MODE, readOwnFile, removeDirNoFollow, writeFileAt
 import { WorkerPool } from "../util/worker-pool.ts";
 import type { CheckJob } from "./check-job.ts";
 import { rebuildImage } from "./rebuild.ts";
+import { replayLog } from "./replay.ts";
+import { currentChain, indexLog, type InstantPlan, LOG_DIR, planInstant, windowOf, writeLogOrigin } from "../store/log.ts";
 import { asideDirFor, describeExisting, type ExistingDatabase, stagingDirFor, swap } from "./target.ts";
 
 export type IntegrityCheck = "none" | "quick" | "full";
@@ -36,6 +38,10 @@ export interface RestoreOptions {
   source: string;
   dbPath: string;
   checkpointId?: number;
+  /** Restore the state as of this instant (ms since the epoch): the shipped log after a checkpoint. */
+  timestamp?: number;
+  /** Follow this chain of the log (a timeline) instead of the current one. */
+  timeline?: string;
   force: boolean;
   integrityCheck: IntegrityCheck;
   dryRun: boolean;
@@ -58,12 +64,74 @@ export interface RestorePlan {
   /** Database files in the target that --force moves aside, and where to. */
   existing: ExistingDatabase | null;
   move_aside_to: string | null;
+  /** The instant restored to when shipped transactions are applied (RFC 3339), else null. */
+  reached: string | null;
+  /** The log chain (timeline) followed, when shipped transactions are applied. */
+  timeline: string | null;
 }
 
 export interface RestoreResult extends RestorePlan {
   duration_ms: number;
   resumed: boolean;
   integrity_check: IntegrityCheck;
+  /** Shipped transactions applied after the checkpoint. */
+  replayed_txns: number;
+}
+
+/** The checkpoint and the shipped transactions after it that restore the state at an instant. */
+interface LogPlan {
+  plan: InstantPlan;
+  untilMs: number;
+}
+
+const iso = (ms: number) => new Date(ms).toISOString();
+
+/**
+ * With a timestamp, or with neither a timestamp nor a checkpoint id on a store that holds a
+ * shipped log: the plan to the instant (the newest the current timeline reaches, without a
+ * timestamp). Undefined: restore a checkpoint exactly.
+ */
+async function planFromLog(o: RestoreOptions, reader: Store): Promise<LogPlan | undefined> {
+  if (o.checkpointId !== undefined) {
+    if (o.timestamp !== undefined) throw new CairnError("E_USAGE", "--checkpoint-id and --timestamp cannot be given together: --checkpoint-id restores that checkpoint exactly");
+    return undefined;
+  }
+  if (!reader.reader) {
+    if (o.timestamp !== undefined) throw new CairnError("E_USAGE", `${reader.location} is an archive; a restore to an instant needs a checkpoint directory or an s3:// URL`);
+    return undefined;
+  }
+  const paths = await reader.reader.source.list(`${LOG_DIR}/`);
+  if (paths.length === 0) {
+    if (o.timestamp !== undefined || o.timeline !== undefined) throw new CairnError("E_NOT_FOUND", `${reader.location} holds no shipped transactions (WAL shipping was off): it restores only to its checkpoints`, { hint: "restore a checkpoint with --checkpoint-id N, or without --timestamp for the newest" });
+    return undefined;
+  }
+  const index = await indexLog(paths, reader.reader.source, reader.location);
+  const manifests: Manifest[] = [];
+  for (const id of await reader.manifestIds()) {
+    try {
+      manifests.push(await reader.manifest(id));
+    } catch (e) {
+      if (e instanceof CairnError && e.code === "E_STORE_FORMAT") throw e;
+      o.logger.warn(`checkpoint ${id} cannot be read (${errorMessage(e)}); skipping it`);
+    }
+  }
+  const chain = o.timeline ?? currentChain(index);
+  if (!chain || !index.chains.has(chain)) {
+    throw new CairnError("E_NOT_FOUND", `there is no timeline ${o.timeline} in ${reader.location}; timelines there: ${[...index.chains.keys()].join(", ") || "none"}`);
+  }
+  const window = windowOf(index, manifests, chain);
+  if (!window) {
+    if (o.timestamp !== undefined) throw new CairnError("E_NOT_FOUND", `${reader.location} has no checkpoint the shipped log of timeline ${chain} can be applied to: it restores only to its checkpoints`);
+    return undefined;
+  }
+  const until = o.timestamp ?? window.to;
+  const plan = until >= window.from && until <= window.to ? planInstant(index, manifests, chain, until) : undefined;
+  if (!plan) {
+    throw new CairnError("E_NOT_FOUND", `${iso(until)} is outside what ${reader.location} can restore to: from ${iso(window.from)} to ${iso(window.to)} (timeline ${chain})`, {
+      hint: "choose an instant in that window",
+    });
+  }
+  return { plan, untilMs: until };
 }
 
 
@@ -107,7 +175,8 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
 
 async function restoreHeld(o: RestoreOptions, reader: Store, dbPath: string, t0: number): Promise<RestoreResult> {
   await reader.info();
-  const { manifest: first } = await pickCheckpoint(reader, o.checkpointId, o.source, o.logger);
+  const fromLog = await planFromLog(o, reader);
+  const first = fromLog ? fromLog.plan.manifest : (await pickCheckpoint(reader, o.checkpointId, o.source, o.logger)).manifest;
 
   // the target: not while a node runs there; an existing database only with --force, and only
   // one of the same node
@@ -128,6 +197,8 @@ async function restoreHeld(o: RestoreOptions, reader: Store, dbPath: string, t0:
     staging_dir: stagingDirFor(dbPath),
     existing,
     move_aside_to: asideDir,
+    reached: fromLog ? iso(fromLog.untilMs) : null,
+    timeline: fromLog ? fromLog.plan.chain : null,
   });
   if (existing) {
     if (existing.node_id && existing.node_id !== first.node_id) {
@@ -143,7 +214,8 @@ async function restoreHeld(o: RestoreOptions, reader: Store, dbPath: string, t0:
       });
     }
   }
-  if (o.dryRun) return { ...plan(first, o.checkpointId === undefined), duration_ms: 0, resumed: false, integrity_check: o.integrityCheck };
+  const latest = o.checkpointId === undefined && o.timestamp === undefined;
+  if (o.dryRun) return { ...plan(first, latest), duration_ms: 0, resumed: false, integrity_check: o.integrityCheck, replayed_txns: 0 };
 
   // from here on we hold the target's lock: no node can start on it while we work
   const hadDir = existsSync(dbPath);
@@ -152,11 +224,18 @@ async function restoreHeld(o: RestoreOptions, reader: Store, dbPath: string, t0:
   let swapped = false;
   try {
     let manifest = first;
-    const candidates = o.checkpointId === undefined ? (await reader.manifestIds()).filter((id) => id <= first.id).reverse() : [first.id];
+    const candidates = o.checkpointId === undefined && !fromLog ? (await reader.manifestIds()).filter((id) => id <= first.id).reverse() : [first.id];
     for (let k = 0; ; k++) {
       try {
         // stage() runs check() on the image while its last flush runs
-        const resumed = await stage(o, reader, manifest, dbPath);
+        const replay = { txns: 0, position: manifest.log };
+        const replayer = fromLog && (async (imageFile: string) => {
+          const r = await replayLog({ store: reader, steps: fromLog.plan.steps, imageFile, pageSize: manifest.page_size, untilMs: fromLog.untilMs, start: manifest.log!, signal: o.signal });
+          replay.txns = r.txns;
+          replay.position = r.position;
+          if (r.txns > 0) o.logger.info(`applied ${r.txns} shipped transaction(s) after checkpoint ${manifest.id}, up to ${iso(fromLog.untilMs)}`);
+        });
+        const resumed = await stage(o, reader, manifest, dbPath, replayer);
         await pausePoint("restore:before-swap");
         throwIfInterrupted(o.signal);
         crashPoint("restore:checked");
@@ -164,7 +243,15 @@ async function restoreHeld(o: RestoreOptions, reader: Store, dbPath: string, t0:
         swapped = true;
         crashPoint("restore:swapped");
         removeDirNoFollow(stagingDirFor(dbPath));
-        return { ...plan(manifest, o.checkpointId === undefined), duration_ms: Math.round(performance.now() - t0), resumed, integrity_check: o.integrityCheck };
+        if (replay.position) {
+          // the node started on it ships a new chain that forks here
+          try {
+            writeLogOrigin(dbPath, { ...replay.position, ms: fromLog ? fromLog.untilMs : replay.position.ms }, join(dbPath, DB_FILE));
+          } catch (e) {
+            o.logger.warn(`where the restored database stands in the shipped log was not recorded (${errorMessage(e)}); the node's next chain starts from its first checkpoint`);
+          }
+        }
+        return { ...plan(manifest, latest), duration_ms: Math.round(performance.now() - t0), resumed, integrity_check: o.integrityCheck, replayed_txns: replay.txns };
       } catch (e) {
         const damaged = e instanceof CairnError && (e.code === "E_STORE_DAMAGED" || e.code === "E_STORE_MISSING" || e.code === "E_RESTORE_CHECK");
         const nextId = candidates[k + 1];
@@ -208,7 +295,7 @@ interface StagingPlan {
 }
 
 /** Rebuild into the staging folder, continuing an earlier run of the same plan. */
-async function stage(o: RestoreOptions, reader: Store, m: Manifest, dbPath: string): Promise<boolean> {
+async function stage(o: RestoreOptions, reader: Store, m: Manifest, dbPath: string, replay?: false | ((imageFile: string) => Promise<void>)): Promise<boolean> {
   const dir = stagingDirFor(dbPath);
   const planFile = join(dir, "plan.json");
   const want: StagingPlan = { source: reader.location, checkpoint_id: m.id, manifest_checksum: m.checksum };
@@ -240,6 +327,7 @@ async function stage(o: RestoreOptions, reader: Store, m: Manifest, dbPath: stri
     onProgress: o.onProgress,
     whileFlushing: async () => {
       throwIfInterrupted(o.signal);
+      if (replay) await replay(join(dir, DB_FILE));
       await check(o, join(dir, DB_FILE), m);
     },
   });

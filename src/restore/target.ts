@@ -6,6 +6,7 @@
  */
 import { Database } from "bun:sqlite";
 import { CHANGES_FILE } from "../engine/change-tracker.ts";
+import { LOG_ORIGIN_FILE, LOG_STATE_FILE } from "../store/log.ts";
 import { closeSync, existsSync, mkdirSync, openSync, readSync, renameSync, rmdirSync, statSync, unlinkSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { CairnError, errorMessage } from "../errors.ts";
@@ -123,7 +124,7 @@ export function swap(dbPath: string, asideDir: string | null): void {
     for (const f of DB_FILES.slice(1)) if (existsSync(join(dbPath, f))) unlinkSync(join(dbPath, f));
     // and the node's record of pages changed since its last checkpoint describes the old one
     // (it would be refused anyway: the restored file is not the one it was saved with)
-    if (existsSync(join(dbPath, CHANGES_FILE))) unlinkSync(join(dbPath, CHANGES_FILE));
+    for (const stale of [CHANGES_FILE, LOG_STATE_FILE, LOG_ORIGIN_FILE]) if (existsSync(join(dbPath, stale))) unlinkSync(join(dbPath, stale));
     renameSync(staged, join(dbPath, DB_FILE));
   } catch (e) {
     // put back what was moved: the target is left as it was, the checked image stays staged

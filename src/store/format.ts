@@ -87,6 +87,8 @@ export interface Manifest {
   packs: string[];
   db_totals: { blob_count: number; blob_bytes: number };
   stats: ManifestStats;
+  /** Where the image stands in the shipped log (store/log.ts), when WAL shipping was on. */
+  log?: { chain: string; txn: number; ms: number };
   /** BLAKE3 (hex) of this JSON with `checksum` set to "". */
   checksum: string;
 }
@@ -185,6 +187,10 @@ function manifestProblem(m: Manifest): string | undefined {
   if (typeof m.db_totals !== "object" || m.db_totals === null || !isCount(m.db_totals.blob_count) || !isCount(m.db_totals.blob_bytes)) return "has no valid blob totals";
   const st = m.stats;
   if (typeof st !== "object" || st === null || !isCount(st.new_bytes) || !isCount(st.duration_ms) || !isCount(st.new_blocks) || !isCount(st.logical_bytes)) return "has no valid stats";
+  if (m.log !== undefined) {
+    const l = m.log;
+    if (typeof l !== "object" || l === null || typeof l.chain !== "string" || !/^[0-9a-f]{16}$/.test(l.chain) || !isCount(l.txn) || !isCount(l.ms)) return "has an invalid log position";
+  }
   return undefined;
 }
 

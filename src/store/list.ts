@@ -1,5 +1,7 @@
 /** Listing the checkpoints of a store: read-only, never locks or changes anything. */
 import { CairnError, errorMessage } from "../errors.ts";
+import type { Manifest } from "./format.ts";
+import { currentChain, indexLog, LOG_DIR, reachableFrom, windowOf } from "./log.ts";
 import type { Store } from "./store.ts";
 
 export interface CheckpointListing {
@@ -16,6 +18,10 @@ export interface CheckpointListing {
   /** Bytes this checkpoint added to the store when it was taken. */
   new_bytes: number;
   duration_ms: number;
+  /** With WAL shipping: the latest instant a restore can reach from this checkpoint (RFC 3339), else null. */
+  restorable_until?: string | null;
+  /** With WAL shipping: the timeline (log chain) the checkpoint's image stands on, else null. */
+  timeline?: string | null;
 }
 
 export interface Listing {
@@ -23,6 +29,8 @@ export interface Listing {
   checkpoints: CheckpointListing[];
   /** Manifests that could not be read (damaged): listed here, not above. */
   unreadable: { id: number; error: string }[];
+  /** The window a point-in-time restore reaches on the current timeline, when the store holds a shipped log. */
+  pointInTime?: { from: string; to: string; timeline: string; timelines: string[] };
 }
 
 export async function listCheckpoints(reader: Store): Promise<Listing> {
@@ -37,9 +45,15 @@ export async function listCheckpoints(reader: Store): Promise<Listing> {
   await reader.info();
   const checkpoints: CheckpointListing[] = [];
   const unreadable: Listing["unreadable"] = [];
+  const manifests: Manifest[] = [];
+  const logPaths = reader.reader ? await reader.reader.source.list(`${LOG_DIR}/`) : [];
+  const index = logPaths.length > 0 ? await indexLog(logPaths, reader.reader!.source, reader.location) : undefined;
   for (const id of ids) {
     try {
       const m = await reader.manifest(id);
+      manifests.push(m);
+      let until: number | undefined;
+      if (index && m.log) for (const chain of index.chains.keys()) until = Math.max(until ?? -Infinity, reachableFrom(index, m, chain) ?? -Infinity);
       checkpoints.push({
         id: m.id,
         size_bytes: m.db_size_bytes,
@@ -51,6 +65,7 @@ export async function listCheckpoints(reader: Store): Promise<Listing> {
         blob_count: m.db_totals.blob_count,
         new_bytes: m.stats.new_bytes,
         duration_ms: m.stats.duration_ms,
+        ...(index ? { restorable_until: until !== undefined && until > -Infinity ? new Date(until).toISOString() : null, timeline: m.log?.chain ?? null } : {}),
       });
     } catch (e) {
       // a manifest removed by retention between listing and reading is simply gone
@@ -58,5 +73,11 @@ export async function listCheckpoints(reader: Store): Promise<Listing> {
       unreadable.push({ id, error: errorMessage(e) });
     }
   }
-  return { location: reader.location, checkpoints, unreadable };
+  let pointInTime: Listing["pointInTime"];
+  const current = index && currentChain(index);
+  if (index && current) {
+    const w = windowOf(index, manifests, current);
+    if (w) pointInTime = { from: new Date(w.from).toISOString(), to: new Date(w.to).toISOString(), timeline: current, timelines: [...index.chains.keys()] };
+  }
+  return { location: reader.location, checkpoints, unreadable, ...(pointInTime ? { pointInTime } : {}) };
 }

@@ -7,12 +7,14 @@
  * next checkpoint. The collection runs in a worker (gc.ts). On a remote store, the packs no
  * manifest names are deleted.
  */
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { CairnError, errorMessage } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { FileLock } from "../util/file-lock.ts";
 import { WorkerPool } from "../util/worker-pool.ts";
-import type { Backend, Writes } from "./backend.ts";
+import { rmSync } from "node:fs";
+import type { Backend, RandomReads, Writes } from "./backend.ts";
+import { CHAIN_FILE, indexLog, LOG_DIR, neededLogFiles } from "./log.ts";
 import { STORE_READERS_LOCK_FILE } from "./dir/backend.ts";
 import { LocalStore } from "./dir/writer.ts";
 import { manifestPath, type Manifest } from "./format.ts";
@@ -46,6 +48,8 @@ export async function applyLocalRetention(
   lookForDeadBlocks = true,
   /** Workers of the caller's to run the collection on (a node keeps its own); else one is started and ended. */
   workers?: WorkerPool,
+  /** The log chain the node is writing (WAL shipping): kept whole. */
+  currentChain?: string,
 ): Promise<RetentionResult> {
   const store = LocalStore.openForWrite(dir, nodeId, logger);
   let readers: FileLock | undefined;
@@ -55,8 +59,20 @@ export async function applyLocalRetention(
     } catch {
       return { removed: [], skipped: "a restore, verify, export or copy to the remote is reading the store" };
     }
-    const removed = expiredCheckpoints(await store.reader.manifestIds(), keep);
+    const ids = await store.reader.manifestIds();
+    const removed = expiredCheckpoints(ids, keep);
     for (const id of removed) await store.removeManifest(id);
+    try {
+      const logFiles = await pruneLog(store.reader.source as RandomReads, {
+        delete: async (p) => {
+          rmSync(join(dir, p), { force: true });
+          if (p.endsWith(`/${CHAIN_FILE}`)) rmSync(join(dir, dirname(p)), { recursive: true, force: true });
+        },
+      }, store.reader, ids.filter((id) => !removed.includes(id)), currentChain, dir);
+      if (logFiles > 0) logger.info(`retention removed ${logFiles} log file(s) no remaining checkpoint needs`);
+    } catch (e) {
+      logger.warn(`log retention in ${dir} failed: ${errorMessage(e)}`);
+    }
     const pool = workers?.alive ? workers : new WorkerPool(1);
     try {
       const job: StoreJob = { job: "store", op: "gc", storeDir: dir, minLiveFraction: 0.5, sync, checkpointsRemoved: removed.length > 0 && lookForDeadBlocks };
@@ -100,5 +116,40 @@ export async function applyRemoteRetention(
     }
   }
   await removeUnreferencedPacks(remote, store, manifests);
+  await pruneLog(remote.random!, remote.writes, store, kept, undefined, remote.location);
   return { removed, kept };
+}
+
+/**
+ * Remove the log files (store/log.ts) none of the checkpoints `keptIds` needs: the log from the
+ * oldest retained checkpoint on stays, nothing older. A checkpoint that cannot be read keeps
+ * everything. Returns how many files went.
+ */
+export async function pruneLog(random: RandomReads, writes: Pick<Writes, "delete">, reader: StoreReader, keptIds: number[], currentChain: string | undefined, location: string): Promise<number> {
+  const paths = await random.list(`${LOG_DIR}/`);
+  if (paths.length === 0) return 0;
+  const kept: Manifest[] = [];
+  for (const id of keptIds) {
+    try {
+      kept.push(await reader.manifest(id));
+    } catch {
+      return 0;
+    }
+  }
+  const index = await indexLog(paths, random, location);
+  const need = neededLogFiles(index, kept, currentChain);
+  let n = 0;
+  for (const p of paths) {
+    if (need.has(p)) continue;
+    // chain records go last, once nothing of the chain is left
+    if (p.endsWith(`/${CHAIN_FILE}`)) continue;
+    await writes.delete(p);
+    n++;
+  }
+  for (const p of paths) {
+    if (!p.endsWith(`/${CHAIN_FILE}`) || need.has(p)) continue;
+    await writes.delete(p);
+    n++;
+  }
+  return n;
 }
