@@ -11,9 +11,10 @@ import { Database } from "bun:sqlite";
 import { existsSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { checkpointStatus, createCheckpointAsync, flipByte, listJson } from "../helpers/checkpoint.ts";
-import { type NodeHandle, pseudoRandomBytes, runCairn, startNode, startNodeWithConfig } from "../helpers/node.ts";
+import { BINARY, type NodeHandle, pseudoRandomBytes, runCairn, startNode, startNodeWithConfig } from "../helpers/node.ts";
 import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
 import { waitFor } from "../helpers/wait.ts";
+import { startS3 } from "../helpers/s3.ts";
 
 cleanTmpDirsAfterEach();
 
@@ -321,4 +322,52 @@ describe("point-in-time restore", () => {
       await node.stop();
     }
   }, 60_000);
+
+  test("shipping to s3rver: an outage delays it (status says so) without failing writes; after it, the lost host restores every acknowledged write from the remote", async () => {
+    const s3 = await startS3(join(tmpDir(), "s3"));
+    const dir = tmpDir();
+    const url = s3.url("pitr-node");
+    const node = await startNode(dir, { extraYaml: yaml(`  remote:\n    url: ${url}\n    retry_backoff_secs: 0.2\n    request_timeout_secs: 2\n`), env: s3.env });
+    try {
+      await firstCheckpointDone(node);
+      const remoteCaughtUp = async () => {
+        let st: any;
+        await waitFor(async () => {
+          st = await checkpointStatus(node);
+          const w = st.wal_shipping;
+          return w.pending_txns === 0 && w.remote?.last_shipped_txn === w.last_txn && (st.remote?.last_pushed_id ?? 0) >= 1;
+        }, { what: "shipping to the remote to catch up", timeoutMs: 30_000, detail: () => JSON.stringify(st?.wal_shipping) });
+      };
+      const log: Write[] = [];
+      await auditedWrites(node.url, 2, () => log.length >= 30, log);
+      await remoteCaughtUp();
+      await s3.stop();
+      const during: Write[] = [];
+      await auditedWrites(node.url, 2, () => during.length >= 30, during, "o");
+      let w: any;
+      await waitFor(async () => {
+        w = (await shippingStatus(node)).remote;
+        return w.failures > 0 && w.pending_txns > 0;
+      }, { what: "the outage to show in status", timeoutMs: 20_000 });
+      expect(w.last_error).toBeString();
+      const metrics = await (await fetch(`${node.url}/metrics`)).text();
+      expect(metrics).toMatch(/cairn_shipping_pending_transactions\{store="remote"\} [1-9]/);
+      await s3.start();
+      await remoteCaughtUp();
+      await node.kill9();
+      rmSync(join(dir, "db"), { recursive: true, force: true });
+      rmSync(join(dir, "ckpt"), { recursive: true, force: true });
+      const into = join(tmpDir(), "db");
+      // s3rver runs in this process: the restore must not block it (no spawnSync)
+      const proc = Bun.spawn([BINARY, "restore", "--db-checkpoint-path", url, "--db-path", into], { env: { ...process.env, ...s3.env }, stdout: "pipe", stderr: "pipe" });
+      const r = { stdout: await new Response(proc.stdout).text(), code: await proc.exited };
+      expect(r.stdout).toMatch(/^Restored from latest \(\d+\) up to \S+Z successfully\.\n$/);
+      const blobs = blobsOf(join(into, "cairn.db"));
+      audit(blobs, log, Date.now());
+      audit(blobs, during, Date.now(), "o");
+    } finally {
+      await node.stop().catch(() => {});
+      await s3.stop();
+    }
+  }, 90_000);
 });
