@@ -230,7 +230,10 @@ export class Shipper {
     this.writeState({ wal: this.capture.mark() });
     // what the WAL held after the continued position, and any commit since
     this.take(0);
-    this.stopTimer = every(this.clock, o.config.intervalMs, () => this.kick());
+    this.stopTimer = every(this.clock, o.config.intervalMs, () => {
+      this.kick();
+      this.warnIfRemoteLags();
+    });
     this.remote?.start(this.chain.chain);
     this.kick();
   }
@@ -588,9 +591,25 @@ export class Shipper {
     }
   }
 
+  private lastLagWarning = 0;
+
+  /** Past remote_lag_warning_secs behind: a warning, at most one a minute. */
+  private warnIfRemoteLags(): void {
+    if (!this.remote) return;
+    const now = this.clock.now();
+    const r = this.remote.status(this.chain.chain, now, this.lastTxn);
+    const lagMs = Math.max(r.lag_seconds, this.queue.length > 0 ? (now - this.queue[0]!.commitMs) / 1000 : 0) * 1000;
+    if (lagMs > this.o.config.remoteLagWarningMs && now - this.lastLagWarning >= 60_000) {
+      this.lastLagWarning = now;
+      this.o.logger.warn(`WAL shipping to ${r.url} is ${Math.round(lagMs / 1000)} s behind (${r.pending_txns} transaction(s) not there yet${r.last_error ? `; ${r.last_error}` : ""}): a lost host would lose them`);
+    }
+  }
+
   status(): ShippingStatus {
     const now = this.clock.now();
-    const r = this.remote?.status(this.chain.chain, now, this.lastTxn);
+    const r0 = this.remote?.status(this.chain.chain, now, this.lastTxn);
+    const localLag = this.queue.length > 0 ? Math.max(0, now - this.queue[0]!.commitMs) / 1000 : 0;
+    const r = r0 && { ...r0, lag_seconds: Math.max(r0.lag_seconds, localLag) };
     return {
       enabled: true,
       synchronous: this.o.config.synchronous,
