@@ -112,6 +112,8 @@ export interface ShippingStatus {
 
 export interface ShipperOptions {
   config: WalShippingConfig;
+  /** The store's checkpoint_config.compression: segments are stored the same way. */
+  compression: "none" | "zstd";
   storeDir: string;
   nodeId: string;
   storagePath: string;
@@ -506,11 +508,16 @@ export class Shipper {
 
   /** Write everything queued now; resolves when it is in the local store. */
   async flush(): Promise<void> {
-    for (let i = 0; i < 1000 && (this.queue.length > 0 || this.shipping); i++) {
-      if (this.shipping) await this.shipping;
-      else this.kick();
-      if (this.shipping) await this.shipping;
-      if (this.queue.length > 0 && this.lastError && !this.shipping) throw new CairnError("E_IO", `WAL shipping into ${this.o.storeDir} failed: ${this.lastError}`);
+    this.flushWaiting++;
+    try {
+      for (let i = 0; i < 1000 && (this.queue.length > 0 || this.shipping); i++) {
+        if (this.shipping) await this.shipping;
+        else this.kick();
+        if (this.shipping) await this.shipping;
+        if (this.queue.length > 0 && this.lastError && !this.shipping) throw new CairnError("E_IO", `WAL shipping into ${this.o.storeDir} failed: ${this.lastError}`);
+      }
+    } finally {
+      this.flushWaiting--;
     }
   }
 
@@ -530,12 +537,19 @@ export class Shipper {
   private async shipLoop(): Promise<void> {
     do {
       this.again = false;
-      while (this.queue.length > 0) {
+      // what is queued now; in synchronous mode (or a flush) what comes meanwhile too, so the
+      // next shipment starts at once: asynchronous shipping writes one segment a tick, not a
+      // stream of small ones competing with the commits' fsyncs
+      const upTo = this.lastTxn;
+      while (this.queue.length > 0 && (this.o.config.synchronous || this.flushWaiting > 0 || this.queue[0]!.txn <= upTo)) {
         if (!(await this.shipOne())) return;
         this.take(0);
       }
-    } while (this.again && this.queue.length > 0);
+    } while (this.again && this.queue.length > 0 && (this.o.config.synchronous || this.flushWaiting > 0));
   }
+
+  /** Flushes waiting: shipping goes on until nothing is queued. */
+  private flushWaiting = 0;
 
   /** Write one segment of what is queued; false if the store could not be written (retried at the next tick). */
   private async shipOne(): Promise<boolean> {
@@ -562,6 +576,7 @@ export class Shipper {
           page_size: batch[0]!.pages[0]?.data.byteLength ?? 4096,
           wal: batch.at(-1)!.wal,
         },
+        o.compression,
         batch,
       );
       crashPoint("shipping:before-segment");

@@ -132,6 +132,7 @@ export class CairnNode {
       const shipper = cc.walShipping.enabled
         ? new Shipper({
             config: cc.walShipping,
+            compression: cc.compression,
             storeDir: cc.dir,
             nodeId: opened.nodeId,
             storagePath: config.storagePath,

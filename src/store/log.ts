@@ -19,8 +19,8 @@
  * shipping, or a start after a crash the log could not be continued across), in which case
  * it is usable only from its first checkpoint on.
  *
- * Segment file: "CAIRNLG1", u32 LE length of the header, the header (JSON), then the body,
- * zstd-compressed: per transaction f64 LE commit time (ms), u32 LE database size in pages
+ * Segment file: "CAIRNLG1", u32 LE length of the header, the header (JSON), then the body
+ * (zstd-compressed when the store's `compression` is zstd): per transaction f64 LE commit time (ms), u32 LE database size in pages
  * after it, u32 LE number of pages, then per page u32 LE page number and the page.
  */
 import { statSync } from "node:fs";
@@ -83,6 +83,8 @@ export interface SegmentHeader {
   page_size: number;
   /** Bytes of the body before compression. */
   raw_bytes: number;
+  /** How the body is stored (the store's `compression`; absent: zstd). */
+  compression?: "none" | "zstd";
   /** Where the last transaction ends in the node's WAL (to continue the chain after a crash). */
   wal: { salt1: number; salt2: number; frame: number };
 }
@@ -150,7 +152,7 @@ export function isPosition(p: unknown): p is LogPosition {
 }
 
 /** A segment's bytes and the path (with its digest) to store them under. */
-export function encodeSegment(h: Omit<SegmentHeader, "format" | "raw_bytes">, txns: { commitMs: number; dbPages: number; pages: { pgno: number; data: Uint8Array }[] }[]): { path: string; data: Uint8Array } {
+export function encodeSegment(h: Omit<SegmentHeader, "format" | "raw_bytes" | "compression">, compression: "none" | "zstd", txns: { commitMs: number; dbPages: number; pages: { pgno: number; data: Uint8Array }[] }[]): { path: string; data: Uint8Array } {
   let raw = 0;
   for (const t of txns) raw += 16 + t.pages.reduce((n, p) => n + 4 + p.data.byteLength, 0);
   const body = new Uint8Array(raw);
@@ -167,8 +169,8 @@ export function encodeSegment(h: Omit<SegmentHeader, "format" | "raw_bytes">, tx
       at += 4 + p.data.byteLength;
     }
   }
-  const header = new TextEncoder().encode(JSON.stringify({ format: LOG_FORMAT, ...h, raw_bytes: raw } satisfies SegmentHeader));
-  const z = Bun.zstdCompressSync(body, { level: 1 });
+  const header = new TextEncoder().encode(JSON.stringify({ format: LOG_FORMAT, ...h, raw_bytes: raw, compression } satisfies SegmentHeader));
+  const z = compression === "zstd" ? Bun.zstdCompressSync(body, { level: 1 }) : body;
   const data = new Uint8Array(MAGIC.length + 4 + header.length + z.byteLength);
   data.set(MAGIC, 0);
   new DataView(data.buffer).setUint32(MAGIC.length, header.length, true);
@@ -186,10 +188,13 @@ export function decodeSegment(data: Uint8Array, ref: SegmentRef, location: strin
   const h = header.header;
   if (h.chain !== ref.chain || h.first_txn !== ref.firstTxn || h.last_txn !== ref.lastTxn || h.first_ms !== ref.firstMs || h.until_ms !== ref.untilMs) throw bad("does not match its name");
   let body: Uint8Array;
-  try {
-    body = Bun.zstdDecompressSync(data.subarray(header.bodyAt));
-  } catch {
-    throw bad("has a body that does not decompress");
+  if (h.compression === "none") body = data.subarray(header.bodyAt);
+  else {
+    try {
+      body = Bun.zstdDecompressSync(data.subarray(header.bodyAt));
+    } catch {
+      throw bad("has a body that does not decompress");
+    }
   }
   if (body.byteLength !== h.raw_bytes) throw bad("has a body of the wrong length");
   const dv = new DataView(body.buffer, body.byteOffset, body.byteLength);
@@ -235,6 +240,7 @@ export function decodeSegmentHeader(data: Uint8Array, name: string): { header: S
   }
   const count = (n: unknown) => Number.isSafeInteger(n) && (n as number) >= 0;
   if (h.format !== LOG_FORMAT || !count(h.first_txn) || !count(h.last_txn) || !count(h.raw_bytes) || ![512, 1024, 2048, 4096, 8192, 16384, 32768, 65536].includes(h.page_size)) throw bad("has an invalid header");
+  if (h.compression !== undefined && h.compression !== "none" && h.compression !== "zstd") throw bad("has an unknown compression");
   if (h.prev !== null && (typeof h.prev !== "string" || !/^[0-9a-f]{64}$/.test(h.prev))) throw bad("names an invalid previous segment");
   return { header: h, bodyAt: MAGIC.length + 4 + len };
 }

@@ -39,6 +39,7 @@ describe("log segments", () => {
     const page = (n: number) => new Uint8Array(4096).fill(n);
     const { path, data } = encodeSegment(
       { chain: A, node_id: "n", first_txn: 1, last_txn: 2, first_ms: 1000, until_ms: 1500, prev: null, page_size: 4096, wal: { salt1: 1, salt2: 2, frame: 3 } },
+      "zstd",
       [
         { commitMs: 1000, dbPages: 3, pages: [{ pgno: 1, data: page(1) }, { pgno: 3, data: page(3) }] },
         { commitMs: 1200, dbPages: 2, pages: [{ pgno: 2, data: page(2) }] },

@@ -31,6 +31,17 @@ export default defineCommand({
       out.push(`Remote: ${x.url}: ${state}; newest there: ${x.last_pushed_id ?? "none"}${x.last_success ? ` (last copied ${formatTime(x.last_success)}, ${formatBytes(x.last_uploaded_bytes)} uploaded)` : ""}`);
       if (x.last_error) out.push(`Remote error: ${x.last_error}`);
     }
+    const w = s.wal_shipping;
+    if (w) {
+      out.push(
+        `Shipping: ${w.synchronous ? "synchronous" : "asynchronous"}, chain ${w.chain}${w.chain_base ? ` (forked from ${w.chain_base.chain} at transaction ${w.chain_base.txn})` : ""}; ` +
+          `shipped up to ${w.shipped_until ? formatTime(w.shipped_until) : "nothing yet"} (transaction ${w.last_shipped_txn} of ${w.last_txn}); ` +
+          `${w.pending_txns} waiting, lag ${w.lag_seconds.toFixed(1)} s${w.last_error ? `; FAILING: ${w.last_error}` : ""}`,
+      );
+      if (w.remote) {
+        out.push(`Shipping to ${w.remote.url}: transaction ${w.remote.last_shipped_txn} there, ${w.remote.pending_txns} not yet, lag ${w.remote.lag_seconds.toFixed(1)} s${w.remote.last_error ? `; FAILING: ${w.remote.last_error}` : ""}`);
+      }
+    }
     out.push(s.periodic ? `Periodic: on, next at ${s.next_periodic ? formatTime(s.next_periodic) : "(after the running one)"}` : "Periodic: off");
     process.stdout.write(`${out.join("\n")}\n`);
   },
