@@ -312,7 +312,7 @@ async function run(ctx: BenchContext): Promise<string> {
         [
           "store growth per byte shipped (log files / WAL page bytes before compression)",
           `≤ ${TARGET.growth}`,
-          `${ratio(growth)} (${mib(hour.logBytes)} in ${num(hour.logFiles)} files for ${mib(hour.rawBytes)} of pages; the blobs written were ${mib(hour.blobBytes)})`,
+          `${ratio(growth)} (${mib(hour.logBytes)} in ${hour.logFiles} files for ${mib(hour.rawBytes)} of pages; the blobs written were ${mib(hour.blobBytes)})`,
           met(growth <= TARGET.growth),
         ],
       ],
