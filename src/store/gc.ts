@@ -122,6 +122,7 @@ async function collectIn(dir: string, backend: DirBackend, opts: GcOptions): Pro
   // rewrite the packs that are mostly dead; a pack with nothing live is only dropped
   const renamed = new Map<string, string>();
   const dropped = new Set<string>();
+  let packsLooked = 0;
   for (const packId of packs) {
     const idx = await reader.index(packId);
     let liveBytes = 0;
@@ -135,6 +136,7 @@ async function collectIn(dir: string, backend: DirBackend, opts: GcOptions): Pro
         keep.push(i);
       }
     }
+    if (++packsLooked % 16 === 0) Bun.gc(true);
     if (totalBytes === 0 || liveBytes >= opts.minLiveFraction * totalBytes) continue;
     if (keep.length === 0) dropped.add(packId);
     else {
@@ -187,11 +189,14 @@ async function neededDigests(reader: StoreReader, manifests: Manifest[], packs: 
     }
   }
   const where = await reader.locateSome(packs, segments);
+  let listsRead = 0;
   for (const d of segments) {
     const loc = where.get(d);
     if (!loc) throw new CairnError("E_STORE_DAMAGED", `garbage collection skipped: segment ${d.slice(0, 16)}… is in none of the packs`);
     const list = await reader.block(loc);
     for (let at = 0; at + SEGMENT_ENTRY_BYTES <= list.length; at += SEGMENT_ENTRY_BYTES) needed.addAt(list, at);
+    // each list is garbage once added: collected as it goes, so memory stays that of the filter
+    if (++listsRead % 64 === 0) Bun.gc(true);
   }
   return needed;
 }
