@@ -36,6 +36,8 @@ export interface RebuildOptions {
   onProgress?: (done: number, total: number) => void;
   /** Work to run on the complete image while its last flush to disk runs (the SQLite check). */
   whileFlushing?: () => Promise<void>;
+  /** An archive's shipped log files, as they pass after its packs (a directory or S3 store is read at random instead). */
+  onLogFile?: (path: string, data: Uint8Array) => void | Promise<void>;
 }
 
 export interface RebuildResult {
@@ -289,7 +291,7 @@ async function fromStream(
       buffer.set(data, (b - r * RESTORE_RANGE_BLOCKS) * m.block_size);
       filled += data.length;
     },
-    { signal: o.signal },
+    { signal: o.signal, onLogFile: o.onLogFile },
   );
   flush();
   if (seen.checksum !== m.checksum) throw new CairnError("E_STORE_DAMAGED", `${archive.location} changed while it was read`);

@@ -13,14 +13,15 @@
  * anything fails before the swap it is left as it was.
  */
 import { existsSync, mkdirSync, rmdirSync, rmSync, unlinkSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
+import { DirBackend } from "../store/dir/backend.ts";
+import { Store } from "../store/store.ts";
 import { CairnError, errorMessage, isDiskFull } from "../errors.ts";
 import { DB_FILE } from "../engine/database.ts";
 import { LOCK_FILE, StorageLock } from "../engine/lock.ts";
 import type { Logger } from "../log.ts";
 import type { Manifest } from "../store/format.ts";
 import { openStore } from "../store/open.ts";
-import type { Store } from "../store/store.ts";
 import { crashPoint, pausePoint } from "../util/crash-point.ts";
 import type { FileLock } from "../util/file-lock.ts";
 import { formatBytes } from "../util/display.ts";
@@ -29,7 +30,7 @@ import { WorkerPool } from "../util/worker-pool.ts";
 import type { CheckJob } from "./check-job.ts";
 import { rebuildImage } from "./rebuild.ts";
 import { replayLog } from "./replay.ts";
-import { currentChain, indexLog, type InstantPlan, LOG_DIR, planInstant, windowOf, writeLogOrigin } from "../store/log.ts";
+import { currentChain, indexLog, type InstantPlan, LOG_DIR, type LogPosition, planInstant, windowOf, writeLogOrigin } from "../store/log.ts";
 import { asideDirFor, describeExisting, type ExistingDatabase, stagingDirFor, swap } from "./target.ts";
 
 export type IntegrityCheck = "none" | "quick" | "full";
@@ -96,10 +97,8 @@ async function planFromLog(o: RestoreOptions, reader: Store): Promise<LogPlan | 
     if (o.timestamp !== undefined) throw new CairnError("E_USAGE", "--checkpoint-id and --timestamp cannot be given together: --checkpoint-id restores that checkpoint exactly");
     return undefined;
   }
-  if (!reader.reader) {
-    if (o.timestamp !== undefined) throw new CairnError("E_USAGE", `${reader.location} is an archive; a restore to an instant needs a checkpoint directory or an s3:// URL`);
-    return undefined;
-  }
+  // an archive's log comes after its packs: it is planned once the stream has passed (stage)
+  if (!reader.reader) return undefined;
   const paths = await reader.reader.source.list(`${LOG_DIR}/`);
   if (paths.length === 0) {
     if (o.timestamp !== undefined || o.timeline !== undefined) throw new CairnError("E_NOT_FOUND", `${reader.location} holds no shipped transactions (WAL shipping was off): it restores only to its checkpoints`, { hint: "restore a checkpoint with --checkpoint-id N, or without --timestamp for the newest" });
@@ -222,6 +221,7 @@ async function restoreHeld(o: RestoreOptions, reader: Store, dbPath: string, t0:
   const hadLockFile = existsSync(join(dbPath, LOCK_FILE));
   const lock: FileLock = StorageLock.acquire(dbPath, "restore", "refusing to restore into it");
   let swapped = false;
+  let archiveReached: { ms: number; chain: string } | undefined;
   try {
     let manifest = first;
     const candidates = o.checkpointId === undefined && !fromLog ? (await reader.manifestIds()).filter((id) => id <= first.id).reverse() : [first.id];
@@ -229,13 +229,27 @@ async function restoreHeld(o: RestoreOptions, reader: Store, dbPath: string, t0:
       try {
         // stage() runs check() on the image while its last flush runs
         const replay = { txns: 0, position: manifest.log };
-        const replayer = fromLog && (async (imageFile: string) => {
-          const r = await replayLog({ store: reader, steps: fromLog.plan.steps, imageFile, pageSize: manifest.page_size, untilMs: fromLog.untilMs, start: manifest.log!, signal: o.signal });
-          replay.txns = r.txns;
-          replay.position = r.position;
-          if (r.txns > 0) o.logger.info(`applied ${r.txns} shipped transaction(s) after checkpoint ${manifest.id}, up to ${iso(fromLog.untilMs)}`);
-        });
-        const resumed = await stage(o, reader, manifest, dbPath, replayer);
+        const archiveLog = !reader.reader && o.checkpointId === undefined && manifest.log !== undefined;
+        const replayer =
+          (fromLog &&
+            (async (imageFile: string) => {
+              const r = await replayLog({ store: reader, steps: fromLog.plan.steps, imageFile, pageSize: manifest.page_size, untilMs: fromLog.untilMs, start: manifest.log!, signal: o.signal });
+              replay.txns = r.txns;
+              replay.position = r.position;
+              if (r.txns > 0) o.logger.info(`applied ${r.txns} shipped transaction(s) after checkpoint ${manifest.id}, up to ${iso(fromLog.untilMs)}`);
+            })) ||
+          (archiveLog &&
+            (async (imageFile: string) => {
+              const r = await replayArchiveLog(o, reader, manifest, imageFile);
+              if (!r) return;
+              replay.txns = r.txns;
+              replay.position = r.position;
+              archiveReached = { ms: r.untilMs, chain: manifest.log!.chain };
+            }));
+        if (!archiveLog && !reader.reader && o.timestamp !== undefined) {
+          throw new CairnError("E_NOT_FOUND", `${reader.location} holds no shipped transactions: it restores only to its checkpoint`);
+        }
+        const resumed = await stage(o, reader, manifest, dbPath, replayer, archiveLog);
         await pausePoint("restore:before-swap");
         throwIfInterrupted(o.signal);
         crashPoint("restore:checked");
@@ -246,12 +260,12 @@ async function restoreHeld(o: RestoreOptions, reader: Store, dbPath: string, t0:
         if (replay.position) {
           // the node started on it ships a new chain that forks here
           try {
-            writeLogOrigin(dbPath, { ...replay.position, ms: fromLog ? fromLog.untilMs : replay.position.ms }, join(dbPath, DB_FILE));
+            writeLogOrigin(dbPath, { ...replay.position, ms: fromLog ? fromLog.untilMs : archiveReached ? archiveReached.ms : replay.position.ms }, join(dbPath, DB_FILE));
           } catch (e) {
             o.logger.warn(`where the restored database stands in the shipped log was not recorded (${errorMessage(e)}); the node's next chain starts from its first checkpoint`);
           }
         }
-        return { ...plan(manifest, latest), duration_ms: Math.round(performance.now() - t0), resumed, integrity_check: o.integrityCheck, replayed_txns: replay.txns };
+        return { ...plan(manifest, latest), ...(archiveReached ? { reached: iso(archiveReached.ms), timeline: archiveReached.chain } : {}), duration_ms: Math.round(performance.now() - t0), resumed, integrity_check: o.integrityCheck, replayed_txns: replay.txns };
       } catch (e) {
         const damaged = e instanceof CairnError && (e.code === "E_STORE_DAMAGED" || e.code === "E_STORE_MISSING" || e.code === "E_RESTORE_CHECK");
         const nextId = candidates[k + 1];
@@ -295,7 +309,7 @@ interface StagingPlan {
 }
 
 /** Rebuild into the staging folder, continuing an earlier run of the same plan. */
-async function stage(o: RestoreOptions, reader: Store, m: Manifest, dbPath: string, replay?: false | ((imageFile: string) => Promise<void>)): Promise<boolean> {
+async function stage(o: RestoreOptions, reader: Store, m: Manifest, dbPath: string, replay?: false | ((imageFile: string) => Promise<void>), archiveLog = false): Promise<boolean> {
   const dir = stagingDirFor(dbPath);
   const planFile = join(dir, "plan.json");
   const want: StagingPlan = { source: reader.location, checkpoint_id: m.id, manifest_checksum: m.checksum };
@@ -325,6 +339,13 @@ async function stage(o: RestoreOptions, reader: Store, m: Manifest, dbPath: stri
     workers: o.workers,
     signal: o.signal,
     onProgress: o.onProgress,
+    onLogFile: archiveLog
+      ? (path, data) => {
+          // staged beside the image, applied once the stream has passed (paths checked by the stream reader)
+          mkdirSync(join(dir, dirname(path)), { recursive: true, mode: DIR_MODE });
+          writeFileAtomic(join(dir, path), data);
+        }
+      : undefined,
     whileFlushing: async () => {
       throwIfInterrupted(o.signal);
       if (replay) await replay(join(dir, DB_FILE));
@@ -334,6 +355,27 @@ async function stage(o: RestoreOptions, reader: Store, m: Manifest, dbPath: stri
   if (resumed && r.resumedRanges > 0) o.logger.info(`${r.resumedRanges} of ${r.ranges} ranges were already restored (checked again)`);
   if (r.redoneRanges > 0) o.logger.warn(`${r.redoneRanges} range(s) written by the earlier run did not match the checkpoint and were restored again`);
   return resumed;
+}
+
+/** An archive's shipped log, staged by the stream: planned to the instant asked for (else its last) and applied. */
+async function replayArchiveLog(o: RestoreOptions, archive: Store, m: Manifest, imageFile: string): Promise<{ txns: number; position: LogPosition; untilMs: number } | undefined> {
+  const staged = new Store(new DirBackend(dirname(imageFile)));
+  const paths = await staged.reader!.source.list(`${LOG_DIR}/`);
+  if (paths.length === 0) {
+    if (o.timestamp !== undefined) throw new CairnError("E_NOT_FOUND", `${archive.location} holds no shipped transactions: it restores only to its checkpoint`);
+    return undefined;
+  }
+  const index = await indexLog(paths, staged.reader!.source, archive.location);
+  const chain = m.log!.chain;
+  const window = windowOf(index, [m], chain);
+  const until = o.timestamp ?? window?.to;
+  const plan = window && until !== undefined && until >= window.from && until <= window.to ? planInstant(index, [m], chain, until) : undefined;
+  if (!plan || until === undefined) {
+    throw new CairnError("E_NOT_FOUND", `${iso(o.timestamp ?? 0)} is outside what ${archive.location} can restore to${window ? `: from ${iso(window.from)} to ${iso(window.to)}` : ""}`, { hint: "choose an instant in that window" });
+  }
+  const r = await replayLog({ store: staged, steps: plan.steps, imageFile, pageSize: m.page_size, untilMs: until, start: m.log!, signal: o.signal });
+  if (r.txns > 0) o.logger.info(`applied ${r.txns} shipped transaction(s) from the archive after checkpoint ${m.id}, up to ${iso(until)}`);
+  return { ...r, untilMs: until };
 }
 
 function throwIfInterrupted(signal?: AbortSignal): void {

@@ -9,6 +9,9 @@ import { CairnError, errorMessage } from "../errors.ts";
 import type { StreamEntry, StreamReads } from "./backend.ts";
 import { decodeManifest, decodeStoreInfo, indexPath, type Manifest, MANIFEST_NAME_RE, MAX_MANIFEST_BYTES, MAX_STORE_INFO_BYTES, packPath, SEGMENT_ENTRY_BYTES, STORE_FILE, type StoreInfo } from "./format.ts";
 import { toHex } from "./hash.ts";
+import { LOG_DIR, MAX_SEGMENT_BYTES, segmentOf } from "./log.ts";
+
+const CHAIN_PATH_RE = /^log\/[0-9a-f]{16}\/chain\.json$/;
 import { BLOCK_KIND_DATA, BLOCK_KIND_SEGMENT, decodeBlock, decodeIndex, entryKind, equalBytes, MAX_INDEX_BYTES, PACK_HEADER_BYTES, PACK_MAGIC, readIndexEntry } from "./pack.ts";
 
 /** What the stream gives each data block: its number in the image, and its bytes. */
@@ -87,7 +90,7 @@ export class StreamReader {
    * Stream the whole archive: check every index, pack, segment and block, and hand each data
    * block to `sink` in database order.
    */
-  async streamBlocks(sink: BlockSink, opts: { signal?: AbortSignal } = {}): Promise<Manifest> {
+  async streamBlocks(sink: BlockSink, opts: { signal?: AbortSignal; onLogFile?: (path: string, data: Uint8Array) => void | Promise<void> } = {}): Promise<Manifest> {
     await this.stream.checkWhole?.();
     const it = this.stream.entries();
     try {
@@ -142,7 +145,13 @@ export class StreamReader {
       }
       if (nextSegment !== m.segments.length || segmentPos !== segmentLen) throw this.damaged(`holds ${nextSegment} of ${m.segments.length} segments (truncated)`);
       // the tar must end cleanly too: a cut archive fails here even after the last block
-      const rest = await it.next();
+      // then the shipped log after the checkpoint (archive/export.ts), if any: checked when applied
+      let rest = await it.next();
+      while (!rest.done && rest.value.path.startsWith(`${LOG_DIR}/`) && (segmentOf(rest.value.path) || CHAIN_PATH_RE.test(rest.value.path))) {
+        const data = await this.readWhole(rest.value, MAX_SEGMENT_BYTES);
+        await opts.onLogFile?.(rest.value.path, data);
+        rest = await it.next();
+      }
       if (!rest.done) throw this.damaged(`unexpected entry ${rest.value.path} after the last pack`);
       return m;
     } catch (e) {

@@ -15,7 +15,7 @@ import { toHex } from "./hash.ts";
 import { decodeBlock, INDEX_ENTRY_BYTES, PACK_MAGIC, readIndexEntry } from "./pack.ts";
 import { type BlockLocation, type StoreReader, windowSegments } from "./reader.ts";
 import type { Store } from "./store.ts";
-import { chainPath, decodeSegment, indexLog, LOG_DIR, MAX_SEGMENT_BYTES, type SegmentRef } from "./log.ts";
+import { chainPath, decodeSegment, indexLog, LOG_DIR, MAX_SEGMENT_BYTES, segmentOf, type SegmentRef } from "./log.ts";
 import type { StreamReader } from "./stream-reader.ts";
 
 export interface CheckpointVerdict {
@@ -261,14 +261,31 @@ async function verifyStream(reader: StreamReader, onProgress?: (p: VerifyProgres
   const v: CheckpointVerdict = { id: id!, ok: true, problems: [], blocks: 0, bytes: 0 };
   let lastReport = 0;
   try {
-    const m = await reader.streamBlocks((_b, data) => {
-      v.blocks++;
-      v.bytes += data.length;
-      if (onProgress && v.bytes - lastReport >= 64 * 1024 * 1024) {
-        lastReport = v.bytes;
-        onProgress({ packsDone: 0, packsTotal: 0, bytesDone: v.bytes });
-      }
-    });
+    let prev: string | undefined;
+    const m = await reader.streamBlocks(
+      (_b, data) => {
+        v.blocks++;
+        v.bytes += data.length;
+        if (onProgress && v.bytes - lastReport >= 64 * 1024 * 1024) {
+          lastReport = v.bytes;
+          onProgress({ packsDone: 0, packsTotal: 0, bytesDone: v.bytes });
+        }
+      },
+      {
+        // the shipped log the archive carries: each segment whole and following the one before
+        onLogFile: (path, data) => {
+          const ref = segmentOf(path);
+          if (!ref) return;
+          try {
+            const { header } = decodeSegment(data, ref, reader.location);
+            if (prev !== undefined && header.prev !== prev) throw new CairnError("E_STORE_DAMAGED", `log segment ${reader.location}:${path} does not follow the segment before it`);
+            prev = ref.digest;
+          } catch (e) {
+            v.problems.push(`${errorMessage(e)}: the archive restores only up to the segment before it`);
+          }
+        },
+      },
+    );
     v.bytes = m.db_size_bytes;
   } catch (e) {
     v.problems.push(errorMessage(e));

@@ -143,7 +143,7 @@ describe("point-in-time restore", () => {
       expect(text.stdout.trim().split("\n").at(-1)).toMatch(/^Point-in-time restore: from \d{4}-\d\d-\d\dT[\d:.]+Z to \d{4}-\d\d-\d\dT[\d:.]+Z$/);
       const first = log[0]!.start;
       const last = log.at(-1)!.ack;
-      const instants = [first - 1, last + 1, ...Array.from({ length: 6 }, (_, i) => first + ((last - first) * (i + 0.5)) / 6)].map(Math.round);
+      const instants = [first, last + 1, ...Array.from({ length: 6 }, (_, i) => first + ((last - first) * (i + 0.5)) / 6)].map(Math.round);
       for (const t of instants) {
         const into = join(tmpDir(), "db");
         const r = restoreAt(join(dir, "ckpt"), into, t);
@@ -166,6 +166,21 @@ describe("point-in-time restore", () => {
       const verify = runCairn(["verify-db-checkpoint", join(dir, "ckpt")]);
       expect(verify.code).toBe(0);
       expect(verify.stdout).toMatch(/^Log: OK \(\d+ segments, \d+ transactions/m);
+      // an archive of the newest checkpoint carries the log after it: restored to its last instant, or within it
+      const newest = listed.at(-1)!.id;
+      const tar = join(tmpDir(), "c.tar.zst");
+      expect(runCairn(["export-db-checkpoint", join(dir, "ckpt"), "--checkpoint-id", String(newest), "--output", tar]).code).toBe(0);
+      expect(runCairn(["verify-db-checkpoint", tar]).code).toBe(0);
+      const fromTar = join(tmpDir(), "db");
+      const rt = restoreAt(tar, fromTar);
+      expect(rt.stdout).toMatch(new RegExp(`^Restored from latest \\(${newest}\\) up to \\S+Z successfully\\.\\n$`));
+      audit(blobsOf(join(fromTar, "cairn.db")), log, Date.now());
+      const mid = Math.round((Date.parse(listed.at(-1)!.created) + last) / 2);
+      const fromTarMid = join(tmpDir(), "db");
+      if (mid > Date.parse(listed.at(-1)!.created) + 5) {
+        expect(restoreAt(tar, fromTarMid, mid).code).toBe(0);
+        audit(blobsOf(join(fromTarMid, "cairn.db")), log, mid);
+      }
     } finally {
       await node.stop();
     }

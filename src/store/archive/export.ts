@@ -33,6 +33,7 @@ import { PackLayout } from "../pack-writer.ts";
 import { type BlockLocation, LOC_WORDS, type StoreReader, windowSegments } from "../reader.ts";
 import { type ArchiveCompression, archiveRoot, compressionForName } from "./names.ts";
 import { ArchiveFile, type EntryHeader } from "./writer.ts";
+import { chainPath, indexLog, LOG_DIR, MAX_SEGMENT_BYTES } from "../log.ts";
 
 /** Segments per pack of an archive: 8,192 blocks, 64 MiB of 8 KiB blocks. */
 export const EXPORT_PACK_SEGMENTS = 32;
@@ -58,6 +59,24 @@ export interface ExportResult {
   size_bytes: number;
   packs: number;
   duration_ms: number;
+}
+
+/** The log files (store/log.ts) that bring checkpoint `m` forward on its own chain: its record, then the segments after its image in order. */
+async function logFilesAfter(reader: StoreReader, m: Manifest): Promise<string[]> {
+  if (!m.log) return [];
+  const paths = await reader.source.list(`${LOG_DIR}/${m.log.chain}/`);
+  if (paths.length === 0) return [];
+  const c = (await indexLog(paths, undefined, reader.location)).chains.get(m.log.chain);
+  if (!c) return [];
+  const segs: string[] = [];
+  let txn = m.log.txn;
+  for (const s of c.segments) {
+    if (s.lastTxn <= txn) continue;
+    if (s.firstTxn > txn + 1) break;
+    segs.push(s.path);
+    txn = s.lastTxn;
+  }
+  return segs.length > 0 ? [chainPath(m.log.chain), ...segs] : [];
 }
 
 /** The names of the packs of an archive of `m`: derived from the manifest, so re-exports match. */
@@ -147,6 +166,12 @@ async function exportLocked(
         // a lazy collector does not let the peak drift up with the database size
         Bun.gc(true);
       }
+    }
+    // the shipped log after the checkpoint, on its chain: the archive restores to its last instant
+    for (const f of await logFilesAfter(reader, m)) {
+      check();
+      const data = await reader.source.get(f, MAX_SEGMENT_BYTES);
+      await archive.entry(header(f, data.length), data);
     }
     check();
     await archive.finish();
