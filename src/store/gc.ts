@@ -136,7 +136,7 @@ async function collectIn(dir: string, backend: DirBackend, opts: GcOptions): Pro
         keep.push(i);
       }
     }
-    if (++packsLooked % 16 === 0) Bun.gc(true);
+    if (++packsLooked % 4 === 0) Bun.gc(true);
     if (totalBytes === 0 || liveBytes >= opts.minLiveFraction * totalBytes) continue;
     if (keep.length === 0) dropped.add(packId);
     else {
