@@ -394,6 +394,8 @@ export async function checkpointJob(msg: CheckpointJob): Promise<unknown> {
       stored.shrink();
       // every pack durable before the coordinator renames it into place
       if (init!.sync) await syncPackFiles(init!.tmpDir, written.map((w) => w.packId));
+      // and what the checkpoint left in this worker's heap goes now, not at some later one's
+      Bun.gc(true);
       return { packs: [...written] } satisfies FinishResult;
     }
     case "abort":
