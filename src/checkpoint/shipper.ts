@@ -49,12 +49,13 @@ import {
   type LogPosition,
   newChainId,
   sameDbMark,
+  SEGMENT_HEADER_PREFIX_BYTES,
   segmentOf,
   type SegmentRef,
 } from "../store/log.ts";
 import { type Clock, every, systemClock } from "../util/clock.ts";
 import { crashPoint } from "../util/crash-point.ts";
-import { DIR_MODE, fsyncDir, readOwnFile, writeFileAtomic, writeFileAtomicAsync } from "../util/fsx.ts";
+import { DIR_MODE, fsyncDir, readOwnFile, readOwnFilePrefix, writeFileAtomic, writeFileAtomicAsync } from "../util/fsx.ts";
 
 /** A segment is cut at about this many bytes of pages (before compression). */
 const SEGMENT_TARGET_BYTES = 32 * 1024 * 1024;
@@ -263,16 +264,11 @@ export class Shipper {
   }
 
   private segmentsOf(chain: string): SegmentRef[] {
-    let names: string[];
-    try {
-      names = readdirSync(this.chainDir(chain));
-    } catch {
-      return [];
-    }
-    return names
-      .map((n) => segmentOf(`${LOG_DIR}/${chain}/${n}`))
-      .filter((s): s is SegmentRef => !!s)
-      .sort((a, b) => a.lastTxn - b.lastTxn);
+    return localSegments(this.o.storeDir, chain);
+  }
+
+  private readChain(chain: string): ChainInfo {
+    return decodeChain(readOwnFile(join(this.o.storeDir, chainPath(chain)), 64 * 1024), chainPath(chain));
   }
 
   private chainEndsAt(chain: string, txn: number, prev: string | null): boolean {
@@ -291,7 +287,7 @@ export class Shipper {
     }
     for (const c of chains) {
       try {
-        const info = decodeChain(readOwnFile(join(this.chainDir(c), "chain.json"), 64 * 1024), chainPath(c));
+        const info = this.readChain(c);
         if (info.node_id !== this.o.nodeId) continue;
         const created = Date.parse(info.created);
         if (!best || created > best.created) best = { info, created };
@@ -303,24 +299,18 @@ export class Shipper {
     const last = this.segmentsOf(best.info.chain).at(-1);
     if (!last) return best.info.wal ? { chain: best.info.chain, txn: 0, digest: "", until: 0, wal: best.info.wal } : undefined;
     try {
-      const data = readOwnFile(join(this.o.storeDir, last.path), 64 * 1024 + 1024);
-      const { header } = decodeSegmentHeader(data, last.path);
+      // the header is all that is needed: read it, not the segment
+      const { header } = decodeSegmentHeader(readOwnFilePrefix(join(this.o.storeDir, last.path), SEGMENT_HEADER_PREFIX_BYTES), last.path);
       return { chain: best.info.chain, txn: last.lastTxn, digest: last.digest, until: last.untilMs, wal: header.wal };
     } catch {
-      try {
-        const data = readOwnFile(join(this.o.storeDir, last.path), 1 << 30);
-        const { header } = decodeSegmentHeader(data, last.path);
-        return { chain: best.info.chain, txn: last.lastTxn, digest: last.digest, until: last.untilMs, wal: header.wal };
-      } catch {
-        return undefined;
-      }
+      return undefined;
     }
   }
 
   private continueChain(chain: string, txn: number, prev: string | null, until: number): void {
     let info: ChainInfo;
     try {
-      info = decodeChain(readOwnFile(join(this.chainDir(chain), "chain.json"), 64 * 1024), chainPath(chain));
+      info = this.readChain(chain);
     } catch {
       this.newChain(null, "the chain record could not be read");
       return;
@@ -356,11 +346,10 @@ export class Shipper {
 
   /** The chain's record, before anything of it: its folder, fsynced into the log folder. */
   private writeChainRecord(): void {
-    const dir = this.chainDir(this.chain.chain);
     mkdirSync(join(this.o.storeDir, LOG_DIR), { recursive: true, mode: DIR_MODE });
-    mkdirSync(dir, { recursive: true, mode: DIR_MODE });
+    mkdirSync(this.chainDir(this.chain.chain), { recursive: true, mode: DIR_MODE });
     fsyncDir(join(this.o.storeDir, LOG_DIR));
-    writeFileAtomic(join(dir, "chain.json"), encodeChain(this.chain));
+    writeFileAtomic(join(this.o.storeDir, chainPath(this.chain.chain)), encodeChain(this.chain));
     this.chainWritten = true;
   }
 
@@ -386,12 +375,10 @@ export class Shipper {
 
   /** The chain ends here (what is queued is dropped): a new one starts from the current state. */
   private breakChain(why: string): void {
-    const dropped = this.queue;
     this.queue = [];
     this.queuedBytes = 0;
     this.capture = WalCapture.start(this.o.live).capture;
     for (const w of this.waiters.splice(0)) this.failWaiter(w, new CairnError("E_STORAGE", `the write was committed but could not be shipped: ${why}`));
-    void dropped;
     this.newChain(null, why);
   }
 
@@ -453,7 +440,7 @@ export class Shipper {
       } catch {
         return;
       }
-      const key = `${this.chain.chain}:${this.shippedTxn}:${h.salt1}`;
+      const key = this.restartKey(h.salt1);
       if (this.queue.length > 0 || this.restartNoted === key) return;
       // everything is shipped: the next WAL generation (SQLite adds 1 to salt-1) continues the chain
       await this.writeStateAsync({ nextSalt1: (h.salt1 + 1) >>> 0 });
@@ -494,11 +481,16 @@ export class Shipper {
       return undefined;
     }
     if (!(h.mxFrame > 0 && h.nBackfill >= h.mxFrame)) return undefined;
-    if (this.queue.length === 0 && !this.shipping && this.restartNoted === `${this.chain.chain}:${this.shippedTxn}:${h.salt1}`) return undefined;
+    if (this.queue.length === 0 && !this.shipping && this.restartNoted === this.restartKey(h.salt1)) return undefined;
     return this.beforeWalReset();
   }
 
+  /** Which WAL generation's end was last recorded as the chain's (`nextSalt1`), for this chain and transaction. */
   private restartNoted = "";
+
+  private restartKey(salt1: number): string {
+    return `${this.chain.chain}:${this.shippedTxn}:${salt1}`;
+  }
 
   /** Where the image a checkpoint pins now stands in the log (call right before the pin, same thread). */
   beforePin(): LogPosition {
@@ -586,7 +578,7 @@ export class Shipper {
       this.queue.splice(0, n);
       this.queuedBytes -= bytes;
       this.shippedTxn = batch.at(-1)!.txn;
-      this.prevDigest = seg.path.slice(-68, -4);
+      this.prevDigest = seg.digest;
       this.shippedUntil = until;
       this.lastShippedAt = this.clock.now();
       this.segments++;
@@ -606,6 +598,11 @@ export class Shipper {
     }
   }
 
+  /** Age of the oldest transaction not yet in the local store, in seconds (0: all shipped). */
+  private localLagSeconds(now: number): number {
+    return this.queue.length > 0 ? Math.max(0, now - this.queue[0]!.commitMs) / 1000 : 0;
+  }
+
   private lastLagWarning = 0;
 
   /** Past remote_lag_warning_secs behind: a warning, at most one a minute. */
@@ -613,7 +610,7 @@ export class Shipper {
     if (!this.remote) return;
     const now = this.clock.now();
     const r = this.remote.status(this.chain.chain, now, this.lastTxn);
-    const lagMs = Math.max(r.lag_seconds, this.queue.length > 0 ? (now - this.queue[0]!.commitMs) / 1000 : 0) * 1000;
+    const lagMs = Math.max(r.lag_seconds, this.localLagSeconds(now)) * 1000;
     if (lagMs > this.o.config.remoteLagWarningMs && now - this.lastLagWarning >= 60_000) {
       this.lastLagWarning = now;
       this.o.logger.warn(`WAL shipping to ${r.url} is ${Math.round(lagMs / 1000)} s behind (${r.pending_txns} transaction(s) not there yet${r.last_error ? `; ${r.last_error}` : ""}): a lost host would lose them`);
@@ -623,7 +620,7 @@ export class Shipper {
   status(): ShippingStatus {
     const now = this.clock.now();
     const r0 = this.remote?.status(this.chain.chain, now, this.lastTxn);
-    const localLag = this.queue.length > 0 ? Math.max(0, now - this.queue[0]!.commitMs) / 1000 : 0;
+    const localLag = this.localLagSeconds(now);
     const r = r0 && { ...r0, lag_seconds: Math.max(r0.lag_seconds, localLag) };
     return {
       enabled: true,
@@ -636,7 +633,7 @@ export class Shipper {
       shipped_until: this.shippedUntil ? new Date(this.shippedUntil).toISOString() : null,
       pending_txns: this.queue.length,
       pending_bytes: this.queuedBytes,
-      lag_seconds: this.queue.length > 0 ? Math.max(0, now - this.queue[0]!.commitMs) / 1000 : 0,
+      lag_seconds: localLag,
       segments_written: this.segments,
       failures: this.failures,
       last_error: this.lastError,
@@ -695,10 +692,7 @@ class RemoteLog {
     void (async () => {
       try {
         const there = new Set(await this.backend.random.list(`${LOG_DIR}/${chain}/`));
-        const local = readdirSafe(join(this.storeDir, LOG_DIR, chain))
-          .map((n) => segmentOf(`${LOG_DIR}/${chain}/${n}`))
-          .filter((s): s is SegmentRef => !!s)
-          .sort((a, b) => a.lastTxn - b.lastTxn);
+        const local = localSegments(this.storeDir, chain);
         let have = 0;
         for (const s of local) {
           if (there.has(s.path)) have = Math.max(have, s.lastTxn);
@@ -785,10 +779,16 @@ class RemoteLog {
   }
 }
 
-function readdirSafe(dir: string): string[] {
+/** The segments of `chain` in the local store `storeDir`, in order of their last transaction. */
+function localSegments(storeDir: string, chain: string): SegmentRef[] {
+  let names: string[];
   try {
-    return readdirSync(dir);
+    names = readdirSync(join(storeDir, LOG_DIR, chain));
   } catch {
     return [];
   }
+  return names
+    .map((n) => segmentOf(`${LOG_DIR}/${chain}/${n}`))
+    .filter((s): s is SegmentRef => !!s)
+    .sort((a, b) => a.lastTxn - b.lastTxn);
 }

@@ -30,7 +30,7 @@ import { WorkerPool } from "../util/worker-pool.ts";
 import type { CheckJob } from "./check-job.ts";
 import { rebuildImage } from "./rebuild.ts";
 import { replayLog } from "./replay.ts";
-import { currentChain, indexLog, type InstantPlan, LOG_DIR, type LogPosition, planInstant, windowOf, writeLogOrigin } from "../store/log.ts";
+import { currentChain, indexLog, type InstantPlan, LOG_DIR, type LogIndex, type LogPosition, planInstant, windowOf, writeLogOrigin } from "../store/log.ts";
 import { asideDirFor, describeExisting, type ExistingDatabase, stagingDirFor, swap } from "./target.ts";
 
 export type IntegrityCheck = "none" | "quick" | "full";
@@ -118,15 +118,24 @@ async function planFromLog(o: RestoreOptions, reader: Store): Promise<LogPlan | 
   if (!chain || !index.chains.has(chain)) {
     throw new CairnError("E_NOT_FOUND", `there is no timeline ${o.timeline} in ${reader.location}; timelines there: ${[...index.chains.keys()].join(", ") || "none"}`);
   }
+  return planTo(index, manifests, chain, o.timestamp, reader.location);
+}
+
+/**
+ * The plan to `timestamp` on `chain` (without one, to the newest instant it reaches), or
+ * undefined when no checkpoint of `manifests` can be brought forward and none was asked for.
+ * An instant out of reach is E_NOT_FOUND naming the window there is.
+ */
+function planTo(index: LogIndex, manifests: Manifest[], chain: string, timestamp: number | undefined, location: string): LogPlan | undefined {
   const window = windowOf(index, manifests, chain);
   if (!window) {
-    if (o.timestamp !== undefined) throw new CairnError("E_NOT_FOUND", `${reader.location} has no checkpoint the shipped log of timeline ${chain} can be applied to: it restores only to its checkpoints`);
+    if (timestamp !== undefined) throw new CairnError("E_NOT_FOUND", `${location} has no checkpoint the shipped log of timeline ${chain} can be applied to: it restores only to its checkpoints`);
     return undefined;
   }
-  const until = o.timestamp ?? window.to;
+  const until = timestamp ?? window.to;
   const plan = until >= window.from && until <= window.to ? planInstant(index, manifests, chain, until) : undefined;
   if (!plan) {
-    throw new CairnError("E_NOT_FOUND", `${iso(until)} is outside what ${reader.location} can restore to: from ${iso(window.from)} to ${iso(window.to)} (timeline ${chain})`, {
+    throw new CairnError("E_NOT_FOUND", `${iso(until)} is outside what ${location} can restore to: from ${iso(window.from)} to ${iso(window.to)} (timeline ${chain})`, {
       hint: "choose an instant in that window",
     });
   }
@@ -366,16 +375,11 @@ async function replayArchiveLog(o: RestoreOptions, archive: Store, m: Manifest, 
     return undefined;
   }
   const index = await indexLog(paths, staged.reader!.source, archive.location);
-  const chain = m.log!.chain;
-  const window = windowOf(index, [m], chain);
-  const until = o.timestamp ?? window?.to;
-  const plan = window && until !== undefined && until >= window.from && until <= window.to ? planInstant(index, [m], chain, until) : undefined;
-  if (!plan || until === undefined) {
-    throw new CairnError("E_NOT_FOUND", `${iso(o.timestamp ?? 0)} is outside what ${archive.location} can restore to${window ? `: from ${iso(window.from)} to ${iso(window.to)}` : ""}`, { hint: "choose an instant in that window" });
-  }
-  const r = await replayLog({ store: staged, steps: plan.steps, imageFile, pageSize: m.page_size, untilMs: until, start: m.log!, signal: o.signal });
-  if (r.txns > 0) o.logger.info(`applied ${r.txns} shipped transaction(s) from the archive after checkpoint ${m.id}, up to ${iso(until)}`);
-  return { ...r, untilMs: until };
+  const lp = planTo(index, [m], m.log!.chain, o.timestamp, archive.location);
+  if (!lp) return undefined;
+  const r = await replayLog({ store: staged, steps: lp.plan.steps, imageFile, pageSize: m.page_size, untilMs: lp.untilMs, start: m.log!, signal: o.signal });
+  if (r.txns > 0) o.logger.info(`applied ${r.txns} shipped transaction(s) from the archive after checkpoint ${m.id}, up to ${iso(lp.untilMs)}`);
+  return { ...r, untilMs: lp.untilMs };
 }
 
 function throwIfInterrupted(signal?: AbortSignal): void {

@@ -38,6 +38,8 @@ export const LOG_FORMAT = 1;
 /** Largest segment file read whole; the shipper cuts segments far below it. */
 export const MAX_SEGMENT_BYTES = 512 * 1024 * 1024;
 const MAX_HEADER_BYTES = 64 * 1024;
+/** Bytes from a segment's start that always hold its whole header. */
+export const SEGMENT_HEADER_PREFIX_BYTES = MAGIC.length + 4 + MAX_HEADER_BYTES;
 export const CHAIN_ID_RE = /^[0-9a-f]{16}$/;
 const SEGMENT_NAME_RE = /^(\d{12})-(\d{12})-(\d{13})-(\d{13})-([0-9a-f]{64})\.seg$/;
 
@@ -151,8 +153,8 @@ export function isPosition(p: unknown): p is LogPosition {
   return typeof x === "object" && x !== null && typeof x.chain === "string" && CHAIN_ID_RE.test(x.chain) && Number.isSafeInteger(x.txn) && x.txn >= 0 && Number.isFinite(x.ms) && x.ms >= 0;
 }
 
-/** A segment's bytes and the path (with its digest) to store them under. */
-export function encodeSegment(h: Omit<SegmentHeader, "format" | "raw_bytes" | "compression">, compression: "none" | "zstd", txns: { commitMs: number; dbPages: number; pages: { pgno: number; data: Uint8Array }[] }[]): { path: string; data: Uint8Array } {
+/** A segment's bytes, its digest, and the path (with the digest) to store them under. */
+export function encodeSegment(h: Omit<SegmentHeader, "format" | "raw_bytes" | "compression">, compression: "none" | "zstd", txns: { commitMs: number; dbPages: number; pages: { pgno: number; data: Uint8Array }[] }[]): { path: string; data: Uint8Array; digest: string } {
   let raw = 0;
   for (const t of txns) raw += 16 + t.pages.reduce((n, p) => n + 4 + p.data.byteLength, 0);
   const body = new Uint8Array(raw);
@@ -176,7 +178,8 @@ export function encodeSegment(h: Omit<SegmentHeader, "format" | "raw_bytes" | "c
   new DataView(data.buffer).setUint32(MAGIC.length, header.length, true);
   data.set(header, MAGIC.length + 4);
   data.set(z, MAGIC.length + 4 + header.length);
-  return { path: segmentPath(h, toHex(blockDigest(data))), data };
+  const digest = toHex(blockDigest(data));
+  return { path: segmentPath(h, digest), data, digest };
 }
 
 /** Parse and check a segment against the name it was stored under; E_STORE_DAMAGED naming it. */
@@ -352,11 +355,7 @@ export interface ReplayStep {
 export interface InstantPlan {
   manifest: Manifest;
   steps: ReplayStep[];
-  /** The instant the restored state stands at (ms). */
-  reachedMs: number;
   chain: string;
-  /** Where the restored state stands in the log (the fork point of the node's next chain). */
-  position: LogPosition;
 }
 
 /** The newest instant `m` can be brought to along the history of `chain` (its own chain and what follows it). */
@@ -397,8 +396,6 @@ export function planInstant(index: LogIndex, manifests: Manifest[], chain: strin
   for (const m of candidates) {
     if ((reachableFrom(index, m, chain) ?? -1) < ms) continue;
     const steps: ReplayStep[] = [];
-    let position: LogPosition = { ...m.log! };
-    let reached = m.log!.ms;
     const at = pieces.findIndex((p) => p.chain === m.log!.chain && m.log!.txn <= p.to);
     let txn = m.log!.txn;
     let done = false;
@@ -415,8 +412,6 @@ export function planInstant(index: LogIndex, manifests: Manifest[], chain: strin
         // the segment's own transactions are filtered by time when it is read (replay)
         steps.push({ segment: s, from: txn + 1, to });
         txn = to;
-        position = { chain: p.chain, txn: to, ms };
-        reached = ms;
         if (s.untilMs >= ms && to === s.lastTxn) {
           done = true;
           break;
@@ -424,7 +419,7 @@ export function planInstant(index: LogIndex, manifests: Manifest[], chain: strin
       }
       if (k + 1 < pieces.length && !done) txn = 0;
     }
-    return { manifest: m, steps, reachedMs: Math.max(reached, ms), chain, position: { ...position, ms } };
+    return { manifest: m, steps, chain };
   }
   return undefined;
 }

@@ -70,6 +70,15 @@ export function assertOwnFile(fd: number, path: string): void {
 
 /** Read a whole file of a trusted folder: not through a symlink, and only our own regular file. */
 export function readOwnFile(path: string, maxBytes: number): Uint8Array {
+  return readOwn(path, maxBytes, false);
+}
+
+/** The first `bytes` of such a file (all of it if shorter), with the same checks. */
+export function readOwnFilePrefix(path: string, bytes: number): Uint8Array {
+  return readOwn(path, bytes, true);
+}
+
+function readOwn(path: string, maxBytes: number, prefix: boolean): Uint8Array {
   let fd: number;
   try {
     fd = openSync(path, READ_NO_FOLLOW);
@@ -79,7 +88,7 @@ export function readOwnFile(path: string, maxBytes: number): Uint8Array {
   }
   try {
     assertOwnFile(fd, path);
-    const size = fstatSync(fd).size;
+    const size = prefix ? Math.min(maxBytes, fstatSync(fd).size) : fstatSync(fd).size;
     if (size > maxBytes) throw new CairnError("E_STORE_DAMAGED", `${path} is ${size} bytes, more than such a file can be (${maxBytes})`);
     const buf = new Uint8Array(size);
     return buf.subarray(0, preadFully(fd, buf, 0, size, 0));
