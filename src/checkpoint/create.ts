@@ -40,7 +40,7 @@ import { emptyDirNoFollow } from "../util/fsx.ts";
 import { WorkerPool } from "../util/worker-pool.ts";
 import { VERSION } from "../version.ts";
 import type { CheckpointJob, FinishResult, RangeJob, RangeResult, SampleJob, SnapshotSpec } from "./jobs.ts";
-import { locateSegments, packsOf, type PreviousCheckpoint, type SegmentPlace, segmentRef, segmentTable } from "./segments.ts";
+import { locateSegments, packsOf, type PreviousCheckpoint, type SegmentPlace, segmentPacksOf, segmentRef, segmentTable } from "./segments.ts";
 import { pinSnapshot } from "./snapshot.ts";
 import type { LogPosition } from "../store/log.ts";
 
@@ -188,6 +188,7 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
       segment_blocks: SEGMENT_BLOCKS,
       segments: image.segments,
       packs,
+      segment_packs: segmentPacksOf(table, packs),
       db_totals: image.totals,
       stats: {
         started: started.toISOString(),

@@ -20,6 +20,7 @@ import { type Backend, isReadWrite } from "../store/backend.ts";
 import { pushCheckpoints } from "../store/copy.ts";
 import { DirBackend } from "../store/dir/backend.ts";
 import { locationOf, openTarget } from "../store/open.ts";
+import { remapSegmentPacks } from "../store/format.ts";
 import { StoreReader } from "../store/reader.ts";
 import { applyLocalRetention } from "../store/retention.ts";
 import { type Clock, sleepOn, systemClock } from "../util/clock.ts";
@@ -352,7 +353,9 @@ export class CheckpointManager {
         // the cached checkpoint's blocks are in the rewritten packs now
         const renamed = new Map(r.gc.renamed);
         renamePacks(cached.locations, renamed);
-        cached.manifest.packs = cached.manifest.packs.map((p) => renamed.get(p) ?? p).sort();
+        const packs = cached.manifest.packs.map((p) => renamed.get(p) ?? p).sort();
+        cached.manifest.segment_packs = remapSegmentPacks(cached.manifest, packs, renamed);
+        cached.manifest.packs = packs;
       }
       if (r.gc && (r.gc.removedPacks > 0 || r.gc.rewrittenPacks > 0)) {
         logger.info(`garbage collection: ${r.gc.removedPacks} pack(s) removed, ${r.gc.rewrittenPacks} rewritten, ${formatBytes(r.gc.freedBytes)} freed`);

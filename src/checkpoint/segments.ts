@@ -101,6 +101,19 @@ export function packsOf(t: SegmentTable): string[] {
   return t.packIds.filter((_, i) => used[i]).sort();
 }
 
+/** For each segment, the numbers in `packs` (packsOf(t)) of the packs its blocks are in: the manifest's hint. */
+export function segmentPacksOf(t: SegmentTable, packs: string[]): number[][] {
+  const at = new Map(packs.map((p, i) => [p, i]));
+  const number = t.packIds.map((id) => at.get(id) ?? -1);
+  const out: number[][] = [];
+  for (let s = 0; s + 1 < t.blockPacksAt.length; s++) {
+    const l: number[] = [];
+    for (let i = t.blockPacksAt[s]!; i < t.blockPacksAt[s + 1]!; i++) l.push(number[t.blockPacks[i]!]!);
+    out.push(l.sort((a, b) => a - b));
+  }
+  return out;
+}
+
 /** After garbage collection rewrote packs: the same segments, in the packs their blocks were copied to. */
 export function renamePacks(t: SegmentTable, renamed: Map<string, string>): void {
   t.packIds = t.packIds.map((id) => renamed.get(id) ?? id);

@@ -10,7 +10,7 @@ import { CairnError } from "../errors.ts";
 import { DigestTable } from "../store/digest-table.ts";
 import { type Manifest, SEGMENT_ENTRY_BYTES } from "../store/format.ts";
 import { equalBytes } from "../store/pack.ts";
-import { LOC_WORDS, type StoreReader, windowSegments } from "../store/reader.ts";
+import { hintedPacks, LOC_WORDS, type StoreReader, windowSegments } from "../store/reader.ts";
 import type { Store } from "../store/store.ts";
 import type { StreamReader } from "../store/stream-reader.ts";
 import { WorkerPool } from "../util/worker-pool.ts";
@@ -220,7 +220,7 @@ async function fromObjects(
       );
       const todo = here.filter((r) => !done.has(r));
       if (todo.length === 0) continue;
-      await reader.locateList(m.packs, listBytes, count, loc, (b) => `checkpoint ${m.id}: block ${firstBlock + b}`, scratch);
+      await reader.locateList(m.packs, listBytes, count, loc, (b) => `checkpoint ${m.id}: block ${firstBlock + b}`, scratch, hintedPacks(m, s0, nseg));
       // locating a window leaves its index reads behind: collect them before the next
       Bun.gc(true);
       let next = 0;

@@ -85,6 +85,12 @@ export interface Manifest {
   segments: string[];
   /** Every pack holding a block or segment this checkpoint needs. */
   packs: string[];
+  /**
+   * For each segment, the numbers (in `packs`) of the packs its blocks are in. A hint that lets
+   * verify read only those packs' indexes for a segment; a block not found there is looked for
+   * in every pack of the checkpoint, so a wrong hint costs time, never a verdict.
+   */
+  segment_packs?: number[][];
   db_totals: { blob_count: number; blob_bytes: number };
   stats: ManifestStats;
   /** Where the image stands in the shipped log (store/log.ts), when WAL shipping was on. */
@@ -125,7 +131,6 @@ export function packFileOf(path: string): { packId: string; ext: "pack" | "idx" 
 
 // ---- segments --------------------------------------------------------------------------------
 
-/** One segment entry: BLAKE3 digest (32) + quick hash (8). */
 /** One block-list entry: BLAKE3 digest (32) + quick hash (8); a segment is SEGMENT_BLOCKS of them. */
 export const SEGMENT_ENTRY_BYTES = 40;
 
@@ -184,6 +189,14 @@ function manifestProblem(m: Manifest): string | undefined {
   if (!Array.isArray(m.packs)) return "has no pack list";
   for (const p of m.packs) if (typeof p !== "string" || !PACK_ID_RE.test(p)) return `names a pack that is not a pack id: ${JSON.stringify(String(p).slice(0, 80))}`;
   if (new Set(m.packs).size !== m.packs.length) return "names a pack twice";
+  if (m.segment_packs !== undefined) {
+    const sp = m.segment_packs;
+    if (!Array.isArray(sp) || sp.length !== m.segments.length) return "has a segment pack list that does not match its segments";
+    for (const l of sp) {
+      if (!Array.isArray(l)) return "has a segment pack list that is not a list of pack numbers";
+      for (const p of l) if (!isCount(p, m.packs.length - 1)) return `has a segment pack number out of range: ${JSON.stringify(p)}`;
+    }
+  }
   if (typeof m.db_totals !== "object" || m.db_totals === null || !isCount(m.db_totals.blob_count) || !isCount(m.db_totals.blob_bytes)) return "has no valid blob totals";
   const st = m.stats;
   if (typeof st !== "object" || st === null || !isCount(st.new_bytes) || !isCount(st.duration_ms) || !isCount(st.new_blocks) || !isCount(st.logical_bytes)) return "has no valid stats";
@@ -196,6 +209,17 @@ function manifestProblem(m: Manifest): string | undefined {
 
 export function encodeStoreInfo(info: StoreInfo): Uint8Array {
   return new TextEncoder().encode(`${JSON.stringify(info, null, 2)}\n`);
+}
+
+/**
+ * The segment pack hints of a manifest whose pack list becomes `packs` (packs renamed by
+ * `renamed`, dropped ones gone): each number moved to the pack's new place, a dropped one left out.
+ */
+export function remapSegmentPacks(m: Pick<Manifest, "packs" | "segment_packs">, packs: string[], renamed: Map<string, string>): number[][] | undefined {
+  if (!m.segment_packs) return undefined;
+  const at = new Map(packs.map((p, i) => [p, i]));
+  const moved = m.packs.map((p) => at.get(renamed.get(p) ?? p) ?? -1);
+  return m.segment_packs.map((l) => [...new Set(l.map((p) => moved[p]!).filter((p) => p >= 0))].sort((a, b) => a - b));
 }
 
 export function decodeStoreInfo(data: Uint8Array, name: string): StoreInfo {

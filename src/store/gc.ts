@@ -28,7 +28,7 @@ import { DirBackend } from "./dir/backend.ts";
 import { publishPackFiles, writeManifestFile } from "./dir/writer.ts";
 import { DigestBloom } from "./bloom.ts";
 import { DigestTable } from "./digest-table.ts";
-import { indexPath, type Manifest, packFileOf, packPath, SEGMENT_ENTRY_BYTES } from "./format.ts";
+import { indexPath, type Manifest, packFileOf, packPath, remapSegmentPacks, SEGMENT_ENTRY_BYTES } from "./format.ts";
 import { fromHex } from "./hash.ts";
 import { INDEX_ENTRY_BYTES, readIndexEntry } from "./pack.ts";
 import { PackFile } from "./pack-writer.ts";
@@ -148,7 +148,10 @@ async function collectIn(dir: string, backend: DirBackend, opts: GcOptions): Pro
   // the new packs exist (synced): every manifest names them instead, each rewritten once
   for (const m of manifests) {
     if (!m.packs.some((p) => renamed.has(p) || dropped.has(p))) continue;
-    m.packs = [...new Set(m.packs.filter((p) => !dropped.has(p)).map((p) => renamed.get(p) ?? p))].sort();
+    const packs = [...new Set(m.packs.filter((p) => !dropped.has(p)).map((p) => renamed.get(p) ?? p))].sort();
+    const segmentPacks = remapSegmentPacks(m, packs, renamed);
+    m.packs = packs;
+    if (segmentPacks) m.segment_packs = segmentPacks;
     const { checksum: _, ...rest } = m;
     writeManifestFile(dir, rest);
     crashPoint("gc:manifest-rewritten");

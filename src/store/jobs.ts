@@ -6,7 +6,7 @@ import { CairnError } from "../errors.ts";
 import { DirBackend } from "./dir/backend.ts";
 import { type Manifest, SEGMENT_ENTRY_BYTES } from "./format.ts";
 import { collectGarbage, type GcOptions } from "./gc.ts";
-import { LOC_WORDS, StoreReader, windowSegments } from "./reader.ts";
+import { hintedPacks, LOC_WORDS, StoreReader, windowSegments } from "./reader.ts";
 
 export type StoreJob =
   | { job: "store"; op: "locateSegments"; storeDir: string; manifestId: number }
@@ -44,7 +44,7 @@ async function locateSegments(storeDir: string, manifestId: number): Promise<{ m
       const entries = await reader.segmentEntries(m, where, first, n);
       const count = entries.length / SEGMENT_ENTRY_BYTES;
       if (out.length < count * LOC_WORDS) out = new Uint32Array(count * LOC_WORDS);
-      await reader.locateList(m.packs, entries, count, out, (b) => `checkpoint ${m.id}: block ${first * m.segment_blocks + b}`);
+      await reader.locateList(m.packs, entries, count, out, (b) => `checkpoint ${m.id}: block ${first * m.segment_blocks + b}`, undefined, hintedPacks(m, first, n));
       for (let k = 0; k < n; k++) {
         const packs = new Set<number>();
         const end = Math.min(count, (k + 1) * m.segment_blocks);

@@ -43,14 +43,24 @@ export const LOC_WORDS = 5;
 const INDEX_CACHE_BYTES = 4 * 1024 * 1024;
 
 /**
- * How many segments a reader walking a whole checkpoint (restore, export) locates at a time:
- * at least 64 (16 Ki blocks, 128 MiB of image: memory stays flat for ordinary databases), at
- * most a sixteenth of the checkpoint (so the indexes are scanned 16 times at most, however
- * large it is), a multiple of `multiple`.
+ * How many segments a reader walking a whole checkpoint (verify, restore, export) locates at a
+ * time, a multiple of `multiple`. With the manifest's segment pack hints a window reads only
+ * its own segments' packs' indexes, so it stays small (memory flat whatever the size of the
+ * checkpoint); without them each window scans every index, so it is at least 64 segments
+ * (16 Ki blocks) and at most a sixteenth of the checkpoint (16 scans at most).
  */
 export function windowSegments(m: Manifest, multiple: number): number {
-  const n = Math.max(64, Math.ceil(m.segments.length / 16));
+  const n = m.segment_packs ? HINTED_WINDOW_SEGMENTS : Math.max(HINTED_WINDOW_SEGMENTS, Math.ceil(m.segments.length / 16));
   return Math.ceil(n / multiple) * multiple;
+}
+const HINTED_WINDOW_SEGMENTS = 64;
+
+/** The numbers in m.packs of the packs the manifest's hints place segments [first, first + n)'s blocks in, ascending (none without hints). */
+export function hintedPacks(m: Manifest, first: number, n: number): number[] {
+  if (!m.segment_packs) return [];
+  const set = new Set<number>();
+  for (let s = first; s < Math.min(first + n, m.segments.length); s++) for (const p of m.segment_packs[s]!) set.add(p);
+  return [...set].sort((a, b) => a - b);
 }
 
 export class StoreReader {
@@ -200,16 +210,29 @@ export class StoreReader {
    * Where each of `count` blocks of a block list (SEGMENT_ENTRY_BYTES each) is among `packIds`:
    * LOC_WORDS u32 per block, written into `out` (a shared buffer, for workers). Memory is that
    * of the list, whatever the size of the store: the indexes are scanned, not loaded together.
-   * Throws E_STORE_DAMAGED naming the first block in none of the packs.
+   * Throws E_STORE_DAMAGED naming the first block in none of the packs. The packs numbered in
+   * `first` (hintedPacks) are scanned before the others, which are scanned only if a block is
+   * still not found: a wrong hint costs time, never an answer.
    */
-  async locateList(packIds: string[], list: Uint8Array, count: number, out: Uint32Array, what: (b: number) => string, scratch?: DigestTable): Promise<void> {
+  async locateList(
+    packIds: string[],
+    list: Uint8Array,
+    count: number,
+    out: Uint32Array,
+    what: (b: number) => string,
+    scratch?: DigestTable,
+    first: number[] = [],
+  ): Promise<void> {
     const table = scratch && scratch.capacity >= count * 2 ? scratch.clear() : DigestTable.create(count);
     for (let b = 0; b < count; b++) table.insertAt(list, b * SEGMENT_ENTRY_BYTES, b);
     let distinct = 0;
     for (let b = 0; b < count; b++) if (table.getAt(list, b * SEGMENT_ENTRY_BYTES) === b) distinct++;
     const found = new Uint8Array(count);
     let foundCount = 0;
-    for (let p = 0; p < packIds.length && foundCount < distinct; p++) {
+    const early = new Set(first);
+    const order = [...first, ...Array.from(packIds.keys()).filter((p) => !early.has(p))];
+    for (let k = 0; k < order.length && foundCount < distinct; k++) {
+      const p = order[k]!;
       const idx = await this.indexForScan(packIds[p]!);
       const dv = new DataView(idx.entries.buffer, idx.entries.byteOffset, idx.entries.byteLength);
       for (let i = 0; i < idx.count; i++) {

@@ -5,15 +5,17 @@
  *
  * Memory does not grow with the store: the packs are checked one at a time, keeping only what
  * is wrong; then each checkpoint's blocks are found in its packs' indexes a window of segments
- * at a time, and a segment already found whole for one checkpoint is not looked for again for
- * another that names the same packs (checkpoints share most of their segments).
+ * at a time (with the manifest's segment pack hints, a fixed window reading only the indexes of
+ * the packs its segments' blocks are in), and a segment already found whole for one checkpoint
+ * is not looked for again for another that names the same packs (checkpoints share most of
+ * their segments).
  */
 import { CairnError, errorMessage } from "../errors.ts";
 import { DigestTable } from "./digest-table.ts";
 import { type Manifest, packPath, SEGMENT_ENTRY_BYTES } from "./format.ts";
 import { toHex } from "./hash.ts";
 import { decodeBlock, INDEX_ENTRY_BYTES, PACK_MAGIC, readIndexEntry } from "./pack.ts";
-import { type BlockLocation, type StoreReader, windowSegments } from "./reader.ts";
+import { type BlockLocation, hintedPacks, type StoreReader, windowSegments } from "./reader.ts";
 import type { Store } from "./store.ts";
 import { chainPath, decodeSegment, indexLog, LOG_DIR, MAX_SEGMENT_BYTES, segmentOf, type SegmentRef } from "./log.ts";
 import type { StreamReader } from "./stream-reader.ts";
@@ -186,6 +188,9 @@ async function verifyOne(
     if (packs && packs.every((p) => mine.has(p))) v.blocks += blocksIn(s);
     else todo.push(s);
   });
+  // with the manifest's hints a window reads only its segments' packs' indexes, so it can be
+  // small and memory stays that of a window; without them each window scans every index
+  const intactNumber = new Map(intact.map((p, i) => [p, i]));
   const window = windowSegments(m, 1);
   for (let w = 0; w < todo.length; w += window) {
     const segs = todo.slice(w, w + window);
@@ -193,9 +198,20 @@ async function verifyOne(
     for (const [k, s] of segs.entries()) {
       if (lists[k]!.length !== blocksIn(s) * SEGMENT_ENTRY_BYTES) throw new CairnError("E_STORE_DAMAGED", `checkpoint ${m.id}: segment ${s} has the wrong length`);
     }
-    const found = await findBlocks(reader, intact, damage, lists);
-    // the window's lists and the indexes it read again are garbage now
-    Bun.gc(true);
+    // the packs the hints name for the window's segments first (all of them without hints);
+    // a block they do not place (a damaged pack, a wrong hint) is looked for in the others
+    const hinted = new Set<number>();
+    for (const s of segs) for (const p of hintedPacks(m, s, 1)) if (intactNumber.has(m.packs[p]!)) hinted.add(intactNumber.get(m.packs[p]!)!);
+    const first = m.segment_packs ? [...hinted].sort((a, b) => a - b) : intact.map((_, p) => p);
+    const found = remap(await findBlocks(reader, first.map((p) => intact[p]!), damage, lists), first);
+    if (found.some((f) => f.includes(-1))) {
+      const scanned = new Set(first);
+      const rest = intact.flatMap((_, p) => (scanned.has(p) ? [] : [p]));
+      const more = remap(await findBlocks(reader, rest.map((p) => intact[p]!), damage, lists), rest);
+      found.forEach((f, k) => f.forEach((p, b) => p < 0 && (f[b] = more[k]![b]!)));
+    }
+    // the windows' lists and the indexes they read are garbage now
+    if ((w / window) % GC_EVERY_WINDOWS === GC_EVERY_WINDOWS - 1) Bun.gc(true);
     for (const [k, s] of segs.entries()) {
       const packs = new Set<string>();
       let whole = true;
@@ -213,6 +229,15 @@ async function verifyOne(
     }
   }
   if (v.problems.length === 0) v.bytes = m.db_size_bytes;
+}
+
+/** Windows between two full collections. */
+const GC_EVERY_WINDOWS = 8;
+
+/** Numbers into a subset (`numbers[i]` for i ≥ 0) made numbers into the whole. */
+function remap(found: Int32Array[], numbers: number[]): Int32Array[] {
+  for (const f of found) for (let b = 0; b < f.length; b++) if (f[b]! >= 0) f[b] = numbers[f[b]!]!;
+  return found;
 }
 
 /**

@@ -290,8 +290,11 @@ describe("export, then list / verify / restore from the archive", () => {
       expect(am.packs.length).toBeGreaterThanOrEqual(2);
       for (const p of am.packs) expect(p).toMatch(/^[0-9a-f]{32}$/);
       expect(new Set(am.packs).size).toBe(am.packs.length);
+      // the same manifest but for its packs (the archive's own) and the store's segment pack hints
+      expect(m2.segment_packs).toHaveLength(m2.segments.length);
+      expect(am.segment_packs).toBeUndefined();
       const { packs: _p, checksum: _c, ...amRest } = am;
-      const { packs: _sp, checksum: _sc, ...m2Rest } = m2;
+      const { packs: _sp, checksum: _sc, segment_packs: _h, ...m2Rest } = m2;
       expect(amRest).toEqual(m2Rest);
       const names = gnuTarList(out, f.ext);
       expect(names).toEqual(expectedNames(2, am.packs));

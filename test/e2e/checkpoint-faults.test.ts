@@ -10,6 +10,8 @@ import { readIndexEntry } from "../../src/store/pack.ts";
 import { toHex } from "../../src/store/hash.ts";
 import { DirBackend } from "../../src/store/dir/backend.ts";
 import { StoreReader } from "../../src/store/reader.ts";
+import { writeManifestFile } from "../../src/store/dir/writer.ts";
+import { segmentPacksFound } from "../helpers/store-fixture.ts";
 import { admin, auditDb, createCheckpoint, flipByte, leftovers, listJson, materialize, putAll, verify } from "../helpers/checkpoint.ts";
 import { pseudoRandomBytes, sha256, startNode } from "../helpers/node.ts";
 import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
@@ -255,6 +257,30 @@ describe("verify-db-checkpoint finds damage", () => {
     flipByte(m2);
     flipByte(m1, 40);
     expectVerdicts(verify(store), [1], m1);
+  }, 30_000);
+
+  test("the node's segment pack hints are exact; hints that are wrong or missing cost time, never a verdict", async () => {
+    const reader = new StoreReader(new DirBackend(join(template, "checkpoints")));
+    for (const id of [1, 2]) {
+      const m = await reader.manifest(id);
+      expect(m.segment_packs).toEqual(await segmentPacksFound(reader, m));
+    }
+    const rewrite = async (store: string, hints: (m: { packs: string[]; segments: string[] }) => number[][] | undefined) => {
+      const { checksum: _, ...m2 } = await new StoreReader(new DirBackend(store)).manifest(2);
+      writeManifestFile(store, { ...m2, segment_packs: hints(m2) });
+    };
+    const onlyB = (m: { packs: string[]; segments: string[] }) => m.segments.map(() => [m.packs.indexOf(packB)]);
+    for (const hints of [onlyB, (m: { segments: string[] }) => m.segments.map(() => []), () => undefined]) {
+      const store = copyStore();
+      await rewrite(store, hints);
+      expect(verify(store).code).toBe(0);
+    }
+    // a wrong hint does not hide damage in the pack it leaves out
+    const store = copyStore();
+    await rewrite(store, onlyB);
+    const a = join(store, packPath(packA));
+    const off = flipByte(a);
+    expectVerdicts(verify(store), await needingBlockAt(store, packA, off), a);
   }, 30_000);
 
   test("a deleted pack file: the checkpoints needing it are damaged, the pack is named", async () => {

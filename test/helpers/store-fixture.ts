@@ -55,6 +55,8 @@ export interface AddOptions {
   /** Close the open pack before the segments are stored (so they get packs of their own). */
   segmentsInOwnPack?: boolean;
   segmentBlocks?: number;
+  /** Leave the segment pack hints out of the manifest (as manifests written before them). */
+  noSegmentPacks?: boolean;
 }
 
 export class StoreFixture {
@@ -144,6 +146,14 @@ export class StoreFixture {
       store(digest, seg, BLOCK_KIND_SEGMENT);
     }
     close();
+    const packs = [...needed].sort();
+    const segmentPacks = segments.map((_, s) => {
+      const at = new Set<number>();
+      for (let b = s * segmentBlocks; b < Math.min(blockCount, (s + 1) * segmentBlocks); b++) {
+        at.add(packs.indexOf(this.placed.get(toHex(list.subarray(b * SEGMENT_ENTRY_BYTES, b * SEGMENT_ENTRY_BYTES + 32)))!.packId));
+      }
+      return [...at].sort((x, y) => x - y);
+    });
 
     const m: Omit<Manifest, "checksum"> = {
       format: STORE_FORMAT,
@@ -158,7 +168,8 @@ export class StoreFixture {
       block_count: blockCount,
       segment_blocks: segmentBlocks,
       segments,
-      packs: [...needed].sort(),
+      packs,
+      ...(opts.noSegmentPacks ? {} : { segment_packs: segmentPacks }),
       db_totals: { blob_count: id * 10, blob_bytes: id * 1000 },
       stats: {
         started: new Date(Date.UTC(2024, 0, 2, 3, 4, id)).toISOString(),
@@ -231,4 +242,17 @@ export async function readImage(reader: StoreReader, m: Manifest): Promise<Uint8
     out.set(await reader.block(loc), b * m.block_size);
   }
   return out;
+}
+
+/** For each segment of `m`, the numbers in m.packs of the packs its blocks are found in: what its segment_packs should say. */
+export async function segmentPacksFound(reader: StoreReader, m: Manifest): Promise<number[][]> {
+  const list = await reader.blockList(m);
+  const where = await reader.locateSome(m.packs, [...new Set(listDigests(list))]);
+  return m.segments.map((_, s) => {
+    const at = new Set<number>();
+    for (let b = s * m.segment_blocks; b < Math.min(m.block_count, (s + 1) * m.segment_blocks); b++) {
+      at.add(m.packs.indexOf(where.get(toHex(list.subarray(b * SEGMENT_ENTRY_BYTES, b * SEGMENT_ENTRY_BYTES + 32)))!.packId));
+    }
+    return [...at].sort((x, y) => x - y);
+  });
 }

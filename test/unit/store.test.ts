@@ -23,6 +23,7 @@ import {
   MAX_DB_BYTES,
   packFileOf,
   packPath,
+  remapSegmentPacks,
   SEGMENT_BLOCKS,
   SEGMENT_ENTRY_BYTES,
   sameStore,
@@ -56,7 +57,7 @@ import { expiredCheckpoints } from "../../src/store/retention.ts";
 import { treeSnapshot } from "../helpers/checkpoint.ts";
 import { expectCode, rejected } from "../helpers/errors.ts";
 import { pseudoRandomBytes } from "../helpers/node.ts";
-import { type FixtureCheckpoint, listDigests, makeImage, readImage, StoreFixture } from "../helpers/store-fixture.ts";
+import { type FixtureCheckpoint, listDigests, makeImage, readImage, segmentPacksFound, StoreFixture } from "../helpers/store-fixture.ts";
 import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
 
 cleanTmpDirsAfterEach();
@@ -94,6 +95,7 @@ function goodManifest(): Omit<Manifest, "checksum"> {
     segment_blocks: SEGMENT_BLOCKS,
     segments: [hex64(1)],
     packs: [PACK_A, PACK_B],
+    segment_packs: [[0, 1]],
     db_totals: { blob_count: 2, blob_bytes: 1000 },
     stats: { started: "2024-05-06T07:08:08.000Z", duration_ms: 12, logical_bytes: 24576, new_blocks: 3, new_bytes: 25000, blocks_rehashed: 3 },
   };
@@ -144,6 +146,10 @@ describe("format: manifests", () => {
     ["a segment that is a digest too short", (m) => void (m.segments = [hex64(1).slice(2)]), /names a segment that is not a digest/],
     ["too many segments", (m) => void (m.segments = [hex64(1), hex64(2)]), /segment list that does not match/],
     ["no segments", (m) => void (m.segments = []), /segment list that does not match/],
+    ["segment pack hints for another number of segments", (m) => void (m.segment_packs = [[0], [1]]), /segment pack list that does not match/],
+    ["a segment pack number past its packs", (m) => void (m.segment_packs = [[0, 2]]), /segment pack number out of range: 2/],
+    ["a segment pack number that is not a number", (m) => void (m.segment_packs = [["0" as unknown as number]]), /segment pack number out of range/],
+    ["segment pack hints that are not lists", (m) => void (m.segment_packs = [0 as unknown as number[]]), /not a list of pack numbers/],
     ["a node id with a slash", (m) => void (m.node_id = "a/b"), /no valid node id/],
     ["an empty node id", (m) => void (m.node_id = ""), /no valid node id/],
     ["a node id of 200 characters", (m) => void (m.node_id = "n".repeat(200)), /no valid node id/],
@@ -174,6 +180,14 @@ describe("format: manifests", () => {
     expectCode(e, "E_STORE_FORMAT", /format 2 is newer/);
     expect(e.hint).toMatch(/newer cairn/);
   });
+});
+
+test("remapSegmentPacks moves each hint to its pack's new place and leaves a dropped pack out", () => {
+  const m = { ...goodManifest(), packs: [PACK_A, PACK_B, "1".repeat(32)], segment_packs: [[0, 1], [2], [0, 2]] } as Manifest;
+  const fresh = "0".repeat(32);
+  // A rewritten to a pack sorting first, B dropped
+  expect(remapSegmentPacks(m, [fresh, "1".repeat(32)], new Map([[PACK_A, fresh]]))).toEqual([[0], [1], [0, 1]]);
+  expect(remapSegmentPacks({ ...m, segment_packs: undefined }, m.packs, new Map())).toBeUndefined();
 });
 
 describe("format: store info", () => {
@@ -820,6 +834,9 @@ describe("garbage collection", () => {
     expect(await reader.manifestIds()).toEqual([2]);
     // the remaining checkpoint reads back whole, every block checked against its digest
     expect(await readImage(reader, m)).toEqual(c2.image);
+    // its segment pack hints follow the blocks into the new pack
+    expect(m.segment_packs).toEqual(await segmentPacksFound(reader, m));
+    expect(m.segment_packs!.flat()).toContain(m.packs.indexOf(fresh));
     // a collection with nothing to do does nothing
     const r3 = await collectGarbage(fx.dir, { minLiveFraction: 0.5, sync: false, checkpointsRemoved: true });
     expect(r3).toEqual({ removedPacks: 0, rewrittenPacks: 0, freedBytes: 0 });
@@ -831,7 +848,8 @@ describe("garbage collection", () => {
     // manifest 2 names B too (as a manifest naming more packs than it needs would)
     const reader = new StoreReader(new DirBackend(fx.dir));
     const { checksum: _, ...m2 } = await reader.manifest(2);
-    writeManifestFile(fx.dir, { ...m2, packs: [...m2.packs, B].sort() });
+    const packs = [...m2.packs, B].sort();
+    writeManifestFile(fx.dir, { ...m2, packs, segment_packs: remapSegmentPacks(m2, packs, new Map()) });
     const r = await collectGarbage(fx.dir, { minLiveFraction: 0.5, sync: false, checkpointsRemoved: true });
     // C (named by no manifest) and B (named, but holding nothing needed) go; A is rewritten
     expect({ removed: r.removedPacks, rewritten: r.rewrittenPacks }).toEqual({ removed: 2, rewritten: 1 });
@@ -843,6 +861,7 @@ describe("garbage collection", () => {
     expect(existsSync(join(fx.dir, packPath(B)))).toBe(false);
     expect(existsSync(join(fx.dir, indexPath(B)))).toBe(false);
     expect(await readImage(new StoreReader(new DirBackend(fx.dir)), m)).toEqual(c2.image);
+    expect(m.segment_packs).toEqual(await segmentPacksFound(new StoreReader(new DirBackend(fx.dir)), m));
   });
 
   test("a damaged manifest makes it collect nothing (E_STORE_DAMAGED, every file intact)", async () => {

@@ -30,7 +30,7 @@ import {
 import { blockDigest, toHex } from "../hash.ts";
 import { decodeBlock, PACK_MAGIC } from "../pack.ts";
 import { PackLayout } from "../pack-writer.ts";
-import { type BlockLocation, LOC_WORDS, type StoreReader, windowSegments } from "../reader.ts";
+import { type BlockLocation, hintedPacks, LOC_WORDS, type StoreReader, windowSegments } from "../reader.ts";
 import { type ArchiveCompression, archiveRoot, compressionForName } from "./names.ts";
 import { ArchiveFile, type EntryHeader } from "./writer.ts";
 import { chainPath, indexLog, LOG_DIR, MAX_SEGMENT_BYTES } from "../log.ts";
@@ -93,7 +93,8 @@ export async function exportCheckpoint(o: ExportOptions): Promise<ExportResult> 
   const info = await reader.info();
   const m = await reader.manifest(o.checkpointId);
   const packIds = exportPackIds(m);
-  const { checksum: _old, ...rest } = m;
+  // the archive's packs are its own, so the store's segment pack hints do not hold there
+  const { checksum: _old, segment_packs: _hints, ...rest } = m;
   const exported = encodeManifest({ ...rest, packs: packIds });
   const segmentsAt = await reader.locateSome(m.packs, m.segments);
 
@@ -155,7 +156,7 @@ async function exportLocked(
       const list = await reader.segmentEntries(m, segmentsAt, w0, nseg);
       const count = list.length / SEGMENT_ENTRY_BYTES;
       const firstBlock = w0 * m.segment_blocks;
-      await reader.locateList(m.packs, list, count, loc, (b) => `checkpoint ${m.id}: block ${firstBlock + b}`, scratch);
+      await reader.locateList(m.packs, list, count, loc, (b) => `checkpoint ${m.id}: block ${firstBlock + b}`, scratch, hintedPacks(m, w0, nseg));
       for (let p0 = w0; p0 < w0 + nseg; p0 += EXPORT_PACK_SEGMENTS) {
         check();
         const k = p0 / EXPORT_PACK_SEGMENTS;
