@@ -31,7 +31,7 @@ import { RemoteReplicator } from "./replicator.ts";
 import { BUSY_MESSAGE, type CheckpointRun, type CheckpointStatus } from "./run.ts";
 import { PeriodicSchedule } from "./scheduler.ts";
 import type { Shipper } from "./shipper.ts";
-import { locateSegments, type PreviousCheckpoint, renamePacks } from "./segments.ts";
+import { locateSegments, type PreviousCheckpoint, relocateAfterRewrite } from "./segments.ts";
 
 /** Garbage collection looks for dead blocks once the store has gained this share of its size since it last did. */
 const DEAD_BLOCK_SEARCH_FRACTION = 0.05;
@@ -350,12 +350,21 @@ export class CheckpointManager {
       if (r.removed.length > 0) logger.info(`retention removed checkpoint(s) ${r.removed.join(", ")}`);
       const cached = this.cache.current;
       if (r.gc?.renamed?.length && cached && resolve(cached.dir) === resolve(dir)) {
-        // the cached checkpoint's blocks are in the rewritten packs now
+        // the cached checkpoint's segments and blocks are in the rewritten packs now
         const renamed = new Map(r.gc.renamed);
-        renamePacks(cached.locations, renamed);
-        const packs = cached.manifest.packs.map((p) => renamed.get(p) ?? p).sort();
-        cached.manifest.segment_packs = remapSegmentPacks(cached.manifest, packs, renamed);
-        cached.manifest.packs = packs;
+        const backend = new DirBackend(dir);
+        try {
+          await relocateAfterRewrite(cached, renamed, new StoreReader(backend));
+          const packs = cached.manifest.packs.map((p) => renamed.get(p) ?? p).sort();
+          cached.manifest.segment_packs = remapSegmentPacks(cached.manifest, packs, renamed);
+          cached.manifest.packs = packs;
+        } catch (e) {
+          // the next checkpoint finds them itself
+          this.cache.current = undefined;
+          logger.warn(`after garbage collection: ${errorMessage(e)}; the next checkpoint locates the previous one again`);
+        } finally {
+          backend.close();
+        }
       }
       if (r.gc && (r.gc.removedPacks > 0 || r.gc.rewrittenPacks > 0)) {
         logger.info(`garbage collection: ${r.gc.removedPacks} pack(s) removed, ${r.gc.rewrittenPacks} rewritten, ${formatBytes(r.gc.freedBytes)} freed`);

@@ -9,7 +9,9 @@
  * the database. Where it is not kept (a node's first checkpoint after a start, another store),
  * a worker finds it by scanning the store's pack indexes (store/jobs.ts).
  */
+import { CairnError } from "../errors.ts";
 import type { Manifest } from "../store/format.ts";
+import type { StoreReader } from "../store/reader.ts";
 import type { SegmentLocation, SegmentPlace, StoreJob } from "../store/jobs.ts";
 import type { WorkerPool } from "../util/worker-pool.ts";
 
@@ -114,9 +116,27 @@ export function segmentPacksOf(t: SegmentTable, packs: string[]): number[][] {
   return out;
 }
 
-/** After garbage collection rewrote packs: the same segments, in the packs their blocks were copied to. */
-export function renamePacks(t: SegmentTable, renamed: Map<string, string>): void {
+/**
+ * After garbage collection rewrote packs: the same segments, in the packs their blocks were
+ * copied to. A segment that was in a rewritten pack is at another offset there now: it is
+ * found again in the new packs' indexes (only those are read). E_STORE_DAMAGED if one is not.
+ */
+export async function relocateAfterRewrite(prev: PreviousCheckpoint, renamed: Map<string, string>, reader: StoreReader): Promise<void> {
+  const t = prev.locations;
+  const moved: number[] = [];
+  t.pack.forEach((p, s) => renamed.has(t.packIds[p]!) && moved.push(s));
   t.packIds = t.packIds.map((id) => renamed.get(id) ?? id);
+  if (moved.length === 0) return;
+  const digests = moved.map((s) => prev.manifest.segments[s]!);
+  const where = await reader.locateSome([...new Set(moved.map((s) => t.packIds[t.pack[s]!]!))], digests);
+  for (const s of moved) {
+    const l = where.get(prev.manifest.segments[s]!);
+    if (!l || l.packId !== t.packIds[t.pack[s]!]) throw new CairnError("E_STORE_DAMAGED", `segment ${s} of checkpoint ${prev.manifest.id} is not in the pack it was copied to`);
+    t.offset[s] = l.offset;
+    t.stored[s] = l.storedLength;
+    t.raw[s] = l.rawLength;
+    t.flags[s] = l.flags;
+  }
 }
 
 /** A worker finds where checkpoint `id`'s segments are (one scan of its packs' indexes). */

@@ -221,6 +221,41 @@ describe("cancel, timeout, shutdown", () => {
 });
 
 describe("retention and garbage collection", () => {
+  test("after garbage collection rewrote the pack holding the previous checkpoint's segments, the next checkpoints build on it and restore exactly", async () => {
+    const dir = tmpDir();
+    const store = join(dir, "checkpoints");
+    const node = await startNode(dir, { extraYaml: "checkpoint_config:\n  max_db_checkpoints: 1\n" });
+    const state = new Map<string, string>();
+    const put = async (list: { id: string; body: Uint8Array }[]) => {
+      await putAll(node.url, list);
+      for (const b of list) state.set(b.id, sha256(b.body));
+    };
+    try {
+      await put(blobs("b", 800, 50_000, 1));
+      expect(createCheckpoint(node)).toBe(1);
+      // most of the database rewritten: checkpoint 1's pack is mostly dead once it is removed,
+      // and is rewritten; checkpoint 2 keeps the segments of the untouched tail in it
+      await put(blobs("b", 560, 50_000, 100_000));
+      expect(createCheckpoint(node)).toBe(2);
+      await waitFor(() => /garbage collection: \d+ pack\(s\) removed, [1-9]\d* rewritten/.test(node.logs()), { what: "a pack rewritten by garbage collection", detail: () => node.logs() });
+      // now the tail changes: its segments are read back from where garbage collection put them
+      for (let step = 3; step <= 4; step++) {
+        await put(Array.from({ length: 60 }, (_, i) => ({ id: `b${560 + ((i * 4 + step) % 240)}`, body: pseudoRandomBytes(step * 1_000_000 + i, 50_000) })));
+        expect(createCheckpoint(node)).toBe(step);
+      }
+      expect(node.logs()).not.toContain("failed");
+      expect(node.logs()).not.toContain("locates the previous one again");
+      expect(verify(store).code).toBe(0);
+      const file = join(dir, "m4.db");
+      await materialize(store, 4, file);
+      const a = auditDb(file);
+      expect(a.integrity).toBe("ok");
+      expect(a.blobs).toEqual(state);
+    } finally {
+      expect(await node.stop()).toBe(0);
+    }
+  }, 120_000);
+
   test("max_db_checkpoints: 2 over 6 checkpoints with churn: the newest 2 kept with their ids, the store stays bounded, both verify and restore", async () => {
     const dir = tmpDir();
     const store = join(dir, "checkpoints");
