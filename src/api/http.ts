@@ -68,6 +68,10 @@ export async function readBodyCapped(req: Request, max: number, budget?: BodyBud
     budget?.release(n);
   }
   if (!req.body) return new Uint8Array(0);
+  // with a declared length the chunks are copied into one buffer as they come (no second copy),
+  // allocated once the first bytes arrive; they are still counted against the budget as they come
+  const length = declared !== null ? Number(declared) : undefined;
+  let into: Uint8Array | undefined;
   const chunks: Uint8Array[] = [];
   let total = 0;
   const reader = req.body.getReader();
@@ -86,17 +90,23 @@ export async function readBodyCapped(req: Request, max: number, budget?: BodyBud
         await reader.cancel().catch(() => {});
         throw new CairnError("E_TOO_LARGE", `body exceeds the limit of ${max} bytes`);
       }
+      if (length !== undefined && total + value.byteLength > length) {
+        await reader.cancel().catch(() => {});
+        throw new CairnError("E_BAD_REQUEST", "the request body is longer than its Content-Length");
+      }
       if (budget && !budget.take(total, value.byteLength)) {
         await reader.cancel().catch(() => {});
         throw overBudget();
       }
+      if (length === undefined) chunks.push(value);
+      else (into ??= new Uint8Array(length)).set(value, total);
       total += value.byteLength;
-      chunks.push(value);
     }
   } catch (e) {
     budget?.release(total);
     throw e;
   }
+  if (length !== undefined) return into === undefined ? new Uint8Array(0) : into.subarray(0, total);
   if (chunks.length === 1) return chunks[0]!;
   const out = new Uint8Array(total);
   let off = 0;
