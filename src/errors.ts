@@ -44,6 +44,9 @@ export const ERROR_CODES = {
   E_IO: [1, 500, "a file could not be read or written"],
   E_REMOTE_UNAVAILABLE: [1, 502, "the remote store did not answer"],
   E_REMOTE_DENIED: [1, 502, "the remote store refused the request"],
+  E_KEY_FILE: [1, 400, "a key file cannot be used"],
+  E_KEY_NEEDED: [1, 401, "the store is encrypted and no key was given"],
+  E_KEY_WRONG: [1, 403, "the key does not open the store"],
   // checkpoints
   E_SNAPSHOT: [1, 500, "a consistent view of the database could not be taken"],
   E_CHECKPOINT: [1, 500, "the checkpoint failed"],

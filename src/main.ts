@@ -19,6 +19,7 @@ const main = defineCommand({
     "verify-db-checkpoint": () => import("./commands/verify-db-checkpoint.ts").then((m) => m.default),
     "export-db-checkpoint": () => import("./commands/export-db-checkpoint.ts").then((m) => m.default),
     restore: () => import("./commands/restore.ts").then((m) => m.default),
+    key: () => import("./commands/key/index.ts").then((m) => m.default),
   },
 });
 

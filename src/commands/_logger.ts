@@ -42,3 +42,8 @@ export function createLogger(level: LogLevel, opts: { tty?: boolean } = {}): Lev
     },
   };
 }
+
+/** A warning of a one-shot command, on stderr. */
+export function warn(message: string): void {
+  process.stderr.write(`warning: ${message}\n`);
+}

@@ -5,6 +5,7 @@ import { CairnError } from "../errors.ts";
 import { formatBytes } from "../util/display.ts";
 import { createProgress } from "../util/progress.ts";
 import { checkpointDirArg, parseCheckpointId } from "./_args.ts";
+import { warn } from "./_logger.ts";
 
 export default defineCommand({
   meta: {
@@ -21,12 +22,13 @@ export default defineCommand({
     const id = parseCheckpointId(args["checkpoint-id"])!;
     const store = await openStore(args.dir);
     const reader = store.randomReader("export");
-    await store.checkpointIds(id);
+    // registered before anything is read: the owner's retention deletes nothing meanwhile
+    const hold = await store.hold(warn);
     const controller = new AbortController();
     for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.once(sig, () => controller.abort());
     const progress = createProgress("export");
-    const hold = await store.hold();
     try {
+      await store.checkpointIds(id);
       const r = await exportCheckpoint({
         reader,
         checkpointId: id,
@@ -45,7 +47,7 @@ export default defineCommand({
       progress.end();
       throw e;
     } finally {
-      hold.release();
+      await hold.release();
     }
   },
 });

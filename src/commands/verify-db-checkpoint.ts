@@ -4,6 +4,7 @@ import { verifyCheckpoints, verifyLog } from "../store/verify.ts";
 import { CairnError } from "../errors.ts";
 import { formatBytes } from "../util/display.ts";
 import { checkpointDirArg, checkpointIdArg, parseCheckpointId } from "./_args.ts";
+import { warn } from "./_logger.ts";
 
 export default defineCommand({
   meta: {
@@ -14,14 +15,15 @@ export default defineCommand({
   async run({ args }) {
     const reader = await openStore(args.dir);
     const wanted = parseCheckpointId(args["checkpoint-id"]);
-    const existing = await reader.checkpointIds(wanted);
-    const ids = wanted !== undefined ? [wanted] : existing;
-    if (ids.length === 0) {
-      process.stdout.write(`No checkpoints found in ${args.dir}\n`);
-      return;
-    }
-    const hold = await reader.hold();
+    // registered before anything is read: the owner's retention deletes nothing meanwhile
+    const hold = await reader.hold(warn);
     try {
+      const existing = await reader.checkpointIds(wanted);
+      const ids = wanted !== undefined ? [wanted] : existing;
+      if (ids.length === 0) {
+        process.stdout.write(`No checkpoints found in ${args.dir}\n`);
+        return;
+      }
       const verdicts = await verifyCheckpoints(reader, ids, (p) => {
         if (process.stderr.isTTY) process.stderr.write(`\rverifying: pack ${p.packsDone}/${p.packsTotal}, ${formatBytes(p.bytesDone)} read `);
       });
@@ -45,7 +47,7 @@ export default defineCommand({
         });
       }
     } finally {
-      hold.release();
+      await hold.release();
     }
   },
 });

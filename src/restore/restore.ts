@@ -172,12 +172,12 @@ export async function restore(o: RestoreOptions): Promise<RestoreResult> {
   const reader = await openStore(o.source);
   // before anything is read: the node's retention and garbage collection wait while we hold
   // this, so the checkpoint chosen below cannot change under the restore
-  const readers = await reader.hold();
+  const readers = await reader.hold((m) => o.logger.warn(m));
   try {
     await pausePoint("restore:store-held");
     return await restoreHeld(o, reader, dbPath, t0);
   } finally {
-    readers.release();
+    await readers.release();
   }
 }
 

@@ -5,7 +5,8 @@
  *
  * A backend offers what it can, as capabilities, and callers ask for a capability, never for
  * a class: random reads (a folder, S3), reads in stored order (an archive), writes (a folder,
- * S3), a readers' hold that keeps garbage collection away while something reads (a folder),
+ * S3), a readers' hold that keeps retention and garbage collection away while something reads
+ * (a folder's lock, an S3 prefix's leases: store/lease.ts),
  * and a local folder a checkpoint can be written into directly. open.ts is the one place that
  * knows which backend a location names.
  */
@@ -65,12 +66,14 @@ export interface Writes {
 }
 
 export interface Hold {
-  release(): void;
+  /** Let go (a remote lease is deleted: wait for it before the process ends). */
+  release(): void | Promise<void>;
 }
 
 /** Keeping garbage collection away while something reads the store. */
 export interface ReadersHold {
-  hold(timeoutMs?: number): Promise<Hold>;
+  /** `onWarn` hears of a registration that could not be made (the read goes on, unprotected). */
+  hold(timeoutMs?: number, onWarn?: (message: string) => void): Promise<Hold>;
 }
 
 /** How a worker thread opens the same backend again (plain data, safe to post). */

@@ -122,7 +122,7 @@ export async function pushCheckpoints(o: PushOptions): Promise<PushResult> {
       }
     }
   } finally {
-    hold.release();
+    await hold.release();
   }
   const retained = await applyRemoteRetention(remote, o.maxRemote, o.logger);
   result.removed = retained.removed;

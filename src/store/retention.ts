@@ -5,7 +5,8 @@
  * Locally both steps need the store's readers lock exclusively, so nothing a running restore,
  * verify or export is reading is ever deleted: if a reader holds it, retention waits for the
  * next checkpoint. The collection runs in a worker (gc.ts). On a remote store, the packs no
- * manifest names are deleted.
+ * manifest names are deleted, unless a reader holds a lease there (the same rule: retention
+ * deletes nothing while a live reader is registered; store/lease.ts).
  */
 import { dirname, join } from "node:path";
 import { CairnError, errorMessage } from "../errors.ts";
@@ -19,6 +20,7 @@ import { STORE_READERS_LOCK_FILE } from "./dir/backend.ts";
 import { LocalStore } from "./dir/writer.ts";
 import { manifestPath, type Manifest } from "./format.ts";
 import { type GcResult, removeUnreferencedPacks } from "./gc.ts";
+import { describeLeases, readLeases } from "./lease.ts";
 import type { StoreJob } from "./jobs.ts";
 import { StoreReader } from "./reader.ts";
 
@@ -92,19 +94,27 @@ export async function applyLocalRetention(
 /**
  * Retention of a remote store: the expired manifests go first, then every pack no remaining
  * manifest needs. A pack uploaded by a push that failed before its manifest is needed by none
- * and goes too (the next push uploads it again if needed).
+ * and goes too (the next push uploads it again if needed). Nothing is deleted while a reader
+ * holds a live lease on the prefix (store/lease.ts): they are looked for before the manifests
+ * go and again before any pack or log file does; leases that expired are removed at the end.
  */
 export async function applyRemoteRetention(
-  remote: Backend & { writes: Writes },
+  remote: Backend & { random: RandomReads; writes: Writes },
   keep: number,
   logger: Logger,
-): Promise<{ removed: number[]; kept: number[] }> {
+): Promise<{ removed: number[]; kept: number[]; skipped?: string }> {
   const store = new StoreReader(remote);
   const ids = await store.manifestIds();
-  const removed = expiredCheckpoints(ids, keep);
-  for (const id of removed) await remote.writes.delete(manifestPath(id));
-  const kept = ids.filter((id) => !removed.includes(id));
-  if (removed.length === 0) return { removed, kept };
+  const expired = expiredCheckpoints(ids, keep);
+  if (expired.length === 0) return { removed: [], kept: ids };
+  const before = await readLeases(remote.random);
+  if (before.live.length > 0) {
+    const skipped = `${describeLeases(before.live)} on ${remote.location}`;
+    logger.info(`remote retention postponed: ${skipped}`);
+    return { removed: [], kept: ids, skipped };
+  }
+  for (const id of expired) await remote.writes.delete(manifestPath(id));
+  const kept = ids.filter((id) => !expired.includes(id));
   const manifests: Manifest[] = [];
   for (const id of kept) {
     try {
@@ -112,12 +122,19 @@ export async function applyRemoteRetention(
     } catch (e) {
       // without knowing what a checkpoint needs, nothing may be collected
       logger.warn(`remote retention: cannot read checkpoint ${id} (${errorMessage(e)}); not collecting packs`);
-      return { removed, kept };
+      return { removed: expired, kept };
     }
   }
+  const after = await readLeases(remote.random);
+  if (after.live.length > 0) {
+    const skipped = `${describeLeases(after.live)} on ${remote.location}; the packs of checkpoint(s) ${expired.join(", ")} are collected next time`;
+    logger.info(`remote retention: ${skipped}`);
+    return { removed: expired, kept, skipped };
+  }
   await removeUnreferencedPacks(remote, store, manifests);
-  await pruneLog(remote.random!, remote.writes, store, kept, undefined, remote.location);
-  return { removed, kept };
+  await pruneLog(remote.random, remote.writes, store, kept, undefined, remote.location);
+  for (const p of after.dead) await remote.writes.delete(p);
+  return { removed: expired, kept };
 }
 
 /**

@@ -63,7 +63,7 @@ export class Store {
   }
 
   /** Keep the node's garbage collection away while this reads (nothing to do where nothing collects). */
-  hold(): Promise<Hold> {
-    return this.backend.readers?.hold() ?? Promise.resolve(NO_HOLD);
+  hold(onWarn?: (message: string) => void): Promise<Hold> {
+    return this.backend.readers?.hold(undefined, onWarn) ?? Promise.resolve(NO_HOLD);
   }
 }

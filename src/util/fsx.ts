@@ -2,7 +2,7 @@
  * Small file-system helpers: owner-only modes, durable replacement (temp name, fsync, rename,
  * fsync dir) and full reads.
  */
-import { chmodSync, closeSync, constants, fstatSync, fsyncSync, lstatSync, openSync, readdirSync, readSync, renameSync, rmdirSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { chmodSync, closeSync, constants, fstatSync, fsyncSync, linkSync, lstatSync, openSync, readdirSync, readSync, renameSync, rmdirSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { open as openAsync, rename as renameAsync, unlink as unlinkAsync } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { CairnError, errorMessage, sysCode } from "../errors.ts";
@@ -213,6 +213,32 @@ export function writeFileAtomic(path: string, data: string | Uint8Array): void {
       // never made, or already renamed
     }
     throw e;
+  }
+  fsyncDir(dirname(path));
+}
+
+/**
+ * Write a new file at `path` that must not exist yet: a temp file beside it (owner only),
+ * fsync, then a hard link to `path` (which fails with EEXIST rather than replace anything),
+ * the temp name removed and the folder fsynced. A failure leaves nothing behind.
+ */
+export function writeFileExclusive(path: string, data: string | Uint8Array): void {
+  const tmp = tempNameFor(path);
+  const fd = openSync(tmp, CREATE_EXCLUSIVE, FILE_MODE);
+  try {
+    try {
+      writeFully(fd, typeof data === "string" ? Buffer.from(data) : data);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    linkSync(tmp, path);
+  } finally {
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // never made
+    }
   }
   fsyncDir(dirname(path));
 }

@@ -13,6 +13,8 @@ import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { decodeManifest, indexPath, packPath } from "../../src/store/format.ts";
+import { readLeases } from "../../src/store/lease.ts";
+import { S3Backend } from "../../src/store/s3/backend.ts";
 import { checkpointStatus, createCheckpointAsync, deleteAll, listJson, type Listed, putAll } from "../helpers/checkpoint.ts";
 import { BINARY, getJson, type NodeHandle, pseudoRandomBytes, sha256, sqlite3, startNode } from "../helpers/node.ts";
 import { serveMismatches } from "../helpers/restore.ts";
@@ -284,8 +286,11 @@ describe("a node copying its checkpoints to a remote store", () => {
     expect(r0.code).toBe(0);
     // progress saved every 4 MiB; the restore kills itself right after the first save
     const small = { ...s3.env, CAIRN_TEST_FLUSH_EVERY_BYTES: String(4 * 1024 * 1024) };
-    const killed = await cairn(args(resumed), { ...small, CAIRN_TEST_CRASH_POINT: "restore:progress-saved" }, 60_000);
+    // the killed restore's lease stays behind, as a dead reader's would: short-lived here, so
+    // that the owner's retention in the next test is not kept waiting for the default lifetime
+    const killed = await cairn(args(resumed), { ...small, CAIRN_TEST_CRASH_POINT: "restore:progress-saved", CAIRN_READER_LEASE_SECS: "1" }, 60_000);
     expect(killed.code).toBeNull();
+    expect([...(await listObjects(s3, `${PREFIX}/leases/`)).keys()]).toHaveLength(1);
     expect(existsSync(join(resumed, "cairn.db"))).toBe(false);
     const again = await cairn(args(resumed), small, 60_000);
     expect(again.code).toBe(0);
@@ -294,6 +299,9 @@ describe("a node copying its checkpoints to a remote store", () => {
     const b = await Bun.file(join(resumed, "cairn.db")).bytes();
     expect(b.length).toBe(a.length);
     expect(Buffer.compare(a, b)).toBe(0);
+    // the finished restore took its own lease away; the dead one's expires on its own
+    const remote = new S3Backend({ url, endpoint: s3.endpoint, region: "us-east-1", accessKeyId: "S3RVER", secretAccessKey: "S3RVER" });
+    await waitFor(async () => (await readLeases(remote)).live.length === 0, { what: "no live reader lease", timeoutMs: 30_000 });
   }, 60_000);
 
   test("remote retention keeps the newest 2 of 4 and collects every pack they do not need", async () => {
@@ -329,6 +337,8 @@ describe("a node copying its checkpoints to a remote store", () => {
     const packs = [...(await listObjects(s3, `${PREFIX}/packs/`)).keys()].sort();
     expect(packs).toEqual([...needed].sort());
     expect(packs.some((k) => k.includes(stray))).toBe(false);
+    // the expired lease of the restore killed earlier was removed with them
+    expect([...(await listObjects(s3, `${PREFIX}/leases/`)).keys()]).toEqual([]);
   }, 120_000);
 
   test("during an outage of the object store local checkpoints go on; the copy is retried after its back-off and catches up when it is back", async () => {

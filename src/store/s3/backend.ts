@@ -1,6 +1,6 @@
 /**
  * A checkpoint store under an S3 prefix (`s3://BUCKET/PREFIX`), through Bun's own S3Client:
- * random reads and writes of the Backend interface (no readers' hold yet). Every request is retried with back-off on transient
+ * random reads and writes of the Backend interface, and readers' leases (store/lease.ts). Every request is retried with back-off on transient
  * errors (connection refused or reset, 5xx, throttling); errors that retrying cannot fix
  * (no such key or bucket, access denied, bad credentials) fail at once.
  *
@@ -13,7 +13,8 @@
 import { closeSync, openSync, readSync, statSync } from "node:fs";
 import { S3Client } from "bun";
 import { CairnError, errorMessage } from "../../errors.ts";
-import { type Backend, type BackendSpec, missing, type RandomReads, tooLarge, type Writes } from "../backend.ts";
+import { type Backend, type BackendSpec, missing, type RandomReads, type ReadersHold, tooLarge, type Writes } from "../backend.ts";
+import { takeLease } from "../lease.ts";
 
 export interface S3Settings {
   /** s3://BUCKET/PREFIX */
@@ -137,6 +138,11 @@ export class S3Backend implements Backend, RandomReads, Writes {
 
   get writes(): Writes {
     return this;
+  }
+
+  /** A reader registers a lease in the prefix (store/lease.ts). */
+  get readers(): ReadersHold {
+    return { hold: (_timeoutMs, onWarn) => takeLease(this, this.location, { onWarn }) };
   }
 
   spec(): BackendSpec {
