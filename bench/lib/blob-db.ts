@@ -231,8 +231,9 @@ export interface Listed {
   blob_count: number;
 }
 
-export async function listing(storeDir: string): Promise<Listed[]> {
-  const r = await must([BINARY, "list-db-checkpoint", storeDir, "--json"]);
+/** `env` may name CAIRN_KEY_FILE for an encrypted store. */
+export async function listing(storeDir: string, env?: Record<string, string>): Promise<Listed[]> {
+  const r = await must([BINARY, "list-db-checkpoint", storeDir, "--json"], env);
   return JSON.parse(r.stdout) as Listed[];
 }
 
@@ -252,7 +253,7 @@ export interface Ckpt {
 }
 
 /** `cairn local-admin checkpoint create --path storeDir` (after an untimed `sync`), and its listing. */
-export async function checkpoint(node: RunningNode, storeDir: string): Promise<Ckpt> {
+export async function checkpoint(node: RunningNode, storeDir: string, env?: Record<string, string>): Promise<Ckpt> {
   await syncAll();
   const cpu0 = processCpu(node.pid);
   const r = await must([BINARY, "local-admin", "--socket-path", socketOf(node), "checkpoint", "create", "--path", storeDir]);
@@ -260,7 +261,7 @@ export async function checkpoint(node: RunningNode, storeDir: string): Promise<C
   const m = /Checkpoint (\d+) created/.exec(r.stdout);
   if (!m) throw new Error(`unexpected output of checkpoint create: ${r.stdout.trim()}`);
   const id = Number(m[1]);
-  const c = (await listing(storeDir)).find((x) => x.id === id);
+  const c = (await listing(storeDir, env)).find((x) => x.id === id);
   if (!c) throw new Error(`checkpoint ${id} is not listed in ${storeDir}`);
   return {
     id,

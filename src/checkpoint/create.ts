@@ -31,6 +31,7 @@ import type { ChangeTracker, TakenChanges } from "../engine/change-tracker.ts";
 import type { LiveFiles } from "../engine/live-files.ts";
 import type { WalOverlay } from "../engine/sqlite-files.ts";
 import type { Logger } from "../log.ts";
+import type { KeyFile } from "../store/crypto.ts";
 import { LocalStore } from "../store/dir/writer.ts";
 import { seedDigest, SEGMENT_BLOCKS } from "../store/format.ts";
 import { PACK_TARGET_BYTES } from "../store/pack.ts";
@@ -74,6 +75,8 @@ export interface CheckpointOptions {
   writeBytesPerSec: number;
   /** The node's commit times (util/io-pressure.ts): reading and writing slow down while commits do. */
   commitPressure?: SharedArrayBuffer;
+  /** Encrypt the store with this key (a new one is made encrypted; an existing one must be). */
+  keyFile?: KeyFile;
   logger: Logger;
   signal?: AbortSignal;
   /**
@@ -141,7 +144,7 @@ interface ImageRead {
 export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointResult> {
   const phases = new Phases();
   const started = new Date();
-  const store = LocalStore.openForWrite(o.storeDir, o.nodeId, o.logger);
+  const store = LocalStore.openForWrite(o.storeDir, o.nodeId, o.logger, o.keyFile);
   const storeKey = `${o.storeDir} ${seedDigest(store.info.quick_hash_seed!)}`;
   const pool = o.pool?.alive ? o.pool : new WorkerPool(Math.max(1, o.workers));
   let keepPool = false;
@@ -201,6 +204,7 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
         read_bytes: image.bytesRead,
       },
       ...(image.logPosition ? { log: image.logPosition } : {}),
+      ...(store.keys ? { key_generation: store.keys.current.generation } : {}),
     });
     published = true;
     image.changes?.commit(storeKey, id);
@@ -254,10 +258,16 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
 /** 1. The store's newest checkpoint (`id`), to build on: from the node's cache, or located by a worker. */
 async function previousCheckpoint(o: CheckpointOptions, store: LocalStore, pool: WorkerPool, id: number): Promise<PreviousCheckpoint | undefined> {
   if (id < 1 || !(await store.reader.manifestIds()).includes(id)) return undefined;
+  const g = store.keys?.current.generation;
+  if (g !== undefined && (await store.reader.manifest(id)).key_generation !== g) {
+    // a rotated key: nothing of the old generation is built on, so once the older checkpoints expire no block is left under it
+    o.logger.info(`the store's key was rotated (now generation ${g}): checkpoint ${id + 1} seals every block again under the new key`);
+    return undefined;
+  }
   const cached = o.cache?.current;
   if (cached && cached.dir === o.storeDir && cached.manifest.id === id) return cached;
   try {
-    return await locateSegments(pool, o.storeDir, id);
+    return await locateSegments(pool, o.storeDir, id, store.keys?.spec);
   } catch (e) {
     if (e instanceof CairnError && (e.code === "E_CANCELLED" || e.code === "E_WORKER")) throw e;
     o.logger.warn(`checkpoint ${id} cannot be built on (${errorMessage(e)}); every block is read and stored again`);
@@ -278,6 +288,7 @@ async function startWorkers(o: CheckpointOptions, store: LocalStore, pool: Worke
     packTargetBytes: PACK_TARGET_BYTES,
     writeBytesPerSec: o.writeBytesPerSec > 0 ? Math.max(1, Math.floor(o.writeBytesPerSec / pool.size)) : 0,
     commitPressure: o.commitPressure,
+    keys: store.keys?.spec,
   };
   await pool.all(init);
 }

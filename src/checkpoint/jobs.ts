@@ -1,5 +1,6 @@
 /** Messages between the checkpoint coordinator (create.ts, main thread) and its workers (range-job.ts). */
 import type { WalIndexHeader } from "../engine/sqlite-files.ts";
+import type { KeyringSpec } from "../store/crypto.ts";
 import type { PackWritten } from "../store/pack-writer.ts";
 import type { SegmentPlace, SegmentRef } from "./segments.ts";
 
@@ -20,6 +21,8 @@ export interface CheckpointInit {
   writeBytesPerSec: number;
   /** The node's commit times, shared (util/io-pressure.ts). */
   commitPressure?: SharedArrayBuffer;
+  /** An encrypted store's keys (never logged). */
+  keys?: KeyringSpec;
 }
 
 /**

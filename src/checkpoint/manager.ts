@@ -20,6 +20,8 @@ import { type Backend, isReadWrite } from "../store/backend.ts";
 import { pushCheckpoints } from "../store/copy.ts";
 import { DirBackend } from "../store/dir/backend.ts";
 import { locationOf, openTarget } from "../store/open.ts";
+import type { KeyFile } from "../store/crypto.ts";
+import { LocalStore } from "../store/dir/writer.ts";
 import { remapSegmentPacks } from "../store/format.ts";
 import { StoreReader } from "../store/reader.ts";
 import { applyLocalRetention } from "../store/retention.ts";
@@ -51,6 +53,8 @@ export interface CheckpointManagerDeps {
   wal: WalPauser;
   logger: Logger;
   clock?: Clock;
+  /** checkpoint_config.encryption: every store the node writes is encrypted with it. */
+  keyFile?: KeyFile;
 }
 
 export class CheckpointManager {
@@ -92,6 +96,7 @@ export class CheckpointManager {
         retryBackoffMs: r.retryBackoffMs,
         logger: deps.logger,
         clock: this.clock,
+        keyFile: deps.keyFile,
       });
     }
   }
@@ -110,7 +115,7 @@ export class CheckpointManager {
   async start(): Promise<void> {
     const { config, logger } = this.deps;
     this.warnIfSameDevice();
-    const latest = await latestCheckpointTime(config.dir);
+    const latest = await latestCheckpointTime(config.dir, this.deps.keyFile);
     if (this.remote) {
       logger.info(`checkpoints are copied to ${this.remote.status().url}`);
       // copy whatever an earlier run did not get to
@@ -137,7 +142,7 @@ export class CheckpointManager {
       const ids = await new StoreReader(new DirBackend(config.dir)).manifestIds();
       const id = ids.at(-1);
       if (id === undefined || this.cache.current?.manifest.id === id) return;
-      this.cache.current = await locateSegments(this.workers(), config.dir, id);
+      this.cache.current = await locateSegments(this.workers(), config.dir, id, LocalStore.keysOf(config.dir, this.deps.keyFile)?.spec);
     })().catch((e) => {
       logger.debug(`could not preload ${config.dir} for the next checkpoint: ${errorMessage(e)}`);
     });
@@ -268,6 +273,7 @@ export class CheckpointManager {
         commitPressure: this.deps.commitPressure,
         logger,
         signal: controller.signal,
+        keyFile: this.deps.keyFile,
         cache: configured ? this.cache : undefined,
         // the changes are tracked for the configured store only: a checkpoint elsewhere leaves them be
         tracker: configured ? this.deps.tracker : undefined,
@@ -311,7 +317,7 @@ export class CheckpointManager {
       run.state = "done";
       run.finished = new Date(this.clock.now()).toISOString();
       this.storeBytes = dirBytes(config.dir);
-      if ((await latestCheckpointTime(config.dir)) !== undefined) this.warm();
+      if ((await latestCheckpointTime(config.dir, this.deps.keyFile)) !== undefined) this.warm();
       this.last = run;
       if (run.outcome === "success") this.lastSuccess = run;
       this.current = undefined;
@@ -336,10 +342,11 @@ export class CheckpointManager {
         maxRemote: this.configuredRemote(run.dir)?.maxRemoteCheckpoints ?? 0,
         logger: this.deps.logger,
         signal,
+        keyFile: this.deps.keyFile,
       });
     } else if (target.archiveOutput) {
       run.state = "exporting";
-      run.export = await exportCheckpoint({ reader: new StoreReader(new DirBackend(storeDir)), checkpointId: id, output: target.archiveOutput, signal });
+      run.export = await exportCheckpoint({ reader: new StoreReader(new DirBackend(storeDir), LocalStore.keysOf(storeDir, this.deps.keyFile)), checkpointId: id, output: target.archiveOutput, signal });
     }
   }
 
@@ -348,7 +355,7 @@ export class CheckpointManager {
     try {
       const added = this.addedSinceCollection;
       const lookForDeadBlocks = added === undefined || added >= this.storeBytes * DEAD_BLOCK_SEARCH_FRACTION;
-      const r = await applyLocalRetention(dir, this.deps.nodeId, config.maxCheckpoints, config.sync, logger, lookForDeadBlocks, this.workers(), this.deps.shipper?.currentChain);
+      const r = await applyLocalRetention(dir, this.deps.nodeId, config.maxCheckpoints, config.sync, logger, lookForDeadBlocks, this.workers(), this.deps.shipper?.currentChain, this.deps.keyFile);
       if (lookForDeadBlocks && r.removed.length > 0 && r.gc) this.addedSinceCollection = 0;
       if (r.skipped) logger.info(`retention postponed: ${r.skipped}`);
       if (r.removed.length > 0) logger.info(`retention removed checkpoint(s) ${r.removed.join(", ")}`);
@@ -358,7 +365,7 @@ export class CheckpointManager {
         const renamed = new Map(r.gc.renamed);
         const backend = new DirBackend(dir);
         try {
-          await relocateAfterRewrite(cached, renamed, new StoreReader(backend));
+          await relocateAfterRewrite(cached, renamed, new StoreReader(backend, LocalStore.keysOf(dir, this.deps.keyFile)));
           const packs = cached.manifest.packs.map((p) => renamed.get(p) ?? p).sort();
           cached.manifest.segment_packs = remapSegmentPacks(cached.manifest, packs, renamed);
           cached.manifest.packs = packs;
@@ -379,9 +386,9 @@ export class CheckpointManager {
   }
 }
 
-async function latestCheckpointTime(dir: string): Promise<number | undefined> {
+async function latestCheckpointTime(dir: string, keyFile: KeyFile | undefined): Promise<number | undefined> {
   try {
-    const reader = new StoreReader(new DirBackend(dir));
+    const reader = new StoreReader(new DirBackend(dir), LocalStore.keysOf(dir, keyFile));
     const ids = await reader.manifestIds();
     for (const id of ids.reverse()) {
       try {

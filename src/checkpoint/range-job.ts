@@ -18,7 +18,8 @@ import { DirBackend } from "../store/dir/backend.ts";
 import { StoreReader } from "../store/reader.ts";
 import { packPath, SEGMENT_BLOCKS, SEGMENT_ENTRY_BYTES } from "../store/format.ts";
 import { blockDigestInto, DIGEST_BYTES, fromHex, quickHash, toHex } from "../store/hash.ts";
-import { BLOCK_KIND_DATA, BLOCK_KIND_SEGMENT, decodeBlock, FLAG_ZSTD, INDEX_ENTRY_BYTES } from "../store/pack.ts";
+import { StoreKeys } from "../store/crypto.ts";
+import { BLOCK_KIND_DATA, BLOCK_KIND_SEGMENT, decodeBlock, FLAG_SEALED, FLAG_ZSTD, INDEX_ENTRY_BYTES } from "../store/pack.ts";
 import { PackFile, type PackWritten, syncPackFiles } from "../store/pack-writer.ts";
 import { preadFully } from "../util/fsx.ts";
 import { IoPacer } from "../util/io-pressure.ts";
@@ -32,6 +33,14 @@ const W = SEGMENT_ENTRY_BYTES / 4;
 
 let init: CheckpointInit | undefined;
 let seed = 0n;
+/** An encrypted store's keys: blocks are named by keyed digests and sealed. */
+let keys: StoreKeys | undefined;
+
+/** The digest naming `data` in this store (BLAKE3, keyed in an encrypted store). */
+function digestInto(data: Uint8Array, out: Uint8Array): void {
+  if (keys) keys.digestInto(data, out);
+  else blockDigestInto(data, out);
+}
 let store: DirBackend | undefined;
 let reader: StoreReader | undefined;
 /** The image being read; its descriptors belong to the node and are never closed here. */
@@ -89,7 +98,7 @@ const stored = {
 let pacer: IoPacer | undefined;
 
 function openPack(): PackFile {
-  const p = new PackFile(init!.tmpDir, { sync: init!.sync, deferSync: true, onWrite: (n) => pacer?.account(n), crashPrefix: "checkpoint" });
+  const p = new PackFile(init!.tmpDir, { sync: init!.sync, deferSync: true, onWrite: (n) => pacer?.account(n), crashPrefix: "checkpoint", keys });
   myPacks.push(p.packId);
   return p;
 }
@@ -113,7 +122,14 @@ function storeBlock(dw: Uint32Array, at: number, data: Uint8Array, kind: number,
   let offset: number;
   let storedLength = data.length;
   let f = flags;
-  if (z && z.length < data.length) {
+  if (keys) {
+    // sealed around the smaller of the raw and compressed bytes, its digest as additional data
+    const small = z && z.length < data.length;
+    const sealed = keys.sealBlock(new Uint8Array(dw.buffer, dw.byteOffset + at * 4, DIGEST_BYTES), small ? new Uint8Array(z.buffer, z.byteOffset, z.byteLength) : data);
+    f |= FLAG_SEALED | (small ? FLAG_ZSTD : 0);
+    offset = p.append(dw, at, sealed, data.length, f);
+    storedLength = sealed.length;
+  } else if (z && z.length < data.length) {
     offset = p.append(dw, at, new Uint8Array(z.buffer, z.byteOffset, z.byteLength), data.length, (f |= FLAG_ZSTD));
     storedLength = z.length;
   } else if (chunkAt >= 0) offset = p.appendRun(dw, at, chunk, chunkAt, chunkAt + data.length, data.length, flags);
@@ -220,7 +236,7 @@ async function previousEntries(ref: SegmentRef): Promise<Uint8Array> {
   const bytes = new Uint8Array(ref.stored);
   const n = await store!.readInto(packPath(ref.packId), bytes, 0, ref.stored, ref.offset);
   const name = `${store!.location}/${packPath(ref.packId)}`;
-  return decodeBlock(bytes.subarray(0, n), { digest: fromHex(ref.digest), offset: ref.offset, storedLength: ref.stored, rawLength: ref.raw, flags: ref.flags }, name);
+  return decodeBlock(bytes.subarray(0, n), { digest: fromHex(ref.digest), offset: ref.offset, storedLength: ref.stored, rawLength: ref.raw, flags: ref.flags }, name, keys);
 }
 
 async function processRange(job: RangeJob): Promise<RangeResult> {
@@ -279,7 +295,7 @@ async function processRange(job: RangeJob): Promise<RangeResult> {
         kept[i] = 1;
         continue;
       }
-      blockDigestInto(data, entries.subarray(i * SEGMENT_ENTRY_BYTES, i * SEGMENT_ENTRY_BYTES + DIGEST_BYTES));
+      digestInto(data, entries.subarray(i * SEGMENT_ENTRY_BYTES, i * SEGMENT_ENTRY_BYTES + DIGEST_BYTES));
       rehashed++;
       segNewPacks[Math.floor(i / SEGMENT_BLOCKS)]!.add(stored.packOf(storeBlock(words, at, data, BLOCK_KIND_DATA, o)));
       if (lastStoreAdded) {
@@ -300,7 +316,7 @@ async function processRange(job: RangeJob): Promise<RangeResult> {
   const segments: RangeResult["segments"] = [];
   for (let k = 0; k < segCount; k++) {
     const seg = entries.subarray(k * SEGMENT_BLOCKS * SEGMENT_ENTRY_BYTES, Math.min(blocks, (k + 1) * SEGMENT_BLOCKS) * SEGMENT_ENTRY_BYTES);
-    blockDigestInto(seg, digests.subarray(k * DIGEST_BYTES, (k + 1) * DIGEST_BYTES));
+    digestInto(seg, digests.subarray(k * DIGEST_BYTES, (k + 1) * DIGEST_BYTES));
     const digest = toHex(digests.subarray(k * DIGEST_BYTES, (k + 1) * DIGEST_BYTES));
     const ref = job.prev[k];
     if (ref && ref.digest === digest) {
@@ -361,7 +377,8 @@ export async function checkpointJob(msg: CheckpointJob): Promise<unknown> {
       if (store?.location !== msg.storeDir) packTables.clear();
       store?.close();
       store = new DirBackend(msg.storeDir);
-      reader = new StoreReader(store);
+      keys = msg.keys ? new StoreKeys(msg.keys) : undefined;
+      reader = new StoreReader(store, keys);
       // a worker may be kept for the next checkpoint: nothing of the last one carries over
       current = undefined;
       written.length = 0;

@@ -5,6 +5,7 @@
  * /v1/status and /metrics show of the remote.
  */
 import { errorMessage } from "../errors.ts";
+import type { KeyFile } from "../store/crypto.ts";
 import type { Logger } from "../log.ts";
 import { pushCheckpoints } from "../store/copy.ts";
 import type { ReadWriteBackend } from "../store/backend.ts";
@@ -37,6 +38,8 @@ export interface RemoteReplicatorDeps {
   retryBackoffMs: number;
   logger: Logger;
   clock: Clock;
+  /** An encrypted local store's key file. */
+  keyFile?: KeyFile;
 }
 
 export class RemoteReplicator {
@@ -124,6 +127,7 @@ export class RemoteReplicator {
           maxRemote: this.deps.maxRemote,
           logger,
           signal: this.controller.signal,
+          keyFile: this.deps.keyFile,
         });
         this.s.successes++;
         this.s.consecutive_failures = 0;

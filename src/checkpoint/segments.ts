@@ -11,6 +11,7 @@
  */
 import { CairnError } from "../errors.ts";
 import type { Manifest } from "../store/format.ts";
+import type { KeyringSpec } from "../store/crypto.ts";
 import type { StoreReader } from "../store/reader.ts";
 import type { SegmentLocation, SegmentPlace, StoreJob } from "../store/jobs.ts";
 import type { WorkerPool } from "../util/worker-pool.ts";
@@ -140,8 +141,8 @@ export async function relocateAfterRewrite(prev: PreviousCheckpoint, renamed: Ma
 }
 
 /** A worker finds where checkpoint `id`'s segments are (one scan of its packs' indexes). */
-export async function locateSegments(pool: WorkerPool, storeDir: string, id: number): Promise<PreviousCheckpoint> {
-  const job: StoreJob = { job: "store", op: "locateSegments", storeDir, manifestId: id };
+export async function locateSegments(pool: WorkerPool, storeDir: string, id: number, keys?: KeyringSpec): Promise<PreviousCheckpoint> {
+  const job: StoreJob = { job: "store", op: "locateSegments", storeDir, manifestId: id, keys };
   const r = await pool.call<{ manifest: Manifest; locations: SegmentPlace[] }>(0, job);
   return { dir: storeDir, manifest: r.manifest, locations: segmentTable(r.locations) };
 }

@@ -1,6 +1,7 @@
 /** Argument fragments shared by several commands, so each flag is described once. */
 import type { ArgsDef } from "citty";
 import { CairnError } from "../errors.ts";
+import { type KeyFile, readKeyFile } from "../store/crypto.ts";
 
 export const configArg = {
   config: {
@@ -27,6 +28,20 @@ export const checkpointDirArg = {
     description: "Checkpoint directory (db_checkpoint_dir), an archive from export-db-checkpoint, or s3://BUCKET/PREFIX",
   },
 } as const satisfies ArgsDef;
+
+export const keyFileArg = {
+  "key-file": {
+    type: "string",
+    valueHint: "FILE",
+    description: "Key file of an encrypted store (default: $CAIRN_KEY_FILE)",
+  },
+} as const satisfies ArgsDef;
+
+/** The key file given with --key-file or CAIRN_KEY_FILE (read and checked now), if any. */
+export function keyFilesOf(args: { "key-file"?: string }, env: Record<string, string | undefined> = process.env): KeyFile[] {
+  const path = args["key-file"] ?? (env.CAIRN_KEY_FILE || undefined);
+  return path === undefined ? [] : [readKeyFile(path)];
+}
 
 export const checkpointIdArg = {
   "checkpoint-id": { type: "string", valueHint: "N", description: "One checkpoint (default: all)" },

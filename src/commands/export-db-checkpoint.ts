@@ -4,7 +4,7 @@ import { openStore } from "../store/open.ts";
 import { CairnError } from "../errors.ts";
 import { formatBytes } from "../util/display.ts";
 import { createProgress } from "../util/progress.ts";
-import { checkpointDirArg, parseCheckpointId } from "./_args.ts";
+import { checkpointDirArg, keyFileArg, keyFilesOf, parseCheckpointId } from "./_args.ts";
 import { warn } from "./_logger.ts";
 
 export default defineCommand({
@@ -14,13 +14,14 @@ export default defineCommand({
   },
   args: {
     ...checkpointDirArg,
+    ...keyFileArg,
     "checkpoint-id": { type: "string", valueHint: "N", required: true, description: "The checkpoint to export" },
     output: { type: "string", valueHint: "FILE", required: true, description: "Archive to write: .tar, .tar.gz or .tar.zst (replaced atomically)" },
     json: { type: "boolean", description: "Print the result as JSON on stdout" },
   },
   async run({ args }) {
     const id = parseCheckpointId(args["checkpoint-id"])!;
-    const store = await openStore(args.dir);
+    const store = await openStore(args.dir, keyFilesOf(args));
     const reader = store.randomReader("export");
     // registered before anything is read: the owner's retention deletes nothing meanwhile
     const hold = await store.hold(warn);

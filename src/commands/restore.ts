@@ -4,7 +4,7 @@ import { CairnError } from "../errors.ts";
 import { type IntegrityCheck, restore } from "../restore/restore.ts";
 import { formatBytes, formatTime } from "../util/display.ts";
 import { createProgress } from "../util/progress.ts";
-import { parseCheckpointId } from "./_args.ts";
+import { keyFileArg, keyFilesOf, parseCheckpointId } from "./_args.ts";
 import { createLogger } from "./_logger.ts";
 
 export default defineCommand({
@@ -24,6 +24,7 @@ export default defineCommand({
     "dry-run": { type: "boolean", description: "Print the plan (checkpoint, size, target, what moves aside) and write nothing" },
     json: { type: "boolean", description: "Print the result as JSON on stdout" },
     parallel: { type: "string", valueHint: "N", description: "Worker threads fetching and checking blocks (default: number of cores, at most 4)" },
+    ...keyFileArg,
   },
   async run({ args }) {
     const logger = createLogger("info");
@@ -44,6 +45,7 @@ export default defineCommand({
     try {
       const r = await restore({
         source: args["db-checkpoint-path"],
+        keyFiles: keyFilesOf(args),
         dbPath: args["db-path"],
         checkpointId: parseCheckpointId(args["checkpoint-id"]),
         timestamp: parseInstant(args.timestamp),

@@ -3,7 +3,7 @@ import { openStore } from "../store/open.ts";
 import { verifyCheckpoints, verifyLog } from "../store/verify.ts";
 import { CairnError } from "../errors.ts";
 import { formatBytes } from "../util/display.ts";
-import { checkpointDirArg, checkpointIdArg, parseCheckpointId } from "./_args.ts";
+import { checkpointDirArg, checkpointIdArg, keyFileArg, keyFilesOf, parseCheckpointId } from "./_args.ts";
 import { warn } from "./_logger.ts";
 
 export default defineCommand({
@@ -11,9 +11,9 @@ export default defineCommand({
     name: "verify-db-checkpoint",
     description: "Re-read and re-check every file and block that checkpoints need; exit 1 naming each damaged one",
   },
-  args: { ...checkpointDirArg, ...checkpointIdArg },
+  args: { ...checkpointDirArg, ...checkpointIdArg, ...keyFileArg },
   async run({ args }) {
-    const reader = await openStore(args.dir);
+    const reader = await openStore(args.dir, keyFilesOf(args));
     const wanted = parseCheckpointId(args["checkpoint-id"]);
     // registered before anything is read: the owner's retention deletes nothing meanwhile
     const hold = await reader.hold(warn);

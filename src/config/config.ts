@@ -29,6 +29,8 @@ export interface CheckpointConfig {
   maxWriteBytesPerSec: number;
   remote?: RemoteConfig;
   walShipping: WalShippingConfig;
+  /** The key file every store the node writes is encrypted with (store/crypto.ts). */
+  keyFile?: string;
 }
 
 export interface WalShippingConfig {

@@ -62,6 +62,12 @@ function checkResolved(c: NodeConfig, file: string): void {
       hint: "choose a shorter admin_socket_path",
     });
   }
+  if (c.checkpoint.keyFile && c.checkpoint.walShipping.enabled) {
+    // the shipped log's segments are not sealed yet: they would leave the host in plaintext
+    throw new ConfigError(`${file}: checkpoint_config.wal_shipping: cannot be enabled together with checkpoint_config.encryption in this version`, {
+      hint: "turn one of them off",
+    });
+  }
   if (c.maxBodyBytesInFlight < c.maxBlobSize) {
     throw new ConfigError(`${file}: max_body_bytes_in_flight: expected at least max_blob_size (${c.maxBlobSize}), got ${c.maxBodyBytesInFlight}`);
   }
@@ -169,6 +175,7 @@ export function resolveConfig(doc: ConfigDocument, baseDir: string): NodeConfig 
         accessKeyId: cc.remote.access_key_id,
         secretAccessKey: cc.remote.secret_access_key,
       },
+      keyFile: cc.encryption ? resolve(baseDir, cc.encryption.key_file) : undefined,
       walShipping: {
         enabled: cc.wal_shipping?.enabled ?? false,
         intervalMs: cc.wal_shipping?.interval_millis ?? DEFAULTS.walShippingIntervalMs,

@@ -96,6 +96,8 @@ export const checkpointConfigSchema = v.strictObject(
     max_write_bytes_per_sec: v.optional(wholeNumber(0)),
     /** Ship every committed transaction into the store(s) between checkpoints (point-in-time restore). */
     wal_shipping: v.optional(walShipping),
+    /** Encrypt every store the node writes with the key in key_file (cairn key generate). */
+    encryption: v.optional(v.strictObject({ key_file: path }, "expected a mapping with key_file")),
   },
   "expected a mapping",
 );

@@ -30,6 +30,7 @@ import { join } from "node:path";
 import { STORE_FILE } from "../store/format.ts";
 import { Shipper } from "../checkpoint/shipper.ts";
 import { dbMarkOf } from "../store/log.ts";
+import { type KeyFile, readKeyFile } from "../store/crypto.ts";
 import { LocalStore } from "../store/dir/writer.ts";
 import { openTarget } from "../store/open.ts";
 import { isReadWrite } from "../store/backend.ts";
@@ -124,6 +125,9 @@ export class CairnNode {
       live = LiveFiles.open(dbFile);
       const tracker = ChangeTracker.resume(config.storagePath, live, markBeforeOpen);
       const cc = config.checkpoint;
+      const keyFile = cc.keyFile ? configuredKey(cc.keyFile) : undefined;
+      // an encrypted store never takes plaintext checkpoints, nor the other way round: refused now, not at the first checkpoint
+      if (existsSync(join(cc.dir, STORE_FILE))) LocalStore.keysOf(cc.dir, keyFile);
       let checkpointWanted: string | undefined;
       let requestCheckpoint = (why: string) => {
         checkpointWanted = why;
@@ -140,7 +144,7 @@ export class CairnNode {
             live,
             logger,
             markBeforeOpen: shippingMark,
-            ensureStore: () => LocalStore.openForWrite(cc.dir, opened.nodeId, logger).release(),
+            ensureStore: () => LocalStore.openForWrite(cc.dir, opened.nodeId, logger, keyFile).release(),
             requestCheckpoint: (why) => requestCheckpoint(why),
             remote: remote && isReadWrite(remote) ? { backend: remote, retryBackoffMs: Math.min(cc.remote!.retryBackoffMs, 5000) } : undefined,
           })
@@ -166,6 +170,7 @@ export class CairnNode {
         storagePath: config.storagePath,
         wal,
         logger,
+        keyFile,
       });
       node = new CairnNode(config, logger, opened.nodeId, lock, db, live, tracker, wal, blobs, checkpoints, shipper);
       if (opened.created) logger.info(`created a new database ${dbFile} (node id ${opened.nodeId})`);
@@ -465,5 +470,14 @@ function walBytesOf(live: LiveFiles): { total: number; pending: number } | undef
     return { total: h.mxFrame * frame, pending: Math.max(0, h.mxFrame - h.nBackfill) * frame };
   } catch {
     return undefined;
+  }
+}
+
+/** The configured key file, or E_CONFIG naming the key (never the key itself). */
+function configuredKey(path: string): KeyFile {
+  try {
+    return readKeyFile(path);
+  } catch (e) {
+    throw new CairnError("E_CONFIG", `checkpoint_config.encryption.key_file: ${errorMessage(e)}`, { hint: (e as CairnError).hint ?? "create one with: cairn key generate --output FILE" });
   }
 }

@@ -1,5 +1,6 @@
 /** Messages between a restore's coordinator (rebuild.ts, restore.ts) and its workers (range-job.ts, check-job.ts). */
 import type { BackendSpec } from "../store/backend.ts";
+import type { KeyringSpec } from "../store/crypto.ts";
 
 export interface RestoreInit {
   job: "restore";
@@ -11,6 +12,8 @@ export interface RestoreInit {
   imageBytes: number;
   /** The image being rebuilt: each worker writes its ranges into it. */
   imageFile: string;
+  /** An encrypted store's keys (never logged). */
+  keys?: KeyringSpec;
 }
 
 export type RestoreJob =

@@ -13,7 +13,8 @@ import type { Backend, RandomReads } from "../store/backend.ts";
 import { packPath, SEGMENT_ENTRY_BYTES } from "../store/format.ts";
 import { digestMatches } from "../store/hash.ts";
 import { openBackend } from "../store/open.ts";
-import { decodeBlock, FLAG_ZSTD } from "../store/pack.ts";
+import { StoreKeys } from "../store/crypto.ts";
+import { decodeBlock, equalBytes, FLAG_SEALED, FLAG_ZSTD } from "../store/pack.ts";
 import { LOC_WORDS } from "../store/reader.ts";
 import { preadFully, writeFully } from "../util/fsx.ts";
 import { lowerThisThreadPriority } from "../util/thread-priority.ts";
@@ -32,6 +33,8 @@ interface RestoreState {
   loc: Uint32Array;
   /** One range's worth of image, reused for every range. */
   buffer: Uint8Array;
+  /** An encrypted store's keys: every block is sealed, and named by a keyed digest. */
+  keys?: StoreKeys;
 }
 
 let state: RestoreState | undefined;
@@ -54,7 +57,18 @@ function openRestore(o: RestoreInit): void {
     list: new Uint8Array(0),
     loc: new Uint32Array(0),
     buffer: new Uint8Array(0),
+    keys: o.keys ? new StoreKeys(o.keys) : undefined,
   };
+}
+
+const keyedScratch = new Uint8Array(32);
+
+/** Whether `data` is the block named `digest` (BLAKE3, keyed in an encrypted store). */
+function isBlock(data: Uint8Array, digest: Uint8Array): boolean {
+  const keys = state!.keys;
+  if (!keys) return digestMatches(data, digest);
+  keys.digestInto(data, keyedScratch);
+  return equalBytes(keyedScratch, digest);
 }
 
 /** The tables the coordinator writes each window into (shared, so never copied). */
@@ -89,7 +103,7 @@ function checkImageRange(first: number, count: number): boolean {
   for (let b = first; b * r.blockSize < end; b++) {
     const o = b * r.blockSize - start;
     const at = (b - r.firstBlock) * SEGMENT_ENTRY_BYTES;
-    if (!digestMatches(image.subarray(o, Math.min(o + r.blockSize, image.length)), r.list.subarray(at, at + 32))) return false;
+    if (!isBlock(image.subarray(o, Math.min(o + r.blockSize, image.length)), r.list.subarray(at, at + 32))) return false;
   }
   return true;
 }
@@ -109,7 +123,7 @@ async function restoreRange(first: number, count: number): Promise<number> {
   const w = (b: number) => (b - r.firstBlock) * LOC_WORDS;
   const digestOf = (b: number) => r.list.subarray((b - r.firstBlock) * SEGMENT_ENTRY_BYTES, (b - r.firstBlock) * SEGMENT_ENTRY_BYTES + 32);
   const expectedLength = (b: number) => Math.min(r.blockSize, r.imageBytes - b * r.blockSize);
-  const isPlain = (b: number) => (r.loc[w(b) + 4]! & FLAG_ZSTD) === 0 && r.loc[w(b) + 2] === expectedLength(b) && r.loc[w(b) + 3] === expectedLength(b);
+  const isPlain = (b: number) => (r.loc[w(b) + 4]! & (FLAG_ZSTD | FLAG_SEALED)) === 0 && r.loc[w(b) + 2] === expectedLength(b) && r.loc[w(b) + 3] === expectedLength(b);
   const packName = (b: number) => `${r.backend.location}/${packPath(r.packIds[r.loc[w(b)]!]!)}`;
   const damaged = (b: number, why: string) => new CairnError("E_STORE_DAMAGED", `${packName(b)}: block ${b} at offset ${r.loc[w(b) + 1]} ${why} (damaged)`);
 
@@ -137,7 +151,7 @@ async function restoreRange(first: number, count: number): Promise<number> {
       if (n !== run.bytes) throw damaged(run.b, "is cut short (truncated pack)");
       for (let k = run.b; k < run.e; k++) {
         const o = k * r.blockSize - start;
-        if (!digestMatches(out.subarray(o, o + expectedLength(k)), digestOf(k))) throw damaged(k, "does not match its digest");
+        if (!isBlock(out.subarray(o, o + expectedLength(k)), digestOf(k))) throw damaged(k, "does not match its digest");
       }
       return;
     }
@@ -146,7 +160,7 @@ async function restoreRange(first: number, count: number): Promise<number> {
     for (let k = run.b, at = 0; k < run.e; k++) {
       const len = r.loc[w(k) + 2]!;
       const loc = { digest: digestOf(k), offset: r.loc[w(k) + 1]!, storedLength: len, rawLength: r.loc[w(k) + 3]!, flags: r.loc[w(k) + 4]! };
-      const raw = decodeBlock(stored.subarray(at, Math.min(n, at + len)), loc, packName(k));
+      const raw = decodeBlock(stored.subarray(at, Math.min(n, at + len)), loc, packName(k), r.keys);
       if (raw.length !== expectedLength(k)) throw damaged(k, "has the wrong length");
       out.set(raw, k * r.blockSize - start);
       at += len;

@@ -181,7 +181,7 @@ async function fromObjects(
   try {
     const source = reader.backend.spec?.();
     if (!source) throw new CairnError("E_INTERNAL", `${reader.location} cannot be read by workers`);
-    await pool.all<void, RestoreJob>({ job: "restore", op: "init", source, packIds: m.packs, blockSize: m.block_size, imageBytes: m.db_size_bytes, imageFile: o.imageFile });
+    await pool.all<void, RestoreJob>({ job: "restore", op: "init", source, packIds: m.packs, blockSize: m.block_size, imageBytes: m.db_size_bytes, imageFile: o.imageFile, keys: reader.keys?.spec });
     const segsPerRange = RESTORE_RANGE_BLOCKS / m.segment_blocks;
     const window = windowSegments(m, segsPerRange);
     // one list, one location table and one digest table, reused by every window (shared with

@@ -21,6 +21,7 @@ import { DB_FILE } from "../engine/database.ts";
 import { LOCK_FILE, StorageLock } from "../engine/lock.ts";
 import type { Logger } from "../log.ts";
 import type { Manifest } from "../store/format.ts";
+import type { KeyFile } from "../store/crypto.ts";
 import { openStore } from "../store/open.ts";
 import { crashPoint, pausePoint } from "../util/crash-point.ts";
 import type { FileLock } from "../util/file-lock.ts";
@@ -37,6 +38,8 @@ export type IntegrityCheck = "none" | "quick" | "full";
 
 export interface RestoreOptions {
   source: string;
+  /** Key file(s) of an encrypted store. */
+  keyFiles?: KeyFile[];
   dbPath: string;
   checkpointId?: number;
   /** Restore the state as of this instant (ms since the epoch): the shipped log after a checkpoint. */
@@ -169,7 +172,7 @@ async function pickCheckpoint(
 export async function restore(o: RestoreOptions): Promise<RestoreResult> {
   const t0 = performance.now();
   const dbPath = resolve(o.dbPath);
-  const reader = await openStore(o.source);
+  const reader = await openStore(o.source, o.keyFiles);
   // before anything is read: the node's retention and garbage collection wait while we hold
   // this, so the checkpoint chosen below cannot change under the restore
   const readers = await reader.hold((m) => o.logger.warn(m));

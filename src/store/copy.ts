@@ -16,6 +16,7 @@ import { DirBackend } from "./dir/backend.ts";
 import { encodeStoreInfo, indexPath, manifestPath, MAX_MANIFEST_BYTES, packPath, sameStore, STORE_FILE, storeInfoForCopy } from "./format.ts";
 import { StoreReader } from "./reader.ts";
 import { applyRemoteRetention } from "./retention.ts";
+import { type KeyFile, openStoreKeys } from "./crypto.ts";
 
 /** Files uploaded at once. */
 const UPLOAD_PARALLEL = 4;
@@ -44,6 +45,8 @@ export interface PushOptions {
   logger: Logger;
   signal?: AbortSignal;
   onProgress?: (uploadedBytes: number) => void;
+  /** An encrypted local store's key file (the remote holds the same sealed files). */
+  keyFile?: KeyFile;
 }
 
 /** Copy checkpoints of the local store in `localDir` to `remote`, then apply its retention. */
@@ -52,13 +55,14 @@ export async function pushCheckpoints(o: PushOptions): Promise<PushResult> {
   const localBackend = new DirBackend(o.localDir);
   const local = new StoreReader(localBackend);
   const info = await local.info();
+  local.keys = info.encryption ? openStoreKeys(info.encryption, o.keyFile ? [o.keyFile] : [], o.localDir) : undefined;
   const remote = o.remote;
   const check = () => {
     if (o.signal?.aborted) throw new CairnError("E_CANCELLED", "push cancelled");
   };
 
   // the remote's owner, or a new remote store (read like any store)
-  const remoteStore = new StoreReader(remote);
+  const remoteStore = new StoreReader(remote, local.keys);
   if (await remoteStore.exists()) {
     const theirs = await remoteStore.info();
     if (theirs.node_id !== info.node_id) {
@@ -71,8 +75,11 @@ export async function pushCheckpoints(o: PushOptions): Promise<PushResult> {
         hint: "give the new store its own remote prefix",
       });
     }
-    // a remote made by an older cairn holds the quick-hash seed itself: keep only its digest there
-    if (theirs.quick_hash_seed !== undefined) await remote.writes.put(STORE_FILE, encodeStoreInfo(storeInfoForCopy(info)));
+    // a remote made by an older cairn holds the quick-hash seed itself: keep only its digest
+    // there; the keys that open it follow the local store's (key add, remove, rotate, retired generations)
+    if (theirs.quick_hash_seed !== undefined || JSON.stringify(theirs.encryption) !== JSON.stringify(info.encryption)) {
+      await remote.writes.put(STORE_FILE, encodeStoreInfo(storeInfoForCopy(info)));
+    }
   } else await remote.writes.put(STORE_FILE, encodeStoreInfo(storeInfoForCopy(info)));
 
   // hold the local store for reading: retention and collection wait until the files are uploaded
@@ -124,7 +131,7 @@ export async function pushCheckpoints(o: PushOptions): Promise<PushResult> {
   } finally {
     await hold.release();
   }
-  const retained = await applyRemoteRetention(remote, o.maxRemote, o.logger);
+  const retained = await applyRemoteRetention(remote, o.maxRemote, o.logger, local.keys);
   result.removed = retained.removed;
   result.remote_checkpoints = retained.kept;
   result.duration_ms = Math.round(performance.now() - t0);

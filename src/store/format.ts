@@ -20,6 +20,7 @@
  * a directory, a tar archive or an object store. Packs and their indexes are in pack.ts.
  */
 import { CairnError } from "../errors.ts";
+import { encryptionProblem, type StoreEncryption } from "./crypto.ts";
 import { blockDigest, toHex } from "./hash.ts";
 
 export const STORE_FORMAT = 1;
@@ -52,6 +53,8 @@ export interface StoreInfo {
   quick_hash_seed?: string;
   /** In copies of a store (archives, remote stores): the seed's digest, never the seed. */
   quick_hash_seed_digest?: string;
+  /** An encrypted store (store/crypto.ts): its scheme, key generation and wrapped keys. */
+  encryption?: StoreEncryption;
 }
 
 export interface ManifestStats {
@@ -93,6 +96,8 @@ export interface Manifest {
   segment_packs?: number[][];
   db_totals: { blob_count: number; blob_bytes: number };
   stats: ManifestStats;
+  /** An encrypted store: the key generation its blocks were sealed under (store/keys.ts). */
+  key_generation?: number;
   /** Where the image stands in the shipped log (store/log.ts), when WAL shipping was on. */
   log?: { chain: string; txn: number; ms: number };
   /** BLAKE3 (hex) of this JSON with `checksum` set to "". */
@@ -200,6 +205,7 @@ function manifestProblem(m: Manifest): string | undefined {
   if (typeof m.db_totals !== "object" || m.db_totals === null || !isCount(m.db_totals.blob_count) || !isCount(m.db_totals.blob_bytes)) return "has no valid blob totals";
   const st = m.stats;
   if (typeof st !== "object" || st === null || !isCount(st.new_bytes) || !isCount(st.duration_ms) || !isCount(st.new_blocks) || !isCount(st.logical_bytes)) return "has no valid stats";
+  if (m.key_generation !== undefined && (!isCount(m.key_generation) || m.key_generation < 1)) return "has an impossible key generation";
   if (m.log !== undefined) {
     const l = m.log;
     if (typeof l !== "object" || l === null || typeof l.chain !== "string" || !/^[0-9a-f]{16}$/.test(l.chain) || !isCount(l.txn) || !isCount(l.ms)) return "has an invalid log position";
@@ -240,6 +246,8 @@ export function decodeStoreInfo(data: Uint8Array, name: string): StoreInfo {
   if (!isName(info.node_id) || !isPowerOfTwo(info.block_size, MIN_BLOCK_SIZE, MAX_BLOCK_SIZE) || !seedOk || !seedDigestOk || (info.quick_hash_seed === undefined && info.quick_hash_seed_digest === undefined)) {
     throw new CairnError("E_STORE_DAMAGED", `${name}: missing or impossible fields`);
   }
+  const enc = info.encryption === undefined ? undefined : encryptionProblem(info.encryption);
+  if (enc) throw new CairnError("E_STORE_DAMAGED", `${name}: ${enc}`);
   return info;
 }
 

@@ -25,6 +25,7 @@ import { crashPoint, pausePoint } from "../util/crash-point.ts";
 import { DIR_MODE, fileSizeOrZero, fsyncDir } from "../util/fsx.ts";
 import type { Backend, Writes } from "./backend.ts";
 import { DirBackend } from "./dir/backend.ts";
+import { type KeyringSpec, StoreKeys } from "./crypto.ts";
 import { publishPackFiles, writeManifestFile } from "./dir/writer.ts";
 import { DigestBloom } from "./bloom.ts";
 import { DigestTable } from "./digest-table.ts";
@@ -51,6 +52,8 @@ export interface GcOptions {
    * checkpoint goes, so without removals only unreferenced leftovers are looked for.
    */
   checkpointsRemoved: boolean;
+  /** An encrypted store's keys (manifests and indexes are sealed; blocks are copied as they are). */
+  keys?: KeyringSpec;
 }
 
 /** Every manifest of the store, or E_STORE_DAMAGED if one cannot be read (then nothing may be collected). */
@@ -109,7 +112,8 @@ export async function collectGarbage(dir: string, opts: GcOptions): Promise<GcRe
 }
 
 async function collectIn(dir: string, backend: DirBackend, opts: GcOptions): Promise<GcResult> {
-  const reader = new StoreReader(backend);
+  const keys = opts.keys ? new StoreKeys(opts.keys) : undefined;
+  const reader = new StoreReader(backend, keys);
   const manifests = await allManifests(reader);
   await pausePoint("gc:collecting");
   const { removedPacks, freedBytes } = await removeUnreferencedPacks(backend, reader, manifests);
@@ -153,7 +157,7 @@ async function collectIn(dir: string, backend: DirBackend, opts: GcOptions): Pro
     m.packs = packs;
     if (segmentPacks) m.segment_packs = segmentPacks;
     const { checksum: _, ...rest } = m;
-    writeManifestFile(dir, rest);
+    writeManifestFile(dir, rest, keys);
     crashPoint("gc:manifest-rewritten");
   }
   // only now may the old packs go
@@ -209,7 +213,7 @@ async function rewritePack(dir: string, reader: StoreReader, packId: string, kee
   const idx = await reader.index(packId);
   const tmp = join(dir, "tmp");
   mkdirSync(tmp, { recursive: true, mode: DIR_MODE });
-  const pack = new PackFile(tmp, { sync });
+  const pack = new PackFile(tmp, { sync, keys: reader.keys });
   const digest = new Uint32Array(8);
   const digestBytes = new Uint8Array(digest.buffer);
   try {

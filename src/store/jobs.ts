@@ -3,19 +3,20 @@
  * thread): finding where a checkpoint's segments are, and garbage collection.
  */
 import { CairnError } from "../errors.ts";
+import { type KeyringSpec, StoreKeys } from "./crypto.ts";
 import { DirBackend } from "./dir/backend.ts";
 import { type Manifest, SEGMENT_ENTRY_BYTES } from "./format.ts";
 import { collectGarbage, type GcOptions } from "./gc.ts";
 import { hintedPacks, LOC_WORDS, StoreReader, windowSegments } from "./reader.ts";
 
 export type StoreJob =
-  | { job: "store"; op: "locateSegments"; storeDir: string; manifestId: number }
+  | { job: "store"; op: "locateSegments"; storeDir: string; manifestId: number; keys?: KeyringSpec }
   | ({ job: "store"; op: "gc"; storeDir: string } & GcOptions);
 
 export async function storeJob(msg: StoreJob): Promise<unknown> {
   switch (msg.op) {
     case "locateSegments":
-      return locateSegments(msg.storeDir, msg.manifestId);
+      return locateSegments(msg.storeDir, msg.manifestId, msg.keys ? new StoreKeys(msg.keys) : undefined);
     case "gc":
       return collectGarbage(msg.storeDir, msg);
   }
@@ -26,10 +27,10 @@ export async function storeJob(msg: StoreJob): Promise<unknown> {
  * segment's blocks are in (its whole block list located, a window of segments at a time, so
  * memory stays that of a window). E_STORE_DAMAGED if a segment or block is in none of its packs.
  */
-async function locateSegments(storeDir: string, manifestId: number): Promise<{ manifest: Manifest; locations: SegmentPlace[] }> {
+async function locateSegments(storeDir: string, manifestId: number, keys: StoreKeys | undefined): Promise<{ manifest: Manifest; locations: SegmentPlace[] }> {
   const backend = new DirBackend(storeDir);
   try {
-    const reader = new StoreReader(backend);
+    const reader = new StoreReader(backend, keys);
     const m = await reader.manifest(manifestId);
     const where = await reader.locateSome(m.packs, m.segments);
     const locations: SegmentPlace[] = m.segments.map((d, s) => {

@@ -11,20 +11,27 @@ import { ArchiveBackend } from "./archive/backend.ts";
 import { isArchiveName } from "./archive/names.ts";
 import { DirBackend } from "./dir/backend.ts";
 import { isS3Url, resolveS3Settings, S3Backend, type S3Settings, type S3SourceSpec } from "./s3/backend.ts";
+import type { KeyFile } from "./crypto.ts";
 import { Store } from "./store.ts";
 
-/** Open `location` for reading; an s3:// URL takes its settings from the environment. */
-export async function openStore(location: string): Promise<Store> {
-  if (isS3Url(location)) {
-    const store = new Store(new S3Backend(resolveS3Settings({ url: location })));
-    // a prefix exists only through its objects: a mistyped one must not "verify" as empty
-    if (!(await store.exists())) {
-      throw new CairnError("E_NOT_FOUND", `${store.location} holds no checkpoint store (no cairn-store.json)`, {
-        hint: "check the bucket and prefix (list them with your S3 tool)",
-      });
-    }
-    return store;
+/**
+ * Open `location` for reading; an s3:// URL takes its settings from the environment. An
+ * encrypted store is opened with `keyFiles` (E_KEY_NEEDED without, E_KEY_WRONG if none opens it).
+ */
+export async function openStore(location: string, keyFiles: KeyFile[] = []): Promise<Store> {
+  const store = storeAt(location, keyFiles);
+  // a prefix exists only through its objects: a mistyped one must not "verify" as empty
+  if (isS3Url(location) && !(await store.exists())) {
+    throw new CairnError("E_NOT_FOUND", `${store.location} holds no checkpoint store (no cairn-store.json)`, {
+      hint: "check the bucket and prefix (list them with your S3 tool)",
+    });
   }
+  await store.unlock();
+  return store;
+}
+
+function storeAt(location: string, keyFiles: KeyFile[]): Store {
+  if (isS3Url(location)) return new Store(new S3Backend(resolveS3Settings({ url: location })), keyFiles);
   const path = resolve(location);
   let st;
   try {
@@ -34,9 +41,9 @@ export async function openStore(location: string): Promise<Store> {
       hint: "give the checkpoint directory (db_checkpoint_dir), an archive file or an s3:// URL",
     });
   }
-  if (st.isFile()) return new Store(new ArchiveBackend(path, path));
+  if (st.isFile()) return new Store(new ArchiveBackend(path, path), keyFiles);
   if (!st.isDirectory()) throw new CairnError("E_NOT_FOUND", `${path} is neither a directory nor an archive file`);
-  return new Store(new DirBackend(path));
+  return new Store(new DirBackend(path), keyFiles);
 }
 
 /**

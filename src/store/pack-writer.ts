@@ -11,6 +11,8 @@ import { windowDone } from "../util/writeback.ts";
 import { join } from "node:path";
 import { crashPoint } from "../util/crash-point.ts";
 import { CREATE_EXCLUSIVE, FILE_MODE, writeFully } from "../util/fsx.ts";
+import type { StoreKeys } from "./crypto.ts";
+import { indexPath } from "./format.ts";
 import { toHex } from "./hash.ts";
 import { encodeIndex, INDEX_ENTRY_BYTES, PACK_HEADER_BYTES, PACK_MAGIC, PACK_MAX_ENTRIES } from "./pack.ts";
 
@@ -88,6 +90,8 @@ export interface PackFileOptions {
   onWrite?: (bytes: number) => void;
   /** Names crash points "<prefix>:pack-written" and "<prefix>:index-written" (tests). */
   crashPrefix?: string;
+  /** An encrypted store's keys: the index is sealed (the caller seals the blocks). */
+  keys?: StoreKeys;
 }
 
 /**
@@ -186,7 +190,7 @@ export class PackFile {
     if (syncNow) fsyncSync(this.fd);
     closeSync(this.fd);
     if (this.opts.crashPrefix) crashPoint(`${this.opts.crashPrefix}:pack-written`);
-    const idx = this.layout.index();
+    const idx = this.opts.keys ? this.opts.keys.sealObject(indexPath(this.packId), this.layout.index()) : this.layout.index();
     const fd = openSync(this.path("idx"), CREATE_EXCLUSIVE, FILE_MODE);
     try {
       writeFully(fd, idx);

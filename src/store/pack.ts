@@ -12,6 +12,7 @@
  */
 import { CairnError } from "../errors.ts";
 import { MAX_BLOCK_SIZE, MAX_SEGMENT_BLOCKS, SEGMENT_ENTRY_BYTES } from "./format.ts";
+import { BLOCK_SEAL_BYTES, isSealed, type StoreKeys } from "./crypto.ts";
 import { blockDigest, DIGEST_BYTES, digestMatches, toHex } from "./hash.ts";
 
 export const PACK_MAGIC = "CAIRNPK1";
@@ -30,6 +31,8 @@ export const MAX_BLOCK_RAW_BYTES = Math.max(MAX_BLOCK_SIZE, MAX_SEGMENT_BLOCKS *
 export const BLOCK_KIND_DATA = 0;
 export const BLOCK_KIND_SEGMENT = 1;
 export const FLAG_ZSTD = 1;
+/** The stored bytes are sealed (an encrypted store: store/crypto.ts), around raw or zstd bytes. */
+export const FLAG_SEALED = 2;
 
 // ---- index entries ---------------------------------------------------------------------------
 
@@ -42,7 +45,7 @@ export interface IndexEntry {
   offset: number;
   storedLength: number;
   rawLength: number;
-  /** bit 0: zstd; bits 8-15: kind */
+  /** bit 0: zstd; bit 1: sealed; bits 8-15: kind */
   flags: number;
 }
 
@@ -85,7 +88,8 @@ export interface DecodedIndex {
  * `checksum: false` skips its BLAKE3 (for a file this process has already checked).
  */
 /** The largest index: PACK_MAX_ENTRIES entries. */
-export const MAX_INDEX_BYTES = INDEX_HEADER_BYTES + PACK_MAX_ENTRIES * INDEX_ENTRY_BYTES + DIGEST_BYTES;
+// (64 bytes more: what sealing adds to a stored index in an encrypted store)
+export const MAX_INDEX_BYTES = INDEX_HEADER_BYTES + PACK_MAX_ENTRIES * INDEX_ENTRY_BYTES + DIGEST_BYTES + 64;
 
 /**
  * Decode and check a pack index; throws E_STORE_DAMAGED naming `name` if anything is off,
@@ -119,13 +123,14 @@ export function decodeIndex(data: Uint8Array, name: string, checksum = true): De
 
 /** What is impossible about an index entry, or undefined. */
 function entryProblem(offset: number, stored: number, raw: number, flags: number, packBytes: number): string | undefined {
-  if ((flags & ~(FLAG_ZSTD | 0xff00)) !== 0) return `has unknown flags ${flags.toString(16)}`;
+  if ((flags & ~(FLAG_ZSTD | FLAG_SEALED | 0xff00)) !== 0) return `has unknown flags ${flags.toString(16)}`;
   const kind = entryKind(flags);
   if (kind !== BLOCK_KIND_DATA && kind !== BLOCK_KIND_SEGMENT) return `has an unknown kind ${kind}`;
   if (offset < PACK_HEADER_BYTES || offset + stored > packBytes) return `lies outside its pack (offset ${offset}, ${stored} bytes)`;
   if (raw === 0 || raw > MAX_BLOCK_RAW_BYTES) return `declares ${raw} bytes, more than a block can hold`;
-  // a block is stored compressed only when that makes it smaller
-  if ((flags & FLAG_ZSTD) === 0 ? stored !== raw : stored === 0 || stored > raw) return `has a stored length ${stored} that does not fit its ${raw} bytes`;
+  // a block is stored compressed only when that makes it smaller; sealing adds a fixed amount
+  const inner = flags & FLAG_SEALED ? stored - BLOCK_SEAL_BYTES : stored;
+  if ((flags & FLAG_ZSTD) === 0 ? inner !== raw : inner <= 0 || inner > raw) return `has a stored length ${stored} that does not fit its ${raw} bytes`;
   return undefined;
 }
 
@@ -224,16 +229,45 @@ export function readIndexEntry(idx: DecodedIndex, i: number): IndexEntry {
 }
 
 
-/** Decompress a stored block if needed (never to more than its index says) and check it against its digest. */
-export function decodeBlock(stored: Uint8Array, loc: IndexEntry, name: string): Uint8Array {
+/**
+ * A stored block's bytes as they were read: opened if sealed (with the store's keys), then
+ * decompressed if needed (never to more than its index says) and checked against its digest
+ * (BLAKE3, or keyed BLAKE3 in an encrypted store).
+ */
+export function decodeBlock(stored: Uint8Array, loc: IndexEntry, name: string, keys?: StoreKeys): Uint8Array {
   if (stored.length !== loc.storedLength) {
     throw new CairnError("E_STORE_DAMAGED", `${name}: truncated (block at offset ${loc.offset} is cut short)`);
   }
-  const raw = loc.flags & FLAG_ZSTD ? decompressBlock(stored, loc.rawLength, name, loc.offset) : stored;
-  if (raw.length !== loc.rawLength || !digestMatches(raw, loc.digest)) {
+  let inner = stored;
+  if (loc.flags & FLAG_SEALED) {
+    if (!keys) throw new CairnError("E_KEY_NEEDED", `${name} holds encrypted blocks`, { hint: "--key-file FILE (or CAIRN_KEY_FILE)" });
+    inner = keys.openBlock(loc.digest, stored, name);
+  } else if (keys) throw new CairnError("E_STORE_DAMAGED", `${name}: block at offset ${loc.offset} is not encrypted, in an encrypted store (altered)`);
+  const raw = loc.flags & FLAG_ZSTD ? decompressBlock(inner, loc.rawLength, name, loc.offset) : inner;
+  if (raw.length !== loc.rawLength || !(keys ? keyedDigestMatches(keys, raw, loc.digest) : digestMatches(raw, loc.digest))) {
     throw new CairnError("E_STORE_DAMAGED", `${name}: block ${toHex(loc.digest).slice(0, 16)}… at offset ${loc.offset} does not match its digest (damaged)`);
   }
   return raw;
+}
+
+const keyedScratch = new Uint8Array(DIGEST_BYTES);
+
+function keyedDigestMatches(keys: StoreKeys, data: Uint8Array, expected: Uint8Array): boolean {
+  keys.digestInto(data, keyedScratch);
+  return equalBytes(keyedScratch, expected);
+}
+
+/** A pack index as stored: encoded, and sealed for its path in an encrypted store. */
+export function encodeIndexFile(packBytes: number, entries: Uint8Array, count: number, path: string, keys?: StoreKeys): Uint8Array {
+  const idx = encodeIndex(packBytes, entries, count);
+  return keys ? keys.sealObject(path, idx) : idx;
+}
+
+/** decodeIndex of a stored index file (opened first in an encrypted store; `path` is its path in the store). */
+export function decodeIndexFile(data: Uint8Array, name: string, path: string, keys: StoreKeys | undefined, checksum = true): DecodedIndex {
+  if (keys) return decodeIndex(keys.openObject(path, data, name), name, checksum);
+  if (isSealed(data)) throw new CairnError("E_KEY_NEEDED", `${name} is encrypted`, { hint: "--key-file FILE (or CAIRN_KEY_FILE)" });
+  return decodeIndex(data, name, checksum);
 }
 
 export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {

@@ -3,6 +3,7 @@
  * manifests, pack indexes, segments and blocks, each checked as it is read (manifest and index
  * checksums, block digests). Used by list, verify, restore and export alike.
  */
+import { isSealed, type StoreKeys } from "./crypto.ts";
 import { CairnError } from "../errors.ts";
 import { type Backend, type RandomReads, randomReadsOf } from "./backend.ts";
 import { DigestTable } from "./digest-table.ts";
@@ -25,7 +26,7 @@ import { fromHex } from "./hash.ts";
 import {
   type DecodedIndex,
   decodeBlock,
-  decodeIndex,
+  decodeIndexFile,
   equalBytes,
   INDEX_ENTRY_BYTES,
   type IndexEntry,
@@ -63,6 +64,16 @@ export function hintedPacks(m: Manifest, first: number, n: number): number[] {
   return [...set].sort((a, b) => a - b);
 }
 
+/**
+ * A stored object's plaintext: opened with the store's keys (for its path) in an encrypted
+ * store; E_KEY_NEEDED for a sealed one without them.
+ */
+export function openStored(data: Uint8Array, path: string, name: string, keys: StoreKeys | undefined): Uint8Array {
+  if (keys) return keys.openObject(path, data, name);
+  if (isSealed(data)) throw new CairnError("E_KEY_NEEDED", `${name} is encrypted`, { hint: "--key-file FILE (or CAIRN_KEY_FILE)" });
+  return data;
+}
+
 export class StoreReader {
   private infoCache?: StoreInfo;
   private indexCache = new Map<string, DecodedIndex>();
@@ -74,7 +85,11 @@ export class StoreReader {
   /** The backend's random reads. */
   readonly source: RandomReads;
 
-  constructor(readonly backend: Backend) {
+  /** An encrypted store's opened keys (store/open.ts sets them); undefined for a plaintext store. */
+  keys?: StoreKeys;
+
+  constructor(readonly backend: Backend, keys?: StoreKeys) {
+    this.keys = keys;
     this.source = randomReadsOf(backend, "reading a store at random");
   }
 
@@ -113,7 +128,7 @@ export class StoreReader {
 
   async manifest(id: number): Promise<Manifest> {
     const path = manifestPath(id);
-    const m = decodeManifest(await this.source.get(path, MAX_MANIFEST_BYTES), `${this.location}/${path}`);
+    const m = decodeManifest(openStored(await this.source.get(path, MAX_MANIFEST_BYTES), path, `${this.location}/${path}`, this.keys), `${this.location}/${path}`);
     if (m.id !== id) throw new CairnError("E_STORE_DAMAGED", `${this.location}/${path}: says it is checkpoint ${m.id}`);
     return m;
   }
@@ -128,7 +143,7 @@ export class StoreReader {
     const path = indexPath(packId);
     const data = await this.source.getReusing(path, this.scanBuffer, MAX_INDEX_BYTES);
     if (data.buffer !== this.scanBuffer.buffer) this.scanBuffer = new Uint8Array(data.buffer);
-    const idx = decodeIndex(data, `${this.location}/${path}`, !this.checkedIndexes.has(packId));
+    const idx = decodeIndexFile(data, `${this.location}/${path}`, path, this.keys, !this.checkedIndexes.has(packId));
     this.checkedIndexes.add(packId);
     return idx;
   }
@@ -137,7 +152,7 @@ export class StoreReader {
     let idx = this.indexCache.get(packId);
     if (!idx) {
       const path = indexPath(packId);
-      idx = decodeIndex(await this.source.get(path, MAX_INDEX_BYTES), `${this.location}/${path}`);
+      idx = decodeIndexFile(await this.source.get(path, MAX_INDEX_BYTES), `${this.location}/${path}`, path, this.keys);
       this.checkedIndexes.add(packId);
       this.indexCache.set(packId, idx);
       this.indexCacheBytes += idx.entries.byteLength;
@@ -175,7 +190,7 @@ export class StoreReader {
   async block(loc: BlockLocation): Promise<Uint8Array> {
     const path = packPath(loc.packId);
     const stored = await this.source.getRange(path, loc.offset, loc.storedLength);
-    return decodeBlock(stored, loc, `${this.location}/${path}`);
+    return decodeBlock(stored, loc, `${this.location}/${path}`, this.keys);
   }
 
   /**

@@ -21,6 +21,8 @@ import { LocalStore } from "./dir/writer.ts";
 import { manifestPath, type Manifest } from "./format.ts";
 import { type GcResult, removeUnreferencedPacks } from "./gc.ts";
 import { describeLeases, readLeases } from "./lease.ts";
+import { retireGenerations } from "./keys.ts";
+import type { KeyFile, StoreKeys } from "./crypto.ts";
 import type { StoreJob } from "./jobs.ts";
 import { StoreReader } from "./reader.ts";
 
@@ -52,8 +54,10 @@ export async function applyLocalRetention(
   workers?: WorkerPool,
   /** The log chain the node is writing (WAL shipping): kept whole. */
   currentChain?: string,
+  /** An encrypted store's key file. */
+  keyFile?: KeyFile,
 ): Promise<RetentionResult> {
-  const store = LocalStore.openForWrite(dir, nodeId, logger);
+  const store = LocalStore.openForWrite(dir, nodeId, logger, keyFile);
   let readers: FileLock | undefined;
   try {
     try {
@@ -64,6 +68,14 @@ export async function applyLocalRetention(
     const ids = await store.reader.manifestIds();
     const removed = expiredCheckpoints(ids, keep);
     for (const id of removed) await store.removeManifest(id);
+    if (removed.length > 0 && store.info.encryption) {
+      try {
+        const retired = await retireUnusedGenerations(store, ids.filter((id) => !removed.includes(id)));
+        if (retired > 0) logger.info(`retention dropped ${retired} wrapped key(s) of key generations no remaining checkpoint uses`);
+      } catch (e) {
+        logger.warn(`could not drop the keys of retired key generations in ${dir}: ${errorMessage(e)}`);
+      }
+    }
     try {
       const logFiles = await pruneLog(store.reader.source as RandomReads, {
         delete: async (p) => {
@@ -77,7 +89,7 @@ export async function applyLocalRetention(
     }
     const pool = workers?.alive ? workers : new WorkerPool(1);
     try {
-      const job: StoreJob = { job: "store", op: "gc", storeDir: dir, minLiveFraction: 0.5, sync, checkpointsRemoved: removed.length > 0 && lookForDeadBlocks };
+      const job: StoreJob = { job: "store", op: "gc", storeDir: dir, minLiveFraction: 0.5, sync, checkpointsRemoved: removed.length > 0 && lookForDeadBlocks, keys: store.keys?.spec };
       return { removed, gc: await pool.call<GcResult>(0, job) };
     } catch (e) {
       logger.warn(`garbage collection in ${dir} failed: ${errorMessage(e)}`);
@@ -91,6 +103,16 @@ export async function applyLocalRetention(
   }
 }
 
+/** Drop the wrapped keys of generations older than every remaining checkpoint's (after a rotation); returns how many went. */
+async function retireUnusedGenerations(store: LocalStore, keptIds: number[]): Promise<number> {
+  const enc = store.info.encryption!;
+  let oldest = enc.generation;
+  for (const id of keptIds) oldest = Math.min(oldest, (await store.reader.manifest(id)).key_generation ?? 1);
+  const n = retireGenerations(enc, oldest);
+  if (n > 0) store.rewriteInfo();
+  return n;
+}
+
 /**
  * Retention of a remote store: the expired manifests go first, then every pack no remaining
  * manifest needs. A pack uploaded by a push that failed before its manifest is needed by none
@@ -102,8 +124,9 @@ export async function applyRemoteRetention(
   remote: Backend & { random: RandomReads; writes: Writes },
   keep: number,
   logger: Logger,
+  keys?: StoreKeys,
 ): Promise<{ removed: number[]; kept: number[]; skipped?: string }> {
-  const store = new StoreReader(remote);
+  const store = new StoreReader(remote, keys);
   const ids = await store.manifestIds();
   const expired = expiredCheckpoints(ids, keep);
   if (expired.length === 0) return { removed: [], kept: ids };

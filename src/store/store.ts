@@ -7,6 +7,7 @@ import { CairnError } from "../errors.ts";
 import type { Backend, Hold } from "./backend.ts";
 import { NO_HOLD } from "./backend.ts";
 import type { Manifest, StoreInfo } from "./format.ts";
+import { type KeyFile, openStoreKeys } from "./crypto.ts";
 import { StoreReader } from "./reader.ts";
 import { StreamReader } from "./stream-reader.ts";
 
@@ -16,9 +17,27 @@ export class Store {
   /** Front to back (an archive). */
   readonly streamer?: StreamReader;
 
-  constructor(readonly backend: Backend) {
+  constructor(
+    readonly backend: Backend,
+    private readonly keyFiles: KeyFile[] = [],
+  ) {
     if (backend.random) this.reader = new StoreReader(backend);
-    else if (backend.stream) this.streamer = new StreamReader(backend.location, backend.stream);
+    else if (backend.stream) this.streamer = new StreamReader(backend.location, backend.stream, keyFiles);
+  }
+
+  /**
+   * Open an encrypted store's keys with the key files given (E_KEY_NEEDED without any,
+   * E_KEY_WRONG if none opens it); nothing for a plaintext store or where there is no store.
+   */
+  async unlock(): Promise<void> {
+    if (this.streamer) {
+      await this.streamer.info();
+      return;
+    }
+    const r = this.reader!;
+    if (r.keys || !(await r.exists())) return;
+    const info = await r.info();
+    if (info.encryption) r.keys = openStoreKeys(info.encryption, this.keyFiles, this.location);
   }
 
   get location(): string {

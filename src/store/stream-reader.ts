@@ -12,17 +12,22 @@ import { toHex } from "./hash.ts";
 import { LOG_DIR, MAX_SEGMENT_BYTES, segmentOf } from "./log.ts";
 
 const CHAIN_PATH_RE = /^log\/[0-9a-f]{16}\/chain\.json$/;
-import { BLOCK_KIND_DATA, BLOCK_KIND_SEGMENT, decodeBlock, decodeIndex, entryKind, equalBytes, MAX_INDEX_BYTES, PACK_HEADER_BYTES, PACK_MAGIC, readIndexEntry } from "./pack.ts";
+import { type KeyFile, openStoreKeys, type StoreKeys } from "./crypto.ts";
+import { openStored } from "./reader.ts";
+import { BLOCK_KIND_DATA, BLOCK_KIND_SEGMENT, decodeBlock, decodeIndexFile, entryKind, equalBytes, MAX_INDEX_BYTES, PACK_HEADER_BYTES, PACK_MAGIC, readIndexEntry } from "./pack.ts";
 
 /** What the stream gives each data block: its number in the image, and its bytes. */
 export type BlockSink = (block: number, data: Uint8Array) => void | Promise<void>;
 
 export class StreamReader {
   private head?: { info: StoreInfo; manifest: Manifest };
+  /** An encrypted archive's keys, opened from `keyFiles` when its store info is read. */
+  keys?: StoreKeys;
 
   constructor(
     readonly location: string,
     private readonly stream: StreamReads,
+    private readonly keyFiles: KeyFile[] = [],
   ) {}
 
   private damaged(why: string, cause?: unknown): CairnError {
@@ -47,11 +52,13 @@ export class StreamReader {
     if (next.done) throw this.damaged("the archive is empty or cut short");
     if (next.value.path !== STORE_FILE) throw notExport();
     const info = decodeStoreInfo(await this.readWhole(next.value, MAX_STORE_INFO_BYTES), `${this.location}:${STORE_FILE}`);
+    if (info.encryption && !this.keys) this.keys = openStoreKeys(info.encryption, this.keyFiles, this.location);
     next = await it.next();
     if (next.done) throw this.damaged("the archive ends before its manifest (truncated)");
     const mm = /^manifests\/(.+)$/.exec(next.value.path);
     if (!mm || !MANIFEST_NAME_RE.test(mm[1]!)) throw notExport();
-    const manifest = decodeManifest(await this.readWhole(next.value, MAX_MANIFEST_BYTES), `${this.location}:${next.value.path}`);
+    const name = `${this.location}:${next.value.path}`;
+    const manifest = decodeManifest(openStored(await this.readWhole(next.value, MAX_MANIFEST_BYTES), next.value.path, name, this.keys), name);
     return { info, manifest };
   }
 
@@ -104,7 +111,7 @@ export class StreamReader {
         let e = await it.next();
         if (e.done) throw this.damaged(`ends before ${indexPath(packId)} (truncated)`);
         if (e.value.path !== indexPath(packId)) throw this.damaged(`expected ${indexPath(packId)}, found ${e.value.path}`);
-        const idx = decodeIndex(await this.readWhole(e.value, MAX_INDEX_BYTES), `${this.location}:${indexPath(packId)}`);
+        const idx = decodeIndexFile(await this.readWhole(e.value, MAX_INDEX_BYTES), `${this.location}:${indexPath(packId)}`, indexPath(packId), this.keys);
         e = await it.next();
         if (e.done) throw this.damaged(`ends before ${packPath(packId)} (truncated)`);
         if (e.value.path !== packPath(packId)) throw this.damaged(`expected ${packPath(packId)}, found ${e.value.path}`);
@@ -127,7 +134,7 @@ export class StreamReader {
             if (nextSegment >= m.segments.length || toHex(entry.digest) !== m.segments[nextSegment]) {
               throw this.damaged(`segment ${nextSegment} is not the one the manifest names`);
             }
-            segment = decodeBlock(stored, entry, name).slice();
+            segment = decodeBlock(stored, entry, name, this.keys).slice();
             segmentLen = Math.min(m.segment_blocks, m.block_count - nextSegment * m.segment_blocks);
             if (segment.length !== segmentLen * SEGMENT_ENTRY_BYTES) throw this.damaged(`segment ${nextSegment} has the wrong length`);
             segmentPos = 0;
@@ -138,7 +145,7 @@ export class StreamReader {
             const want = segment.subarray(segmentPos * SEGMENT_ENTRY_BYTES, segmentPos * SEGMENT_ENTRY_BYTES + 32);
             if (!equalBytes(entry.digest, want)) throw this.damaged(`block ${block} is not the one its segment names`);
             segmentPos++;
-            await sink(block, decodeBlock(stored, entry, name));
+            await sink(block, decodeBlock(stored, entry, name, this.keys));
           } else throw this.damaged(`unknown block kind ${kind} in ${packPath(packId)}`);
         }
         if (!(await pack.atEnd())) throw this.damaged(`${packPath(packId)} has bytes its index does not name`);

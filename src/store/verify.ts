@@ -130,7 +130,7 @@ async function checkPacks(reader: StoreReader, packs: string[], onProgress?: (p:
           const e = readIndexEntry(idx, order[j]!);
           const at = e.offset - first.offset;
           try {
-            decodeBlock(buf.subarray(at, Math.min(got, at + e.storedLength)), e, name);
+            decodeBlock(buf.subarray(at, Math.min(got, at + e.storedLength)), e, name, reader.keys);
           } catch (err) {
             if (damage.blocks.size >= MAX_BAD_BLOCKS) throw new CairnError("E_STORE_DAMAGED", `${name}: more than ${MAX_BAD_BLOCKS} damaged blocks`);
             const hex = toHex(e.digest);

@@ -18,7 +18,7 @@ const LAYERS: { name: string; files: RegExp; mayImport: string[] }[] = [
   { name: "interfaces", files: /^(api|admin)\//, mayImport: ["engine", "config", "util", "base"] },
   { name: "checkpoint", files: /^checkpoint\//, mayImport: ["store ops", "store backends", "store core", "engine", "config", "util", "base"] },
   { name: "restore", files: /^restore\//, mayImport: ["store ops", "store backends", "store core", "engine", "util", "base"] },
-  { name: "store ops", files: /^store\/(open|copy|gc|retention|jobs)\.ts$/, mayImport: ["store backends", "store core", "util", "base"] },
+  { name: "store ops", files: /^store\/(open|copy|gc|retention|jobs|keys)\.ts$/, mayImport: ["store backends", "store core", "util", "base"] },
   { name: "store backends", files: /^store\/(dir|s3|archive)\//, mayImport: ["store core", "util", "base"] },
   { name: "store core", files: /^store\/[^/]+\.ts$/, mayImport: ["util", "base"] },
   { name: "engine", files: /^engine\//, mayImport: ["util", "base"] },

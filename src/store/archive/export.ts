@@ -8,6 +8,7 @@
  * damaged store makes a failed export, never a damaged archive. The file appears under its
  * name only when complete (temp name, fsync, rename, fsync of the folder).
  */
+import { sealedIfKeys } from "../crypto.ts";
 import { statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { CairnError, errorMessage, isDiskFull } from "../../errors.ts";
@@ -95,7 +96,8 @@ export async function exportCheckpoint(o: ExportOptions): Promise<ExportResult> 
   const packIds = exportPackIds(m);
   // the archive's packs are its own, so the store's segment pack hints do not hold there
   const { checksum: _old, segment_packs: _hints, ...rest } = m;
-  const exported = encodeManifest({ ...rest, packs: packIds });
+  // sealed again for the archive's own pack list (blocks move as they are: a sealed block does not depend on its pack)
+  const exported = sealedIfKeys(encodeManifest({ ...rest, packs: packIds }), manifestPath(m.id), reader.keys);
   const segmentsAt = await reader.locateSome(m.packs, m.segments);
 
   let st;
@@ -241,7 +243,7 @@ async function writePack(
     }
   }
   const packBytes = layout.bytes;
-  const index = layout.index();
+  const index = sealedIfKeys(layout.index(), indexPath(packId), reader.keys);
   await archive.entry(header(indexPath(packId), index.length), index);
   await archive.entry(header(packPath(packId), packBytes), async (write) => {
     await write(new TextEncoder().encode(PACK_MAGIC));
@@ -252,7 +254,7 @@ async function writePack(
       if ("seg" in it) {
         const l = segmentsAt.get(m.segments[it.seg]!)!;
         const stored = await reader.source.getRange(packPath(l.packId), l.offset, l.storedLength);
-        decodeBlock(stored, l, `${reader.location}/${packPath(l.packId)}`);
+        decodeBlock(stored, l, `${reader.location}/${packPath(l.packId)}`, reader.keys);
         await write(stored);
         i++;
         continue;
@@ -284,7 +286,7 @@ async function writePack(
           storedLength: len,
           rawLength: loc[o + 3]!,
           flags: loc[o + 4]!,
-        }, name);
+        }, name, reader.keys);
         at += len;
       }
       await write(run);

@@ -29,6 +29,7 @@ import {
   STORE_LOCK_FILE,
   type StoreInfo,
 } from "../format.ts";
+import { type KeyFile, newStoreEncryption, openStoreKeys, sealedIfKeys, type StoreKeys } from "../crypto.ts";
 import { StoreReader } from "../reader.ts";
 import { DirBackend, STORE_READERS_LOCK_FILE } from "./backend.ts";
 
@@ -43,17 +44,20 @@ export class LocalStore {
     readonly dir: string,
     readonly info: StoreInfo,
     private readonly lock: FileLock,
+    /** An encrypted store's keys. */
+    readonly keys: StoreKeys | undefined,
   ) {
-    this.reader = new StoreReader(new DirBackend(dir));
+    this.reader = new StoreReader(new DirBackend(dir), keys);
     this.tmpDir = join(dir, "tmp");
   }
 
   /**
    * Open `dir` for writing as node `nodeId`, creating the store if the folder is empty or
    * missing. Throws E_STORE_BUSY if another process is writing, E_FOREIGN_STORE if another
-   * node owns it.
+   * node owns it. With `keyFile` the store is encrypted (a new one is made so; an existing one
+   * must be, and must open with it); without, it must not be: the two are never mixed.
    */
-  static openForWrite(dir: string, nodeId: string, logger: Logger): LocalStore {
+  static openForWrite(dir: string, nodeId: string, logger: Logger, keyFile?: KeyFile): LocalStore {
     try {
       mkdirSync(dir, { recursive: true, mode: DIR_MODE });
     } catch (e) {
@@ -63,14 +67,14 @@ export class LocalStore {
     // before creating anything in it (the store file never changes)
     assertTrustedDir(dir);
     for (const sub of STORE_FOLDERS) assertTrustedDir(join(dir, sub), { noLink: true });
-    if (existsSync(join(dir, STORE_FILE))) LocalStore.ownInfo(dir, nodeId);
+    if (existsSync(join(dir, STORE_FILE))) LocalStore.ownInfo(dir, nodeId, keyFile);
     else LocalStore.assertEmpty(dir);
     const lock = FileLock.exclusive(join(dir, STORE_LOCK_FILE), (holder) =>
       new CairnError("E_BUSY", `another process (pid ${holder?.pid ?? "unknown"}) is writing checkpoints into ${dir}`),
     );
     try {
-      const info = LocalStore.ownInfo(dir, nodeId);
-      const store = new LocalStore(dir, info, lock);
+      const { info, keys } = LocalStore.ownInfo(dir, nodeId, keyFile);
+      const store = new LocalStore(dir, info, lock, keys);
       store.cleanLeftovers(logger);
       return store;
     } catch (e) {
@@ -89,7 +93,7 @@ export class LocalStore {
     }
   }
 
-  private static ownInfo(dir: string, nodeId: string): StoreInfo {
+  private static ownInfo(dir: string, nodeId: string, keyFile: KeyFile | undefined): { info: StoreInfo; keys?: StoreKeys } {
     const file = join(dir, STORE_FILE);
     if (existsSync(file)) {
       const info = decodeStoreInfo(readOwnFile(file, MAX_STORE_INFO_BYTES), file);
@@ -108,7 +112,7 @@ export class LocalStore {
           hint: "give this node an empty checkpoint directory",
         });
       }
-      return info;
+      return { info, keys: LocalStore.keysFor(dir, info, keyFile) };
     }
     LocalStore.assertEmpty(dir);
     const seed = new DataView(crypto.getRandomValues(new Uint8Array(8)).buffer).getBigUint64(0, true);
@@ -119,9 +123,32 @@ export class LocalStore {
       block_size: DEFAULT_BLOCK_SIZE,
       quick_hash_seed: seed.toString(),
     };
+    const made = keyFile ? newStoreEncryption(keyFile) : undefined;
+    if (made) info.encryption = made.encryption;
     writeFileAtomic(join(dir, STORE_READERS_LOCK_FILE), "");
     writeFileAtomic(file, encodeStoreInfo(info));
-    return info;
+    return { info, keys: made?.keys };
+  }
+
+  /** The keys of the store in `dir` with `keyFile` (undefined for a plaintext store or none yet; no lock taken). */
+  static keysOf(dir: string, keyFile: KeyFile | undefined): StoreKeys | undefined {
+    const file = join(dir, STORE_FILE);
+    if (!existsSync(file)) return undefined;
+    return LocalStore.keysFor(dir, decodeStoreInfo(readOwnFile(file, MAX_STORE_INFO_BYTES), file), keyFile);
+  }
+
+  /** An existing store's keys: encrypted with a key, or plaintext without; never a mix. */
+  private static keysFor(dir: string, info: StoreInfo, keyFile: KeyFile | undefined): StoreKeys | undefined {
+    if (!info.encryption) {
+      if (!keyFile) return undefined;
+      throw new CairnError("E_FOREIGN_STORE", `${dir} holds plaintext checkpoints; encrypted ones never go into the same store`, {
+        hint: "point db_checkpoint_dir (and remote.url) at a new, empty location for encrypted checkpoints",
+      });
+    }
+    if (!keyFile) {
+      throw new CairnError("E_KEY_NEEDED", `the store at ${dir} is encrypted`, { hint: "set checkpoint_config.encryption.key_file, or give --key-file" });
+    }
+    return openStoreKeys(info.encryption, [keyFile], dir);
   }
 
   /** Remove files a crashed or cancelled writer left in tmp/ and half-written manifests. */
@@ -138,6 +165,11 @@ export class LocalStore {
     }
     if (removed > 0) logger.info(`removed ${removed} leftover file(s) of an unfinished checkpoint in ${this.dir}`);
     mkdirSync(this.tmpDir, { recursive: true, mode: DIR_MODE });
+  }
+
+  /** Write the store info back (its key slots changed), atomically. */
+  rewriteInfo(): void {
+    writeFileAtomic(join(this.dir, STORE_FILE), encodeStoreInfo(this.info));
   }
 
   async nextId(): Promise<number> {
@@ -159,7 +191,7 @@ export class LocalStore {
   /** Write a manifest last and atomically: from this moment the checkpoint exists (the disk is waited for off the calling thread). */
   async writeManifest(m: Omit<Manifest, "checksum">): Promise<number> {
     mkdirSync(join(this.dir, "manifests"), { recursive: true, mode: DIR_MODE });
-    const data = encodeManifest(m);
+    const data = sealedIfKeys(encodeManifest(m), manifestPath(m.id), this.keys);
     await writeFileAtomicAsync(join(this.dir, manifestPath(m.id)), data);
     return data.length;
   }
@@ -186,9 +218,9 @@ export function publishPackFiles(dir: string, packId: string): void {
 }
 
 /** Write a manifest into a local store atomically; returns its size. */
-export function writeManifestFile(dir: string, m: Omit<Manifest, "checksum">): number {
+export function writeManifestFile(dir: string, m: Omit<Manifest, "checksum">, keys?: StoreKeys): number {
   mkdirSync(join(dir, "manifests"), { recursive: true, mode: DIR_MODE });
-  const data = encodeManifest(m);
+  const data = sealedIfKeys(encodeManifest(m), manifestPath(m.id), keys);
   writeFileAtomic(join(dir, manifestPath(m.id)), data);
   return data.length;
 }
