@@ -33,6 +33,8 @@ import { writeFileExclusive } from "../util/fsx.ts";
 import { DIGEST_BYTES } from "./hash.ts";
 
 export const KEY_BYTES = 32;
+/** What an operator is told to do when a store needs a key. */
+export const KEY_NEEDED_HINT = "--key-file FILE (or CAIRN_KEY_FILE)";
 const TAG_BYTES = 16;
 const NONCE_BYTES = 12;
 const SALT_BYTES = 16;
@@ -379,7 +381,7 @@ function bundle(master: Uint8Array, names: Uint8Array): Uint8Array {
  */
 export function openStoreKeys(enc: StoreEncryption, files: KeyFile[], location: string): StoreKeys {
   if (enc.scheme !== ENCRYPTION_SCHEME) throw new CairnError("E_STORE_FORMAT", `the store at ${location} is encrypted with ${JSON.stringify(enc.scheme)}, which this cairn does not know`, { hint: "use a newer cairn binary" });
-  if (files.length === 0) throw new CairnError("E_KEY_NEEDED", `the store at ${location} is encrypted`, { hint: "--key-file FILE (or CAIRN_KEY_FILE)" });
+  if (files.length === 0) throw new CairnError("E_KEY_NEEDED", `the store at ${location} is encrypted`, { hint: KEY_NEEDED_HINT });
   const masters = new Map<number, Uint8Array>();
   let names: Uint8Array | undefined;
   for (const slot of enc.slots) {
@@ -413,4 +415,14 @@ export function encryptionProblem(x: unknown): string | undefined {
 /** A stored object's bytes: sealed for its path in an encrypted store, as they are otherwise. */
 export function sealedIfKeys(data: Uint8Array, path: string, keys: StoreKeys | undefined): Uint8Array {
   return keys ? keys.sealObject(path, data) : data;
+}
+
+/**
+ * A stored object's plaintext: opened with the store's keys (for its path) in an encrypted
+ * store; E_KEY_NEEDED for a sealed one without them.
+ */
+export function openStored(data: Uint8Array, path: string, name: string, keys: StoreKeys | undefined): Uint8Array {
+  if (keys) return keys.openObject(path, data, name);
+  if (isSealed(data)) throw new CairnError("E_KEY_NEEDED", `${name} is encrypted`, { hint: KEY_NEEDED_HINT });
+  return data;
 }

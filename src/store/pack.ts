@@ -12,7 +12,7 @@
  */
 import { CairnError } from "../errors.ts";
 import { MAX_BLOCK_SIZE, MAX_SEGMENT_BLOCKS, SEGMENT_ENTRY_BYTES } from "./format.ts";
-import { BLOCK_SEAL_BYTES, isSealed, type StoreKeys } from "./crypto.ts";
+import { BLOCK_SEAL_BYTES, KEY_NEEDED_HINT, openStored, type StoreKeys } from "./crypto.ts";
 import { blockDigest, DIGEST_BYTES, digestMatches, toHex } from "./hash.ts";
 
 export const PACK_MAGIC = "CAIRNPK1";
@@ -240,7 +240,7 @@ export function decodeBlock(stored: Uint8Array, loc: IndexEntry, name: string, k
   }
   let inner = stored;
   if (loc.flags & FLAG_SEALED) {
-    if (!keys) throw new CairnError("E_KEY_NEEDED", `${name} holds encrypted blocks`, { hint: "--key-file FILE (or CAIRN_KEY_FILE)" });
+    if (!keys) throw new CairnError("E_KEY_NEEDED", `${name} holds encrypted blocks`, { hint: KEY_NEEDED_HINT });
     inner = keys.openBlock(loc.digest, stored, name);
   } else if (keys) throw new CairnError("E_STORE_DAMAGED", `${name}: block at offset ${loc.offset} is not encrypted, in an encrypted store (altered)`);
   const raw = loc.flags & FLAG_ZSTD ? decompressBlock(inner, loc.rawLength, name, loc.offset) : inner;
@@ -257,17 +257,9 @@ function keyedDigestMatches(keys: StoreKeys, data: Uint8Array, expected: Uint8Ar
   return equalBytes(keyedScratch, expected);
 }
 
-/** A pack index as stored: encoded, and sealed for its path in an encrypted store. */
-export function encodeIndexFile(packBytes: number, entries: Uint8Array, count: number, path: string, keys?: StoreKeys): Uint8Array {
-  const idx = encodeIndex(packBytes, entries, count);
-  return keys ? keys.sealObject(path, idx) : idx;
-}
-
 /** decodeIndex of a stored index file (opened first in an encrypted store; `path` is its path in the store). */
 export function decodeIndexFile(data: Uint8Array, name: string, path: string, keys: StoreKeys | undefined, checksum = true): DecodedIndex {
-  if (keys) return decodeIndex(keys.openObject(path, data, name), name, checksum);
-  if (isSealed(data)) throw new CairnError("E_KEY_NEEDED", `${name} is encrypted`, { hint: "--key-file FILE (or CAIRN_KEY_FILE)" });
-  return decodeIndex(data, name, checksum);
+  return decodeIndex(openStored(data, path, name, keys), name, checksum);
 }
 
 export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {

@@ -3,7 +3,7 @@
  * manifests, pack indexes, segments and blocks, each checked as it is read (manifest and index
  * checksums, block digests). Used by list, verify, restore and export alike.
  */
-import { isSealed, type StoreKeys } from "./crypto.ts";
+import { openStored, type StoreKeys } from "./crypto.ts";
 import { CairnError } from "../errors.ts";
 import { type Backend, type RandomReads, randomReadsOf } from "./backend.ts";
 import { DigestTable } from "./digest-table.ts";
@@ -62,16 +62,6 @@ export function hintedPacks(m: Manifest, first: number, n: number): number[] {
   const set = new Set<number>();
   for (let s = first; s < Math.min(first + n, m.segments.length); s++) for (const p of m.segment_packs[s]!) set.add(p);
   return [...set].sort((a, b) => a - b);
-}
-
-/**
- * A stored object's plaintext: opened with the store's keys (for its path) in an encrypted
- * store; E_KEY_NEEDED for a sealed one without them.
- */
-export function openStored(data: Uint8Array, path: string, name: string, keys: StoreKeys | undefined): Uint8Array {
-  if (keys) return keys.openObject(path, data, name);
-  if (isSealed(data)) throw new CairnError("E_KEY_NEEDED", `${name} is encrypted`, { hint: "--key-file FILE (or CAIRN_KEY_FILE)" });
-  return data;
 }
 
 export class StoreReader {

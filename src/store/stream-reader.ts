@@ -12,8 +12,7 @@ import { toHex } from "./hash.ts";
 import { LOG_DIR, MAX_SEGMENT_BYTES, segmentOf } from "./log.ts";
 
 const CHAIN_PATH_RE = /^log\/[0-9a-f]{16}\/chain\.json$/;
-import { type KeyFile, openStoreKeys, type StoreKeys } from "./crypto.ts";
-import { openStored } from "./reader.ts";
+import { type KeyFile, openStoreKeys, openStored, type StoreKeys } from "./crypto.ts";
 import { BLOCK_KIND_DATA, BLOCK_KIND_SEGMENT, decodeBlock, decodeIndexFile, entryKind, equalBytes, MAX_INDEX_BYTES, PACK_HEADER_BYTES, PACK_MAGIC, readIndexEntry } from "./pack.ts";
 
 /** What the stream gives each data block: its number in the image, and its bytes. */

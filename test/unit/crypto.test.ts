@@ -169,7 +169,9 @@ describe("sealed objects", () => {
 describe("wrapped master keys and names", () => {
   test("a slot opens with the key file that wrapped it and no other; its generation is bound", () => {
     const fileKey = generateKey();
-    const master = generateKey();
+    const master = new Uint8Array(64);
+    master.set(generateKey(), 0);
+    master.set(generateKey(), 32);
     const slot = wrapMaster(fileKey, master, 2);
     expect(slot.key_id).toBe(keyId(fileKey));
     expect(slot.wrapped).not.toContain(Buffer.from(master).toString("base64url"));

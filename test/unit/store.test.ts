@@ -334,7 +334,8 @@ describe("packs", () => {
   const badEntries: [string, Omit<IndexEntry, "digest">, RegExp][] = [
     ["an entry lying past the end of its pack", { offset: 8, storedLength: 300, rawLength: 300, flags: 0 }, /lies outside its pack/],
     ["an entry starting at the pack's magic", { offset: 0, storedLength: 10, rawLength: 10, flags: 0 }, /lies outside its pack/],
-    ["an unknown flag", { offset: 8, storedLength: 10, rawLength: 10, flags: 2 }, /unknown flags/],
+    ["an unknown flag", { offset: 8, storedLength: 10, rawLength: 10, flags: 4 }, /unknown flags/],
+    ["a sealed block without room for its seal", { offset: 8, storedLength: 10, rawLength: 10, flags: 2 }, /stored length 10 that does not fit/],
     ["a flag above the kind's byte", { offset: 8, storedLength: 10, rawLength: 10, flags: 1 << 16 }, /unknown flags/],
     ["an unknown kind", { offset: 8, storedLength: 10, rawLength: 10, flags: 7 << 8 }, /unknown kind 7/],
     ["a raw length over the limit", { offset: 8, storedLength: 10, rawLength: MAX_BLOCK_RAW_BYTES + 1, flags: FLAG_ZSTD }, /declares \d+ bytes/],
