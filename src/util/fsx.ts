@@ -191,27 +191,36 @@ export async function writeFileAtomicAsync(path: string, data: string | Uint8Arr
   await fsyncDirAsync(dirname(path));
 }
 
+/** Write `data` into a new owner-only file `tmp` (created exclusively) and fsync it. */
+function writeSynced(tmp: string, data: string | Uint8Array): void {
+  const fd = openSync(tmp, CREATE_EXCLUSIVE, FILE_MODE);
+  try {
+    writeFully(fd, typeof data === "string" ? Buffer.from(data) : data);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function removeQuietly(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // never made, or already renamed
+  }
+}
+
 /**
  * Write `data` to `path` atomically: a new temp file beside it (created exclusively, owner
  * only), fsync, rename, fsync the folder. A failure leaves no temp file behind.
  */
 export function writeFileAtomic(path: string, data: string | Uint8Array): void {
   const tmp = tempNameFor(path);
-  const fd = openSync(tmp, CREATE_EXCLUSIVE, FILE_MODE);
   try {
-    try {
-      writeFully(fd, typeof data === "string" ? Buffer.from(data) : data);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
+    writeSynced(tmp, data);
     renameSync(tmp, path);
   } catch (e) {
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // never made, or already renamed
-    }
+    removeQuietly(tmp);
     throw e;
   }
   fsyncDir(dirname(path));
@@ -224,21 +233,11 @@ export function writeFileAtomic(path: string, data: string | Uint8Array): void {
  */
 export function writeFileExclusive(path: string, data: string | Uint8Array): void {
   const tmp = tempNameFor(path);
-  const fd = openSync(tmp, CREATE_EXCLUSIVE, FILE_MODE);
   try {
-    try {
-      writeFully(fd, typeof data === "string" ? Buffer.from(data) : data);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
+    writeSynced(tmp, data);
     linkSync(tmp, path);
   } finally {
-    try {
-      unlinkSync(tmp);
-    } catch {
-      // never made
-    }
+    removeQuietly(tmp);
   }
   fsyncDir(dirname(path));
 }

@@ -190,11 +190,11 @@ describe("an encrypted node: local store, remote prefix and archives hold cipher
     const v = await cairn(["verify-db-checkpoint", copy, "--key-file", key]);
     expect(v.code).toBe(1);
     expect(v.stdout).toContain("DAMAGED");
-    expect(v.stdout).toContain("fails its authentication");
+    expect(v.stdout).toMatch(/does not match its digest|damaged/);
     const target = join(copy, "..", "db");
     const r = await cairn(["restore", "--db-checkpoint-path", copy, "--db-path", target, "--key-file", key, "--checkpoint-id", "1"]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain("fails its authentication");
+    expect(r.stderr).toMatch(/does not match its digest|damaged/);
     expect(existsSync(join(target, "cairn.db"))).toBe(false);
   });
 });

@@ -14,11 +14,11 @@ import {
   isSealed,
   keyId,
   NameHasher,
+  newStoreEncryption,
   openBlock,
   openObject,
   parseKeyFile,
   readKeyFile,
-  sealBlock,
   sealedGeneration,
   sealObject,
   unwrapMaster,
@@ -26,6 +26,7 @@ import {
   writeNewKeyFile,
 } from "../../src/store/crypto.ts";
 import { blockDigest } from "../../src/store/hash.ts";
+import { decodeBlock, FLAG_SEALED } from "../../src/store/pack.ts";
 import { expectCode } from "../helpers/errors.ts";
 import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
 
@@ -107,34 +108,44 @@ describe("key files", () => {
 });
 
 describe("sealed blocks", () => {
-  const k = dataKeys(generateKey(), 1);
+  const keys = newStoreEncryption({ path: "k", key: generateKey(), id: "x" }).keys;
+  const nameOf = (data: Uint8Array) => {
+    const d = new Uint8Array(32);
+    keys.digestInto(data, d);
+    return d;
+  };
+  const entry = (digest: Uint8Array, stored: Uint8Array, raw: number) => ({ digest, offset: 8, storedLength: stored.length, rawLength: raw, flags: FLAG_SEALED });
 
-  test("a block round-trips; its sealed form holds no plaintext, is 32 bytes longer, and differs each time", () => {
+  test("a block round-trips; its sealed form holds no plaintext, is 4 bytes longer, and is the same each time under one key (SIV)", () => {
     const plain = blockOf(0);
-    const d = blockDigest(plain);
-    const a = sealBlock(k, d, plain);
-    const b = sealBlock(k, d, plain);
+    const d = nameOf(plain);
+    const a = keys.sealBlock(d, plain);
     expect(a.length).toBe(plain.length + BLOCK_SEAL_BYTES);
     expect(contains(a, MARKER)).toBe(false);
-    expect(Buffer.from(a).equals(Buffer.from(b))).toBe(false);
-    expect(openBlock(k, d, a, "p")).toEqual(plain);
-    expect(openBlock(k, d, b, "p")).toEqual(plain);
-    expect(openBlock(k, d, sealBlock(k, d, new Uint8Array(0)), "p")).toEqual(new Uint8Array(0));
+    expect(Buffer.from(a).equals(Buffer.from(keys.sealBlock(d, plain)))).toBe(true);
+    const other = newStoreEncryption({ path: "k", key: generateKey(), id: "y" }).keys;
+    expect(Buffer.from(a).equals(Buffer.from(other.sealBlock(d, plain)))).toBe(false);
+    expect(decodeBlock(a, entry(d, a, plain.length), "p", keys)).toEqual(plain);
   });
 
   test("a flipped bit anywhere, a cut, another name or another store's keys: refused as damage", () => {
     const plain = blockOf(1);
-    const d = blockDigest(plain);
-    const sealed = sealBlock(k, d, plain);
-    for (const at of [0, 15, 16, 100, sealed.length - 17, sealed.length - 1]) {
+    const d = nameOf(plain);
+    const sealed = keys.sealBlock(d, plain);
+    for (const at of [0, 3, 4, 100, sealed.length - 1]) {
       const bad = sealed.slice();
       bad[at]! ^= 1;
-      expectCode(thrown(() => openBlock(k, d, bad, "packs/ab/x.pack")), "E_STORE_DAMAGED", /packs\/ab\/x\.pack: an encrypted block fails its authentication/);
+      expectCode(thrown(() => decodeBlock(bad, entry(d, bad, plain.length), "packs/ab/x.pack", keys)), "E_STORE_DAMAGED", /^packs\/ab\/x\.pack: /);
     }
-    expectCode(thrown(() => openBlock(k, d, sealed.subarray(0, sealed.length - 1), "p")), "E_STORE_DAMAGED");
-    expectCode(thrown(() => openBlock(k, d, sealed.subarray(0, 20), "p")), "E_STORE_DAMAGED", /cut short/);
-    expectCode(thrown(() => openBlock(k, blockDigest(blockOf(2)), sealed, "p")), "E_STORE_DAMAGED");
-    expectCode(thrown(() => openBlock(dataKeys(generateKey(), 1), d, sealed, "p")), "E_STORE_DAMAGED");
+    expectCode(thrown(() => decodeBlock(sealed.subarray(0, sealed.length - 1), entry(d, sealed, plain.length), "p", keys)), "E_STORE_DAMAGED", /cut short/);
+    expectCode(thrown(() => openBlock(keys.current, d, sealed.subarray(0, 2), "p")), "E_STORE_DAMAGED", /cut short/);
+    const elsewhere = nameOf(blockOf(2));
+    expectCode(thrown(() => decodeBlock(sealed, entry(elsewhere, sealed, plain.length), "p", keys)), "E_STORE_DAMAGED", /does not match its digest/);
+    const other = newStoreEncryption({ path: "k", key: generateKey(), id: "y" }).keys;
+    expectCode(thrown(() => decodeBlock(sealed, entry(d, sealed, plain.length), "p", other)), "E_STORE_DAMAGED");
+    // a plaintext block in an encrypted store, and an encrypted one without keys
+    expectCode(thrown(() => decodeBlock(plain, { ...entry(d, plain, plain.length), flags: 0 }, "p", keys)), "E_STORE_DAMAGED", /not encrypted/);
+    expectCode(thrown(() => decodeBlock(sealed, entry(d, sealed, plain.length), "p")), "E_KEY_NEEDED");
   });
 });
 
