@@ -33,7 +33,7 @@ import type { WalOverlay } from "../engine/sqlite-files.ts";
 import type { Logger } from "../log.ts";
 import type { KeyFile } from "../store/crypto.ts";
 import { LocalStore } from "../store/dir/writer.ts";
-import { seedDigest, SEGMENT_BLOCKS } from "../store/format.ts";
+import { type Manifest, seedDigest, SEGMENT_BLOCKS } from "../store/format.ts";
 import { PACK_TARGET_BYTES } from "../store/pack.ts";
 import type { PackWritten } from "../store/pack-writer.ts";
 import { crashPoint, pausePoint } from "../util/crash-point.ts";
@@ -258,14 +258,16 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
 /** 1. The store's newest checkpoint (`id`), to build on: from the node's cache, or located by a worker. */
 async function previousCheckpoint(o: CheckpointOptions, store: LocalStore, pool: WorkerPool, id: number): Promise<PreviousCheckpoint | undefined> {
   if (id < 1 || !(await store.reader.manifestIds()).includes(id)) return undefined;
+  // a rotated key: nothing of the old generation is built on, so once the older checkpoints expire no block is left under it
   const g = store.keys?.current.generation;
-  if (g !== undefined && (await store.reader.manifest(id)).key_generation !== g) {
-    // a rotated key: nothing of the old generation is built on, so once the older checkpoints expire no block is left under it
+  const rotated = (m: Manifest) => {
+    if (g === undefined || m.key_generation === g) return false;
     o.logger.info(`the store's key was rotated (now generation ${g}): checkpoint ${id + 1} seals every block again under the new key`);
-    return undefined;
-  }
+    return true;
+  };
   const cached = o.cache?.current;
-  if (cached && cached.dir === o.storeDir && cached.manifest.id === id) return cached;
+  if (cached && cached.dir === o.storeDir && cached.manifest.id === id) return rotated(cached.manifest) ? undefined : cached;
+  if (g !== undefined && rotated(await store.reader.manifest(id))) return undefined;
   try {
     return await locateSegments(pool, o.storeDir, id, store.keys?.spec);
   } catch (e) {
