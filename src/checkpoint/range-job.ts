@@ -17,9 +17,9 @@ import { DigestTable } from "../store/digest-table.ts";
 import { DirBackend } from "../store/dir/backend.ts";
 import { StoreReader } from "../store/reader.ts";
 import { packPath, SEGMENT_BLOCKS, SEGMENT_ENTRY_BYTES } from "../store/format.ts";
-import { blockDigestInto, DIGEST_BYTES, fromHex, quickHash, toHex } from "../store/hash.ts";
+import { DIGEST_BYTES, fromHex, quickHash, toHex } from "../store/hash.ts";
 import { StoreKeys } from "../store/crypto.ts";
-import { BLOCK_KIND_DATA, BLOCK_KIND_SEGMENT, decodeBlock, FLAG_SEALED, FLAG_ZSTD, INDEX_ENTRY_BYTES } from "../store/pack.ts";
+import { BLOCK_KIND_DATA, BLOCK_KIND_SEGMENT, blockNameInto, decodeBlock, FLAG_SEALED, FLAG_ZSTD, INDEX_ENTRY_BYTES } from "../store/pack.ts";
 import { PackFile, type PackWritten, syncPackFiles } from "../store/pack-writer.ts";
 import { preadFully } from "../util/fsx.ts";
 import { IoPacer } from "../util/io-pressure.ts";
@@ -35,12 +35,6 @@ let init: CheckpointInit | undefined;
 let seed = 0n;
 /** An encrypted store's keys: blocks are named by keyed digests and sealed. */
 let keys: StoreKeys | undefined;
-
-/** The digest naming `data` in this store (BLAKE3, keyed in an encrypted store). */
-function digestInto(data: Uint8Array, out: Uint8Array): void {
-  if (keys) keys.digestInto(data, out);
-  else blockDigestInto(data, out);
-}
 let store: DirBackend | undefined;
 let reader: StoreReader | undefined;
 /** The image being read; its descriptors belong to the node and are never closed here. */
@@ -295,7 +289,7 @@ async function processRange(job: RangeJob): Promise<RangeResult> {
         kept[i] = 1;
         continue;
       }
-      digestInto(data, entries.subarray(i * SEGMENT_ENTRY_BYTES, i * SEGMENT_ENTRY_BYTES + DIGEST_BYTES));
+      blockNameInto(data, entries.subarray(i * SEGMENT_ENTRY_BYTES, i * SEGMENT_ENTRY_BYTES + DIGEST_BYTES), keys);
       rehashed++;
       segNewPacks[Math.floor(i / SEGMENT_BLOCKS)]!.add(stored.packOf(storeBlock(words, at, data, BLOCK_KIND_DATA, o)));
       if (lastStoreAdded) {
@@ -316,7 +310,7 @@ async function processRange(job: RangeJob): Promise<RangeResult> {
   const segments: RangeResult["segments"] = [];
   for (let k = 0; k < segCount; k++) {
     const seg = entries.subarray(k * SEGMENT_BLOCKS * SEGMENT_ENTRY_BYTES, Math.min(blocks, (k + 1) * SEGMENT_BLOCKS) * SEGMENT_ENTRY_BYTES);
-    digestInto(seg, digests.subarray(k * DIGEST_BYTES, (k + 1) * DIGEST_BYTES));
+    blockNameInto(seg, digests.subarray(k * DIGEST_BYTES, (k + 1) * DIGEST_BYTES), keys);
     const digest = toHex(digests.subarray(k * DIGEST_BYTES, (k + 1) * DIGEST_BYTES));
     const ref = job.prev[k];
     if (ref && ref.digest === digest) {

@@ -11,10 +11,9 @@ import { closeSync, constants, openSync } from "node:fs";
 import { CairnError } from "../errors.ts";
 import type { Backend, RandomReads } from "../store/backend.ts";
 import { packPath, SEGMENT_ENTRY_BYTES } from "../store/format.ts";
-import { digestMatches } from "../store/hash.ts";
 import { openBackend } from "../store/open.ts";
 import { StoreKeys } from "../store/crypto.ts";
-import { decodeBlock, equalBytes, FLAG_SEALED, FLAG_ZSTD } from "../store/pack.ts";
+import { decodeBlock, FLAG_SEALED, FLAG_ZSTD, isBlockNamed } from "../store/pack.ts";
 import { LOC_WORDS } from "../store/reader.ts";
 import { preadFully, writeFully } from "../util/fsx.ts";
 import { lowerThisThreadPriority } from "../util/thread-priority.ts";
@@ -61,16 +60,6 @@ function openRestore(o: RestoreInit): void {
   };
 }
 
-const keyedScratch = new Uint8Array(32);
-
-/** Whether `data` is the block named `digest` (BLAKE3, keyed in an encrypted store). */
-function isBlock(data: Uint8Array, digest: Uint8Array): boolean {
-  const keys = state!.keys;
-  if (!keys) return digestMatches(data, digest);
-  keys.digestInto(data, keyedScratch);
-  return equalBytes(keyedScratch, digest);
-}
-
 /** The tables the coordinator writes each window into (shared, so never copied). */
 function setRestoreTables(list: SharedArrayBuffer, locations: SharedArrayBuffer): void {
   state!.list = new Uint8Array(list);
@@ -103,7 +92,7 @@ function checkImageRange(first: number, count: number): boolean {
   for (let b = first; b * r.blockSize < end; b++) {
     const o = b * r.blockSize - start;
     const at = (b - r.firstBlock) * SEGMENT_ENTRY_BYTES;
-    if (!isBlock(image.subarray(o, Math.min(o + r.blockSize, image.length)), r.list.subarray(at, at + 32))) return false;
+    if (!isBlockNamed(image.subarray(o, Math.min(o + r.blockSize, image.length)), r.list.subarray(at, at + 32), r.keys)) return false;
   }
   return true;
 }
@@ -151,7 +140,7 @@ async function restoreRange(first: number, count: number): Promise<number> {
       if (n !== run.bytes) throw damaged(run.b, "is cut short (truncated pack)");
       for (let k = run.b; k < run.e; k++) {
         const o = k * r.blockSize - start;
-        if (!isBlock(out.subarray(o, o + expectedLength(k)), digestOf(k))) throw damaged(k, "does not match its digest");
+        if (!isBlockNamed(out.subarray(o, o + expectedLength(k)), digestOf(k), r.keys)) throw damaged(k, "does not match its digest");
       }
       return;
     }

@@ -13,7 +13,7 @@
 import { CairnError } from "../errors.ts";
 import { MAX_BLOCK_SIZE, MAX_SEGMENT_BLOCKS, SEGMENT_ENTRY_BYTES } from "./format.ts";
 import { BLOCK_SEAL_BYTES, KEY_NEEDED_HINT, openStored, type StoreKeys } from "./crypto.ts";
-import { blockDigest, DIGEST_BYTES, digestMatches, toHex } from "./hash.ts";
+import { blockDigest, blockDigestInto, DIGEST_BYTES, digestMatches, toHex } from "./hash.ts";
 
 export const PACK_MAGIC = "CAIRNPK1";
 export const INDEX_MAGIC = "CAIRNIX1";
@@ -244,17 +244,25 @@ export function decodeBlock(stored: Uint8Array, loc: IndexEntry, name: string, k
     inner = keys.openBlock(loc.digest, stored, name);
   } else if (keys) throw new CairnError("E_STORE_DAMAGED", `${name}: block at offset ${loc.offset} is not encrypted, in an encrypted store (altered)`);
   const raw = loc.flags & FLAG_ZSTD ? decompressBlock(inner, loc.rawLength, name, loc.offset) : inner;
-  if (raw.length !== loc.rawLength || !(keys ? keyedDigestMatches(keys, raw, loc.digest) : digestMatches(raw, loc.digest))) {
+  if (raw.length !== loc.rawLength || !isBlockNamed(raw, loc.digest, keys)) {
     throw new CairnError("E_STORE_DAMAGED", `${name}: block ${toHex(loc.digest).slice(0, 16)}… at offset ${loc.offset} does not match its digest (damaged)`);
   }
   return raw;
 }
 
+/** The name of a block's bytes in its store: BLAKE3, keyed by the store's name key when it is encrypted. */
+export function blockNameInto(data: Uint8Array, out: Uint8Array, keys?: StoreKeys): void {
+  if (keys) keys.digestInto(data, out);
+  else blockDigestInto(data, out);
+}
+
 const keyedScratch = new Uint8Array(DIGEST_BYTES);
 
-function keyedDigestMatches(keys: StoreKeys, data: Uint8Array, expected: Uint8Array): boolean {
+/** Whether `data` is the block named `name` in its store (what verify, restore and export check every block against). */
+export function isBlockNamed(data: Uint8Array, name: Uint8Array, keys?: StoreKeys): boolean {
+  if (!keys) return digestMatches(data, name);
   keys.digestInto(data, keyedScratch);
-  return equalBytes(keyedScratch, expected);
+  return equalBytes(keyedScratch, name);
 }
 
 /** decodeIndex of a stored index file (opened first in an encrypted store; `path` is its path in the store). */
