@@ -127,7 +127,7 @@ export class CairnNode {
       const cc = config.checkpoint;
       const keyFile = cc.keyFile ? configuredKey(cc.keyFile) : undefined;
       // an encrypted store never takes plaintext checkpoints, nor the other way round: refused now, not at the first checkpoint
-      if (existsSync(join(cc.dir, STORE_FILE))) LocalStore.keysOf(cc.dir, keyFile);
+      LocalStore.keysOf(cc.dir, keyFile);
       let checkpointWanted: string | undefined;
       let requestCheckpoint = (why: string) => {
         checkpointWanted = why;
