@@ -106,6 +106,8 @@ export async function applyLocalRetention(
 /** Drop the wrapped keys of generations older than every remaining checkpoint's (after a rotation); returns how many went. */
 async function retireUnusedGenerations(store: LocalStore, keptIds: number[]): Promise<number> {
   const enc = store.info.encryption!;
+  // nothing older than the current generation holds keys (no rotation pending): no manifest need be read
+  if (enc.slots.every((s) => s.generation === enc.generation)) return 0;
   let oldest = enc.generation;
   for (const id of keptIds) oldest = Math.min(oldest, (await store.reader.manifest(id)).key_generation ?? 1);
   const n = retireGenerations(enc, oldest);
