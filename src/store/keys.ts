@@ -15,7 +15,7 @@ import { CairnError } from "../errors.ts";
 import { FileLock } from "../util/file-lock.ts";
 import { isReadWrite } from "./backend.ts";
 import { generateKey, type KeyFile, type StoreEncryption, unwrapMaster, wrapMaster } from "./crypto.ts";
-import { decodeStoreInfo, encodeStoreInfo, MAX_STORE_INFO_BYTES, STORE_FILE, STORE_LOCK_FILE, type StoreInfo } from "./format.ts";
+import { decodeStoreInfo, encodeStoreInfo, MAX_STORE_INFO_BYTES, STORE_FILE, STORE_LOCK_FILE } from "./format.ts";
 import { openStore } from "./open.ts";
 
 export interface KeyChange {
