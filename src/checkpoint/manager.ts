@@ -201,7 +201,12 @@ export class CheckpointManager {
   async cancel(): Promise<CheckpointRun | undefined> {
     const cur = this.current;
     if (!cur) return undefined;
-    if (cur.run.state !== "retaining") cur.controller.abort(new CairnError("E_CANCELLED", "checkpoint cancelled"));
+    if (cur.run.state === "retaining") {
+      this.deps.logger.info(`cancel asked while checkpoint ${cur.run.result?.id} applies retention: the checkpoint is complete and kept; nothing to cancel`);
+    } else {
+      this.deps.logger.info(`cancel asked: stopping the checkpoint into ${cur.run.dir}`);
+      cur.controller.abort(new CairnError("E_CANCELLED", "checkpoint cancelled"));
+    }
     return cur.done;
   }
 

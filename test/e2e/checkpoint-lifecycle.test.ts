@@ -4,7 +4,7 @@
  * checkpoints are made with the write rate limit (checkpoint_config.max_write_bytes_per_sec).
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   admin,
@@ -128,41 +128,47 @@ describe("cancel, timeout, shutdown", () => {
   test("a cancel that arrives once the checkpoint is complete (while retention runs) does not claim that nothing was kept", async () => {
     const dir = tmpDir();
     const store = join(dir, "checkpoints");
-    const node = await startNode(dir, { extraYaml: "checkpoint_config:\n  max_db_checkpoints: 1\n" });
+    // garbage collection waits at a pause point, so the cancel surely arrives while retention
+    // runs, after the manifest, however slow the machine is to start the command
+    const releaseFile = join(dir, "release-pause");
+    const node = await startNode(dir, {
+      extraYaml: "checkpoint_config:\n  max_db_checkpoints: 1\n",
+      env: { CAIRN_TEST_PAUSE_POINT: "gc:collecting", CAIRN_TEST_PAUSE_RELEASE_FILE: releaseFile },
+    });
+    const pauses = () => node.logs().split("cairn: test pause point gc:collecting reached").length - 1;
     try {
-      // ~40 MB, most of it rewritten before each checkpoint: retention then garbage-collects
-      // (rewrites) a large pack, which gives a cancel time to arrive after the manifest
-      await putAll(node.url, blobs("b", 800, 50_000, 1));
+      writeFileSync(releaseFile, "");
+      await putAll(node.url, blobs("b", 200, 50_000, 1));
       expect(createCheckpoint(node)).toBe(1);
-      for (let attempt = 0; ; attempt++) {
-        const id = attempt + 2;
-        await putAll(node.url, blobs("b", 560, 50_000, 100_000 * (attempt + 1)));
-        expect(admin(node, ["checkpoint", "create", "--detach"]).code).toBe(0);
-        const manifest = join(store, "manifests", `${String(id).padStart(10, "0")}.json`);
-        await waitFor(() => Bun.file(manifest).exists(), { what: `checkpoint ${id}'s manifest`, timeoutMs: 60_000, intervalMs: 1, detail: () => node.logs() });
-        const cancel = await adminAsync(node, ["checkpoint", "cancel"]);
-        expect(cancel.code).toBe(0);
-        await waitFor(async () => (await checkpointStatus(node)).running === null, { what: "the checkpoint to end", timeoutMs: 60_000 });
-        if (cancel.stdout === "No checkpoint is running\n") {
-          // the cancel came too late to meet the run at all (a busy machine is slow to start
-          // the command); try again (at most 5 times)
-          expect(attempt).toBeLessThan(4);
-          continue;
-        }
-        // the checkpoint is complete, kept and reported a success...
-        const s = await checkpointStatus(node);
-        expect(s.last.outcome).toBe("success");
-        expect(s.last.result.id).toBe(id);
-        expect(listJson(store).map((l) => l.id)).toEqual([id]);
-        expect(verify(store).code).toBe(0);
-        // ...so the operator must not be told that it was cancelled and nothing was kept
-        expect(cancel.stdout).not.toContain("nothing of it was kept");
-        break;
-      }
+      // its retention (which collects too) done, past the pause point, before the pause is armed
+      await waitFor(async () => (await checkpointStatus(node)).running === null, { what: "checkpoint 1's retention to end" });
+      unlinkSync(releaseFile);
+      const before = pauses();
+      // most of it rewritten: retention removes checkpoint 1 and garbage-collects its packs
+      await putAll(node.url, blobs("b", 150, 50_000, 100_000));
+      expect(admin(node, ["checkpoint", "create", "--detach"]).code).toBe(0);
+      await waitFor(() => pauses() > before, { what: "retention's garbage collection to start", timeoutMs: 60_000, detail: () => node.logs() });
+      expect(existsSync(join(store, "manifests", `${String(2).padStart(10, "0")}.json`))).toBe(true);
+      const cancel = adminAsync(node, ["checkpoint", "cancel"]);
+      // once the node has the cancel (it says so), retention goes on
+      await waitFor(() => node.logs().includes("cancel asked while checkpoint 2 applies retention"), { what: "the node to receive the cancel", timeoutMs: 30_000 });
+      writeFileSync(releaseFile, "");
+      const c = await cancel;
+      expect(c.code).toBe(0);
+      await waitFor(async () => (await checkpointStatus(node)).running === null, { what: "the checkpoint to end", timeoutMs: 60_000 });
+      // the checkpoint is complete, kept and reported a success...
+      const s = await checkpointStatus(node);
+      expect(s.last.outcome).toBe("success");
+      expect(s.last.result.id).toBe(2);
+      expect(listJson(store).map((l) => l.id)).toEqual([2]);
+      expect(verify(store).code).toBe(0);
+      // ...so the operator is told so, not that it was cancelled and nothing was kept
+      expect(c.stdout).toBe(`Checkpoint 2 into ${store} had already completed; nothing was cancelled\n`);
     } finally {
+      writeFileSync(releaseFile, "");
       expect(await node.stop()).toBe(0);
     }
-  }, 240_000);
+  }, 120_000);
 
   test("the task timeout stops a slow checkpoint: result failed, nothing listed, nothing left", async () => {
     const dir = tmpDir();
