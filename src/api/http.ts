@@ -68,9 +68,12 @@ export async function readBodyCapped(req: Request, max: number, budget?: BodyBud
     budget?.release(n);
   }
   if (!req.body) return new Uint8Array(0);
-  // with a declared length the chunks are copied into one buffer as they come (no second copy),
-  // allocated once the first bytes arrive; they are still counted against the budget as they come
-  const length = declared !== null ? Number(declared) : undefined;
+  // a small body with a declared length is copied into one buffer as it comes (no second copy),
+  // allocated once the first bytes arrive; a large one is kept as its chunks until it is all
+  // there, so that stalled or refused large uploads hold only the bytes they sent, not their
+  // declared size; either way the bytes count against the budget as they come
+  const declaredLength = declared !== null ? Number(declared) : undefined;
+  const length = declaredLength !== undefined && declaredLength <= BodyBudget.SMALL_BODY_BYTES ? declaredLength : undefined;
   let into: Uint8Array | undefined;
   const chunks: Uint8Array[] = [];
   let total = 0;
@@ -90,7 +93,7 @@ export async function readBodyCapped(req: Request, max: number, budget?: BodyBud
         await reader.cancel().catch(() => {});
         throw new CairnError("E_TOO_LARGE", `body exceeds the limit of ${max} bytes`);
       }
-      if (length !== undefined && total + value.byteLength > length) {
+      if (declaredLength !== undefined && total + value.byteLength > declaredLength) {
         await reader.cancel().catch(() => {});
         throw new CairnError("E_BAD_REQUEST", "the request body is longer than its Content-Length");
       }
