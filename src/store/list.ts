@@ -45,13 +45,15 @@ export async function listCheckpoints(reader: Store): Promise<Listing> {
   await reader.info();
   const checkpoints: CheckpointListing[] = [];
   const unreadable: Listing["unreadable"] = [];
-  const manifests: Manifest[] = [];
+  // only each manifest's log position is kept for the window: a whole manifest is as large as
+  // its database's block list, and keeping every one made list's memory grow with the store
+  const positions: Pick<Manifest, "log">[] = [];
   const logPaths = reader.reader ? await reader.reader.source.list(`${LOG_DIR}/`) : [];
   const index = logPaths.length > 0 ? await indexLog(logPaths, reader.reader!.source, reader.location) : undefined;
   for (const id of ids) {
     try {
       const m = await reader.manifest(id);
-      manifests.push(m);
+      positions.push({ log: m.log });
       let until: number | undefined;
       if (index && m.log) for (const chain of index.chains.keys()) until = Math.max(until ?? -Infinity, reachableFrom(index, m, chain) ?? -Infinity);
       checkpoints.push({
@@ -76,7 +78,7 @@ export async function listCheckpoints(reader: Store): Promise<Listing> {
   let pointInTime: Listing["pointInTime"];
   const current = index && currentChain(index);
   if (index && current) {
-    const w = windowOf(index, manifests, current);
+    const w = windowOf(index, positions, current);
     if (w) pointInTime = { from: new Date(w.from).toISOString(), to: new Date(w.to).toISOString(), timeline: current, timelines: [...index.chains.keys()] };
   }
   return { location: reader.location, checkpoints, unreadable, ...(pointInTime ? { pointInTime } : {}) };

@@ -359,7 +359,7 @@ export interface InstantPlan {
 }
 
 /** The newest instant `m` can be brought to along the history of `chain` (its own chain and what follows it). */
-export function reachableFrom(index: LogIndex, m: Manifest, chain: string): number | undefined {
+export function reachableFrom(index: LogIndex, m: Pick<Manifest, "log">, chain: string): number | undefined {
   if (!m.log) return undefined;
   const pieces = lineage(index, chain);
   const at = pieces.findIndex((p) => p.chain === m.log!.chain && m.log!.txn >= p.from - 1 && m.log!.txn <= p.to);
@@ -425,7 +425,7 @@ export function planInstant(index: LogIndex, manifests: Manifest[], chain: strin
 }
 
 /** The window of instants the store can restore to along `chain`, or undefined if none. */
-export function windowOf(index: LogIndex, manifests: Manifest[], chain: string): { from: number; to: number } | undefined {
+export function windowOf(index: LogIndex, manifests: Pick<Manifest, "log">[], chain: string): { from: number; to: number } | undefined {
   const pieces = lineage(index, chain);
   let from = Infinity;
   let to = -Infinity;
