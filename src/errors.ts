@@ -19,6 +19,8 @@ export const ERROR_CODES = {
   E_NOT_FOUND: [1, 404, "what was asked for does not exist"],
   E_UNKNOWN_REQUEST: [1, 404, "the admin socket has no such request"],
   E_METHOD: [1, 405, "the method is not allowed on this route"],
+  E_UNAUTHORIZED: [1, 401, "the request has no valid token"],
+  E_FORBIDDEN: [1, 403, "the token does not allow this request"],
   E_TOO_LARGE: [1, 413, "the request body is over the limit"],
   E_OVERLOADED: [1, 503, "too many request bodies are in flight"],
   E_SHUTTING_DOWN: [1, 503, "the node is shutting down"],

@@ -12,6 +12,7 @@ import { CairnError, errorMessage, isCairnError, sysCode } from "../errors.ts";
 import { isLogLevel, type LevelledLogger, LOG_LEVELS } from "../log.ts";
 import { errorReply, json, readBodyCapped } from "../api/http.ts";
 import { DIR_MODE } from "../util/fsx.ts";
+import { FailedAuthLog, type TokenSet } from "../api/auth.ts";
 import { MAX_SOCKET_PATH_BYTES } from "../config/config.ts";
 import { ADMIN_MAX_BODY, ADMIN_ROUTES, type HealthReply, type LogLevelReply } from "./protocol.ts";
 
@@ -28,10 +29,57 @@ export interface AdminServerOptions {
 
 const MAX_SOCKET_PATH = MAX_SOCKET_PATH_BYTES;
 
+/** The admin routes over HTTP(S) (admin_api): every request needs a token from `tokens()`. */
+export interface AdminHttpOptions {
+  host: string;
+  port: number;
+  /** The current tokens (SIGHUP may replace them). */
+  tokens: () => TokenSet;
+  tls?: { cert: string; key: string };
+}
+
 export class AdminServer {
   private server?: Server<unknown>;
+  private http?: Server<unknown>;
+  /** Requests to the HTTP admin API refused for want of a valid token. */
+  readonly refused: FailedAuthLog;
 
-  constructor(private readonly opts: AdminServerOptions) {}
+  constructor(private readonly opts: AdminServerOptions) {
+    this.refused = new FailedAuthLog((m) => opts.logger.warn(m), "admin API");
+  }
+
+  /** Serve the same routes on an HTTP(S) address, for requests with a valid bearer token. */
+  listenHttp(o: AdminHttpOptions): void {
+    try {
+      this.http = Bun.serve({
+        hostname: o.host,
+        port: o.port,
+        maxRequestBodySize: 16 * ADMIN_MAX_BODY,
+        // a stalled client holds its connection this long at most
+        idleTimeout: 30,
+        ...(o.tls ? { tls: o.tls } : {}),
+        fetch: (req, server) => {
+          // the token is checked before any of the body is read; the reply says nothing more
+          if (!o.tokens().match(req.headers.get("authorization"))) {
+            this.refused.note(server.requestIP(req)?.address, req.headers.has("authorization") ? "unknown token" : "no token");
+            return errorReply(401, "E_UNAUTHORIZED", "unauthorized", { "www-authenticate": "Bearer" });
+          }
+          return this.handle(req);
+        },
+        error: (e) => errorReply(500, "E_INTERNAL", errorMessage(e)),
+      });
+    } catch (e) {
+      throw new CairnError("E_LISTEN", `cannot listen on admin_api.address ${o.host}:${o.port}: ${errorMessage(e)}`, {
+        hint: "is another process using that address? choose another admin_api.address",
+        cause: e,
+      });
+    }
+  }
+
+  /** The port the HTTP admin API listens on (the one chosen when the config says 0). */
+  get httpPort(): number | undefined {
+    return this.http?.port;
+  }
 
   async start(): Promise<void> {
     const path = this.opts.socketPath;
@@ -62,6 +110,8 @@ export class AdminServer {
   }
 
   async stop(): Promise<void> {
+    this.http?.stop(true);
+    this.http = undefined;
     if (!this.server) return;
     this.server.stop(true);
     this.server = undefined;
@@ -103,7 +153,7 @@ export class AdminServer {
     }
     const previous = this.opts.logger.level();
     this.opts.logger.setLevel(level);
-    this.opts.logger.info(`log level changed from ${previous} to ${level} through the admin socket`);
+    this.opts.logger.info(`log level changed from ${previous} to ${level} through the admin API`);
     return json({ level, previous } satisfies LogLevelReply);
   }
 }

@@ -11,15 +11,6 @@ export const configArg = {
   },
 } as const satisfies ArgsDef;
 
-export const socketPathArg = {
-  "socket-path": {
-    type: "string",
-    valueHint: "S",
-    required: true,
-    description: "The node's admin socket (admin_socket_path in its config)",
-  },
-} as const satisfies ArgsDef;
-
 export const checkpointDirArg = {
   dir: {
     type: "positional",

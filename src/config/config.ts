@@ -13,6 +13,15 @@ export interface NodeConfig {
   maxBodyBytesInFlight: number;
   walCheckpoint: { thresholdBytes: number; intervalMs: number };
   checkpoint: CheckpointConfig;
+  /** The admin socket's routes over HTTP(S) with bearer tokens (admin_api), when configured. */
+  adminApi?: AdminApiConfig;
+}
+
+export interface AdminApiConfig {
+  host: string;
+  port: number;
+  tokenFile: string;
+  tls?: { certFile: string; keyFile: string };
 }
 
 export interface CheckpointConfig {

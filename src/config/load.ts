@@ -10,6 +10,7 @@ import { parseDocument } from "yaml";
 import { ConfigError, errorMessage, sysCode } from "../errors.ts";
 import { type NodeConfig, DEFAULTS, EMBEDDED_STORAGE_PATH, MAX_SOCKET_PATH_BYTES } from "./config.ts";
 import { ADDRESS_RE, configSchema, type ConfigDocument } from "./schema.ts";
+import { isLoopback } from "../util/net.ts";
 
 /** Load and validate a config file. Throws ConfigError (exit status 2) on any problem. */
 export function loadConfigFile(file: string): NodeConfig {
@@ -66,6 +67,12 @@ function checkResolved(c: NodeConfig, file: string): void {
     // the shipped log's segments are not sealed yet: they would leave the host in plaintext
     throw new ConfigError(`${file}: checkpoint_config.wal_shipping: cannot be enabled together with checkpoint_config.encryption in this version`, {
       hint: "turn one of them off",
+    });
+  }
+  if (c.adminApi && !c.adminApi.tls && !isLoopback(c.adminApi.host)) {
+    // a bearer token in clear text across a network is a token given away
+    throw new ConfigError(`${file}: admin_api.address: ${c.adminApi.host} is not a loopback address, and admin_api.tls is not set`, {
+      hint: "set admin_api.tls (cert_file, key_file), or bind 127.0.0.1",
     });
   }
   if (c.maxBodyBytesInFlight < c.maxBlobSize) {
@@ -142,6 +149,7 @@ export function resolveConfig(doc: ConfigDocument, baseDir: string): NodeConfig 
       ? cc.db_checkpoint_interval.secs + cc.db_checkpoint_interval.nanos / 1e9
       : (cc.db_checkpoint_interval_secs ?? DEFAULTS.intervalSecs);
   const m = ADDRESS_RE.exec(doc.rest_api_address ?? DEFAULTS.restApiAddress)!;
+  const admin = doc.admin_api && ADDRESS_RE.exec(doc.admin_api.address)!;
   return {
     storagePath,
     adminSocketPath: doc.admin_socket_path ? resolve(baseDir, doc.admin_socket_path) : resolve(home, "admin.socket"),
@@ -153,6 +161,16 @@ export function resolveConfig(doc: ConfigDocument, baseDir: string): NodeConfig 
       thresholdBytes: doc.wal_checkpoint_threshold_bytes ?? DEFAULTS.walCheckpointThresholdBytes,
       intervalMs: Math.round((doc.wal_checkpoint_interval_secs ?? DEFAULTS.walCheckpointIntervalSecs) * 1000),
     },
+    ...(doc.admin_api && admin
+      ? {
+          adminApi: {
+            host: admin[1]!.replace(/^\[|\]$/g, ""),
+            port: Number(admin[2]),
+            tokenFile: resolve(baseDir, doc.admin_api.token_file),
+            ...(doc.admin_api.tls ? { tls: { certFile: resolve(baseDir, doc.admin_api.tls.cert_file), keyFile: resolve(baseDir, doc.admin_api.tls.key_file) } } : {}),
+          },
+        }
+      : {}),
     checkpoint: {
       dir: cc.db_checkpoint_dir ? resolve(baseDir, cc.db_checkpoint_dir) : resolve(home, "checkpoints"),
       maxCheckpoints: cc.max_db_checkpoints ?? DEFAULTS.maxCheckpoints,

@@ -102,6 +102,18 @@ export const checkpointConfigSchema = v.strictObject(
   "expected a mapping",
 );
 
+const tls = v.strictObject({ cert_file: path, key_file: path }, "expected a mapping with cert_file and key_file");
+
+/** cairn: the admin socket's routes over HTTP(S), for requests with a bearer token. */
+const adminApi = v.strictObject(
+  {
+    address,
+    token_file: path,
+    tls: v.optional(tls),
+  },
+  "expected a mapping with address, token_file and optionally tls",
+);
+
 export const configSchema = v.strictObject(
   {
     storage_path: v.optional(path),
@@ -116,6 +128,7 @@ export const configSchema = v.strictObject(
     /** cairn extension: and at least this often while there are writes. */
     wal_checkpoint_interval_secs: v.optional(seconds(0.01)),
     checkpoint_config: v.optional(checkpointConfigSchema),
+    admin_api: v.optional(adminApi),
   },
   "expected a mapping of config keys",
 );

@@ -34,6 +34,7 @@ import { type KeyFile, readKeyFile } from "../store/crypto.ts";
 import { LocalStore } from "../store/dir/writer.ts";
 import { openTarget } from "../store/open.ts";
 import { isReadWrite } from "../store/backend.ts";
+import { readTls, TokenSet } from "../api/auth.ts";
 
 /** How long shutdown waits for in-flight requests before closing their connections. */
 const DRAIN_TIMEOUT_MS = 15_000;
@@ -80,6 +81,8 @@ export class CairnNode {
   readonly startedAt = Date.now();
   private rest?: Server<unknown>;
   private admin?: AdminServer;
+  /** The HTTP admin API's tokens (admin_api.token_file), re-read on SIGHUP. */
+  private adminTokens?: TokenSet;
   private stopping?: Promise<void>;
 
   private constructor(
@@ -103,6 +106,9 @@ export class CairnNode {
 
   /** Start a node on `config`. Everything acquired is released again if a later step fails. */
   static async start(config: NodeConfig, logger: LevelledLogger): Promise<CairnNode> {
+    // the HTTP admin API's token file and certificate, read before anything is opened: a bad one is a config error
+    const adminTokens = config.adminApi ? TokenSet.read(config.adminApi.tokenFile, { key: "admin_api.token_file" }) : undefined;
+    const adminTls = config.adminApi?.tls ? readTls(config.adminApi.tls, "admin_api.tls") : undefined;
     // SQLite follows a symlinked cairn.db: a storage folder another user can write into is refused
     assertTrustedDir(config.storagePath);
     const lock = StorageLock.acquire(config.storagePath, "node");
@@ -186,6 +192,14 @@ export class CairnNode {
         routes: checkpointRoutes(checkpoints),
       });
       await node.admin.start();
+      if (config.adminApi && adminTokens) {
+        node.adminTokens = adminTokens;
+        node.admin.listenHttp({ host: config.adminApi.host, port: config.adminApi.port, tls: adminTls, tokens: () => node!.adminTokens! });
+        logger.info(
+          `admin API serving ${adminTls ? "https" : "http"}://${hostForUrl(config.adminApi.host)}:${node.admin.httpPort} ` +
+            `(${adminTokens.size} token(s) from ${config.adminApi.tokenFile})`,
+        );
+      }
       await checkpoints.start();
       requestCheckpoint = (why) => {
         if (checkpoints.status().running) return;
@@ -394,6 +408,15 @@ export class CairnNode {
     if (next.logLevel !== this.logger.level()) {
       applied.push(`log_level ${this.logger.level()} → ${next.logLevel}`);
       this.logger.setLevel(next.logLevel);
+    }
+    if (next.adminApi && this.adminTokens && next.adminApi.tokenFile === this.config.adminApi?.tokenFile) {
+      try {
+        const tokens = TokenSet.read(next.adminApi.tokenFile, { key: "admin_api.token_file" });
+        this.adminTokens = tokens;
+        applied.push(`admin_api tokens re-read (${tokens.size})`);
+      } catch (e) {
+        log.error(`SIGHUP: the admin API keeps its previous tokens: ${errorMessage(e)}`);
+      }
     }
     const { logLevel: _a, configFile: _b, ...nowRest } = this.config;
     const { logLevel: _c, configFile: _d, ...nextRest } = next;
