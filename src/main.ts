@@ -18,6 +18,7 @@ const main = defineCommand({
     "list-db-checkpoint": () => import("./commands/list-db-checkpoint.ts").then((m) => m.default),
     "verify-db-checkpoint": () => import("./commands/verify-db-checkpoint.ts").then((m) => m.default),
     "export-db-checkpoint": () => import("./commands/export-db-checkpoint.ts").then((m) => m.default),
+    "prune-db-checkpoint": () => import("./commands/prune-db-checkpoint.ts").then((m) => m.default),
     restore: () => import("./commands/restore.ts").then((m) => m.default),
     key: () => import("./commands/key/index.ts").then((m) => m.default),
   },

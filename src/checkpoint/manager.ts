@@ -24,7 +24,7 @@ import type { KeyFile } from "../store/crypto.ts";
 import { LocalStore } from "../store/dir/writer.ts";
 import { remapSegmentPacks } from "../store/format.ts";
 import { StoreReader } from "../store/reader.ts";
-import { applyLocalRetention } from "../store/retention.ts";
+import { applyLocalRetention, keepLast } from "../store/retention.ts";
 import { type Clock, sleepOn, systemClock } from "../util/clock.ts";
 import { formatBytes, formatDuration } from "../util/display.ts";
 import { WorkerPool } from "../util/worker-pool.ts";
@@ -92,7 +92,7 @@ export class CheckpointManager {
       this.remote = new RemoteReplicator({
         localDir: deps.config.dir,
         remote,
-        maxRemote: r.maxRemoteCheckpoints,
+        remoteRetention: r.retention,
         retryBackoffMs: r.retryBackoffMs,
         logger: deps.logger,
         clock: this.clock,
@@ -344,7 +344,7 @@ export class CheckpointManager {
         localDir: storeDir,
         remote: target,
         ids: [id],
-        maxRemote: this.configuredRemote(run.dir)?.maxRemoteCheckpoints ?? 0,
+        remoteRetention: this.configuredRemote(run.dir)?.retention ?? keepLast(0),
         logger: this.deps.logger,
         signal,
         keyFile: this.deps.keyFile,
@@ -360,7 +360,7 @@ export class CheckpointManager {
     try {
       const added = this.addedSinceCollection;
       const lookForDeadBlocks = added === undefined || added >= this.storeBytes * DEAD_BLOCK_SEARCH_FRACTION;
-      const r = await applyLocalRetention(dir, this.deps.nodeId, config.maxCheckpoints, config.sync, logger, lookForDeadBlocks, this.workers(), this.deps.shipper?.currentChain, this.deps.keyFile);
+      const r = await applyLocalRetention(dir, this.deps.nodeId, config.retention, config.sync, logger, lookForDeadBlocks, this.workers(), this.deps.shipper?.currentChain, this.deps.keyFile);
       if (lookForDeadBlocks && r.removed.length > 0 && r.gc) this.addedSinceCollection = 0;
       if (r.skipped) logger.info(`retention postponed: ${r.skipped}`);
       if (r.removed.length > 0) logger.info(`retention removed checkpoint(s) ${r.removed.join(", ")}`);

@@ -4,6 +4,7 @@
  * fails, never in the way of local checkpoints. Its status is what `checkpoint status`,
  * /v1/status and /metrics show of the remote.
  */
+import type { RetentionPolicy } from "../store/retention.ts";
 import { errorMessage } from "../errors.ts";
 import type { KeyFile } from "../store/crypto.ts";
 import type { Logger } from "../log.ts";
@@ -34,7 +35,7 @@ export interface RemoteStatus {
 export interface RemoteReplicatorDeps {
   localDir: string;
   remote: ReadWriteBackend;
-  maxRemote: number;
+  remoteRetention: RetentionPolicy;
   retryBackoffMs: number;
   logger: Logger;
   clock: Clock;
@@ -124,7 +125,7 @@ export class RemoteReplicator {
         const r = await pushCheckpoints({
           localDir: this.deps.localDir,
           remote: this.deps.remote,
-          maxRemote: this.deps.maxRemote,
+          remoteRetention: this.deps.remoteRetention,
           logger,
           signal: this.controller.signal,
           keyFile: this.deps.keyFile,

@@ -20,6 +20,7 @@ export default defineCommand({
     timestamp: { type: "string", valueHint: "RFC3339", description: "Restore the state as of this instant: every transaction committed at or before it, none after (needs WAL shipping)" },
     timeline: { type: "string", valueHint: "CHAIN", description: "Follow this timeline of the shipped log (list-db-checkpoint --json names them; default: the current one)" },
     force: { type: "boolean", description: "Replace an existing database: it is moved aside to a sibling folder, never deleted" },
+    "new-node-id": { type: "boolean", description: "Give the restored database a new node id (a clone: it checkpoints into a store of its own); printed on success" },
     "integrity-check": { type: "enum", options: ["none", "quick", "full"], default: "quick", description: "SQLite check of the result before it is put in place" },
     "dry-run": { type: "boolean", description: "Print the plan (checkpoint, size, target, what moves aside) and write nothing" },
     json: { type: "boolean", description: "Print the result as JSON on stdout" },
@@ -51,6 +52,7 @@ export default defineCommand({
         timestamp: parseInstant(args.timestamp),
         timeline: args.timeline,
         force: Boolean(args.force),
+        newNodeId: Boolean(args["new-node-id"]),
         integrityCheck: args["integrity-check"] as IntegrityCheck,
         dryRun: Boolean(args["dry-run"]),
         workers: parallel,
@@ -78,6 +80,7 @@ export default defineCommand({
       if (r.move_aside_to && r.existing) process.stdout.write(`The previous database (${r.existing.files.join(", ")}) was moved to ${r.move_aside_to}\n`);
       const upTo = r.reached ? ` up to ${r.reached}` : "";
       process.stdout.write(r.latest ? `Restored from latest (${r.checkpoint_id})${upTo} successfully.\n` : `Restored from ${r.checkpoint_id}${upTo} successfully.\n`);
+      if (r.new_node_id) process.stdout.write(`New node id: ${r.new_node_id} (a clone of node ${r.node_id})\n`);
     } catch (e) {
       progress.end();
       if (signalled && e instanceof CairnError && e.code === "E_INTERRUPTED") {

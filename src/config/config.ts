@@ -26,7 +26,8 @@ export interface AdminApiConfig {
 
 export interface CheckpointConfig {
   dir: string;
-  maxCheckpoints: number;
+  /** Which checkpoints the local store keeps (retention, or max_db_checkpoints as keep_last). */
+  retention: RetentionRules;
   intervalMs: number;
   sync: boolean;
   maxBackgroundOperations: number;
@@ -54,11 +55,21 @@ export interface RemoteConfig {
   url: string;
   endpoint?: string;
   region?: string;
-  maxRemoteCheckpoints: number;
+  /** Which checkpoints the remote keeps (remote.retention, or max_remote_checkpoints as keep_last). */
+  retention: RetentionRules;
   retryBackoffMs: number;
   requestTimeoutMs: number;
   accessKeyId?: string;
   secretAccessKey?: string;
+}
+
+/** Retention rules with restic's forget meaning (store/retention.ts applies them); 0 = rule off. */
+export interface RetentionRules {
+  last: number;
+  hourly: number;
+  daily: number;
+  weekly: number;
+  monthly: number;
 }
 
 /** The defaults operators rely on (the Walrus node's, where it has one). Paths that are not given derive from storage_path. */

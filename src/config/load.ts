@@ -8,7 +8,7 @@ import { dirname, resolve } from "node:path";
 import * as v from "valibot";
 import { parseDocument } from "yaml";
 import { ConfigError, errorMessage, sysCode } from "../errors.ts";
-import { type NodeConfig, DEFAULTS, EMBEDDED_STORAGE_PATH, MAX_SOCKET_PATH_BYTES } from "./config.ts";
+import { type NodeConfig, type RetentionRules, DEFAULTS, EMBEDDED_STORAGE_PATH, MAX_SOCKET_PATH_BYTES } from "./config.ts";
 import { ADDRESS_RE, configSchema, type ConfigDocument } from "./schema.ts";
 import { isLoopback } from "../util/net.ts";
 
@@ -97,6 +97,12 @@ export function validateDocument(raw: unknown, file: string): ConfigDocument {
       `${file}: checkpoint_config: set db_checkpoint_interval or db_checkpoint_interval_secs, not both`,
     );
   }
+  if (cc?.retention?.keep_last !== undefined && cc.max_db_checkpoints !== undefined) {
+    throw new ConfigError(`${file}: checkpoint_config: set retention.keep_last or max_db_checkpoints, not both`);
+  }
+  if (cc?.remote?.retention?.keep_last !== undefined && cc.remote.max_remote_checkpoints !== undefined) {
+    throw new ConfigError(`${file}: checkpoint_config.remote: set retention.keep_last or max_remote_checkpoints, not both`);
+  }
   const interval = cc?.db_checkpoint_interval;
   if ((interval && interval.secs === 0 && interval.nanos === 0) || cc?.db_checkpoint_interval_secs === 0) {
     const key = interval ? "db_checkpoint_interval" : "db_checkpoint_interval_secs";
@@ -137,6 +143,14 @@ function describeValue(value: unknown): string {
   return String(value);
 }
 
+type RetentionDoc = NonNullable<NonNullable<ConfigDocument["checkpoint_config"]>["retention"]>;
+
+/** The retention rules: the mapping if given (its keep_last from the count key when it has none), else keep_last = the count. */
+function rulesOf(doc: RetentionDoc | undefined, count: number): RetentionRules {
+  if (!doc) return { last: count, hourly: 0, daily: 0, weekly: 0, monthly: 0 };
+  return { last: doc.keep_last ?? count, hourly: doc.keep_hourly ?? 0, daily: doc.keep_daily ?? 0, weekly: doc.keep_weekly ?? 0, monthly: doc.keep_monthly ?? 0 };
+}
+
 /** Fill defaults and make paths absolute (relative to `baseDir`). */
 export function resolveConfig(doc: ConfigDocument, baseDir: string): NodeConfig {
   const storagePath = resolve(baseDir, doc.storage_path ?? DEFAULTS.storagePath);
@@ -173,7 +187,7 @@ export function resolveConfig(doc: ConfigDocument, baseDir: string): NodeConfig 
       : {}),
     checkpoint: {
       dir: cc.db_checkpoint_dir ? resolve(baseDir, cc.db_checkpoint_dir) : resolve(home, "checkpoints"),
-      maxCheckpoints: cc.max_db_checkpoints ?? DEFAULTS.maxCheckpoints,
+      retention: rulesOf(cc.retention, cc.max_db_checkpoints ?? DEFAULTS.maxCheckpoints),
       intervalMs: Math.round(intervalSecs * 1000),
       sync: cc.sync ?? DEFAULTS.sync,
       maxBackgroundOperations: cc.max_background_operations ?? DEFAULTS.maxBackgroundOperations,
@@ -187,7 +201,7 @@ export function resolveConfig(doc: ConfigDocument, baseDir: string): NodeConfig 
         url: cc.remote.url,
         endpoint: cc.remote.endpoint,
         region: cc.remote.region,
-        maxRemoteCheckpoints: cc.remote.max_remote_checkpoints ?? DEFAULTS.maxRemoteCheckpoints,
+        retention: rulesOf(cc.remote.retention, cc.remote.max_remote_checkpoints ?? DEFAULTS.maxRemoteCheckpoints),
         retryBackoffMs: (cc.remote.retry_backoff_secs ?? DEFAULTS.remoteRetryBackoffSecs) * 1000,
         requestTimeoutMs: Math.round((cc.remote.request_timeout_secs ?? DEFAULTS.remoteRequestTimeoutSecs) * 1000),
         accessKeyId: cc.remote.access_key_id,

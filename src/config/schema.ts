@@ -39,12 +39,26 @@ const duration = v.strictObject(
   "expected {secs, nanos}",
 );
 
+/** restic's forget rules: a checkpoint is kept if any rule keeps it. */
+const retention = v.strictObject(
+  {
+    keep_last: v.optional(wholeNumber(0)),
+    keep_hourly: v.optional(wholeNumber(0)),
+    keep_daily: v.optional(wholeNumber(0)),
+    keep_weekly: v.optional(wholeNumber(0)),
+    keep_monthly: v.optional(wholeNumber(0)),
+  },
+  "expected a mapping with keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly",
+);
+
 const remote = v.strictObject(
   {
     url: v.pipe(v.string("expected s3://BUCKET/PREFIX"), v.regex(/^s3:\/\/[^/]+(\/.*)?$/, "expected s3://BUCKET/PREFIX")),
     endpoint: v.optional(v.pipe(v.string("expected a URL"), v.url("expected a URL"))),
     region: v.optional(v.pipe(v.string("expected a region name"), v.nonEmpty("expected a region name"))),
     max_remote_checkpoints: v.optional(wholeNumber(0)),
+    /** cairn extension: retention by age for the remote (as checkpoint_config.retention). */
+    retention: v.optional(retention),
     // cairn extensions
     /** After a failed upload, try again after this long. */
     retry_backoff_secs: v.optional(seconds(0.01)),
@@ -54,7 +68,7 @@ const remote = v.strictObject(
     access_key_id: v.optional(v.pipe(v.string("expected a string"), v.nonEmpty("expected a string"))),
     secret_access_key: v.optional(v.pipe(v.string("expected a string"), v.nonEmpty("expected a string"))),
   },
-  "expected a mapping with url, endpoint, region, max_remote_checkpoints, retry_backoff_secs, request_timeout_secs, access_key_id, secret_access_key",
+  "expected a mapping with url, endpoint, region, max_remote_checkpoints, retention, retry_backoff_secs, request_timeout_secs, access_key_id, secret_access_key",
 );
 
 const walShipping = v.strictObject(
@@ -77,6 +91,8 @@ export const checkpointConfigSchema = v.strictObject(
   {
     db_checkpoint_dir: v.optional(path),
     max_db_checkpoints: v.optional(wholeNumber(0)),
+    /** Retention by count and age (restic's forget rules); max_db_checkpoints alone means keep_last. */
+    retention: v.optional(retention),
     db_checkpoint_interval: v.optional(duration),
     db_checkpoint_interval_secs: v.optional(wholeNumber(0)),
     sync: v.optional(bool),

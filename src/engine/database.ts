@@ -4,7 +4,7 @@
  * database can pause them), and forward-only schema migrations keyed by PRAGMA user_version.
  */
 import { Database } from "bun:sqlite";
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { CairnError, errorMessage } from "../errors.ts";
 import { DIR_MODE } from "../util/fsx.ts";
@@ -63,6 +63,25 @@ export interface OpenedDatabase {
   db: Database;
   nodeId: string;
   created: boolean;
+}
+
+/**
+ * Give the database in `file` a new random node id and return it: for a restore's staged image
+ * (a file no node has open), so that a clone of a node is a node of its own. Any -wal or -shm
+ * the change leaves is folded and removed before it returns.
+ */
+export function assignNewNodeId(file: string): string {
+  const id = crypto.randomUUID();
+  const db = new Database(file, { strict: true });
+  try {
+    const r = db.query("UPDATE meta SET value = ? WHERE key = 'node_id'").run(id);
+    if (r.changes !== 1) throw new CairnError("E_DB_SCHEMA", `${file} has no node id; it is not a cairn database`);
+    db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+  } finally {
+    db.close();
+  }
+  for (const f of [`${file}-wal`, `${file}-shm`]) if (existsSync(f)) unlinkSync(f);
+  return id;
 }
 
 /** Open (creating if needed) the database in `storagePath` and bring its schema up to date. */

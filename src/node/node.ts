@@ -35,6 +35,7 @@ import { LocalStore } from "../store/dir/writer.ts";
 import { openTarget } from "../store/open.ts";
 import { isReadWrite } from "../store/backend.ts";
 import { readTls, TokenSet } from "../api/auth.ts";
+import { describePolicy } from "../store/retention.ts";
 
 /** How long shutdown waits for in-flight requests before closing their connections. */
 const DRAIN_TIMEOUT_MS = 15_000;
@@ -83,6 +84,8 @@ export class CairnNode {
   private admin?: AdminServer;
   /** The HTTP admin API's tokens (admin_api.token_file), re-read on SIGHUP. */
   private adminTokens?: TokenSet;
+  /** The claim on the configured checkpoint store (LocalStore.claim), released at stop. */
+  private storeClaim?: FileLock;
   private stopping?: Promise<void>;
 
   private constructor(
@@ -121,6 +124,7 @@ export class CairnNode {
     let db: Database | undefined;
     let live: LiveFiles | undefined;
     let node: CairnNode | undefined;
+    let storeClaim: FileLock | undefined;
     try {
       const dbFile = dbPathIn(config.storagePath);
       // what a clean stop left, before SQLite opens the file: the saved changes must describe it
@@ -134,6 +138,10 @@ export class CairnNode {
       const keyFile = cc.keyFile ? configuredKey(cc.keyFile) : undefined;
       // an encrypted store never takes plaintext checkpoints, nor the other way round: refused now, not at the first checkpoint
       LocalStore.keysOf(cc.dir, keyFile);
+      LocalStore.assertWritableBy(cc.dir, opened.nodeId, keyFile);
+      storeClaim = LocalStore.claim(cc.dir, (holder) =>
+        new CairnError("E_BUSY", `another node (pid ${holder?.pid ?? "unknown"}) uses the checkpoint directory ${cc.dir}`, { hint: "give each node its own checkpoint_config.db_checkpoint_dir" }),
+      );
       let checkpointWanted: string | undefined;
       let requestCheckpoint = (why: string) => {
         checkpointWanted = why;
@@ -179,6 +187,7 @@ export class CairnNode {
         keyFile,
       });
       node = new CairnNode(config, logger, opened.nodeId, lock, db, live, tracker, wal, blobs, checkpoints, shipper);
+      node.storeClaim = storeClaim;
       if (opened.created) logger.info(`created a new database ${dbFile} (node id ${opened.nodeId})`);
       // before the first commit of the node's: which chain the log continues
       shipper?.start();
@@ -222,6 +231,7 @@ export class CairnNode {
       else {
         db?.close();
         live?.closeAfterDatabase();
+        storeClaim?.release();
         lock.release();
       }
       throw e;
@@ -418,6 +428,11 @@ export class CairnNode {
         log.error(`SIGHUP: the admin API keeps its previous tokens: ${errorMessage(e)}`);
       }
     }
+    if (JSON.stringify(next.checkpoint.retention) !== JSON.stringify(this.config.checkpoint.retention)) {
+      // the checkpoint manager reads this object at each retention
+      applied.push(`checkpoint_config.retention (${describePolicy(next.checkpoint.retention)})`);
+      this.config.checkpoint.retention = next.checkpoint.retention;
+    }
     const { logLevel: _a, configFile: _b, ...nowRest } = this.config;
     const { logLevel: _c, configFile: _d, ...nextRest } = next;
     const restart = (Object.keys(nowRest) as (keyof typeof nowRest)[]).filter((k) => JSON.stringify(nowRest[k]) !== JSON.stringify(nextRest[k]));
@@ -476,6 +491,7 @@ export class CairnNode {
     } catch (e) {
       log.warn(`where the shipped log ends was not recorded (${errorMessage(e)}); the next start continues it from the WAL if it can`);
     }
+    this.storeClaim?.release();
     this.lock.release();
     log.info("node stopped cleanly");
   }

@@ -17,7 +17,7 @@ import { dirname, join, resolve } from "node:path";
 import { DirBackend } from "../store/dir/backend.ts";
 import { Store } from "../store/store.ts";
 import { CairnError, errorMessage, isDiskFull } from "../errors.ts";
-import { DB_FILE } from "../engine/database.ts";
+import { assignNewNodeId, DB_FILE } from "../engine/database.ts";
 import { LOCK_FILE, StorageLock } from "../engine/lock.ts";
 import type { Logger } from "../log.ts";
 import type { Manifest } from "../store/format.ts";
@@ -47,6 +47,8 @@ export interface RestoreOptions {
   /** Follow this chain of the log (a timeline) instead of the current one. */
   timeline?: string;
   force: boolean;
+  /** Give the restored database a new node id (a clone of the checkpoint's node). */
+  newNodeId?: boolean;
   integrityCheck: IntegrityCheck;
   dryRun: boolean;
   workers: number;
@@ -75,6 +77,8 @@ export interface RestorePlan {
 }
 
 export interface RestoreResult extends RestorePlan {
+  /** With --new-node-id: the restored database's own node id (node_id is the checkpoint's). */
+  new_node_id: string | null;
   duration_ms: number;
   resumed: boolean;
   integrity_check: IntegrityCheck;
@@ -226,7 +230,8 @@ async function restoreHeld(o: RestoreOptions, reader: Store, dbPath: string, t0:
     }
   }
   const latest = o.checkpointId === undefined && o.timestamp === undefined;
-  if (o.dryRun) return { ...plan(first, latest), duration_ms: 0, resumed: false, integrity_check: o.integrityCheck, replayed_txns: 0 };
+  if (o.dryRun) return { ...plan(first, latest), new_node_id: null, duration_ms: 0, resumed: false, integrity_check: o.integrityCheck, replayed_txns: 0 };
+  if (!o.newNodeId && !existing) warnIfRecent(o, reader, first, fromLog?.untilMs);
 
   // from here on we hold the target's lock: no node can start on it while we work
   const hadDir = existsSync(dbPath);
@@ -262,6 +267,8 @@ async function restoreHeld(o: RestoreOptions, reader: Store, dbPath: string, t0:
           throw new CairnError("E_NOT_FOUND", `${reader.location} holds no shipped transactions: it restores only to its checkpoint`);
         }
         const resumed = await stage(o, reader, manifest, dbPath, replayer, archiveLog);
+        // checked as the checkpoint's node; then, for a clone, made a node of its own
+        const newNodeId = o.newNodeId ? assignNewNodeId(join(stagingDirFor(dbPath), DB_FILE)) : null;
         await pausePoint("restore:before-swap");
         throwIfInterrupted(o.signal);
         crashPoint("restore:checked");
@@ -269,7 +276,7 @@ async function restoreHeld(o: RestoreOptions, reader: Store, dbPath: string, t0:
         swapped = true;
         crashPoint("restore:swapped");
         removeDirNoFollow(stagingDirFor(dbPath));
-        if (replay.position) {
+        if (replay.position && !newNodeId) {
           // the node started on it ships a new chain that forks here
           try {
             writeLogOrigin(dbPath, { ...replay.position, ms: fromLog ? fromLog.untilMs : archiveReached ? archiveReached.ms : replay.position.ms }, join(dbPath, DB_FILE));
@@ -277,7 +284,8 @@ async function restoreHeld(o: RestoreOptions, reader: Store, dbPath: string, t0:
             o.logger.warn(`where the restored database stands in the shipped log was not recorded (${errorMessage(e)}); the node's next chain starts from its first checkpoint`);
           }
         }
-        return { ...plan(manifest, latest), ...(archiveReached ? { reached: iso(archiveReached.ms), timeline: archiveReached.chain } : {}), duration_ms: Math.round(performance.now() - t0), resumed, integrity_check: o.integrityCheck, replayed_txns: replay.txns };
+        if (newNodeId) o.logger.info(`the restored database is node ${newNodeId}, a clone of node ${manifest.node_id}; it checkpoints into a store of its own`);
+        return { ...plan(manifest, latest), new_node_id: newNodeId, ...(archiveReached ? { reached: iso(archiveReached.ms), timeline: archiveReached.chain } : {}), duration_ms: Math.round(performance.now() - t0), resumed, integrity_check: o.integrityCheck, replayed_txns: replay.txns };
       } catch (e) {
         const damaged = e instanceof CairnError && (e.code === "E_STORE_DAMAGED" || e.code === "E_STORE_MISSING" || e.code === "E_RESTORE_CHECK");
         const nextId = candidates[k + 1];
@@ -385,6 +393,23 @@ async function replayArchiveLog(o: RestoreOptions, archive: Store, m: Manifest, 
   return { ...r, untilMs: lp.untilMs };
 }
 
+/** How recent a store's last checkpoint or shipped transaction must be for restore to warn that its node may still be running. */
+const RECENT_ACTIVITY_MS = 15 * 60_000;
+
+/**
+ * Restoring a node's checkpoint elsewhere while that node still runs makes two nodes of one
+ * identity: the operator's call, but said when the store was written to moments ago.
+ */
+function warnIfRecent(o: RestoreOptions, reader: Store, m: Manifest, logUntilMs: number | undefined): void {
+  const last = Math.max(Date.parse(m.created), logUntilMs ?? 0);
+  const ago = Date.now() - last;
+  if (!(ago >= 0 && ago < RECENT_ACTIVITY_MS)) return;
+  o.logger.warn(
+    `node ${m.node_id} wrote to ${reader.location} ${Math.max(1, Math.round(ago / 60_000))} min ago: if it is still running, a node started on this ` +
+      `restore has the same identity; use --new-node-id for a clone of it`,
+  );
+}
+
 function throwIfInterrupted(signal?: AbortSignal): void {
   if (signal?.aborted) throw new CairnError("E_INTERRUPTED", "restore interrupted");
 }
@@ -405,7 +430,8 @@ async function check(o: RestoreOptions, file: string, m: Manifest): Promise<void
       if (r.rows.length !== 1 || r.rows[0] !== "ok") {
         throw new CairnError("E_RESTORE_CHECK", `the restored database of checkpoint ${m.id} fails PRAGMA ${pragma}: ${r.rows.slice(0, 3).join("; ")}`);
       }
-      if (r.nodeId !== m.node_id) throw new CairnError("E_RESTORE_CHECK", `the restored database says node ${r.nodeId}, the checkpoint ${m.node_id}`);
+      // (a clone's image may carry its new id already, from a run interrupted before the swap)
+      if (r.nodeId !== m.node_id && !o.newNodeId) throw new CairnError("E_RESTORE_CHECK", `the restored database says node ${r.nodeId}, the checkpoint ${m.node_id}`);
     } finally {
       o.signal?.removeEventListener("abort", onAbort);
       pool.terminate(new CairnError("E_CANCELLED", "check done"));

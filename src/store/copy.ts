@@ -15,7 +15,7 @@ import type { ReadWriteBackend } from "./backend.ts";
 import { DirBackend } from "./dir/backend.ts";
 import { encodeStoreInfo, indexPath, manifestPath, MAX_MANIFEST_BYTES, packPath, sameStore, STORE_FILE, storeInfoForCopy } from "./format.ts";
 import { StoreReader } from "./reader.ts";
-import { applyRemoteRetention } from "./retention.ts";
+import { applyRemoteRetention, type RetentionPolicy } from "./retention.ts";
 import { type KeyFile, openStoreKeys } from "./crypto.ts";
 
 /** Files uploaded at once. */
@@ -40,8 +40,8 @@ export interface PushOptions {
   remote: ReadWriteBackend;
   /** Which local checkpoints to copy (default: every one newer than the remote's newest). */
   ids?: number[];
-  /** Keep this many on the remote (0 keeps all). */
-  maxRemote: number;
+  /** Which checkpoints the remote keeps. */
+  remoteRetention: RetentionPolicy;
   logger: Logger;
   signal?: AbortSignal;
   onProgress?: (uploadedBytes: number) => void;
@@ -131,7 +131,7 @@ export async function pushCheckpoints(o: PushOptions): Promise<PushResult> {
   } finally {
     await hold.release();
   }
-  const retained = await applyRemoteRetention(remote, o.maxRemote, o.logger, local.keys);
+  const retained = await applyRemoteRetention(remote, o.remoteRetention, o.logger, local.keys);
   result.removed = retained.removed;
   result.remote_checkpoints = retained.kept;
   result.duration_ms = Math.round(performance.now() - t0);

@@ -26,6 +26,8 @@ import { blockDigest, toHex } from "./hash.ts";
 export const STORE_FORMAT = 1;
 export const STORE_FILE = "cairn-store.json";
 export const STORE_LOCK_FILE = "cairn-store.lock";
+/** Held by the node whose configured store this is, for its whole life (prune refuses to run beside it). */
+export const STORE_OWNER_LOCK_FILE = "cairn-store.node.lock";
 export const DEFAULT_BLOCK_SIZE = 8192;
 export const SEGMENT_BLOCKS = 256;
 

@@ -16,7 +16,7 @@ import { WorkerPool } from "../util/worker-pool.ts";
 import { rmSync } from "node:fs";
 import type { Backend, RandomReads, Writes } from "./backend.ts";
 import { CHAIN_FILE, indexLog, LOG_DIR, neededLogFiles } from "./log.ts";
-import { STORE_READERS_LOCK_FILE } from "./dir/backend.ts";
+import { DirBackend, STORE_READERS_LOCK_FILE } from "./dir/backend.ts";
 import { LocalStore } from "./dir/writer.ts";
 import { manifestPath, type Manifest } from "./format.ts";
 import { type GcResult, removeUnreferencedPacks } from "./gc.ts";
@@ -26,9 +26,117 @@ import type { KeyFile, StoreKeys } from "./crypto.ts";
 import type { StoreJob } from "./jobs.ts";
 import { StoreReader } from "./reader.ts";
 
+/**
+ * Which checkpoints a store keeps, with restic's `forget` meaning: a checkpoint is kept if any
+ * rule keeps it. `last` keeps the newest N; each period rule keeps the newest checkpoint of
+ * each of the last N periods (hours, days, ISO weeks, months, in UTC) that have one. Rules at
+ * 0 keep nothing; with every rule at 0 nothing expires (max_db_checkpoints: 0 keeps all).
+ */
+export interface RetentionPolicy {
+  last: number;
+  hourly: number;
+  daily: number;
+  weekly: number;
+  monthly: number;
+}
+
+export const PERIOD_RULES = ["hourly", "daily", "weekly", "monthly"] as const;
+type PeriodRule = (typeof PERIOD_RULES)[number];
+
+export function keepLast(n: number): RetentionPolicy {
+  return { last: n, hourly: 0, daily: 0, weekly: 0, monthly: 0 };
+}
+
+/** True when the policy needs each checkpoint's creation time (any period rule is on). */
+export function needsTimes(p: RetentionPolicy): boolean {
+  return PERIOD_RULES.some((r) => p[r] > 0);
+}
+
+export function describePolicy(p: RetentionPolicy): string {
+  const on = (["last", ...PERIOD_RULES] as const).filter((r) => p[r] > 0).map((r) => `keep_${r} ${p[r]}`);
+  return on.length > 0 ? on.join(", ") : "keep all";
+}
+
+/** The period a time falls in, for a rule (UTC): 2026-12-01T13, 2026-12-01, 2026-W49, 2026-12. */
+export function periodOf(rule: PeriodRule, ms: number): string {
+  const d = new Date(ms);
+  const iso = d.toISOString();
+  if (rule === "hourly") return iso.slice(0, 13);
+  if (rule === "daily") return iso.slice(0, 10);
+  if (rule === "monthly") return iso.slice(0, 7);
+  // ISO 8601 week: the week (Monday first) holding the Thursday of this date's week
+  const day = (d.getUTCDay() + 6) % 7;
+  const thursday = new Date(Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate() - day + 3));
+  const year = thursday.getUTCFullYear();
+  const week = 1 + Math.floor((thursday.getTime() - Date.UTC(year, 0, 1)) / (7 * 86_400_000));
+  return `${year}-W${String(week).padStart(2, "0")}`;
+}
+
+export interface RetentionEntry {
+  id: number;
+  /** Creation time (RFC 3339); undefined when the manifest could not be read (then it is kept). */
+  created?: string;
+}
+
+export interface RetentionDecision {
+  id: number;
+  created?: string;
+  keep: boolean;
+  /** Why it is kept: "last 1/3", "daily 2026-12-01", "unreadable", "keep all". */
+  reasons: string[];
+}
+
+/** Apply `p` to `entries` (any order); the answer is in ascending id order. */
+export function decideRetention(entries: RetentionEntry[], p: RetentionPolicy): RetentionDecision[] {
+  const newestFirst = [...entries].sort((a, b) => b.id - a.id);
+  const reasons = new Map<number, string[]>(newestFirst.map((e) => [e.id, []]));
+  const keepAll = p.last <= 0 && !needsTimes(p);
+  if (keepAll) for (const e of newestFirst) reasons.get(e.id)!.push("keep all");
+  for (let i = 0; i < Math.min(p.last, newestFirst.length); i++) reasons.get(newestFirst[i]!.id)!.push(`last ${i + 1}/${p.last}`);
+  for (const rule of PERIOD_RULES) {
+    if (p[rule] <= 0) continue;
+    let seen: string | undefined;
+    let n = 0;
+    // newest first by creation time: the first checkpoint met in a new period is its newest
+    const timed = newestFirst.filter((e) => e.created !== undefined).sort((a, b) => Date.parse(b.created!) - Date.parse(a.created!) || b.id - a.id);
+    for (const e of timed) {
+      if (n >= p[rule]) break;
+      const period = periodOf(rule, Date.parse(e.created!));
+      if (period === seen) continue;
+      seen = period;
+      n++;
+      reasons.get(e.id)!.push(`${rule} ${period}`);
+    }
+  }
+  // a checkpoint whose time is unknown is never removed by a rule that needs the time
+  if (needsTimes(p)) for (const e of newestFirst) if (e.created === undefined) reasons.get(e.id)!.push("unreadable");
+  return newestFirst
+    .map((e) => ({ id: e.id, ...(e.created !== undefined ? { created: e.created } : {}), keep: reasons.get(e.id)!.length > 0, reasons: reasons.get(e.id)! }))
+    .sort((a, b) => a.id - b.id);
+}
+
 /** The checkpoints (ascending ids) that expire when the newest `keep` are kept; 0 keeps all. */
 export function expiredCheckpoints(ids: number[], keep: number): number[] {
-  return keep > 0 ? ids.slice(0, Math.max(0, ids.length - keep)) : [];
+  return decideRetention(ids.map((id) => ({ id })), keepLast(keep)).filter((d) => !d.keep).map((d) => d.id);
+}
+
+/** The decisions for a store's checkpoints: their creation times are read only when a rule needs them. */
+export async function retentionOf(reader: StoreReader, ids: number[], p: RetentionPolicy): Promise<RetentionDecision[]> {
+  const entries: RetentionEntry[] = [];
+  for (const id of ids) {
+    if (!needsTimes(p)) {
+      entries.push({ id });
+      continue;
+    }
+    try {
+      entries.push({ id, created: (await reader.manifest(id)).created });
+    } catch (e) {
+      // removed meanwhile: not there to keep or remove
+      if ((e as CairnError).code === "E_STORE_MISSING") continue;
+      entries.push({ id });
+    }
+  }
+  return decideRetention(entries, p);
 }
 
 export interface RetentionResult {
@@ -46,7 +154,7 @@ export interface RetentionResult {
 export async function applyLocalRetention(
   dir: string,
   nodeId: string,
-  keep: number,
+  policy: RetentionPolicy,
   sync: boolean,
   logger: Logger,
   lookForDeadBlocks = true,
@@ -66,7 +174,7 @@ export async function applyLocalRetention(
       return { removed: [], skipped: "a restore, verify, export or copy to the remote is reading the store" };
     }
     const ids = await store.reader.manifestIds();
-    const removed = expiredCheckpoints(ids, keep);
+    const removed = (await retentionOf(store.reader, ids, policy)).filter((d) => !d.keep).map((d) => d.id);
     for (const id of removed) await store.removeManifest(id);
     if (removed.length > 0 && store.info.encryption) {
       try {
@@ -124,13 +232,13 @@ async function retireUnusedGenerations(store: LocalStore, keptIds: number[]): Pr
  */
 export async function applyRemoteRetention(
   remote: Backend & { random: RandomReads; writes: Writes },
-  keep: number,
+  policy: RetentionPolicy,
   logger: Logger,
   keys?: StoreKeys,
 ): Promise<{ removed: number[]; kept: number[]; skipped?: string }> {
   const store = new StoreReader(remote, keys);
   const ids = await store.manifestIds();
-  const expired = expiredCheckpoints(ids, keep);
+  const expired = (await retentionOf(store, ids, policy)).filter((d) => !d.keep).map((d) => d.id);
   if (expired.length === 0) return { removed: [], kept: ids };
   const before = await readLeases(remote.random);
   if (before.live.length > 0) {
@@ -194,4 +302,43 @@ export async function pruneLog(random: RandomReads, writes: Pick<Writes, "delete
     n++;
   }
   return n;
+}
+
+export interface PruneResult {
+  dir: string;
+  policy: string;
+  dry_run: boolean;
+  checkpoints: RetentionDecision[];
+  removed: number[];
+  freed_bytes?: number;
+}
+
+/**
+ * `prune-db-checkpoint`: the decisions of `policy` on the local store in `dir` and, unless
+ * `dryRun`, their application (manifests, then the packs and log no survivor needs). Applying
+ * needs the store unclaimed: a running node applies its own policy after each checkpoint, and
+ * two policies on one store would undo each other.
+ */
+export async function pruneLocalStore(dir: string, policy: RetentionPolicy, o: { dryRun: boolean; logger: Logger; keyFile?: KeyFile }): Promise<PruneResult> {
+  const reader = new StoreReader(new DirBackend(dir), LocalStore.keysOf(dir, o.keyFile));
+  if (!(await reader.exists())) throw new CairnError("E_NOT_A_STORE", `${dir} is not a cairn checkpoint store (no cairn-store.json)`);
+  const info = await reader.info();
+  const base = { dir, policy: describePolicy(policy), dry_run: o.dryRun };
+  if (o.dryRun) {
+    const checkpoints = await retentionOf(reader, await reader.manifestIds(), policy);
+    return { ...base, checkpoints, removed: checkpoints.filter((d) => !d.keep).map((d) => d.id) };
+  }
+  const claim = LocalStore.claim(dir, (holder) =>
+    new CairnError("E_BUSY", `a running node (pid ${holder?.pid ?? "unknown"}) owns ${dir}; its own retention applies its policy after each checkpoint`, {
+      hint: "change the node's checkpoint_config.retention and send it SIGHUP, or stop it first; --dry-run shows what this policy would do",
+    }),
+  );
+  try {
+    const checkpoints = await retentionOf(reader, await reader.manifestIds(), policy);
+    const r = await applyLocalRetention(dir, info.node_id, policy, true, o.logger, true, undefined, undefined, o.keyFile);
+    if (r.skipped) throw new CairnError("E_BUSY", `nothing was removed: ${r.skipped}`, { hint: "run it again once that is done" });
+    return { ...base, checkpoints, removed: r.removed, freed_bytes: r.gc?.freedBytes ?? 0 };
+  } finally {
+    claim.release();
+  }
 }

@@ -14,7 +14,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import { join, relative } from "node:path";
 import type { Logger } from "../../src/log.ts";
 import { readLeases, takeLease } from "../../src/store/lease.ts";
-import { applyRemoteRetention } from "../../src/store/retention.ts";
+import { applyRemoteRetention, keepLast } from "../../src/store/retention.ts";
 import { S3Backend } from "../../src/store/s3/backend.ts";
 import { createCheckpointAsync, putAll } from "../helpers/checkpoint.ts";
 import { BINARY, type NodeHandle, pseudoRandomBytes, sha256, startNode } from "../helpers/node.ts";
@@ -78,7 +78,7 @@ describe("readers' leases", () => {
     const b = backend(prefix);
     const before = await keys(prefix);
     const hold = await takeLease(b, b.location, { ttlMs: 60_000 });
-    const r = await applyRemoteRetention(b, 1, quiet);
+    const r = await applyRemoteRetention(b, keepLast(1), quiet);
     expect(r.removed).toEqual([]);
     expect(r.skipped).toMatch(/^1 reader\(s\) registered \(e\.g\. \S+ pid \d+ since /);
     expect((await keys(prefix)).filter((k) => !k.startsWith("leases/"))).toEqual(before);
@@ -86,7 +86,7 @@ describe("readers' leases", () => {
     // a reader that died long ago: its lease protects nothing
     const stale = { format: 1, holder: "gone", pid: 1, created: "2026-01-01T00:00:00.000Z", expires: "2026-01-01T00:05:00.000Z", ttl_ms: 300_000 };
     await putObject(s3, `${prefix}/leases/dead.json`, JSON.stringify(stale));
-    const r2 = await applyRemoteRetention(b, 1, quiet);
+    const r2 = await applyRemoteRetention(b, keepLast(1), quiet);
     expect(r2.removed).toEqual([1]);
     expect(r2.skipped).toBeUndefined();
     const after = await keys(prefix);
@@ -114,7 +114,7 @@ describe("readers' leases", () => {
         },
       },
     };
-    const r = await applyRemoteRetention(remote, 1, quiet);
+    const r = await applyRemoteRetention(remote, keepLast(1), quiet);
     expect(r.removed).toEqual([1]);
     expect(r.skipped).toContain("collected next time");
     expect((await keys(prefix)).filter((k) => k.startsWith("packs/"))).toEqual(packsBefore);

@@ -178,7 +178,7 @@ describe("CheckpointManager: interval of 30 days on the capped platform", () => 
     const live = LiveFiles.open(dbPathIn(join(dir, "db")));
     const base: CheckpointConfig = {
       dir: join(dir, "ckpt"),
-      maxCheckpoints: 3,
+      retention: { last: 3, hourly: 0, daily: 0, weekly: 0, monthly: 0 },
       intervalMs: 30 * DAY,
       sync: false,
       maxBackgroundOperations: 1,

@@ -18,7 +18,7 @@ describe("config: documents that load", () => {
     expect(c.restApi).toEqual({ host: "127.0.0.1", port: 7420 });
     expect(c.logLevel).toBe("info");
     expect(c.maxBlobSize).toBe(67108864);
-    expect(c.checkpoint).toMatchObject({ maxCheckpoints: 3, intervalMs: 86_400_000, sync: true, maxBackgroundOperations: 1, periodic: false });
+    expect(c.checkpoint).toMatchObject({ retention: { last: 3, hourly: 0, daily: 0, weekly: 0, monthly: 0 }, intervalMs: 86_400_000, sync: true, maxBackgroundOperations: 1, periodic: false });
   });
 
   test("the contract's Walrus-style example, verbatim", () => {
@@ -57,9 +57,16 @@ checkpoint_config:
     ["db_checkpoint_interval_secs", "checkpoint_config:\n  db_checkpoint_interval_secs: 3600\n", (c) => expect(c.checkpoint.intervalMs).toBe(3_600_000)],
     ["interval secs + nanos", "checkpoint_config:\n  db_checkpoint_interval: {secs: 1, nanos: 500000000}\n", (c) => expect(c.checkpoint.intervalMs).toBe(1500)],
     ["IPv6 address", "rest_api_address: '[::1]:8080'\n", (c) => expect(c.restApi).toEqual({ host: "::1", port: 8080 })],
-    ["max_db_checkpoints 0 keeps all", "checkpoint_config:\n  max_db_checkpoints: 0\n", (c) => expect(c.checkpoint.maxCheckpoints).toBe(0)],
+    ["max_db_checkpoints 0 keeps all", "checkpoint_config:\n  max_db_checkpoints: 0\n", (c) => expect(c.checkpoint.retention.last).toBe(0)],
     ["remote block", "checkpoint_config:\n  remote:\n    url: s3://bucket/cairn/node-a\n    region: us-east-1\n", (c) =>
-      expect(c.checkpoint.remote).toEqual({ url: "s3://bucket/cairn/node-a", region: "us-east-1", endpoint: undefined, maxRemoteCheckpoints: 30, retryBackoffMs: 60_000, requestTimeoutMs: 30_000, accessKeyId: undefined, secretAccessKey: undefined })],
+      expect(c.checkpoint.remote).toEqual({ url: "s3://bucket/cairn/node-a", region: "us-east-1", endpoint: undefined, retention: { last: 30, hourly: 0, daily: 0, weekly: 0, monthly: 0 }, retryBackoffMs: 60_000, requestTimeoutMs: 30_000, accessKeyId: undefined, secretAccessKey: undefined })],
+    ["retention by age; keep_last from max_db_checkpoints", "checkpoint_config:\n  max_db_checkpoints: 5\n  retention: {keep_daily: 7, keep_weekly: 4}\n", (c) =>
+      expect(c.checkpoint.retention).toEqual({ last: 5, hourly: 0, daily: 7, weekly: 4, monthly: 0 })],
+    ["retention alone: keep_last as given, or the default count", "checkpoint_config:\n  retention: {keep_monthly: 12}\n  remote: {url: 's3://b/p', retention: {keep_last: 2, keep_hourly: 24}}\n", (c) => {
+      expect(c.checkpoint.retention).toEqual({ last: 3, hourly: 0, daily: 0, weekly: 0, monthly: 12 });
+      expect(c.checkpoint.remote!.retention).toEqual({ last: 2, hourly: 24, daily: 0, weekly: 0, monthly: 0 });
+    }],
+    ["admin_api", "admin_api:\n  address: 127.0.0.1:7421\n  token_file: t\n", (c) => expect(c.adminApi).toEqual({ host: "127.0.0.1", port: 7421, tokenFile: "/etc/cairn/t" })],
     ["only comments", "# nothing set\n", (c) => expect(c.logLevel).toBe("info")],
   ];
   for (const [name, yaml, check] of good) test(name, () => check(parseConfig(yaml, FILE)));
@@ -83,6 +90,9 @@ describe("config: documents that are refused, naming the key and the value", () 
     ["checkpoint_config:\n  db_checkpoint_interval:\n    secs: 10\n    nanos: 1000000000\n", "checkpoint_config.db_checkpoint_interval.nanos: expected a whole number from 0 to 999999999, got 1000000000"],
     ["checkpoint_config:\n  db_checkpoint_interval: 10\n", "checkpoint_config.db_checkpoint_interval: expected {secs, nanos}, got 10"],
     ["checkpoint_config:\n  db_checkpoint_interval: {secs: 1}\n  db_checkpoint_interval_secs: 1\n", "checkpoint_config: set db_checkpoint_interval or db_checkpoint_interval_secs, not both"],
+    ["checkpoint_config:\n  max_db_checkpoints: 3\n  retention: {keep_last: 2}\n", "checkpoint_config: set retention.keep_last or max_db_checkpoints, not both"],
+    ["checkpoint_config:\n  retention: {keep_yearly: 2}\n", "checkpoint_config.retention.keep_yearly: unknown key (expected one of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly)"],
+    ["admin_api:\n  address: 10.0.0.5:7421\n  token_file: t\n", "admin_api.address: 10.0.0.5 is not a loopback address, and admin_api.tls is not set"],
     ["checkpoint_config: 5\n", "checkpoint_config: expected a mapping, got 5"],
     ["checkpoint_config:\n  db_checkpoint_interval_secs: 0\n", "checkpoint_config.db_checkpoint_interval_secs: expected an interval longer than 0, got 0"],
     ["checkpoint_config:\n  db_checkpoint_interval: {secs: 0, nanos: 0}\n", "checkpoint_config.db_checkpoint_interval: expected an interval longer than 0, got 0"],

@@ -77,7 +77,7 @@ describe("periodic checkpoints driven by a fake clock", () => {
     const clock = new FakeClock();
     const config: CheckpointConfig = {
       dir: join(dir, "ckpt"),
-      maxCheckpoints: 0,
+      retention: { last: 0, hourly: 0, daily: 0, weekly: 0, monthly: 0 },
       intervalMs: H,
       sync: false,
       maxBackgroundOperations: 1,

@@ -12,7 +12,7 @@ import { existsSync, mkdirSync, readdirSync, renameSync, unlinkSync } from "node
 import { join } from "node:path";
 import { CairnError, errorMessage } from "../../errors.ts";
 import type { Logger } from "../../log.ts";
-import { FileLock } from "../../util/file-lock.ts";
+import { FileLock, type LockHolder } from "../../util/file-lock.ts";
 import { assertTrustedDir, DIR_MODE, emptyDirNoFollow, fsyncDir, fsyncDirAsync, readOwnFile, writeFileAtomic, writeFileAtomicAsync } from "../../util/fsx.ts";
 import {
   DEFAULT_BLOCK_SIZE,
@@ -27,6 +27,7 @@ import {
   STORE_FILE,
   STORE_FORMAT,
   STORE_LOCK_FILE,
+  STORE_OWNER_LOCK_FILE,
   type StoreInfo,
 } from "../format.ts";
 import { type KeyFile, newStoreEncryption, openStoreKeys, sealedIfKeys, type StoreKeys } from "../crypto.ts";
@@ -83,9 +84,24 @@ export class LocalStore {
     }
   }
 
+  /**
+   * The running node's claim on its configured store, held for its life: a second node
+   * configured with the same folder is refused, and so is a prune that would apply another
+   * policy beside the node's own retention.
+   */
+  static claim(dir: string, busy: (holder: LockHolder | undefined) => CairnError): FileLock {
+    try {
+      mkdirSync(dir, { recursive: true, mode: DIR_MODE });
+    } catch (e) {
+      throw new CairnError("E_IO", `cannot create the checkpoint directory ${dir}: ${errorMessage(e)}`, { cause: e });
+    }
+    assertTrustedDir(dir);
+    return FileLock.exclusive(join(dir, STORE_OWNER_LOCK_FILE), busy, "node");
+  }
+
   /** Refuse a folder holding anything but what an empty store may hold. */
   private static assertEmpty(dir: string): void {
-    const foreign = readdirSync(dir).filter((n) => ![STORE_LOCK_FILE, STORE_READERS_LOCK_FILE, "tmp"].includes(n));
+    const foreign = readdirSync(dir).filter((n) => ![STORE_LOCK_FILE, STORE_READERS_LOCK_FILE, STORE_OWNER_LOCK_FILE, "tmp"].includes(n));
     if (foreign.length > 0) {
       throw new CairnError("E_STORE_NOT_EMPTY", `${dir} is not empty and is not a cairn checkpoint store (it has ${foreign.slice(0, 3).join(", ")})`, {
         hint: "point the checkpoints at an empty or new directory",
@@ -128,6 +144,14 @@ export class LocalStore {
     writeFileAtomic(join(dir, STORE_READERS_LOCK_FILE), "");
     writeFileAtomic(file, encodeStoreInfo(info));
     return { info, keys: made?.keys };
+  }
+
+  /**
+   * Refuse now, at a node's start, a configured store that is another node's (a clone's
+   * config still naming its source's store, say) or a copy: the node could never write into it.
+   */
+  static assertWritableBy(dir: string, nodeId: string, keyFile: KeyFile | undefined): void {
+    if (existsSync(join(dir, STORE_FILE))) LocalStore.ownInfo(dir, nodeId, keyFile);
   }
 
   /** The keys of the store in `dir` with `keyFile` (undefined for a plaintext store or none yet; no lock taken). */
