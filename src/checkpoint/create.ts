@@ -36,6 +36,7 @@ import { LocalStore } from "../store/dir/writer.ts";
 import { type Manifest, seedDigest, SEGMENT_BLOCKS } from "../store/format.ts";
 import { PACK_TARGET_BYTES } from "../store/pack.ts";
 import type { PackWritten } from "../store/pack-writer.ts";
+import { includedObject, readIncludeFiles } from "../store/included.ts";
 import { crashPoint, pausePoint } from "../util/crash-point.ts";
 import { emptyDirNoFollow } from "../util/fsx.ts";
 import { WorkerPool } from "../util/worker-pool.ts";
@@ -90,6 +91,8 @@ export interface CheckpointOptions {
   cache?: { current?: PreviousCheckpoint };
   /** Called as blocks are read: bytes done of total. */
   onProgress?: (done: number, total: number) => void;
+  /** Files carried with the checkpoint (checkpoint_config.include_files): read at its start. */
+  includeFiles?: readonly string[];
 }
 
 export interface CheckpointResult {
@@ -155,6 +158,8 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
   let image: ImageRead | undefined;
   try {
     if (o.signal?.aborted) throw cancelled();
+    // first: a listed file that cannot be read fails the checkpoint before any work, with its name
+    const carried = (o.includeFiles ?? []).length > 0 ? readIncludeFiles(o.includeFiles!).map((f) => includedObject(f, store.keys)) : [];
     const id = await store.nextId();
     const prev = await previousCheckpoint(o, store, pool, id - 1);
     phases.mark("load_store");
@@ -176,6 +181,8 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
     const created = new Date().toISOString();
     const packs = packsOf(table);
     const newBytes = written.reduce((s, p) => s + p.packBytes + p.indexBytes, 0);
+    // the carried files, each stored once per content, before the manifest that names them
+    for (const c of carried) await store.writeObjectOnce(c.path, c.stored);
     crashPoint("checkpoint:before-manifest");
     const manifestBytes = await store.writeManifest({
       format: 1,
@@ -205,6 +212,7 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
       },
       ...(image.logPosition ? { log: image.logPosition } : {}),
       ...(store.keys ? { key_generation: store.keys.current.generation } : {}),
+      ...(carried.length > 0 ? { files: carried.map((c) => c.entry) } : {}),
     });
     published = true;
     image.changes?.commit(storeKey, id);

@@ -58,6 +58,8 @@ export interface CheckpointManagerDeps {
 }
 
 export class CheckpointManager {
+  /** Called after each successful checkpoint into the configured store (the node claims it then, if it had not yet). */
+  onStoreWritten?: () => void;
   private current?: { run: CheckpointRun; controller: AbortController; done: Promise<CheckpointRun> };
   private last?: CheckpointRun;
   private lastSuccess?: CheckpointRun;
@@ -279,6 +281,7 @@ export class CheckpointManager {
         logger,
         signal: controller.signal,
         keyFile: this.deps.keyFile,
+        includeFiles: config.includeFiles,
         cache: configured ? this.cache : undefined,
         // the changes are tracked for the configured store only: a checkpoint elsewhere leaves them be
         tracker: configured ? this.deps.tracker : undefined,
@@ -300,6 +303,7 @@ export class CheckpointManager {
       );
       run.state = "retaining";
       if (configured) {
+        this.onStoreWritten?.();
         this.addedSinceCollection = this.addedSinceCollection === undefined ? undefined : this.addedSinceCollection + result.newBytes;
         await this.retain(storeDir);
         this.remote?.notify();

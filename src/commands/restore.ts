@@ -20,6 +20,8 @@ export default defineCommand({
     timestamp: { type: "string", valueHint: "RFC3339", description: "Restore the state as of this instant: every transaction committed at or before it, none after (needs WAL shipping)" },
     timeline: { type: "string", valueHint: "CHAIN", description: "Follow this timeline of the shipped log (list-db-checkpoint --json names them; default: the current one)" },
     force: { type: "boolean", description: "Replace an existing database: it is moved aside to a sibling folder, never deleted" },
+    "with-files": { type: "boolean", description: "Also put back the files the checkpoint carries (include_files) at their recorded paths; a different file there is moved aside" },
+    "files-to": { type: "string", valueHint: "DIR", description: "Put the carried files under DIR instead, at their recorded absolute paths" },
     "new-node-id": { type: "boolean", description: "Give the restored database a new node id (a clone: it checkpoints into a store of its own); printed on success" },
     "integrity-check": { type: "enum", options: ["none", "quick", "full"], default: "quick", description: "SQLite check of the result before it is put in place" },
     "dry-run": { type: "boolean", description: "Print the plan (checkpoint, size, target, what moves aside) and write nothing" },
@@ -53,6 +55,8 @@ export default defineCommand({
         timeline: args.timeline,
         force: Boolean(args.force),
         newNodeId: Boolean(args["new-node-id"]),
+        withFiles: Boolean(args["with-files"]),
+        filesTo: args["files-to"],
         integrityCheck: args["integrity-check"] as IntegrityCheck,
         dryRun: Boolean(args["dry-run"]),
         workers: parallel,
@@ -72,6 +76,7 @@ export default defineCommand({
           `  into ${r.db_path}/cairn.db (staged in ${r.staging_dir} first)`,
           ...(r.reached ? [`  then the shipped transactions up to ${r.reached} (timeline ${r.timeline})`] : []),
           r.existing ? `  moving the existing ${r.existing.files.join(", ")} aside to ${r.move_aside_to}` : "  the target holds no database",
+          ...r.files.map((f) => `  putting the carried file ${f.path} at ${f.written_to} (a different file there moves aside)`),
           "Nothing was written.",
         ];
         process.stdout.write(`${lines.join("\n")}\n`);
@@ -80,6 +85,10 @@ export default defineCommand({
       if (r.move_aside_to && r.existing) process.stdout.write(`The previous database (${r.existing.files.join(", ")}) was moved to ${r.move_aside_to}\n`);
       const upTo = r.reached ? ` up to ${r.reached}` : "";
       process.stdout.write(r.latest ? `Restored from latest (${r.checkpoint_id})${upTo} successfully.\n` : `Restored from ${r.checkpoint_id}${upTo} successfully.\n`);
+      for (const f of r.files) {
+        const what = f.action === "unchanged" ? "already there, unchanged" : `put back at ${f.written_to}${f.moved_aside_to ? `; the different file there was moved to ${f.moved_aside_to}` : ""}`;
+        process.stdout.write(`Carried file ${f.path}: ${what}\n`);
+      }
       if (r.new_node_id) process.stdout.write(`New node id: ${r.new_node_id} (a clone of node ${r.node_id})\n`);
     } catch (e) {
       progress.end();

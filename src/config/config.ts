@@ -39,6 +39,8 @@ export interface CheckpointConfig {
   maxWriteBytesPerSec: number;
   remote?: RemoteConfig;
   walShipping: WalShippingConfig;
+  /** Files carried with every checkpoint (absolute paths). */
+  includeFiles: string[];
   /** The key file every store the node writes is encrypted with (store/crypto.ts). */
   keyFile?: string;
 }

@@ -208,6 +208,7 @@ export function resolveConfig(doc: ConfigDocument, baseDir: string): NodeConfig 
         secretAccessKey: cc.remote.secret_access_key,
       },
       keyFile: cc.encryption ? resolve(baseDir, cc.encryption.key_file) : undefined,
+      includeFiles: [...new Set((cc.include_files ?? []).map((f) => resolve(baseDir, f)))],
       walShipping: {
         enabled: cc.wal_shipping?.enabled ?? false,
         intervalMs: cc.wal_shipping?.interval_millis ?? DEFAULTS.walShippingIntervalMs,

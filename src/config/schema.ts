@@ -112,6 +112,8 @@ export const checkpointConfigSchema = v.strictObject(
     max_write_bytes_per_sec: v.optional(wholeNumber(0)),
     /** Ship every committed transaction into the store(s) between checkpoints (point-in-time restore). */
     wal_shipping: v.optional(walShipping),
+    /** Files carried with every checkpoint (the node's config, its key files): restore --with-files puts them back. */
+    include_files: v.optional(v.pipe(v.array(path, "expected a list of paths"), v.maxLength(256, "expected at most 256 paths"))),
     /** Encrypt every store the node writes with the key in key_file (cairn key generate). */
     encryption: v.optional(v.strictObject({ key_file: path }, "expected a mapping with key_file")),
   },

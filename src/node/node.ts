@@ -139,9 +139,8 @@ export class CairnNode {
       // an encrypted store never takes plaintext checkpoints, nor the other way round: refused now, not at the first checkpoint
       LocalStore.keysOf(cc.dir, keyFile);
       LocalStore.assertWritableBy(cc.dir, opened.nodeId, keyFile);
-      storeClaim = LocalStore.claim(cc.dir, (holder) =>
-        new CairnError("E_BUSY", `another node (pid ${holder?.pid ?? "unknown"}) uses the checkpoint directory ${cc.dir}`, { hint: "give each node its own checkpoint_config.db_checkpoint_dir" }),
-      );
+      // the store is claimed now if it exists, else once the first checkpoint has made it
+      if (existsSync(cc.dir)) storeClaim = claimStore(cc.dir);
       let checkpointWanted: string | undefined;
       let requestCheckpoint = (why: string) => {
         checkpointWanted = why;
@@ -188,6 +187,7 @@ export class CairnNode {
       });
       node = new CairnNode(config, logger, opened.nodeId, lock, db, live, tracker, wal, blobs, checkpoints, shipper);
       node.storeClaim = storeClaim;
+      checkpoints.onStoreWritten = () => node!.claimStoreOnce();
       if (opened.created) logger.info(`created a new database ${dbFile} (node id ${opened.nodeId})`);
       // before the first commit of the node's: which chain the log continues
       shipper?.start();
@@ -235,6 +235,16 @@ export class CairnNode {
         lock.release();
       }
       throw e;
+    }
+  }
+
+  /** Claim the configured store if it was made since the start (LocalStore.claim). */
+  private claimStoreOnce(): void {
+    if (this.storeClaim || this.stopping) return;
+    try {
+      this.storeClaim = claimStore(this.config.checkpoint.dir);
+    } catch (e) {
+      this.logger.warn(errorMessage(e));
     }
   }
 
@@ -495,6 +505,12 @@ export class CairnNode {
     this.lock.release();
     log.info("node stopped cleanly");
   }
+}
+
+function claimStore(dir: string): FileLock {
+  return LocalStore.claim(dir, (holder) =>
+    new CairnError("E_BUSY", `another node (pid ${holder?.pid ?? "unknown"}) uses the checkpoint directory ${dir}`, { hint: "give each node its own checkpoint_config.db_checkpoint_dir" }),
+  );
 }
 
 function hostForUrl(host: string): string {

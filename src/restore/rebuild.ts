@@ -8,7 +8,7 @@
 import { closeSync, constants, existsSync, fdatasync, fdatasyncSync, ftruncateSync, openSync, statSync, unlinkSync } from "node:fs";
 import { CairnError } from "../errors.ts";
 import { DigestTable } from "../store/digest-table.ts";
-import { type Manifest, SEGMENT_ENTRY_BYTES } from "../store/format.ts";
+import { type IncludedFile, type Manifest, SEGMENT_ENTRY_BYTES } from "../store/format.ts";
 import { equalBytes } from "../store/pack.ts";
 import { hintedPacks, LOC_WORDS, type StoreReader, windowSegments } from "../store/reader.ts";
 import type { Store } from "../store/store.ts";
@@ -38,6 +38,8 @@ export interface RebuildOptions {
   whileFlushing?: () => Promise<void>;
   /** An archive's shipped log files, as they pass after its packs (a directory or S3 store is read at random instead). */
   onLogFile?: (path: string, data: Uint8Array) => void | Promise<void>;
+  /** An archive's carried files (as stored), as they pass after its packs. */
+  onIncludedFile?: (f: IncludedFile, stored: Uint8Array) => void | Promise<void>;
 }
 
 export interface RebuildResult {
@@ -291,7 +293,7 @@ async function fromStream(
       buffer.set(data, (b - r * RESTORE_RANGE_BLOCKS) * m.block_size);
       filled += data.length;
     },
-    { signal: o.signal, onLogFile: o.onLogFile },
+    { signal: o.signal, onLogFile: o.onLogFile, onIncludedFile: o.onIncludedFile },
   );
   flush();
   if (seen.checksum !== m.checksum) throw new CairnError("E_STORE_DAMAGED", `${archive.location} changed while it was read`);

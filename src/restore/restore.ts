@@ -20,7 +20,7 @@ import { CairnError, errorMessage, isDiskFull } from "../errors.ts";
 import { assignNewNodeId, DB_FILE } from "../engine/database.ts";
 import { LOCK_FILE, StorageLock } from "../engine/lock.ts";
 import type { Logger } from "../log.ts";
-import type { Manifest } from "../store/format.ts";
+import { type IncludedFile, includedPath, type Manifest } from "../store/format.ts";
 import type { KeyFile } from "../store/crypto.ts";
 import { openStore } from "../store/open.ts";
 import { crashPoint, pausePoint } from "../util/crash-point.ts";
@@ -32,6 +32,8 @@ import type { CheckJob } from "./check-job.ts";
 import { rebuildImage } from "./rebuild.ts";
 import { replayLog } from "./replay.ts";
 import { currentChain, indexLog, type InstantPlan, LOG_DIR, type LogIndex, type LogPosition, planInstant, windowOf, writeLogOrigin } from "../store/log.ts";
+import { type PlacedFile, placeCarriedFiles, targetOf } from "./files.ts";
+import { MAX_INCLUDED_STORED_BYTES, openIncluded } from "../store/included.ts";
 import { asideDirFor, describeExisting, type ExistingDatabase, stagingDirFor, swap } from "./target.ts";
 
 export type IntegrityCheck = "none" | "quick" | "full";
@@ -49,6 +51,10 @@ export interface RestoreOptions {
   force: boolean;
   /** Give the restored database a new node id (a clone of the checkpoint's node). */
   newNodeId?: boolean;
+  /** Put the files the checkpoint carries back at their recorded paths (--with-files)... */
+  withFiles?: boolean;
+  /** ...or under this folder, at their recorded absolute paths (--files-to DIR). */
+  filesTo?: string;
   integrityCheck: IntegrityCheck;
   dryRun: boolean;
   workers: number;
@@ -79,6 +85,8 @@ export interface RestorePlan {
 export interface RestoreResult extends RestorePlan {
   /** With --new-node-id: the restored database's own node id (node_id is the checkpoint's). */
   new_node_id: string | null;
+  /** With --with-files or --files-to: where each carried file went. */
+  files: PlacedFile[];
   duration_ms: number;
   resumed: boolean;
   integrity_check: IntegrityCheck;
@@ -230,7 +238,7 @@ async function restoreHeld(o: RestoreOptions, reader: Store, dbPath: string, t0:
     }
   }
   const latest = o.checkpointId === undefined && o.timestamp === undefined;
-  if (o.dryRun) return { ...plan(first, latest), new_node_id: null, duration_ms: 0, resumed: false, integrity_check: o.integrityCheck, replayed_txns: 0 };
+  if (o.dryRun) return { ...plan(first, latest), new_node_id: null, files: plannedFiles(o, first), duration_ms: 0, resumed: false, integrity_check: o.integrityCheck, replayed_txns: 0 };
   if (!o.newNodeId && !existing) warnIfRecent(o, reader, first, fromLog?.untilMs);
 
   // from here on we hold the target's lock: no node can start on it while we work
@@ -266,7 +274,10 @@ async function restoreHeld(o: RestoreOptions, reader: Store, dbPath: string, t0:
         if (!archiveLog && !reader.reader && o.timestamp !== undefined) {
           throw new CairnError("E_NOT_FOUND", `${reader.location} holds no shipped transactions: it restores only to its checkpoint`);
         }
-        const resumed = await stage(o, reader, manifest, dbPath, replayer, archiveLog);
+        const carriedStored = new Map<string, Uint8Array>();
+        const resumed = await stage(o, reader, manifest, dbPath, replayer, archiveLog, (f, stored) => void carriedStored.set(f.name, stored));
+        // the carried files fetched and checked before anything is put in place
+        const carried = o.withFiles || o.filesTo ? await carriedFiles(o, reader, manifest, carriedStored) : [];
         // checked as the checkpoint's node; then, for a clone, made a node of its own
         const newNodeId = o.newNodeId ? assignNewNodeId(join(stagingDirFor(dbPath), DB_FILE)) : null;
         await pausePoint("restore:before-swap");
@@ -276,6 +287,10 @@ async function restoreHeld(o: RestoreOptions, reader: Store, dbPath: string, t0:
         swapped = true;
         crashPoint("restore:swapped");
         removeDirNoFollow(stagingDirFor(dbPath));
+        const files = placeCarriedFiles(carried, o.filesTo && resolve(o.filesTo), new Date().toISOString().replace(/[:.]/g, "-"));
+        for (const f of files) {
+          o.logger.info(`carried file ${f.path}: ${f.action === "unchanged" ? "already there, unchanged" : `put back at ${f.written_to}`}${f.moved_aside_to ? ` (the different one there moved to ${f.moved_aside_to})` : ""}`);
+        }
         if (replay.position && !newNodeId) {
           // the node started on it ships a new chain that forks here
           try {
@@ -285,7 +300,7 @@ async function restoreHeld(o: RestoreOptions, reader: Store, dbPath: string, t0:
           }
         }
         if (newNodeId) o.logger.info(`the restored database is node ${newNodeId}, a clone of node ${manifest.node_id}; it checkpoints into a store of its own`);
-        return { ...plan(manifest, latest), new_node_id: newNodeId, ...(archiveReached ? { reached: iso(archiveReached.ms), timeline: archiveReached.chain } : {}), duration_ms: Math.round(performance.now() - t0), resumed, integrity_check: o.integrityCheck, replayed_txns: replay.txns };
+        return { ...plan(manifest, latest), new_node_id: newNodeId, files, ...(archiveReached ? { reached: iso(archiveReached.ms), timeline: archiveReached.chain } : {}), duration_ms: Math.round(performance.now() - t0), resumed, integrity_check: o.integrityCheck, replayed_txns: replay.txns };
       } catch (e) {
         const damaged = e instanceof CairnError && (e.code === "E_STORE_DAMAGED" || e.code === "E_STORE_MISSING" || e.code === "E_RESTORE_CHECK");
         const nextId = candidates[k + 1];
@@ -329,7 +344,15 @@ interface StagingPlan {
 }
 
 /** Rebuild into the staging folder, continuing an earlier run of the same plan. */
-async function stage(o: RestoreOptions, reader: Store, m: Manifest, dbPath: string, replay?: false | ((imageFile: string) => Promise<void>), archiveLog = false): Promise<boolean> {
+async function stage(
+  o: RestoreOptions,
+  reader: Store,
+  m: Manifest,
+  dbPath: string,
+  replay?: false | ((imageFile: string) => Promise<void>),
+  archiveLog = false,
+  onIncludedFile?: (f: IncludedFile, stored: Uint8Array) => void,
+): Promise<boolean> {
   const dir = stagingDirFor(dbPath);
   const planFile = join(dir, "plan.json");
   const want: StagingPlan = { source: reader.location, checkpoint_id: m.id, manifest_checksum: m.checksum };
@@ -359,6 +382,7 @@ async function stage(o: RestoreOptions, reader: Store, m: Manifest, dbPath: stri
     workers: o.workers,
     signal: o.signal,
     onProgress: o.onProgress,
+    onIncludedFile,
     onLogFile: archiveLog
       ? (path, data) => {
           // staged beside the image, applied once the stream has passed (paths checked by the stream reader)
@@ -391,6 +415,28 @@ async function replayArchiveLog(o: RestoreOptions, archive: Store, m: Manifest, 
   const r = await replayLog({ store: staged, steps: lp.plan.steps, imageFile, pageSize: m.page_size, untilMs: lp.untilMs, start: m.log!, signal: o.signal });
   if (r.txns > 0) o.logger.info(`applied ${r.txns} shipped transaction(s) from the archive after checkpoint ${m.id}, up to ${iso(lp.untilMs)}`);
   return { ...r, untilMs: lp.untilMs };
+}
+
+/** What --with-files / --files-to would do, for a dry run. */
+function plannedFiles(o: RestoreOptions, m: Manifest): PlacedFile[] {
+  if (!o.withFiles && !o.filesTo) return [];
+  return (m.files ?? []).map((f) => ({ path: f.path, written_to: targetOf(f, o.filesTo && resolve(o.filesTo)), action: "written" as const }));
+}
+
+/** The files `m` carries, each read (from the archive's pass, or the store) and checked against its name. */
+async function carriedFiles(o: RestoreOptions, reader: Store, m: Manifest, fromStream: Map<string, Uint8Array>): Promise<{ entry: IncludedFile; data: Uint8Array }[]> {
+  if (!m.files?.length) {
+    o.logger.warn(`checkpoint ${m.id} carries no files (checkpoint_config.include_files was not set when it was taken); only the database is restored`);
+    return [];
+  }
+  const keys = reader.reader?.keys ?? reader.streamer?.keys;
+  const out: { entry: IncludedFile; data: Uint8Array }[] = [];
+  for (const f of m.files) {
+    const stored = fromStream.get(f.name) ?? (reader.reader ? await reader.reader.source.get(includedPath(f.name), MAX_INCLUDED_STORED_BYTES) : undefined);
+    if (!stored) throw new CairnError("E_STORE_MISSING", `${reader.location}: the carried file ${f.path} is not in the archive`);
+    out.push({ entry: f, data: openIncluded(stored, f, keys, reader.location) });
+  }
+  return out;
 }
 
 /** How recent a store's last checkpoint or shipped transaction must be for restore to warn that its node may still be running. */

@@ -13,7 +13,7 @@ import { CairnError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { ReadWriteBackend } from "./backend.ts";
 import { DirBackend } from "./dir/backend.ts";
-import { encodeStoreInfo, indexPath, manifestPath, MAX_MANIFEST_BYTES, packPath, sameStore, STORE_FILE, storeInfoForCopy } from "./format.ts";
+import { encodeStoreInfo, includedPath, indexPath, manifestPath, MAX_MANIFEST_BYTES, packPath, sameStore, STORE_FILE, storeInfoForCopy } from "./format.ts";
 import { StoreReader } from "./reader.ts";
 import { applyRemoteRetention, type RetentionPolicy } from "./retention.ts";
 import { type KeyFile, openStoreKeys } from "./crypto.ts";
@@ -92,12 +92,14 @@ export async function pushCheckpoints(o: PushOptions): Promise<PushResult> {
     const ids = (o.ids ?? localIds.filter((id) => id > newestRemote)).filter((id) => !remoteIds.includes(id));
     if (ids.length > 0) {
       const have = await remote.random.listSizes("packs/");
+      for (const [f, size] of await remote.random.listSizes("files/")) have.set(f, size);
       for (const id of ids) {
         check();
         const m = await local.manifest(id);
         // every pack and index the checkpoint needs, pack first; only what the remote lacks
         const files: string[] = [];
         for (const p of m.packs) files.push(packPath(p), indexPath(p));
+        for (const c of m.files ?? []) if (!files.includes(includedPath(c.name))) files.push(includedPath(c.name));
         const todo: string[] = [];
         for (const f of files) {
           const size = (await local.source.size(f)) ?? -1;

@@ -74,6 +74,21 @@ export interface ManifestStats {
   read_bytes?: number;
 }
 
+/** A file carried with a checkpoint: stored once per content at includedPath(name). */
+export interface IncludedFile {
+  /** Absolute path it was read from (and is put back at). */
+  path: string;
+  /** Its content's block name (a keyed digest in an encrypted store), hex. */
+  name: string;
+  size: number;
+  /** Permission bits it had. */
+  mode: number;
+}
+
+/** A carried file may be at most this large (config and key files, not data). */
+export const MAX_INCLUDED_FILE_BYTES = 16 * 1024 * 1024;
+export const MAX_INCLUDED_FILES = 256;
+
 export interface Manifest {
   format: number;
   id: number;
@@ -102,6 +117,8 @@ export interface Manifest {
   key_generation?: number;
   /** Where the image stands in the shipped log (store/log.ts), when WAL shipping was on. */
   log?: { chain: string; txn: number; ms: number };
+  /** The files checkpoint_config.include_files carried with this checkpoint (store/included.ts). */
+  files?: IncludedFile[];
   /** BLAKE3 (hex) of this JSON with `checksum` set to "". */
   checksum: string;
 }
@@ -114,6 +131,18 @@ export function packPath(packId: string): string {
 
 export function indexPath(packId: string): string {
   return `packs/${packId.slice(0, 2)}/${packId}.idx`;
+}
+
+export function includedPath(name: string): string {
+  return `files/${name.slice(0, 2)}/${name}`;
+}
+
+const INCLUDED_FILE_RE = /^files\/([0-9a-f]{2})\/([0-9a-f]{64})$/;
+
+/** The name of a carried file's stored object, or undefined for any other path. */
+export function includedNameOf(path: string): string | undefined {
+  const m = INCLUDED_FILE_RE.exec(path);
+  return m && m[2]!.slice(0, 2) === m[1] ? m[2] : undefined;
 }
 
 export function manifestPath(id: number): string {
@@ -211,6 +240,16 @@ function manifestProblem(m: Manifest): string | undefined {
   if (m.log !== undefined) {
     const l = m.log;
     if (typeof l !== "object" || l === null || typeof l.chain !== "string" || !/^[0-9a-f]{16}$/.test(l.chain) || !isCount(l.txn) || !isCount(l.ms)) return "has an invalid log position";
+  }
+  if (m.files !== undefined) {
+    if (!Array.isArray(m.files) || m.files.length > MAX_INCLUDED_FILES) return "has an invalid list of carried files";
+    const paths = new Set<string>();
+    for (const f of m.files) {
+      if (typeof f !== "object" || f === null || typeof f.path !== "string" || !f.path.startsWith("/") || f.path.length > 4096 || f.path.includes("\0") || f.path.split("/").includes("..")) return "names a carried file with an invalid path";
+      if (typeof f.name !== "string" || !DIGEST_HEX_RE.test(f.name) || !isCount(f.size, MAX_INCLUDED_FILE_BYTES) || !isCount(f.mode, 0o7777)) return `has an invalid entry for the carried file ${f.path}`;
+      if (paths.has(f.path)) return `names the carried file ${f.path} twice`;
+      paths.add(f.path);
+    }
   }
   return undefined;
 }

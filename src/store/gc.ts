@@ -29,7 +29,7 @@ import { type KeyringSpec, StoreKeys } from "./crypto.ts";
 import { publishPackFiles, writeManifestFile } from "./dir/writer.ts";
 import { DigestBloom } from "./bloom.ts";
 import { DigestTable } from "./digest-table.ts";
-import { indexPath, type Manifest, packFileOf, packPath, remapSegmentPacks, SEGMENT_ENTRY_BYTES } from "./format.ts";
+import { includedNameOf, indexPath, type Manifest, packFileOf, packPath, remapSegmentPacks, SEGMENT_ENTRY_BYTES } from "./format.ts";
 import { fromHex } from "./hash.ts";
 import { INDEX_ENTRY_BYTES, readIndexEntry } from "./pack.ts";
 import { PackFile } from "./pack-writer.ts";
@@ -97,6 +97,14 @@ export async function removeUnreferencedPacks(
       freedBytes += size;
       await backend.writes.delete(f);
     }
+  }
+  // carried files no manifest names (those of removed checkpoints, or of one that crashed before its manifest)
+  const named = new Set(manifests.flatMap((m) => (m.files ?? []).map((x) => x.name)));
+  for (const [f, size] of await reader.source.listSizes("files/")) {
+    const name = includedNameOf(f);
+    if (name === undefined || named.has(name)) continue;
+    freedBytes += size;
+    await backend.writes.delete(f);
   }
   return { removedPacks, freedBytes };
 }

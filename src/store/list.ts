@@ -22,6 +22,8 @@ export interface CheckpointListing {
   restorable_until?: string | null;
   /** With WAL shipping: the timeline (log chain) the checkpoint's image stands on, else null. */
   timeline?: string | null;
+  /** The files carried with it (checkpoint_config.include_files), when it carries any. */
+  included_files?: { path: string; size: number; mode: string }[];
 }
 
 export interface Listing {
@@ -67,6 +69,7 @@ export async function listCheckpoints(reader: Store): Promise<Listing> {
         blob_count: m.db_totals.blob_count,
         new_bytes: m.stats.new_bytes,
         duration_ms: m.stats.duration_ms,
+        ...(m.files?.length ? { included_files: m.files.map((f) => ({ path: f.path, size: f.size, mode: f.mode.toString(8).padStart(4, "0") })) } : {}),
         ...(index ? { restorable_until: until !== undefined && until > -Infinity ? new Date(until).toISOString() : null, timeline: m.log?.chain ?? null } : {}),
       });
     } catch (e) {

@@ -7,7 +7,8 @@
  */
 import { CairnError, errorMessage } from "../errors.ts";
 import type { StreamEntry, StreamReads } from "./backend.ts";
-import { decodeManifest, decodeStoreInfo, indexPath, type Manifest, MANIFEST_NAME_RE, MAX_MANIFEST_BYTES, MAX_STORE_INFO_BYTES, packPath, SEGMENT_ENTRY_BYTES, STORE_FILE, type StoreInfo } from "./format.ts";
+import { decodeManifest, decodeStoreInfo, type IncludedFile, includedPath, indexPath, type Manifest, MANIFEST_NAME_RE, MAX_MANIFEST_BYTES, MAX_STORE_INFO_BYTES, packPath, SEGMENT_ENTRY_BYTES, STORE_FILE, type StoreInfo } from "./format.ts";
+import { MAX_INCLUDED_STORED_BYTES } from "./included.ts";
 import { toHex } from "./hash.ts";
 import { LOG_DIR, MAX_SEGMENT_BYTES, segmentOf } from "./log.ts";
 
@@ -96,7 +97,15 @@ export class StreamReader {
    * Stream the whole archive: check every index, pack, segment and block, and hand each data
    * block to `sink` in database order.
    */
-  async streamBlocks(sink: BlockSink, opts: { signal?: AbortSignal; onLogFile?: (path: string, data: Uint8Array) => void | Promise<void> } = {}): Promise<Manifest> {
+  async streamBlocks(
+    sink: BlockSink,
+    opts: {
+      signal?: AbortSignal;
+      onLogFile?: (path: string, data: Uint8Array) => void | Promise<void>;
+      /** Each carried file's stored object (as stored: open it with openIncluded), in the manifest's order. */
+      onIncludedFile?: (f: IncludedFile, stored: Uint8Array) => void | Promise<void>;
+    } = {},
+  ): Promise<Manifest> {
     await this.stream.checkWhole?.();
     const it = this.stream.entries();
     try {
@@ -151,8 +160,14 @@ export class StreamReader {
       }
       if (nextSegment !== m.segments.length || segmentPos !== segmentLen) throw this.damaged(`holds ${nextSegment} of ${m.segments.length} segments (truncated)`);
       // the tar must end cleanly too: a cut archive fails here even after the last block
-      // then the shipped log after the checkpoint (archive/export.ts), if any: checked when applied
+      // then the carried files, in the manifest's order (each checked by whoever opens it)
       let rest = await it.next();
+      for (const f of m.files ?? []) {
+        if (rest.done || rest.value.path !== includedPath(f.name)) throw this.damaged(`expected the carried file ${f.path} (${includedPath(f.name)}), found ${rest.done ? "the end" : rest.value.path}`);
+        await opts.onIncludedFile?.(f, await this.readWhole(rest.value, MAX_INCLUDED_STORED_BYTES));
+        rest = await it.next();
+      }
+      // then the shipped log after the checkpoint (archive/export.ts), if any: checked when applied
       while (!rest.done && rest.value.path.startsWith(`${LOG_DIR}/`) && (segmentOf(rest.value.path) || CHAIN_PATH_RE.test(rest.value.path))) {
         const data = await this.readWhole(rest.value, MAX_SEGMENT_BYTES);
         await opts.onLogFile?.(rest.value.path, data);

@@ -12,12 +12,13 @@
  */
 import { CairnError, errorMessage } from "../errors.ts";
 import { DigestTable } from "./digest-table.ts";
-import { type Manifest, packPath, SEGMENT_ENTRY_BYTES } from "./format.ts";
+import { includedPath, type Manifest, packPath, SEGMENT_ENTRY_BYTES } from "./format.ts";
 import { toHex } from "./hash.ts";
 import { decodeBlock, INDEX_ENTRY_BYTES, PACK_MAGIC, readIndexEntry } from "./pack.ts";
 import { type BlockLocation, hintedPacks, type StoreReader, windowSegments } from "./reader.ts";
 import type { Store } from "./store.ts";
 import { chainPath, decodeSegment, indexLog, LOG_DIR, MAX_SEGMENT_BYTES, segmentOf, type SegmentRef } from "./log.ts";
+import { MAX_INCLUDED_STORED_BYTES, openIncluded } from "./included.ts";
 import type { StreamReader } from "./stream-reader.ts";
 
 export interface CheckpointVerdict {
@@ -80,6 +81,14 @@ export async function verifyCheckpoints(
       await verifyOne(reader, m, damage, wholeSegments, v, problem);
     } catch (e) {
       problem(errorMessage(e));
+    }
+    // the files carried with it: each there, opening, and matching its name
+    for (const f of m.files ?? []) {
+      try {
+        openIncluded(await reader.source.get(includedPath(f.name), MAX_INCLUDED_STORED_BYTES), f, reader.keys, reader.location);
+      } catch (e) {
+        problem(`carried file ${f.path}: ${errorMessage(e)}`);
+      }
     }
   }
   for (const v of verdicts.values()) v.ok = v.problems.length === 0;
@@ -300,6 +309,13 @@ async function verifyStream(reader: StreamReader, onProgress?: (p: VerifyProgres
         }
       },
       {
+        onIncludedFile: (f, stored) => {
+          try {
+            openIncluded(stored, f, reader.keys, reader.location);
+          } catch (e) {
+            v.problems.push(`carried file ${f.path}: ${errorMessage(e)}`);
+          }
+        },
         // the shipped log the archive carries: each segment whole and following the one before
         onLogFile: (path, data) => {
           const ref = segmentOf(path);

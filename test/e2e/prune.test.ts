@@ -47,12 +47,12 @@ describe("prune-db-checkpoint", () => {
       expect(busy.code).toBe(1);
       expect(busy.stderr).toMatch(/^error: a running node \(pid \d+\) owns .*; its own retention applies its policy after each checkpoint/);
       expect(listJson(store)).toHaveLength(8);
-      // and a second node configured with the same store does not start
+      // and a second node configured with the same store does not start (it is another node's)
       const other = tmpDir();
       const cfg = writeConfig(other, freePort(), `checkpoint_config:\n  db_checkpoint_dir: ${store}\n`);
       const second = runCairn(["run", "--config", cfg], { timeoutMs: 20_000 });
       expect(second.code).toBe(1);
-      expect(second.stderr).toContain(`another node (pid ${node.proc.pid}) uses the checkpoint directory ${store}`);
+      expect(second.stderr).toContain(`${store} holds the checkpoints of node ${nodeId}`);
     } finally {
       expect(await node.stop()).toBe(0);
     }

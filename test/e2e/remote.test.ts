@@ -606,3 +606,32 @@ describe("bad remote locations fail with one clear line", () => {
     expect(r.ms).toBeLessThan(20_000);
   }, 90_000);
 });
+
+describe("carried files on the remote", () => {
+  test("include_files go to the remote with each checkpoint; a restore from s3:// puts them back; remote retention collects them", async () => {
+    const dir = tmpDir("cairn-rf-");
+    const carried = join(dir, "node_key.json");
+    await Bun.write(carried, '{"key": "remote-carried-1"}\n');
+    const url = s3.url("nodes/carried");
+    const yaml = `checkpoint_config:\n  db_checkpoint_dir: ./ckpt\n  include_files: [${carried}]\n  remote:\n    url: ${url}\n    max_remote_checkpoints: 1\n    retry_backoff_secs: 1\n`;
+    const node = await track(startNode(dir, { extraYaml: yaml, env: s3.env }));
+    try {
+      await putAll(node.url, [{ id: "f", body: pseudoRandomBytes(9, 30_000) }]);
+      expect(await createCheckpointAsync(node)).toBe(1);
+      await waitPushed(node, 1);
+      await Bun.write(carried, '{"key": "remote-carried-2"}\n');
+      expect(await createCheckpointAsync(node)).toBe(2);
+      await waitPushed(node, 2);
+    } finally {
+      expect(await node.stop()).toBe(0);
+    }
+    // the remote keeps checkpoint 2 only, and only the carried file it names
+    const remoteFiles = [...(await listObjects(s3, "nodes/carried/files/")).keys()];
+    expect(remoteFiles).toHaveLength(1);
+    await expectVerified(url, s3.env, [2]);
+    const under = tmpDir("cairn-rf-to-");
+    const r = await cairn(["restore", "--db-checkpoint-path", url, "--db-path", join(tmpDir("cairn-rf-db-"), "db"), "--files-to", under], s3.env, 60_000);
+    expect(r.code).toBe(0);
+    expect(await Bun.file(join(under, carried)).text()).toBe('{"key": "remote-carried-2"}\n');
+  }, 90_000);
+});

@@ -179,6 +179,7 @@ describe("CheckpointManager: interval of 30 days on the capped platform", () => 
     const base: CheckpointConfig = {
       dir: join(dir, "ckpt"),
       retention: { last: 3, hourly: 0, daily: 0, weekly: 0, monthly: 0 },
+      includeFiles: [],
       intervalMs: 30 * DAY,
       sync: false,
       maxBackgroundOperations: 1,

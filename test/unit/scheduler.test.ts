@@ -78,6 +78,7 @@ describe("periodic checkpoints driven by a fake clock", () => {
     const config: CheckpointConfig = {
       dir: join(dir, "ckpt"),
       retention: { last: 0, hourly: 0, daily: 0, weekly: 0, monthly: 0 },
+      includeFiles: [],
       intervalMs: H,
       sync: false,
       maxBackgroundOperations: 1,

@@ -21,6 +21,7 @@ import {
   encodeStoreInfo,
   indexPath,
   type Manifest,
+  includedPath,
   manifestPath,
   packPath,
   SEGMENT_ENTRY_BYTES,
@@ -34,6 +35,7 @@ import { PackLayout } from "../pack-writer.ts";
 import { type BlockLocation, hintedPacks, LOC_WORDS, type StoreReader, windowSegments } from "../reader.ts";
 import { type ArchiveCompression, archiveRoot, compressionForName } from "./names.ts";
 import { ArchiveFile, type EntryHeader } from "./writer.ts";
+import { MAX_INCLUDED_STORED_BYTES } from "../included.ts";
 import { chainPath, indexLog, LOG_DIR, MAX_SEGMENT_BYTES } from "../log.ts";
 
 /** Segments per pack of an archive: 8,192 blocks, 64 MiB of 8 KiB blocks. */
@@ -169,6 +171,12 @@ async function exportLocked(
         // a lazy collector does not let the peak drift up with the database size
         Bun.gc(true);
       }
+    }
+    // the carried files, as stored (sealed in an encrypted store), in the manifest's order
+    for (const f of m.files ?? []) {
+      check();
+      const data = await reader.source.get(includedPath(f.name), MAX_INCLUDED_STORED_BYTES);
+      await archive.entry(header(includedPath(f.name), data.length), data);
     }
     // the shipped log after the checkpoint, on its chain: the archive restores to its last instant
     for (const f of await logFilesAfter(reader, m)) {

@@ -9,7 +9,7 @@
  * leftovers are removed without following a link.
  */
 import { existsSync, mkdirSync, readdirSync, renameSync, unlinkSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { CairnError, errorMessage } from "../../errors.ts";
 import type { Logger } from "../../log.ts";
 import { FileLock, type LockHolder } from "../../util/file-lock.ts";
@@ -35,7 +35,7 @@ import { StoreReader } from "../reader.ts";
 import { DirBackend, STORE_READERS_LOCK_FILE } from "./backend.ts";
 
 /** The folders of a store, which must be real folders of this user. */
-const STORE_FOLDERS = ["tmp", "packs", "manifests"];
+const STORE_FOLDERS = ["tmp", "packs", "manifests", "files"];
 
 export class LocalStore {
   readonly reader: StoreReader;
@@ -213,6 +213,14 @@ export class LocalStore {
   }
 
   /** Write a manifest last and atomically: from this moment the checkpoint exists (the disk is waited for off the calling thread). */
+  /** Store `data` at `path` (a content-named object) unless it is there already. */
+  async writeObjectOnce(path: string, data: Uint8Array): Promise<void> {
+    const file = join(this.dir, path);
+    if (existsSync(file)) return;
+    mkdirSync(dirname(file), { recursive: true, mode: DIR_MODE });
+    await writeFileAtomicAsync(file, data);
+  }
+
   async writeManifest(m: Omit<Manifest, "checksum">): Promise<number> {
     mkdirSync(join(this.dir, "manifests"), { recursive: true, mode: DIR_MODE });
     const data = sealedIfKeys(encodeManifest(m), manifestPath(m.id), this.keys);
