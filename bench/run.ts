@@ -23,12 +23,13 @@ import { restoreSection } from "./lib/restore.ts";
 import { scaleSection } from "./lib/scale.ts";
 import { pitrSection } from "./lib/pitr.ts";
 import { encryptionSection } from "./lib/encryption.ts";
+import { accessSection } from "./lib/access.ts";
 import { machineFacts, renderFacts } from "./lib/report.ts";
 import { createContext, type Section } from "./lib/section.ts";
 import { installCleanup, TempDirs } from "./lib/tmp.ts";
 import { benchScale } from "./lib/workload.ts";
 
-const SECTIONS: Section[] = [nodePutGetSection, rawSqliteSection, checkpointsSection, restoreSection, offHostSection, scaleSection, pitrSection, encryptionSection];
+const SECTIONS: Section[] = [nodePutGetSection, rawSqliteSection, checkpointsSection, restoreSection, offHostSection, scaleSection, pitrSection, encryptionSection, accessSection];
 
 /** The sections this run measures: all, or those CAIRN_BENCH_ONLY names. */
 function selectedSections(): Section[] {

@@ -121,7 +121,8 @@ async function spawnNode(dir: string, configFile: string, url: string, env?: Rec
     try {
       const r = await fetch(`${url}/v1/status`);
       await r.arrayBuffer();
-      if (r.ok) return node;
+      // (401: access control is on, and the node is up)
+      if (r.ok || r.status === 401) return node;
     } catch {
       // not listening yet
     }
@@ -137,8 +138,8 @@ async function spawnNode(dir: string, configFile: string, url: string, env?: Rec
  * Run `body` against a fresh node in `dir`; the node is stopped with SIGTERM afterwards even if
  * `body` throws, and a non-zero exit code is an error.
  */
-export async function withNode<T>(dir: string, body: (node: RunningNode) => Promise<T>): Promise<T> {
-  const node = await startNode(dir);
+export async function withNode<T>(dir: string, body: (node: RunningNode) => Promise<T>, extraYaml = ""): Promise<T> {
+  const node = await startNode(dir, extraYaml);
   let code: number | undefined;
   let result: T;
   try {

@@ -8,6 +8,7 @@ import type { Logger } from "../log.ts";
 import { type BlobStore, isValidBlobId } from "../engine/blobs.ts";
 import type { Metrics } from "../util/metrics.ts";
 import { type BodyBudget, errorReply, json, readBodyCapped } from "./http.ts";
+import type { RestAccess } from "./access.ts";
 
 export interface RestDeps {
   blobs: BlobStore;
@@ -17,6 +18,8 @@ export interface RestDeps {
   metrics: Metrics;
   logger: Logger;
   status: () => unknown;
+  /** rest_api: tokens and scopes, checked before anything else; without it every request is served (loopback). */
+  access?: RestAccess;
 }
 
 const BLOB_PREFIX = "/v1/blobs/";
@@ -29,14 +32,14 @@ export function registerRestMetrics(metrics: Metrics): void {
   metrics.counter("cairn_http_response_bytes_total", "Blob bytes sent in GET bodies.");
 }
 
-export function createRestHandler(deps: RestDeps): (req: Request) => Promise<Response> {
+export function createRestHandler(deps: RestDeps): (req: Request, peer?: string) => Promise<Response> {
   const { metrics } = deps;
-  return async (req) => {
+  return async (req, peer) => {
     const url = new URL(req.url);
     const route = routeOf(url.pathname);
     let res: Response;
     try {
-      res = await handle(deps, req, url, route);
+      res = deps.access?.check(req, route, peer) ?? (await handle(deps, req, url, route));
     } catch (e) {
       res = failure(deps.logger, req, e);
     }

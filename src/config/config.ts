@@ -7,6 +7,8 @@ export interface NodeConfig {
   storagePath: string;
   adminSocketPath: string;
   restApi: { host: string; port: number };
+  /** Access control of the data API (rest_api), when configured. */
+  restAccess?: RestAccessConfig;
   logLevel: LogLevel;
   maxBlobSize: number;
   /** Request body bytes held in memory across all requests at once (past it: 503). */
@@ -15,6 +17,13 @@ export interface NodeConfig {
   checkpoint: CheckpointConfig;
   /** The admin socket's routes over HTTP(S) with bearer tokens (admin_api), when configured. */
   adminApi?: AdminApiConfig;
+}
+
+export interface RestAccessConfig {
+  /** Lines "TOKEN SCOPE[,SCOPE]" (read, write, delete, metrics). */
+  tokensFile?: string;
+  anonymous: "none" | "read";
+  tls?: { certFile: string; keyFile: string };
 }
 
 export interface AdminApiConfig {

@@ -69,6 +69,18 @@ function checkResolved(c: NodeConfig, file: string): void {
       hint: "turn one of them off",
     });
   }
+  if (!isLoopback(c.restApi.host) && !c.restAccess?.tokensFile && c.restAccess?.anonymous !== "read") {
+    // anyone who can reach the address could PUT and DELETE every blob
+    throw new ConfigError(
+      `${file}: rest_api.tokens_file: rest_api_address ${c.restApi.host} is not a loopback address, and no tokens are set: anyone reaching it could write and delete every blob`,
+      { hint: "set rest_api.tokens_file (lines \"TOKEN SCOPE[,SCOPE]\"), or rest_api.anonymous: read for a read-only node, or bind 127.0.0.1" },
+    );
+  }
+  if (c.restAccess && !c.restAccess.tokensFile && c.restAccess.anonymous === "none") {
+    throw new ConfigError(`${file}: rest_api.tokens_file: with rest_api set and anonymous: none, a request needs a token from tokens_file, and none is set`, {
+      hint: "set rest_api.tokens_file, or remove rest_api (loopback only)",
+    });
+  }
   if (c.adminApi && !c.adminApi.tls && !isLoopback(c.adminApi.host)) {
     // a bearer token in clear text across a network is a token given away
     throw new ConfigError(`${file}: admin_api.address: ${c.adminApi.host} is not a loopback address, and admin_api.tls is not set`, {
@@ -168,6 +180,15 @@ export function resolveConfig(doc: ConfigDocument, baseDir: string): NodeConfig 
     storagePath,
     adminSocketPath: doc.admin_socket_path ? resolve(baseDir, doc.admin_socket_path) : resolve(home, "admin.socket"),
     restApi: { host: m[1]!.replace(/^\[|\]$/g, ""), port: Number(m[2]) },
+    ...(doc.rest_api
+      ? {
+          restAccess: {
+            ...(doc.rest_api.tokens_file ? { tokensFile: resolve(baseDir, doc.rest_api.tokens_file) } : {}),
+            anonymous: doc.rest_api.anonymous ?? "none",
+            ...(doc.rest_api.tls ? { tls: { certFile: resolve(baseDir, doc.rest_api.tls.cert_file), keyFile: resolve(baseDir, doc.rest_api.tls.key_file) } } : {}),
+          },
+        }
+      : {}),
     logLevel: doc.log_level ?? DEFAULTS.logLevel,
     maxBlobSize: doc.max_blob_size ?? DEFAULTS.maxBlobSize,
     maxBodyBytesInFlight: doc.max_body_bytes_in_flight ?? Math.max(DEFAULTS.maxBodyBytesInFlight, doc.max_blob_size ?? DEFAULTS.maxBlobSize),

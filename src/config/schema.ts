@@ -132,11 +132,22 @@ const adminApi = v.strictObject(
   "expected a mapping with address, token_file and optionally tls",
 );
 
+/** Access control of the data API: tokens with scopes, anonymous access, TLS. */
+const restApi = v.strictObject(
+  {
+    tokens_file: v.optional(path),
+    anonymous: v.optional(v.picklist(["none", "read"], "expected none or read")),
+    tls: v.optional(tls),
+  },
+  "expected a mapping with tokens_file, anonymous and tls",
+);
+
 export const configSchema = v.strictObject(
   {
     storage_path: v.optional(path),
     admin_socket_path: v.optional(path),
     rest_api_address: v.optional(address),
+    rest_api: v.optional(restApi),
     log_level: v.optional(v.picklist(LOG_LEVELS, `expected one of ${LOG_LEVELS.join(" | ")}`)),
     max_blob_size: v.optional(wholeNumber(1, SQLITE_MAX_BLOB)),
     /** cairn extension: request body bytes held in memory across all requests; past it, 503. */

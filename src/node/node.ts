@@ -35,6 +35,8 @@ import { LocalStore } from "../store/dir/writer.ts";
 import { openTarget } from "../store/open.ts";
 import { isReadWrite } from "../store/backend.ts";
 import { readTls, TokenSet } from "../api/auth.ts";
+import { RestAccess, registerAccessMetrics, SCOPES } from "../api/access.ts";
+import { isLoopback } from "../util/net.ts";
 import { describePolicy } from "../store/retention.ts";
 
 /** How long shutdown waits for in-flight requests before closing their connections. */
@@ -81,6 +83,9 @@ export class CairnNode {
   private readonly bodyBudget: BodyBudget;
   readonly startedAt = Date.now();
   private rest?: Server<unknown>;
+  private restServe?: (tls: { cert: string; key: string } | undefined) => Server<unknown>;
+  /** The data API's tokens (rest_api.tokens_file), re-read on SIGHUP. */
+  private restTokens?: TokenSet;
   private admin?: AdminServer;
   /** The HTTP admin API's tokens (admin_api.token_file), re-read on SIGHUP. */
   private adminTokens?: TokenSet;
@@ -112,6 +117,8 @@ export class CairnNode {
     // the HTTP admin API's token file and certificate, read before anything is opened: a bad one is a config error
     const adminTokens = config.adminApi ? TokenSet.read(config.adminApi.tokenFile, { key: "admin_api.token_file" }) : undefined;
     const adminTls = config.adminApi?.tls ? readTls(config.adminApi.tls, "admin_api.tls") : undefined;
+    const restTokens = config.restAccess?.tokensFile ? TokenSet.read(config.restAccess.tokensFile, { key: "rest_api.tokens_file", scopes: SCOPES }) : undefined;
+    const restTls = config.restAccess?.tls ? readTls(config.restAccess.tls, "rest_api.tls") : undefined;
     // SQLite follows a symlinked cairn.db: a storage folder another user can write into is refused
     assertTrustedDir(config.storagePath);
     const lock = StorageLock.acquire(config.storagePath, "node");
@@ -193,7 +200,8 @@ export class CairnNode {
       shipper?.start();
       wal.start();
       node.registerMetrics();
-      node.listenRest();
+      node.restTokens = restTokens;
+      node.listenRest(restTls);
       node.admin = new AdminServer({
         socketPath: config.adminSocketPath,
         logger,
@@ -222,7 +230,7 @@ export class CairnNode {
       if (checkpointWanted) requestCheckpoint(checkpointWanted);
       if (process.env[CRASH_POINT_ENV]) logger.warn(`${CRASH_POINT_ENV} is set: this node will kill itself at crash point ${process.env[CRASH_POINT_ENV]} (a test setting)`);
       logger.info(
-        `cairn ${VERSION} node ${opened.nodeId} serving http://${hostForUrl(config.restApi.host)}:${config.restApi.port} ` +
+        `cairn ${VERSION} node ${opened.nodeId} serving ${restTls ? "https" : "http"}://${hostForUrl(config.restApi.host)}:${config.restApi.port} ` +
           `(storage ${config.storagePath}, admin socket ${config.adminSocketPath})`,
       );
       return node;
@@ -248,8 +256,9 @@ export class CairnNode {
     }
   }
 
-  private listenRest(): void {
+  private listenRest(tls: { cert: string; key: string } | undefined): void {
     const { host, port } = this.config.restApi;
+    const access = this.config.restAccess;
     const handler = createRestHandler({
       blobs: this.blobs,
       maxBlobSize: this.config.maxBlobSize,
@@ -257,34 +266,59 @@ export class CairnNode {
       metrics: this.metrics,
       logger: this.logger,
       status: () => this.status(),
+      access: access ? new RestAccess(() => ({ tokens: this.restTokens, anonymous: access.anonymous }), this.metrics, (m) => this.logger.warn(m)) : undefined,
     });
-    try {
-      this.rest = Bun.serve({
+    if (tls) {
+      // a certificate renewed on SIGHUP is served by a second listener on the same port
+      // (SO_REUSEPORT), so no connection is refused meanwhile; first, a plain bind makes sure
+      // no other process listens there already (reusePort alone would share the port with it)
+      try {
+        Bun.listen({ hostname: host, port, socket: { data() {} } }).stop(true);
+      } catch (e) {
+        throw new CairnError("E_LISTEN", `cannot listen on ${host}:${port}: ${errorMessage(e)}`, { hint: "is another process using rest_api_address? choose another one in the config", cause: e });
+      }
+    }
+    this.restServe = (t) =>
+      Bun.serve({
         hostname: host,
-        port,
+        port: this.rest?.port ?? port,
         // one byte over the limit so that our own check answers 413 with a JSON reason
         maxRequestBodySize: this.config.maxBlobSize + 1,
         idleTimeout: 60,
-        fetch: (req) => {
+        ...(t ? { tls: t, reusePort: true } : {}),
+        fetch: (req, server) => {
           if (this.stopping) return errorReply(503, "E_SHUTTING_DOWN", "the node is shutting down", { connection: "close" });
-          return handler(req);
+          return handler(req, server.requestIP(req)?.address);
         },
         error: (e) => {
           this.logger.error(`REST API: ${errorMessage(e)}`);
           return errorReply(500, "E_INTERNAL", "internal error; see the node's log");
         },
       });
+    try {
+      this.rest = this.restServe(tls);
     } catch (e) {
       throw new CairnError("E_LISTEN", `cannot listen on ${host}:${port}: ${errorMessage(e)}`, {
         hint: "is another process using rest_api_address? choose another one in the config",
         cause: e,
       });
     }
+    if (!isLoopback(host) && !tls) {
+      this.logger.warn(`the REST API listens on ${host}, beyond this host, without TLS: bearer tokens and blobs cross the network in clear (set rest_api.tls)`);
+    }
+  }
+
+  /** SIGHUP: the REST API's certificate read again and served by a new listener; the old one finishes its requests. */
+  private renewRestTls(tls: { cert: string; key: string }): void {
+    const old = this.rest;
+    this.rest = this.restServe!(tls);
+    void old?.stop(false);
   }
 
   private registerMetrics(): void {
     const m = this.metrics;
     registerRestMetrics(m);
+    if (this.config.restAccess) registerAccessMetrics(m);
     m.collect("cairn_info", "Node identity; always 1.", () => [{ labels: { version: VERSION, node_id: this.nodeId }, value: 1 }]);
     m.collect("cairn_uptime_seconds", "Seconds since the node started.", () => (Date.now() - this.startedAt) / 1000);
     m.collect("cairn_blobs", "Blobs stored.", () => this.blobs.totals().count);
@@ -436,6 +470,24 @@ export class CairnNode {
         applied.push(`admin_api tokens re-read (${tokens.size})`);
       } catch (e) {
         log.error(`SIGHUP: the admin API keeps its previous tokens: ${errorMessage(e)}`);
+      }
+    }
+    const ra = this.config.restAccess;
+    if (ra?.tokensFile && next.restAccess?.tokensFile === ra.tokensFile) {
+      try {
+        const tokens = TokenSet.read(ra.tokensFile, { key: "rest_api.tokens_file", scopes: SCOPES });
+        this.restTokens = tokens;
+        applied.push(`rest_api tokens re-read (${tokens.size})`);
+      } catch (e) {
+        log.error(`SIGHUP: the REST API keeps its previous tokens: ${errorMessage(e)}`);
+      }
+    }
+    if (ra?.tls && JSON.stringify(next.restAccess?.tls) === JSON.stringify(ra.tls)) {
+      try {
+        this.renewRestTls(readTls(ra.tls, "rest_api.tls"));
+        applied.push("rest_api.tls certificate re-read");
+      } catch (e) {
+        log.error(`SIGHUP: the REST API keeps its previous certificate: ${errorMessage(e)}`);
       }
     }
     if (JSON.stringify(next.checkpoint.retention) !== JSON.stringify(this.config.checkpoint.retention)) {

@@ -11,37 +11,15 @@ import { BINARY, freePort, type NodeHandle, runCairn, startNode, writeConfig } f
 import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
 import { waitFor } from "../helpers/wait.ts";
 import { listJson } from "../helpers/checkpoint.ts";
+import { curl, makeCert, writeTokenFile } from "../helpers/tls.ts";
 
 cleanTmpDirsAfterEach();
 
 const TOKEN_A = "tok-A-7f3c9e1b2d4a6f8e0c1b3d5f7a9e2c4b";
 const TOKEN_B = "tok-B-0a2c4e6f8b1d3f5a7c9e0b2d4f6a8c1e";
 
-/** A self-signed certificate for 127.0.0.1, made with the stock openssl. */
-function makeCert(dir: string): { cert: string; key: string } {
-  const cert = join(dir, "tls.crt");
-  const key = join(dir, "tls.key");
-  const r = Bun.spawnSync(
-    ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-    { stdout: "pipe", stderr: "pipe" },
-  );
-  if (r.exitCode !== 0) throw new Error(`openssl failed: ${r.stderr.toString()}`);
-  return { cert, key };
-}
-
 function tokenFile(dir: string, tokens: string[], mode = 0o600): string {
-  const f = join(dir, "admin.tokens");
-  writeFileSync(f, `# admin tokens\n${tokens.join("\n")}\n`);
-  chmodSync(f, mode);
-  return f;
-}
-
-async function curl(args: string[]): Promise<{ code: number; status: number; headers: string; body: string }> {
-  const p = Bun.spawn(["curl", "-sS", "--max-time", "20", "-D", "-", "-o", "-", ...args], { stdout: "pipe", stderr: "pipe" });
-  const [out, , code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
-  const split = out.indexOf("\r\n\r\n");
-  const headers = split >= 0 ? out.slice(0, split) : out;
-  return { code, status: Number(/^HTTP\/[\d.]+ (\d+)/.exec(headers)?.[1] ?? 0), headers, body: split >= 0 ? out.slice(split + 4) : "" };
+  return writeTokenFile(join(dir, "admin.tokens"), tokens, mode);
 }
 
 async function adminUrl(url: string, args: string[], env: Record<string, string> = {}) {

@@ -99,9 +99,12 @@ export async function startNodeWithConfig(
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (proc.exitCode !== null) throw new Error(`node exited with ${proc.exitCode} during start:\n${stderr}`);
+    // ready once the REST API answers (401 too: access control is on), or says it serves TLS
+    if (/ serving https:\/\//.test(stderr)) return handle;
     try {
       const r = await fetch(`${url}/v1/status`);
-      if (r.ok) return handle;
+      await r.arrayBuffer();
+      if (r.ok || r.status === 401) return handle;
     } catch {
       // not listening yet
     }
