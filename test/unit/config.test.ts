@@ -67,6 +67,12 @@ checkpoint_config:
       expect(c.checkpoint.remote!.retention).toEqual({ last: 2, hourly: 24, daily: 0, weekly: 0, monthly: 0 });
     }],
     ["admin_api", "admin_api:\n  address: 127.0.0.1:7421\n  token_file: t\n", (c) => expect(c.adminApi).toEqual({ host: "127.0.0.1", port: 7421, tokenFile: "/etc/cairn/t" })],
+    ["rest_api beyond loopback with tokens and TLS", "rest_api_address: 0.0.0.0:7420\nrest_api:\n  tokens_file: api.tokens\n  tls: {cert_file: t.crt, key_file: t.key}\n", (c) =>
+      expect(c.restAccess).toEqual({ tokensFile: "/etc/cairn/api.tokens", anonymous: "none", tls: { certFile: "/etc/cairn/t.crt", keyFile: "/etc/cairn/t.key" } })],
+    ["rest_api anonymous read, no tokens, beyond loopback: a read-only node", "rest_api_address: '[::]:7420'\nrest_api:\n  anonymous: read\n", (c) =>
+      expect(c.restAccess).toEqual({ anonymous: "read" })],
+    ["include_files, relative to the config", "checkpoint_config:\n  include_files: [cairn.yaml, /opt/cairn/node_key.json, cairn.yaml]\n", (c) =>
+      expect(c.checkpoint.includeFiles).toEqual(["/etc/cairn/cairn.yaml", "/opt/cairn/node_key.json"])],
     ["only comments", "# nothing set\n", (c) => expect(c.logLevel).toBe("info")],
   ];
   for (const [name, yaml, check] of good) test(name, () => check(parseConfig(yaml, FILE)));
@@ -93,6 +99,9 @@ describe("config: documents that are refused, naming the key and the value", () 
     ["checkpoint_config:\n  max_db_checkpoints: 3\n  retention: {keep_last: 2}\n", "checkpoint_config: set retention.keep_last or max_db_checkpoints, not both"],
     ["checkpoint_config:\n  retention: {keep_yearly: 2}\n", "checkpoint_config.retention.keep_yearly: unknown key (expected one of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly)"],
     ["admin_api:\n  address: 10.0.0.5:7421\n  token_file: t\n", "admin_api.address: 10.0.0.5 is not a loopback address, and admin_api.tls is not set"],
+    ["rest_api_address: 0.0.0.0:7420\n", "rest_api.tokens_file: rest_api_address 0.0.0.0 is not a loopback address, and no tokens are set: anyone reaching it could write and delete every blob"],
+    ["rest_api:\n  anonymous: none\n", "rest_api.tokens_file: with rest_api set and anonymous: none, a request needs a token from tokens_file, and none is set"],
+    ["rest_api:\n  anonymous: write\n", 'rest_api.anonymous: expected none or read, got "write"'],
     ["checkpoint_config: 5\n", "checkpoint_config: expected a mapping, got 5"],
     ["checkpoint_config:\n  db_checkpoint_interval_secs: 0\n", "checkpoint_config.db_checkpoint_interval_secs: expected an interval longer than 0, got 0"],
     ["checkpoint_config:\n  db_checkpoint_interval: {secs: 0, nanos: 0}\n", "checkpoint_config.db_checkpoint_interval: expected an interval longer than 0, got 0"],
