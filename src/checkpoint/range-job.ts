@@ -119,10 +119,10 @@ function storeBlock(dw: Uint32Array, at: number, data: Uint8Array, kind: number,
   if (keys) {
     // sealed around the smaller of the raw and compressed bytes, its digest as additional data
     const small = z && z.length < data.length;
-    const sealed = keys.sealBlock(new Uint8Array(dw.buffer, dw.byteOffset + at * 4, DIGEST_BYTES), small ? new Uint8Array(z.buffer, z.byteOffset, z.byteLength) : data);
+    const [head, body] = keys.sealBlockParts(new Uint8Array(dw.buffer, dw.byteOffset + at * 4, DIGEST_BYTES), small ? new Uint8Array(z.buffer, z.byteOffset, z.byteLength) : data);
     f |= FLAG_SEALED | (small ? FLAG_ZSTD : 0);
-    offset = p.append(dw, at, sealed, data.length, f);
-    storedLength = sealed.length;
+    offset = p.appendParts(dw, at, head, body, data.length, f);
+    storedLength = head.length + body.length;
   } else if (z && z.length < data.length) {
     offset = p.append(dw, at, new Uint8Array(z.buffer, z.byteOffset, z.byteLength), data.length, (f |= FLAG_ZSTD));
     storedLength = z.length;

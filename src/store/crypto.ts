@@ -171,10 +171,23 @@ export class NameHasher {
  * always), and needs no tag or IV of its own.
  */
 export function sealBlock(k: DataKeys, digest: Uint8Array, plain: Uint8Array): Uint8Array {
-  const out = new Uint8Array(BLOCK_SEAL_BYTES + plain.length);
-  new DataView(out.buffer).setUint32(0, k.generation, true);
-  out.set(createCipheriv(BLOCK_CIPHER, k.blocks, digest.subarray(0, 16)).update(plain), BLOCK_SEAL_BYTES);
+  const [head, body] = sealBlockParts(k, digest, plain);
+  const out = new Uint8Array(head.length + body.length);
+  out.set(head, 0);
+  out.set(body, head.length);
   return out;
+}
+
+/**
+ * sealBlock's bytes as two parts, its generation header and then the ciphertext, for a
+ * writer that copies them into a buffer of its own anyway (the pack writer): one allocation
+ * and copy of the block fewer.
+ */
+export function sealBlockParts(k: DataKeys, digest: Uint8Array, plain: Uint8Array): [Uint8Array, Uint8Array] {
+  const head = new Uint8Array(BLOCK_SEAL_BYTES);
+  new DataView(head.buffer).setUint32(0, k.generation, true);
+  const body = createCipheriv(BLOCK_CIPHER, k.blocks, digest.subarray(0, 16)).update(plain);
+  return [head, new Uint8Array(body.buffer, body.byteOffset, body.byteLength)];
 }
 
 /** The generation a sealed block was sealed under. */
@@ -342,6 +355,10 @@ export class StoreKeys {
 
   sealBlock(digest: Uint8Array, plain: Uint8Array): Uint8Array {
     return sealBlock(this.current, digest, plain);
+  }
+
+  sealBlockParts(digest: Uint8Array, plain: Uint8Array): [Uint8Array, Uint8Array] {
+    return sealBlockParts(this.current, digest, plain);
   }
 
   openBlock(digest: Uint8Array, sealed: Uint8Array, name: string): Uint8Array {

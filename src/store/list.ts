@@ -56,6 +56,10 @@ export async function listCheckpoints(reader: Store): Promise<Listing> {
     try {
       const m = await reader.manifest(id);
       positions.push({ log: m.log });
+      // a manifest is as large as its database's block list, and reading one leaves several
+      // copies of it behind as garbage (bytes, text, parsed, re-encoded for its checksum):
+      // collected now, list's memory is that of one manifest, not of all of them
+      if (m.segments.length > 1024) Bun.gc(true);
       let until: number | undefined;
       if (index && m.log) for (const chain of index.chains.keys()) until = Math.max(until ?? -Infinity, reachableFrom(index, m, chain) ?? -Infinity);
       checkpoints.push({

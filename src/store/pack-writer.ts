@@ -173,6 +173,22 @@ export class PackFile {
     return this.layout.add(digest, at, payload.length, rawLength, flags);
   }
 
+  /** Add a block's stored bytes given in two parts (a sealed block's header and ciphertext), copied one after the other. */
+  appendParts(digest: Uint32Array, at: number, head: Uint8Array, body: Uint8Array, rawLength: number, flags: number): number {
+    this.flushRun();
+    const n = head.length + body.length;
+    if (this.buffered + n > this.buffer.length) this.flushBuffer();
+    if (n > this.buffer.length) {
+      this.write(head);
+      this.write(body);
+    } else {
+      this.buffer.set(head, this.buffered);
+      this.buffer.set(body, this.buffered + head.length);
+      this.buffered += n;
+    }
+    return this.layout.add(digest, at, n, rawLength, flags);
+  }
+
   /** Add a block's stored bytes, `buf[start, end)`, written from `buf` itself at the next flushRun. */
   appendRun(digest: Uint32Array, at: number, buf: Uint8Array, start: number, end: number, rawLength: number, flags: number): number {
     this.flushBuffer();

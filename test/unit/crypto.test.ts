@@ -126,6 +126,9 @@ describe("sealed blocks", () => {
     const other = newStoreEncryption({ path: "k", key: generateKey(), id: "y" }).keys;
     expect(Buffer.from(a).equals(Buffer.from(other.sealBlock(d, plain)))).toBe(false);
     expect(decodeBlock(a, entry(d, a, plain.length), "p", keys)).toEqual(plain);
+    // the two parts the pack writer copies are the same bytes
+    const [head, body] = keys.sealBlockParts(d, plain);
+    expect(Buffer.concat([head, body]).equals(Buffer.from(a))).toBe(true);
   });
 
   test("a flipped bit anywhere, a cut, another name or another store's keys: refused as damage", () => {
