@@ -152,8 +152,9 @@ function render(sides: Side[]): string {
   ];
   return [
     "Two `dist/cairn run` nodes (one worker, `sync: false`, `compression: none`), built over REST with the",
-    "same blobs as in Checkpoints, one of them with `checkpoint_config.encryption` (AES-256-GCM per block,",
-    "keyed BLAKE3 names), each copying to its own prefix of s3rver on 127.0.0.1. Full checkpoints go into",
+    "same blobs as in Checkpoints, one of them with `checkpoint_config.encryption` (blocks sealed with",
+    "AES-256-CTR under a synthetic IV, their keyed BLAKE3 name; manifests and indexes with AES-256-GCM),",
+    "each copying to its own prefix of s3rver on 127.0.0.1. Full checkpoints go into",
     `fresh directories, the two nodes in turn (one untimed round, then ${RUNS}; median shown, the node's own`,
     "duration); the upload is the node's copy after one churn step (1% of blobs replaced, 0.5% deleted,",
     `1% added); restores are of that checkpoint from each prefix, in turn (one untimed round, then ${RUNS}).`,
