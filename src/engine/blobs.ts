@@ -189,8 +189,27 @@ export class BlobStore {
       while (this.queue.length > 0) {
         const barrier = this.wal?.writeBarrier();
         if (barrier) await barrier;
-        const shipFirst = this.shipping?.beforeWrite();
-        if (shipFirst) await shipFirst.catch(() => {});
+        if (this.shipping) {
+          // whether this write starts the WAL over (so that what is queued must be shipped
+          // first) is read from the wal-index, and must not race a fold in the worker: one
+          // finishing between that check and the commit would let SQLite start the WAL over
+          // with transactions unshipped, and after a crash the chain could not be continued.
+          // Folds start only on this thread, so from the check to the commit none can begin.
+          // (what is queued is shipped at most once per batch: a store that cannot be written
+          // to must not hold writes back for ever)
+          let shipped = false;
+          for (;;) {
+            const folding = this.wal?.foldRunning();
+            if (folding) {
+              await folding;
+              continue;
+            }
+            const shipFirst = shipped ? undefined : this.shipping.beforeWrite();
+            if (!shipFirst) break;
+            await shipFirst.catch(() => {});
+            shipped = true;
+          }
+        }
         this.commitBatch(this.takeBatch());
         this.wal?.noteCommit();
         // yield between batches so reads and new requests are served

@@ -89,6 +89,11 @@ export class WalCheckpointer {
     return this.barrier;
   }
 
+  /** The fold running in the worker now, if any (only the node's thread starts one). */
+  foldRunning(): Promise<void> | undefined {
+    return this.running;
+  }
+
   /** What the WAL holds: all its frames, and those not folded in yet (bytes). */
   private bytes(): { total: number; pending: number } {
     const b = this.opts.walBytes?.();
