@@ -4,12 +4,12 @@
  * folder) with the permission bits it had (never group- or world-writable). A different file
  * already there is moved aside beside it, never overwritten; the same content is left alone.
  */
-import { closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, readSync, renameSync, chmodSync } from "node:fs";
+import { chmodSync, closeSync, constants, fstatSync, lstatSync, mkdirSync, openSync, renameSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { CairnError, errorMessage, sysCode } from "../errors.ts";
 import type { IncludedFile } from "../store/format.ts";
 import { equalBytes } from "../store/pack.ts";
-import { DIR_MODE, fsyncDir, writeFileAtomic } from "../util/fsx.ts";
+import { DIR_MODE, fsyncDir, preadFully, writeFileAtomic } from "../util/fsx.ts";
 
 export interface PlacedFile {
   /** The path it was carried from. */
@@ -38,15 +38,8 @@ function existing(path: string, maxBytes: number): { kind: "none" } | { kind: "f
   if (!st.isFile() || st.size > maxBytes) return { kind: "other" };
   const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
-    const size = fstatSync(fd).size;
-    const data = new Uint8Array(size);
-    let off = 0;
-    while (off < size) {
-      const n = readSync(fd, data, off, size - off, off);
-      if (n === 0) break;
-      off += n;
-    }
-    return { kind: "file", data: data.subarray(0, off) };
+    const data = new Uint8Array(fstatSync(fd).size);
+    return { kind: "file", data: data.subarray(0, preadFully(fd, data, 0, data.length, 0)) };
   } finally {
     closeSync(fd);
   }

@@ -5,8 +5,9 @@
  * manifest), named in the manifest with the path, size and mode they had, and checked against
  * their name whenever they are read back.
  */
-import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync } from "node:fs";
 import { CairnError, errorMessage, sysCode } from "../errors.ts";
+import { preadFully } from "../util/fsx.ts";
 import { openStored, sealedIfKeys, type StoreKeys } from "./crypto.ts";
 import { type IncludedFile, includedPath, MAX_INCLUDED_FILE_BYTES, MAX_INCLUDED_FILES } from "./format.ts";
 import { DIGEST_BYTES, fromHex, toHex } from "./hash.ts";
@@ -37,13 +38,7 @@ export function readIncludeFiles(paths: readonly string[]): CarriedFile[] {
       if (!st.isFile()) throw fail("not a regular file");
       if (st.size > MAX_INCLUDED_FILE_BYTES) throw fail(`${st.size} bytes; a carried file may be at most ${MAX_INCLUDED_FILE_BYTES}`);
       const data = new Uint8Array(st.size);
-      let off = 0;
-      while (off < data.length) {
-        const n = readSync(fd, data, off, data.length - off, off);
-        if (n === 0) break;
-        off += n;
-      }
-      return { path, data: data.subarray(0, off), mode: st.mode & 0o7777 };
+      return { path, data: data.subarray(0, preadFully(fd, data, 0, data.length, 0)), mode: st.mode & 0o7777 };
     } catch (e) {
       if (e instanceof CairnError) throw e;
       throw fail(errorMessage(e), e);
