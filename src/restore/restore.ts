@@ -20,7 +20,7 @@ import { CairnError, errorMessage, isDiskFull } from "../errors.ts";
 import { assignNewNodeId, DB_FILE } from "../engine/database.ts";
 import { LOCK_FILE, StorageLock } from "../engine/lock.ts";
 import type { Logger } from "../log.ts";
-import { type IncludedFile, includedPath, type Manifest } from "../store/format.ts";
+import type { IncludedFile, Manifest } from "../store/format.ts";
 import type { KeyFile } from "../store/crypto.ts";
 import { openStore } from "../store/open.ts";
 import { crashPoint, pausePoint } from "../util/crash-point.ts";
@@ -33,7 +33,7 @@ import { rebuildImage } from "./rebuild.ts";
 import { replayLog } from "./replay.ts";
 import { currentChain, indexLog, type InstantPlan, LOG_DIR, type LogIndex, type LogPosition, planInstant, windowOf, writeLogOrigin } from "../store/log.ts";
 import { type PlacedFile, placeCarriedFiles, targetOf } from "./files.ts";
-import { MAX_INCLUDED_STORED_BYTES, openIncluded } from "../store/included.ts";
+import { openIncluded } from "../store/included.ts";
 import { asideDirFor, describeExisting, type ExistingDatabase, stagingDirFor, swap } from "./target.ts";
 
 export type IntegrityCheck = "none" | "quick" | "full";
@@ -429,12 +429,12 @@ async function carriedFiles(o: RestoreOptions, reader: Store, m: Manifest, fromS
     o.logger.warn(`checkpoint ${m.id} carries no files (checkpoint_config.include_files was not set when it was taken); only the database is restored`);
     return [];
   }
-  const keys = reader.reader?.keys ?? reader.streamer?.keys;
   const out: { entry: IncludedFile; data: Uint8Array }[] = [];
   for (const f of m.files) {
-    const stored = fromStream.get(f.name) ?? (reader.reader ? await reader.reader.source.get(includedPath(f.name), MAX_INCLUDED_STORED_BYTES) : undefined);
-    if (!stored) throw new CairnError("E_STORE_MISSING", `${reader.location}: the carried file ${f.path} is not in the archive`);
-    out.push({ entry: f, data: openIncluded(stored, f, keys, reader.location) });
+    const stored = fromStream.get(f.name);
+    if (stored) out.push({ entry: f, data: openIncluded(stored, f, reader.streamer?.keys, reader.location) });
+    else if (reader.reader) out.push({ entry: f, data: await reader.reader.carriedFile(f) });
+    else throw new CairnError("E_STORE_MISSING", `${reader.location}: the carried file ${f.path} is not in the archive`);
   }
   return out;
 }

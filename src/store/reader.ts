@@ -10,6 +10,8 @@ import { DigestTable } from "./digest-table.ts";
 import {
   decodeManifest,
   decodeStoreInfo,
+  type IncludedFile,
+  includedPath,
   indexPath,
   type Manifest,
   MANIFEST_NAME_RE,
@@ -23,6 +25,7 @@ import {
   type StoreInfo,
 } from "./format.ts";
 import { fromHex } from "./hash.ts";
+import { MAX_INCLUDED_STORED_BYTES, openIncluded } from "./included.ts";
 import {
   type DecodedIndex,
   decodeBlock,
@@ -177,6 +180,11 @@ export class StoreReader {
   }
 
   /** Read one block, decompress it and check its digest. */
+  /** A carried file's content (store/included.ts), fetched and checked against its name and size. */
+  async carriedFile(f: IncludedFile): Promise<Uint8Array> {
+    return openIncluded(await this.source.get(includedPath(f.name), MAX_INCLUDED_STORED_BYTES), f, this.keys, this.location);
+  }
+
   async block(loc: BlockLocation): Promise<Uint8Array> {
     const path = packPath(loc.packId);
     const stored = await this.source.getRange(path, loc.offset, loc.storedLength);

@@ -12,13 +12,13 @@
  */
 import { CairnError, errorMessage } from "../errors.ts";
 import { DigestTable } from "./digest-table.ts";
-import { includedPath, type Manifest, packPath, SEGMENT_ENTRY_BYTES } from "./format.ts";
+import { type Manifest, packPath, SEGMENT_ENTRY_BYTES } from "./format.ts";
 import { toHex } from "./hash.ts";
 import { decodeBlock, INDEX_ENTRY_BYTES, PACK_MAGIC, readIndexEntry } from "./pack.ts";
 import { type BlockLocation, hintedPacks, type StoreReader, windowSegments } from "./reader.ts";
 import type { Store } from "./store.ts";
 import { chainPath, decodeSegment, indexLog, LOG_DIR, MAX_SEGMENT_BYTES, segmentOf, type SegmentRef } from "./log.ts";
-import { MAX_INCLUDED_STORED_BYTES, openIncluded } from "./included.ts";
+import { openIncluded } from "./included.ts";
 import type { StreamReader } from "./stream-reader.ts";
 
 export interface CheckpointVerdict {
@@ -85,7 +85,7 @@ export async function verifyCheckpoints(
     // the files carried with it: each there, opening, and matching its name
     for (const f of m.files ?? []) {
       try {
-        openIncluded(await reader.source.get(includedPath(f.name), MAX_INCLUDED_STORED_BYTES), f, reader.keys, reader.location);
+        await reader.carriedFile(f);
       } catch (e) {
         problem(`carried file ${f.path}: ${errorMessage(e)}`);
       }
