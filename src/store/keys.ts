@@ -87,8 +87,8 @@ export function removeKey(location: string, removed: KeyFile): Promise<KeyChange
  */
 export function rotateKey(location: string, file: KeyFile): Promise<KeyChange> {
   return changeSlots(location, [file], (enc, where) => {
-    const slot = enc.slots.find((s) => s.generation === enc.generation && unwrapMaster(file.key, s));
-    const bundle = slot && unwrapMaster(file.key, slot);
+    let bundle: Uint8Array | undefined;
+    for (const s of enc.slots) if (!bundle && s.generation === enc.generation) bundle = unwrapMaster(file.key, s);
     if (!bundle) throw new CairnError("E_KEY_WRONG", `the key file ${file.path} does not open the store at ${where}`);
     bundle.set(generateKey(), 0);
     enc.generation += 1;

@@ -212,7 +212,6 @@ export class LocalStore {
     await fsyncDirAsync(join(this.dir, "packs"));
   }
 
-  /** Write a manifest last and atomically: from this moment the checkpoint exists (the disk is waited for off the calling thread). */
   /** Store `data` at `path` (a content-named object) unless it is there already. */
   async writeObjectOnce(path: string, data: Uint8Array): Promise<void> {
     const file = join(this.dir, path);
@@ -221,6 +220,7 @@ export class LocalStore {
     await writeFileAtomicAsync(file, data);
   }
 
+  /** Write a manifest last and atomically: from this moment the checkpoint exists (the disk is waited for off the calling thread). */
   async writeManifest(m: Omit<Manifest, "checksum">): Promise<number> {
     mkdirSync(join(this.dir, "manifests"), { recursive: true, mode: DIR_MODE });
     const data = sealedIfKeys(encodeManifest(m), manifestPath(m.id), this.keys);
