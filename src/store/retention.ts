@@ -93,12 +93,12 @@ export function decideRetention(entries: RetentionEntry[], p: RetentionPolicy): 
   const keepAll = p.last <= 0 && !needsTimes(p);
   if (keepAll) for (const e of newestFirst) reasons.get(e.id)!.push("keep all");
   for (let i = 0; i < Math.min(p.last, newestFirst.length); i++) reasons.get(newestFirst[i]!.id)!.push(`last ${i + 1}/${p.last}`);
+  // newest first by creation time: the first checkpoint a rule meets in a new period is its newest
+  const timed = newestFirst.filter((e) => e.created !== undefined).sort((a, b) => Date.parse(b.created!) - Date.parse(a.created!) || b.id - a.id);
   for (const rule of PERIOD_RULES) {
     if (p[rule] <= 0) continue;
     let seen: string | undefined;
     let n = 0;
-    // newest first by creation time: the first checkpoint met in a new period is its newest
-    const timed = newestFirst.filter((e) => e.created !== undefined).sort((a, b) => Date.parse(b.created!) - Date.parse(a.created!) || b.id - a.id);
     for (const e of timed) {
       if (n >= p[rule]) break;
       const period = periodOf(rule, Date.parse(e.created!));
@@ -115,9 +115,14 @@ export function decideRetention(entries: RetentionEntry[], p: RetentionPolicy): 
     .sort((a, b) => a.id - b.id);
 }
 
+/** The ids the decisions remove (ascending). */
+export function expiredBy(decisions: RetentionDecision[]): number[] {
+  return decisions.filter((d) => !d.keep).map((d) => d.id);
+}
+
 /** The checkpoints (ascending ids) that expire when the newest `keep` are kept; 0 keeps all. */
 export function expiredCheckpoints(ids: number[], keep: number): number[] {
-  return decideRetention(ids.map((id) => ({ id })), keepLast(keep)).filter((d) => !d.keep).map((d) => d.id);
+  return expiredBy(decideRetention(ids.map((id) => ({ id })), keepLast(keep)));
 }
 
 /** The decisions for a store's checkpoints: their creation times are read only when a rule needs them. */
@@ -140,6 +145,8 @@ export async function retentionOf(reader: StoreReader, ids: number[], p: Retenti
 }
 
 export interface RetentionResult {
+  /** What the policy decided for each checkpoint (empty when retention was postponed). */
+  decisions: RetentionDecision[];
   removed: number[];
   gc?: GcResult;
   skipped?: string;
@@ -171,10 +178,11 @@ export async function applyLocalRetention(
     try {
       readers = FileLock.exclusive(join(dir, STORE_READERS_LOCK_FILE), () => new CairnError("E_BUSY", "busy"));
     } catch {
-      return { removed: [], skipped: "a restore, verify, export or copy to the remote is reading the store" };
+      return { decisions: [], removed: [], skipped: "a restore, verify, export or copy to the remote is reading the store" };
     }
     const ids = await store.reader.manifestIds();
-    const removed = (await retentionOf(store.reader, ids, policy)).filter((d) => !d.keep).map((d) => d.id);
+    const decisions = await retentionOf(store.reader, ids, policy);
+    const removed = expiredBy(decisions);
     for (const id of removed) await store.removeManifest(id);
     if (removed.length > 0 && store.info.encryption) {
       try {
@@ -198,10 +206,10 @@ export async function applyLocalRetention(
     const pool = workers?.alive ? workers : new WorkerPool(1);
     try {
       const job: StoreJob = { job: "store", op: "gc", storeDir: dir, minLiveFraction: 0.5, sync, checkpointsRemoved: removed.length > 0 && lookForDeadBlocks, keys: store.keys?.spec };
-      return { removed, gc: await pool.call<GcResult>(0, job) };
+      return { decisions, removed, gc: await pool.call<GcResult>(0, job) };
     } catch (e) {
       logger.warn(`garbage collection in ${dir} failed: ${errorMessage(e)}`);
-      return { removed };
+      return { decisions, removed };
     } finally {
       if (pool !== workers) pool.terminate(new CairnError("E_CANCELLED", "garbage collection ended"));
     }
@@ -238,7 +246,7 @@ export async function applyRemoteRetention(
 ): Promise<{ removed: number[]; kept: number[]; skipped?: string }> {
   const store = new StoreReader(remote, keys);
   const ids = await store.manifestIds();
-  const expired = (await retentionOf(store, ids, policy)).filter((d) => !d.keep).map((d) => d.id);
+  const expired = expiredBy(await retentionOf(store, ids, policy));
   if (expired.length === 0) return { removed: [], kept: ids };
   const before = await readLeases(remote.random);
   if (before.live.length > 0) {
@@ -326,7 +334,7 @@ export async function pruneLocalStore(dir: string, policy: RetentionPolicy, o: {
   const base = { dir, policy: describePolicy(policy), dry_run: o.dryRun };
   if (o.dryRun) {
     const checkpoints = await retentionOf(reader, await reader.manifestIds(), policy);
-    return { ...base, checkpoints, removed: checkpoints.filter((d) => !d.keep).map((d) => d.id) };
+    return { ...base, checkpoints, removed: expiredBy(checkpoints) };
   }
   const claim = LocalStore.claim(dir, (holder) =>
     new CairnError("E_BUSY", `a running node (pid ${holder?.pid ?? "unknown"}) owns ${dir}; its own retention applies its policy after each checkpoint`, {
@@ -334,10 +342,9 @@ export async function pruneLocalStore(dir: string, policy: RetentionPolicy, o: {
     }),
   );
   try {
-    const checkpoints = await retentionOf(reader, await reader.manifestIds(), policy);
     const r = await applyLocalRetention(dir, info.node_id, policy, true, o.logger, true, undefined, undefined, o.keyFile);
     if (r.skipped) throw new CairnError("E_BUSY", `nothing was removed: ${r.skipped}`, { hint: "run it again once that is done" });
-    return { ...base, checkpoints, removed: r.removed, freed_bytes: r.gc?.freedBytes ?? 0 };
+    return { ...base, checkpoints: r.decisions, removed: r.removed, freed_bytes: r.gc?.freedBytes ?? 0 };
   } finally {
     claim.release();
   }
