@@ -326,7 +326,8 @@ export class CheckpointManager {
       run.state = "done";
       run.finished = new Date(this.clock.now()).toISOString();
       this.storeBytes = dirBytes(config.dir);
-      if ((await latestCheckpointTime(config.dir, this.deps.keyFile)) !== undefined) this.warm();
+      // (warm finds the newest checkpoint itself, and does nothing where there is none: no manifest need be read here)
+      this.warm();
       this.last = run;
       if (run.outcome === "success") this.lastSuccess = run;
       this.current = undefined;

@@ -143,8 +143,8 @@ export class CairnNode {
       const tracker = ChangeTracker.resume(config.storagePath, live, markBeforeOpen);
       const cc = config.checkpoint;
       const keyFile = cc.keyFile ? configuredKey(cc.keyFile) : undefined;
-      // an encrypted store never takes plaintext checkpoints, nor the other way round: refused now, not at the first checkpoint
-      LocalStore.keysOf(cc.dir, keyFile);
+      // refused now, not at the first checkpoint: another node's store, a copy, and an encrypted
+      // store without the key or a plaintext one with it (never a mix)
       LocalStore.assertWritableBy(cc.dir, opened.nodeId, keyFile);
       // the store is claimed now if it exists, else once the first checkpoint has made it
       if (existsSync(cc.dir)) storeClaim = claimStore(cc.dir);

@@ -148,7 +148,8 @@ export class LocalStore {
 
   /**
    * Refuse now, at a node's start, a configured store that is another node's (a clone's
-   * config still naming its source's store, say) or a copy: the node could never write into it.
+   * config still naming its source's store, say), a copy, or one whose encryption the node's
+   * key does not match: the node could never write into it.
    */
   static assertWritableBy(dir: string, nodeId: string, keyFile: KeyFile | undefined): void {
     if (existsSync(join(dir, STORE_FILE))) LocalStore.ownInfo(dir, nodeId, keyFile);
