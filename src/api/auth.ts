@@ -46,48 +46,10 @@ export class TokenSet {
   }
 
   static read(file: string, opts: TokenFileOptions): TokenSet {
-    let text: string;
-    try {
-      const st = statSync(file);
-      if (!st.isFile()) throw new CairnError("E_CONFIG", `${opts.key}: ${file} is not a regular file`);
-      if ((st.mode & 0o077) !== 0) {
-        throw new CairnError("E_CONFIG", `${opts.key}: ${file} has mode ${(st.mode & 0o777).toString(8).padStart(4, "0")}; a token file must be owner-only`, {
-          hint: `chmod 600 ${file}`,
-        });
-      }
-      if (typeof process.getuid === "function" && st.uid !== process.getuid() && st.uid !== 0) {
-        throw new CairnError("E_CONFIG", `${opts.key}: ${file} belongs to another user (uid ${st.uid})`, { hint: `chown it to the node's user` });
-      }
-      text = readFileSync(file, "utf8");
-    } catch (e) {
-      if (e instanceof CairnError) throw e;
-      const why = sysCode(e) === "ENOENT" ? "no such file" : errorMessage(e);
-      throw new CairnError("E_CONFIG", `${opts.key}: cannot read ${file}: ${why}`, { cause: e });
-    }
-    const entries: Entry[] = [];
-    const lines = text.split("\n");
-    for (let i = 0; i < lines.length; i++) {
-      const line = lines[i]!.trim();
-      if (line === "" || line.startsWith("#")) continue;
-      const where = `${opts.key}: ${file} line ${i + 1}`;
-      const fields = line.split(/\s+/);
-      const token = fields[0]!;
-      if (!TOKEN_RE.test(token)) throw new CairnError("E_CONFIG", `${where}: the token has characters a bearer token cannot have (letters, digits and -._~+/ only)`);
-      if (token.length < MIN_TOKEN_CHARS) throw new CairnError("E_CONFIG", `${where}: the token is shorter than ${MIN_TOKEN_CHARS} characters`, { hint: "make one with: openssl rand -hex 32" });
-      let scopes: Set<string> = new Set();
-      if (opts.scopes) {
-        if (fields.length !== 2) throw new CairnError("E_CONFIG", `${where}: expected "TOKEN SCOPE[,SCOPE]" with scopes from ${opts.scopes.join(", ")}`);
-        scopes = new Set(fields[1]!.split(","));
-        for (const s of scopes) {
-          if (!opts.scopes.includes(s)) throw new CairnError("E_CONFIG", `${where}: unknown scope ${JSON.stringify(s)} (expected ${opts.scopes.join(", ")})`);
-        }
-      } else if (fields.length !== 1) {
-        throw new CairnError("E_CONFIG", `${where}: expected one token on the line and nothing else`);
-      }
-      entries.push({ digest: digestOf(token), scopes });
-    }
-    if (entries.length === 0) throw new CairnError("E_CONFIG", `${opts.key}: ${file} holds no token`, { hint: "one token per line; make one with: openssl rand -hex 32" });
-    return new TokenSet(entries, file);
+    return new TokenSet(
+      readTokenFile(file, opts).map((t) => ({ digest: digestOf(t.token), scopes: t.scopes })),
+      file,
+    );
   }
 
   /**
@@ -105,6 +67,60 @@ export class TokenSet {
     const equal = timingSafeEqual(candidate.digest, presented);
     return equal && m && candidate !== NO_MATCH ? candidate.scopes : undefined;
   }
+}
+
+/**
+ * The tokens of a token file, each with its scopes, checked as the file's rules say (owner-only,
+ * well-formed lines); E_CONFIG naming the file and line, never a token.
+ */
+function readTokenFile(file: string, opts: TokenFileOptions): { token: string; scopes: ReadonlySet<string> }[] {
+  let text: string;
+  try {
+    const st = statSync(file);
+    if (!st.isFile()) throw new CairnError("E_CONFIG", `${opts.key}: ${file} is not a regular file`);
+    if ((st.mode & 0o077) !== 0) {
+      throw new CairnError("E_CONFIG", `${opts.key}: ${file} has mode ${(st.mode & 0o777).toString(8).padStart(4, "0")}; a token file must be owner-only`, {
+        hint: `chmod 600 ${file}`,
+      });
+    }
+    if (typeof process.getuid === "function" && st.uid !== process.getuid() && st.uid !== 0) {
+      throw new CairnError("E_CONFIG", `${opts.key}: ${file} belongs to another user (uid ${st.uid})`, { hint: `chown it to the node's user` });
+    }
+    text = readFileSync(file, "utf8");
+  } catch (e) {
+    if (e instanceof CairnError) throw e;
+    const why = sysCode(e) === "ENOENT" ? "no such file" : errorMessage(e);
+    throw new CairnError("E_CONFIG", `${opts.key}: cannot read ${file}: ${why}`, { cause: e });
+  }
+  const entries: { token: string; scopes: ReadonlySet<string> }[] = [];
+  const lines = text.split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!.trim();
+    if (line === "" || line.startsWith("#")) continue;
+    const where = `${opts.key}: ${file} line ${i + 1}`;
+    const fields = line.split(/\s+/);
+    const token = fields[0]!;
+    if (!TOKEN_RE.test(token)) throw new CairnError("E_CONFIG", `${where}: the token has characters a bearer token cannot have (letters, digits and -._~+/ only)`);
+    if (token.length < MIN_TOKEN_CHARS) throw new CairnError("E_CONFIG", `${where}: the token is shorter than ${MIN_TOKEN_CHARS} characters`, { hint: "make one with: openssl rand -hex 32" });
+    let scopes: Set<string> = new Set();
+    if (opts.scopes) {
+      if (fields.length !== 2) throw new CairnError("E_CONFIG", `${where}: expected "TOKEN SCOPE[,SCOPE]" with scopes from ${opts.scopes.join(", ")}`);
+      scopes = new Set(fields[1]!.split(","));
+      for (const s of scopes) {
+        if (!opts.scopes.includes(s)) throw new CairnError("E_CONFIG", `${where}: unknown scope ${JSON.stringify(s)} (expected ${opts.scopes.join(", ")})`);
+      }
+    } else if (fields.length !== 1) {
+      throw new CairnError("E_CONFIG", `${where}: expected one token on the line and nothing else`);
+    }
+    entries.push({ token, scopes });
+  }
+  if (entries.length === 0) throw new CairnError("E_CONFIG", `${opts.key}: ${file} holds no token`, { hint: "one token per line; make one with: openssl rand -hex 32" });
+  return entries;
+}
+
+/** The first token of a token file (what a client sends), under the same rules as the node reads it with. */
+export function firstToken(file: string, key: string): string {
+  return readTokenFile(file, { key })[0]!.token;
 }
 
 function digestOf(token: string): Uint8Array {

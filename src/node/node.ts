@@ -34,7 +34,7 @@ import { type KeyFile, readKeyFile } from "../store/crypto.ts";
 import { LocalStore } from "../store/dir/writer.ts";
 import { openTarget } from "../store/open.ts";
 import { isReadWrite } from "../store/backend.ts";
-import { readTls, TokenSet } from "../api/auth.ts";
+import { readTls, type TokenFileOptions, TokenSet } from "../api/auth.ts";
 import { RestAccess, registerAccessMetrics, SCOPES } from "../api/access.ts";
 import { isLoopback } from "../util/net.ts";
 import { describePolicy } from "../store/retention.ts";
@@ -463,24 +463,24 @@ export class CairnNode {
       applied.push(`log_level ${this.logger.level()} → ${next.logLevel}`);
       this.logger.setLevel(next.logLevel);
     }
-    if (next.adminApi && this.adminTokens && next.adminApi.tokenFile === this.config.adminApi?.tokenFile) {
+    // a token file read again (same path): a file that became unreadable or unsafe keeps the previous tokens
+    const reread = (file: string, opts: TokenFileOptions, what: string, api: string): TokenSet | undefined => {
       try {
-        const tokens = TokenSet.read(next.adminApi.tokenFile, { key: "admin_api.token_file" });
-        this.adminTokens = tokens;
-        applied.push(`admin_api tokens re-read (${tokens.size})`);
+        const tokens = TokenSet.read(file, opts);
+        applied.push(`${what} tokens re-read (${tokens.size})`);
+        return tokens;
       } catch (e) {
-        log.error(`SIGHUP: the admin API keeps its previous tokens: ${errorMessage(e)}`);
+        log.error(`SIGHUP: the ${api} keeps its previous tokens: ${errorMessage(e)}`);
+        return undefined;
       }
+    };
+    const aa = this.config.adminApi;
+    if (aa && this.adminTokens && next.adminApi?.tokenFile === aa.tokenFile) {
+      this.adminTokens = reread(aa.tokenFile, { key: "admin_api.token_file" }, "admin_api", "admin API") ?? this.adminTokens;
     }
     const ra = this.config.restAccess;
     if (ra?.tokensFile && next.restAccess?.tokensFile === ra.tokensFile) {
-      try {
-        const tokens = TokenSet.read(ra.tokensFile, { key: "rest_api.tokens_file", scopes: SCOPES });
-        this.restTokens = tokens;
-        applied.push(`rest_api tokens re-read (${tokens.size})`);
-      } catch (e) {
-        log.error(`SIGHUP: the REST API keeps its previous tokens: ${errorMessage(e)}`);
-      }
+      this.restTokens = reread(ra.tokensFile, { key: "rest_api.tokens_file", scopes: SCOPES }, "rest_api", "REST API") ?? this.restTokens;
     }
     if (ra?.tls && JSON.stringify(next.restAccess?.tls) === JSON.stringify(ra.tls)) {
       try {

@@ -1,7 +1,7 @@
 import { defineCommand } from "citty";
 import { readFileSync } from "node:fs";
 import { CairnError, errorMessage } from "../../errors.ts";
-import { TokenSet } from "../../api/auth.ts";
+import { firstToken } from "../../api/auth.ts";
 import { setAdminTarget } from "./context.ts";
 
 export default defineCommand({
@@ -23,8 +23,7 @@ export default defineCommand({
     const tokenFile = args["token-file"] ?? process.env.CAIRN_ADMIN_TOKEN_FILE;
     if (!tokenFile) throw new CairnError("E_USAGE", "--url needs --token-file F (or CAIRN_ADMIN_TOKEN_FILE)");
     // the same rules as the node's: an owner-only file; the first token in it is sent
-    TokenSet.read(tokenFile, { key: "--token-file" });
-    const token = readFileSync(tokenFile, "utf8").split("\n").map((l) => l.trim()).find((l) => l !== "" && !l.startsWith("#"))!;
+    const token = firstToken(tokenFile, "--token-file");
     let ca: string | undefined;
     if (args["ca-file"]) {
       try {
