@@ -155,6 +155,12 @@ function describeValue(value: unknown): string {
   return String(value);
 }
 
+/** A validated host:port (IPv6 in brackets) as host and port. */
+function hostAndPort(address: string): { host: string; port: number } {
+  const m = ADDRESS_RE.exec(address)!;
+  return { host: m[1]!.replace(/^\[|\]$/g, ""), port: Number(m[2]) };
+}
+
 type RetentionDoc = NonNullable<NonNullable<ConfigDocument["checkpoint_config"]>["retention"]>;
 
 /** The retention rules: the mapping if given (its keep_last from the count key when it has none), else keep_last = the count. */
@@ -174,18 +180,17 @@ export function resolveConfig(doc: ConfigDocument, baseDir: string): NodeConfig 
     cc.db_checkpoint_interval !== undefined
       ? cc.db_checkpoint_interval.secs + cc.db_checkpoint_interval.nanos / 1e9
       : (cc.db_checkpoint_interval_secs ?? DEFAULTS.intervalSecs);
-  const m = ADDRESS_RE.exec(doc.rest_api_address ?? DEFAULTS.restApiAddress)!;
-  const admin = doc.admin_api && ADDRESS_RE.exec(doc.admin_api.address)!;
+  const tlsOf = (t: { cert_file: string; key_file: string } | undefined) => (t ? { tls: { certFile: resolve(baseDir, t.cert_file), keyFile: resolve(baseDir, t.key_file) } } : {});
   return {
     storagePath,
     adminSocketPath: doc.admin_socket_path ? resolve(baseDir, doc.admin_socket_path) : resolve(home, "admin.socket"),
-    restApi: { host: m[1]!.replace(/^\[|\]$/g, ""), port: Number(m[2]) },
+    restApi: hostAndPort(doc.rest_api_address ?? DEFAULTS.restApiAddress),
     ...(doc.rest_api
       ? {
           restAccess: {
             ...(doc.rest_api.tokens_file ? { tokensFile: resolve(baseDir, doc.rest_api.tokens_file) } : {}),
             anonymous: doc.rest_api.anonymous ?? "none",
-            ...(doc.rest_api.tls ? { tls: { certFile: resolve(baseDir, doc.rest_api.tls.cert_file), keyFile: resolve(baseDir, doc.rest_api.tls.key_file) } } : {}),
+            ...tlsOf(doc.rest_api.tls),
           },
         }
       : {}),
@@ -196,15 +201,8 @@ export function resolveConfig(doc: ConfigDocument, baseDir: string): NodeConfig 
       thresholdBytes: doc.wal_checkpoint_threshold_bytes ?? DEFAULTS.walCheckpointThresholdBytes,
       intervalMs: Math.round((doc.wal_checkpoint_interval_secs ?? DEFAULTS.walCheckpointIntervalSecs) * 1000),
     },
-    ...(doc.admin_api && admin
-      ? {
-          adminApi: {
-            host: admin[1]!.replace(/^\[|\]$/g, ""),
-            port: Number(admin[2]),
-            tokenFile: resolve(baseDir, doc.admin_api.token_file),
-            ...(doc.admin_api.tls ? { tls: { certFile: resolve(baseDir, doc.admin_api.tls.cert_file), keyFile: resolve(baseDir, doc.admin_api.tls.key_file) } } : {}),
-          },
-        }
+    ...(doc.admin_api
+      ? { adminApi: { ...hostAndPort(doc.admin_api.address), tokenFile: resolve(baseDir, doc.admin_api.token_file), ...tlsOf(doc.admin_api.tls) } }
       : {}),
     checkpoint: {
       dir: cc.db_checkpoint_dir ? resolve(baseDir, cc.db_checkpoint_dir) : resolve(home, "checkpoints"),
