@@ -208,7 +208,10 @@ async function restoreHeld(o: RestoreOptions, reader: Store, dbPath: string, t0:
   assertTrustedDir(dbPath);
   assertTrustedDir(stagingDirFor(dbPath), { noLink: true });
   const existing = describeExisting(dbPath);
-  const asideDir = existing ? asideDirFor(dbPath, new Date().toISOString().replace(/[:.]/g, "-")) : null;
+  // one stamp names everything this restore moves aside (the old database, carried files it replaces)
+  const stamp = new Date().toISOString().replace(/[:.]/g, "-");
+  const filesTo = o.filesTo ? resolve(o.filesTo) : undefined;
+  const asideDir = existing ? asideDirFor(dbPath, stamp) : null;
   const plan = (m: Manifest, latest: boolean): RestorePlan => ({
     checkpoint_id: m.id,
     latest,
@@ -238,7 +241,7 @@ async function restoreHeld(o: RestoreOptions, reader: Store, dbPath: string, t0:
     }
   }
   const latest = o.checkpointId === undefined && o.timestamp === undefined;
-  if (o.dryRun) return { ...plan(first, latest), new_node_id: null, files: plannedFiles(o, first), duration_ms: 0, resumed: false, integrity_check: o.integrityCheck, replayed_txns: 0 };
+  if (o.dryRun) return { ...plan(first, latest), new_node_id: null, files: plannedFiles(o, first, filesTo), duration_ms: 0, resumed: false, integrity_check: o.integrityCheck, replayed_txns: 0 };
   if (!o.newNodeId && !existing) warnIfRecent(o, reader, first, fromLog?.untilMs);
 
   // from here on we hold the target's lock: no node can start on it while we work
@@ -287,7 +290,7 @@ async function restoreHeld(o: RestoreOptions, reader: Store, dbPath: string, t0:
         swapped = true;
         crashPoint("restore:swapped");
         removeDirNoFollow(stagingDirFor(dbPath));
-        const files = placeCarriedFiles(carried, o.filesTo && resolve(o.filesTo), new Date().toISOString().replace(/[:.]/g, "-"));
+        const files = placeCarriedFiles(carried, filesTo, stamp);
         for (const f of files) {
           o.logger.info(`carried file ${f.path}: ${f.action === "unchanged" ? "already there, unchanged" : `put back at ${f.written_to}`}${f.moved_aside_to ? ` (the different one there moved to ${f.moved_aside_to})` : ""}`);
         }
@@ -418,9 +421,9 @@ async function replayArchiveLog(o: RestoreOptions, archive: Store, m: Manifest, 
 }
 
 /** What --with-files / --files-to would do, for a dry run. */
-function plannedFiles(o: RestoreOptions, m: Manifest): PlacedFile[] {
+function plannedFiles(o: RestoreOptions, m: Manifest, filesTo: string | undefined): PlacedFile[] {
   if (!o.withFiles && !o.filesTo) return [];
-  return (m.files ?? []).map((f) => ({ path: f.path, written_to: targetOf(f, o.filesTo && resolve(o.filesTo)), action: "written" as const }));
+  return (m.files ?? []).map((f) => ({ path: f.path, written_to: targetOf(f, filesTo), action: "written" as const }));
 }
 
 /** The files `m` carries, each read (from the archive's pass, or the store) and checked against its name. */
