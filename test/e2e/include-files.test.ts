@@ -7,18 +7,15 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync, chmodSync, copyFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { admin, createCheckpoint, flipByte, listJson, putAll, verify } from "../helpers/checkpoint.ts";
+import { admin, createCheckpoint, filesUnder, flipByte, listJson, putAll, verify } from "../helpers/checkpoint.ts";
 import { pseudoRandomBytes, runCairn, startNode } from "../helpers/node.ts";
 import { restore } from "../helpers/restore.ts";
 import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
 
 cleanTmpDirsAfterEach();
 
-function filesUnderStore(store: string): string[] {
-  const root = join(store, "files");
-  if (!existsSync(root)) return [];
-  return readdirSync(root, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name)).sort();
-}
+/** The carried files' stored objects, as paths under the store (files/<xx>/<name>). */
+const filesUnderStore = (store: string) => filesUnder(store, "files");
 
 describe("include_files", () => {
   test("carried, stored once per change, listed, verified, put back (moved aside when different, or under --files-to), exported, collected; a missing one fails the checkpoint", async () => {
@@ -85,7 +82,7 @@ describe("include_files", () => {
     expect(readFileSync(join(under2, keyFile), "utf8")).toBe('{"key": "v2-rotated"}\n');
 
     // damage: a flipped byte in a carried file is found by verify and refused by restore, the target untouched
-    const stored = filesUnderStore(store);
+    const stored = filesUnderStore(store).map((f) => join(store, f));
     const v1 = stored.find((f) => readFileSync(f, "utf8").includes("v1-MARKER"))!;
     const keep = join(tmpDir(), "v1");
     copyFileSync(v1, keep);
