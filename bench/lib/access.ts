@@ -7,7 +7,7 @@
  */
 import { chmodSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { runLoad } from "./load.ts";
+import { putBlob, runLoad } from "./load.ts";
 import { ensureBinary, type RunningNode, withNode } from "./node.ts";
 import { met, num, ratio, table } from "./report.ts";
 import type { Section } from "./section.ts";
@@ -18,14 +18,8 @@ const ROUNDS = 9;
 const TOKENS = 100;
 const TARGET = 0.95;
 
-async function put(url: string, id: string, body: Uint8Array, token?: string): Promise<void> {
-  const res = await fetch(`${url}/v1/blobs/${id}`, { method: "PUT", body, headers: token ? { authorization: `Bearer ${token}` } : {} });
-  await res.arrayBuffer();
-  if (res.status !== 201 && res.status !== 204) throw new Error(`PUT ${id}: HTTP ${res.status}`);
-}
-
 async function round(node: RunningNode, tag: string, bodies: Uint8Array[], token?: string): Promise<number> {
-  const r = await runLoad({ count: bodies.length, concurrency: 16, timeCapMs: CELL_TIME_CAP_MS * 2, request: (i) => put(node.url, `${tag}-${i}`, bodies[i]!, token) });
+  const r = await runLoad({ count: bodies.length, concurrency: 16, timeCapMs: CELL_TIME_CAP_MS * 2, request: (i) => putBlob(node.url, `${tag}-${i}`, bodies[i]!, token) });
   if (r.failed > 0) throw new Error(`${tag}: ${r.failed} PUTs failed: ${r.firstFailure}`);
   return r.okIndices.length / (r.elapsedMs / 1000);
 }

@@ -69,9 +69,9 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
   return { attempted: next, okIndices, failed, firstFailure, elapsedMs, latenciesMs, capped };
 }
 
-/** PUT one blob; throws unless the node answers 201 or 204. */
-export async function putBlob(url: string, id: string, body: Uint8Array): Promise<void> {
-  const res = await fetch(`${url}/v1/blobs/${id}`, { method: "PUT", body });
+/** PUT one blob (with a bearer token if given); throws unless the node answers 201 or 204. */
+export async function putBlob(url: string, id: string, body: Uint8Array, token?: string): Promise<void> {
+  const res = await fetch(`${url}/v1/blobs/${id}`, { method: "PUT", body, headers: token ? { authorization: `Bearer ${token}` } : {} });
   if (res.status === 201 || res.status === 204) {
     await res.arrayBuffer();
     return;
