@@ -29,6 +29,7 @@
 import { CairnError, errorMessage, isDiskFull } from "../errors.ts";
 import type { ChangeTracker, TakenChanges } from "../engine/change-tracker.ts";
 import type { LiveFiles } from "../engine/live-files.ts";
+import type { PausedFolds } from "../engine/wal.ts";
 import type { WalOverlay } from "../engine/sqlite-files.ts";
 import type { Logger } from "../log.ts";
 import type { KeyFile } from "../store/crypto.ts";
@@ -56,7 +57,7 @@ const RANGE_BLOCKS = RANGE_SEGMENTS * SEGMENT_BLOCKS;
 const SAMPLE_BLOCKS = 64;
 
 export interface WalPauser {
-  pause(): Promise<() => void>;
+  pause(): Promise<PausedFolds>;
 }
 
 export interface CheckpointOptions {
@@ -312,16 +313,17 @@ async function readImage(
   storeKey: string,
   phases: Phases,
 ): Promise<ImageRead> {
-  const resume = await o.wal.pause();
+  const folds = await o.wal.pause();
   let pinned: ReturnType<typeof pinSnapshot> | undefined;
   let changes: TakenChanges | undefined;
   try {
     // the log position first: what it names is in the image (a commit by another program in
     // between is in the image too, and shipped after it: applying its pages again changes nothing)
     const logPosition = o.shipper?.beforePin();
-    pinned = pinSnapshot(o.live);
+    pinned = pinSnapshot(o.live, folds.folding);
     // the same instant as the pin: no commit can come in between (same thread)
-    changes = o.tracker?.take(storeKey, prev?.manifest.id, pinned.walHeader);
+    changes = o.tracker?.take(storeKey, prev?.manifest.id, pinned.walHeader, folds.folding !== undefined);
+    if (folds.folding) o.logger.debug("checkpoint pinned beside a running WAL fold (passive)");
     crashPoint("checkpoint:snapshot-pinned");
     const overlay = pinned.walIndex
       ? await pool.call<WalOverlay, CheckpointJob>(0, { job: "checkpoint", op: "scanWal", walFd: o.live.walFd, shmFd: o.live.shmFd, walIndex: pinned.walIndex })
@@ -350,14 +352,14 @@ async function readImage(
     }
     if (scanReason) o.logger.info(`checkpoint reads the whole database: ${scanReason}`);
     const built = await buildRanges(pool, spec, blockSize, prev, changed, o.onProgress);
-    pinned.checkGuard();
+    await pinned.checkGuard();
     return { spec, totals: pinned.totals, changes, scan: changed ? "changes" : "full", scanReason, logPosition, ...built };
   } catch (e) {
     changes?.abandon();
     throw e;
   } finally {
     pinned?.release();
-    resume();
+    folds.resume();
   }
 }
 

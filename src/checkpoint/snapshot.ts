@@ -10,6 +10,13 @@
  * A guard compares the database file's size and mtime at the end: if anything else wrote it
  * (an operator's sqlite3 running a checkpoint, say) the snapshot is refused, never kept.
  *
+ * A PASSIVE fold of the node's that was already running is let finish beside the pin
+ * (engine/wal.ts): it copies into the database file only frames up to the lowest read mark,
+ * and the pin's mark is the end of the WAL as pinned, so every page it writes is one whose
+ * frame the snapshot lays over the file anyway (the file's bytes of it are never used); it
+ * truncates the file only when no frame came after the pin, to the snapshot's own size. The
+ * guard's "before" is then the file as that fold left it.
+ *
  * Every read of the live files goes through the node's own descriptors (LiveFiles): opening
  * and closing one here would drop SQLite's locks (see engine/live-files.ts). The connection
  * pinned here is SQLite's own, and SQLite keeps its descriptors open while others hold locks.
@@ -35,8 +42,8 @@ export interface PinnedSnapshot {
   dbFilePages: number;
   /** The node's running totals as of the snapshot. */
   totals: { blob_count: number; blob_bytes: number };
-  /** Throws E_SNAPSHOT_CHANGED if the database file changed since the pin. */
-  checkGuard(): void;
+  /** Throws E_SNAPSHOT_CHANGED if the database file changed since the pin (or since the fold running at the pin ended). */
+  checkGuard(): Promise<void>;
   release(): void;
 }
 
@@ -46,7 +53,8 @@ function dbHeaderPageSize(dbFd: number): number {
   return headerPageSize(buf);
 }
 
-export function pinSnapshot(live: LiveFiles): PinnedSnapshot {
+/** `folding`: the node's PASSIVE fold running at the pin, if one is; it settles when the fold has ended. */
+export function pinSnapshot(live: LiveFiles, folding?: Promise<void>): PinnedSnapshot {
   const dbFile = live.dbFile;
   const conn = new Database(dbFile, { readwrite: true, create: false });
   let open = true;
@@ -66,7 +74,12 @@ export function pinSnapshot(live: LiveFiles): PinnedSnapshot {
     // --- from here to the end of this function nothing else can commit (same thread) ---
     const totals = conn.query<{ blob_count: number; blob_bytes: number }, []>("SELECT blob_count, blob_bytes FROM totals").get()!;
     const hdr = readWalIndexHeader(live.shmFd);
-    const before = fstatSync(live.dbFd);
+    const atPin = fstatSync(live.dbFd);
+    let before = atPin;
+    const settled = folding?.then(
+      () => void (before = fstatSync(live.dbFd)),
+      () => void (before = fstatSync(live.dbFd)),
+    );
     const useWal = hdr.mxFrame > hdr.nBackfill;
     const pageSize = useWal ? hdr.pageSize : dbHeaderPageSize(live.dbFd);
     return {
@@ -75,9 +88,10 @@ export function pinSnapshot(live: LiveFiles): PinnedSnapshot {
       walIndex: useWal ? hdr : undefined,
       walHeader: hdr,
       pageSize,
-      dbFilePages: Math.floor(before.size / pageSize),
+      dbFilePages: Math.floor(atPin.size / pageSize),
       totals,
-      checkGuard() {
+      async checkGuard() {
+        await settled;
         const after = fstatSync(live.dbFd);
         if (after.size !== before.size || after.mtimeMs !== before.mtimeMs) {
           throw new CairnError(

@@ -28,6 +28,7 @@ import { framePages, readWalIndexHeader } from "./sqlite-files.ts";
 
 export const CHANGES_FILE = "cairn-changes";
 const MAGIC = "CAIRNCH1";
+const CHANGED_BY_OTHER = "the database file was changed by something other than the node's own WAL folds";
 
 /** What the database file looked like: a change by anything but the node's folds shows here. */
 export interface FileMark {
@@ -237,6 +238,15 @@ export class ChangeTracker {
     return this.seen;
   }
 
+  /**
+   * Just before each of the node's own folds writes the database file: it must be as the last
+   * one left it, else something else wrote it (checked here too, not only at a checkpoint's
+   * pin: the fold's noteFold takes the file as it finds it).
+   */
+  beforeFold(): void {
+    if (!sameMark(markOf(fstatSync(this.live.dbFd)), this.expected)) this.lose(CHANGED_BY_OTHER);
+  }
+
   /** After each of the node's own folds of the WAL into the database file (its writes waited for a TRUNCATE). */
   noteFold(): void {
     this.look(0);
@@ -262,8 +272,10 @@ export class ChangeTracker {
    * At a checkpoint's pin of `store`, whose newest checkpoint is `prevId` (folds paused, no
    * commit in between): the pages changed since that checkpoint, or why they cannot be used.
    * The tracker starts over from this instant either way; commit() or abandon() settles it.
+   * `folding`: a fold of the node's is still running beside the pin; the file is changing under
+   * it, so its mark is the one that fold leaves (noteFold), checked when it started (beforeFold).
    */
-  take(store: string, prevId: number | undefined, pinned: WalPosition): TakenChanges {
+  take(store: string, prevId: number | undefined, pinned: WalPosition, folding = false): TakenChanges {
     const seen = this.look(0);
     const now = markOf(fstatSync(this.live.dbFd));
     // the image pinned must be what the tracker saw: else a commit came in between (not the node's)
@@ -272,7 +284,7 @@ export class ChangeTracker {
     }
     const before = { bits: this.bits, base: this.base, lost: this.lost };
     // what no later checkpoint can mend unless it reads everything
-    const unproven = this.lost ?? (sameMark(now, this.expected) ? undefined : "the database file was changed by something other than the node's own WAL folds");
+    const unproven = this.lost ?? (folding || sameMark(now, this.expected) ? undefined : CHANGED_BY_OTHER);
     let fallback = unproven;
     if (!fallback && prevId === undefined) fallback = "the store has no checkpoint to build on";
     if (!fallback && (!this.base || this.base.store !== store)) fallback = "the changes are tracked for another store";
@@ -285,7 +297,7 @@ export class ChangeTracker {
     this.base = undefined;
     this.lost = undefined;
     this.seen = { salt1: pinned.salt1, salt2: pinned.salt2, mxFrame: pinned.mxFrame, iChange: pinned.iChange };
-    this.expected = now;
+    if (!folding) this.expected = now;
     let settled = false;
     return {
       pages: fallback ? undefined : before.bits,

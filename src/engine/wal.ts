@@ -18,6 +18,7 @@ import { statSync } from "node:fs";
 import type { Logger } from "../log.ts";
 import { CairnError, errorMessage } from "../errors.ts";
 import { type Clock, every, systemClock } from "../util/clock.ts";
+import { pausePoint } from "../util/crash-point.ts";
 import { WorkerPool } from "../util/worker-pool.ts";
 import type { WalCheckpointMode, WalFoldResult, WalJob } from "./wal-job.ts";
 
@@ -30,12 +31,20 @@ export interface WalCheckpointerOptions {
   intervalMs: number;
   logger: Logger;
   clock?: Clock;
+  /** Told just before each fold writes the database file (engine/change-tracker.ts: was it as the last fold left it?). */
+  beforeFold?: () => void;
   /** Told after every fold, whatever its outcome (engine/change-tracker.ts: the database file as the node left it). */
   onFold?: () => void;
   /** Before a TRUNCATE fold empties the WAL (its writes already wait): WAL shipping ships what is queued first. */
   beforeTruncate?: () => Promise<void> | undefined;
   /** Bytes of WAL frames in all, and not yet in the database file (from the wal-index); else the -wal file's size is used. */
   walBytes?: () => { total: number; pending: number } | undefined;
+}
+
+/** What pause() returns: the PASSIVE fold still running beside the pause, if one is, and the way to end the pause. */
+export interface PausedFolds {
+  folding?: Promise<void>;
+  resume: () => void;
 }
 
 export interface WalStats {
@@ -53,6 +62,8 @@ export class WalCheckpointer {
   private worker?: WorkerPool;
   private stopTimer?: () => void;
   private running?: Promise<void>;
+  /** The mode of the running fold. */
+  private runningMode?: FoldMode;
   private pauses = 0;
   /** Resolves when writes may proceed; set while a TRUNCATE checkpoint holds the barrier. */
   private barrier?: Promise<void>;
@@ -125,8 +136,10 @@ export class WalCheckpointer {
         : barrierAllowed && b.total > this.opts.thresholdBytes && b.pending <= this.restartBelow
           ? "CATCHUP"
           : "PASSIVE";
+    this.runningMode = mode;
     this.running = this.run(mode).finally(() => {
       this.running = undefined;
+      this.runningMode = undefined;
     });
   }
 
@@ -135,6 +148,8 @@ export class WalCheckpointer {
     if (mode !== "PASSIVE") this.barrier = new Promise((r) => (release = r));
     try {
       if (mode === "TRUNCATE") await this.opts.beforeTruncate?.();
+      await pausePoint(`wal:fold:${mode.toLowerCase()}`);
+      this.opts.beforeFold?.();
       // the catch-up is a PASSIVE fold behind the barrier, not a RESTART checkpoint: it never
       // waits for a lock (RESTART would, in steps of SQLite's busy handler), and the first
       // writer after it finds every frame folded in and starts the WAL over itself
@@ -164,20 +179,26 @@ export class WalCheckpointer {
   }
 
   /**
-   * Stop checkpointing until the returned function is called; waits for a running one to
-   * finish first, so the database file is not written by a checkpoint once this resolves.
+   * Stop starting folds until `resume` is called, for a database checkpoint, which must read a
+   * database file no fold rewrites under it. A PASSIVE fold already running is let finish
+   * beside the checkpoint (`folding` settles when it has): it cannot change what a snapshot
+   * pinned now reads (snapshot.ts says why). A fold behind the write barrier is waited for:
+   * it would wait for the snapshot's read in turn, holding every write.
    * It does not fold the WAL in first: a database checkpoint finds the WAL's pages through
    * the wal-index and reads only those (wal-format.ts), which costs less than a WAL
-   * checkpoint and its fsync (~50 ms after a 1% churn of 1 GB).
+   * checkpoint and its fsync.
    */
-  async pause(): Promise<() => void> {
+  async pause(): Promise<PausedFolds> {
     this.pauses++;
-    await this.running;
+    if (this.runningMode !== "PASSIVE") await this.running;
     let resumed = false;
-    return () => {
-      if (resumed) return;
-      resumed = true;
-      this.pauses--;
+    return {
+      folding: this.running,
+      resume: () => {
+        if (resumed) return;
+        resumed = true;
+        this.pauses--;
+      },
     };
   }
 

@@ -174,6 +174,7 @@ export class CairnNode {
         thresholdBytes: config.walCheckpoint.thresholdBytes,
         intervalMs: config.walCheckpoint.intervalMs,
         logger,
+        beforeFold: () => tracker.beforeFold(),
         onFold: () => tracker.noteFold(),
         beforeTruncate: () => shipper?.beforeWalReset(),
         walBytes: () => walBytesOf(live!),

@@ -15,18 +15,29 @@ export function crashPoint(name: string): void {
  * CAIRN_TEST_PAUSE_POINT names this point, the process says so on stderr
  * ("cairn: test pause point NAME reached") and waits there: until the file named by
  * CAIRN_TEST_PAUSE_RELEASE_FILE exists (at most a minute), or else CAIRN_TEST_PAUSE_MS
- * (default 3000). Workers may pause too.
+ * (default 3000). Workers may pause too. Several points may be named, comma-separated; each
+ * then waits for a release file of its own, the named file's path with "-" and the point's
+ * name (":" as "-") appended.
  */
 export const PAUSE_POINT_ENV = "CAIRN_TEST_PAUSE_POINT";
 export const PAUSE_RELEASE_ENV = "CAIRN_TEST_PAUSE_RELEASE_FILE";
 
+/** The release file of pause point `name` when several are named (see pausePoint). */
+export function pauseReleaseFile(releaseFile: string, name: string): string {
+  return `${releaseFile}-${name.replaceAll(":", "-")}`;
+}
+
 export async function pausePoint(name: string): Promise<void> {
-  if (process.env[PAUSE_POINT_ENV] !== name) return;
+  const named = process.env[PAUSE_POINT_ENV];
+  if (!named) return;
+  const names = named.split(",");
+  if (!names.includes(name)) return;
   process.stderr.write(`cairn: test pause point ${name} reached\n`);
   const release = process.env[PAUSE_RELEASE_ENV];
   if (release) {
+    const file = names.length > 1 ? pauseReleaseFile(release, name) : release;
     const deadline = Date.now() + 60_000;
-    while (!(await Bun.file(release).exists()) && Date.now() < deadline) await Bun.sleep(20);
+    while (!(await Bun.file(file).exists()) && Date.now() < deadline) await Bun.sleep(20);
     return;
   }
   await Bun.sleep(Number(process.env.CAIRN_TEST_PAUSE_MS ?? 3000));

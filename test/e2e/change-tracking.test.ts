@@ -18,6 +18,7 @@ import { toHex } from "../../src/store/hash.ts";
 import { readIndexEntry } from "../../src/store/pack.ts";
 import { LOC_WORDS, StoreReader } from "../../src/store/reader.ts";
 import { waitFor } from "../helpers/wait.ts";
+import { pauseReleaseFile } from "../../src/util/crash-point.ts";
 
 cleanTmpDirsAfterEach();
 
@@ -111,7 +112,7 @@ interface Taken {
  * WAL; the copy is then folded into one file by the stock sqlite3 (its recovery replays the
  * committed frames), which is the database as of that instant, page for page.
  */
-async function checkpointWithCopy(p: Pausing, copyDir: string, path?: string): Promise<Taken> {
+async function checkpointWithCopy(p: Pausing, copyDir: string, path?: string, whilePinned?: () => Promise<void>): Promise<Taken> {
   if (existsSync(p.releaseFile)) unlinkSync(p.releaseFile);
   const before = p.node.logs().split(PAUSED).length;
   const running = adminAsync(p.node, ["checkpoint", "create", ...(path ? ["--path", path] : [])]);
@@ -120,6 +121,7 @@ async function checkpointWithCopy(p: Pausing, copyDir: string, path?: string): P
   const copy = join(copyDir, "copy.db");
   copyFileSync(join(p.node.storage, "cairn.db"), copy);
   if (existsSync(join(p.node.storage, "cairn.db-wal"))) copyFileSync(join(p.node.storage, "cairn.db-wal"), `${copy}-wal`);
+  await whilePinned?.();
   writeFileSync(p.releaseFile, "");
   const r = await running;
   const m = CREATED_RE.exec(r.stdout);
@@ -274,6 +276,58 @@ describe("incremental checkpoints from the tracked changes", () => {
       }
     }, 120_000);
   }
+
+  test("a checkpoint pinned while a PASSIVE fold runs: the fold writes the file under it, and the checkpoint is incremental and exact", async () => {
+    const dir = tmpDir();
+    // two pause points: the checkpoint at its pin, and a PASSIVE fold before it writes anything
+    const base = join(dir, "release");
+    const foldRelease = pauseReleaseFile(base, "wal:fold:passive");
+    writeFileSync(foldRelease, "");
+    const node = await startNode(dir, { extraYaml: YAML, env: { CAIRN_TEST_PAUSE_POINT: "checkpoint:pinned,wal:fold:passive", CAIRN_TEST_PAUSE_RELEASE_FILE: base } });
+    const p: Pausing = { node, dir, releaseFile: pauseReleaseFile(base, "checkpoint:pinned") };
+    const rng = new Rng(777);
+    const ids = new Set<string>();
+    const store = join(dir, "ckpt");
+    const held = () => node.logs().split("cairn: test pause point wal:fold:passive reached").length;
+    const folded = () => [...node.logs().matchAll(/WAL checkpoint \(passive\): (\d+)\/(\d+) frames/g)];
+    try {
+      expect((await adminAsync(node, ["log-level", "--level", "debug"])).code).toBe(0);
+      await randomWrites(node, rng, ids, 200);
+      const first = await checkpointWithCopy(p, join(dir, "c0"));
+      expect(first.scan).toBe("full");
+      await expectExact(store, first, dir);
+      for (let round = 1; round <= 2; round++) {
+        // the next PASSIVE fold stops before it writes; the writes go on beside it
+        unlinkSync(foldRelease);
+        const before = held();
+        await randomWrites(node, rng, ids, 60);
+        await waitFor(() => held() > before, { timeoutMs: 30_000, what: "a PASSIVE fold to start" });
+        await randomWrites(node, rng, ids, 40);
+        const foldsBefore = folded().length;
+        const t = await checkpointWithCopy(p, join(dir, `c${round}`), undefined, async () => {
+          // pinned (and copied): now the fold copies frames into cairn.db under the checkpoint
+          writeFileSync(foldRelease, "");
+          await waitFor(() => folded().length > foldsBefore, { timeoutMs: 30_000, what: "the fold beside the pin to finish" });
+        });
+        const fold = folded()[foldsBefore]!;
+        expect(Number(fold[1])).toBeGreaterThan(0);
+        expect({ round, scan: t.scan, reason: t.scanReason }).toEqual({ round, scan: "changes", reason: undefined });
+        await expectExact(store, t, dir);
+      }
+      expect(node.logs()).toContain("checkpoint pinned beside a running WAL fold");
+      // and the tracking goes on from the fold's file: the next one is incremental and exact
+      await randomWrites(node, rng, ids, 80);
+      const after = await checkpointWithCopy(p, join(dir, "c9"));
+      expect({ scan: after.scan, reason: after.scanReason }).toEqual({ scan: "changes", reason: undefined });
+      await expectExact(store, after, dir);
+      expect((await checkpointStatus(node)).change_tracking).toMatchObject({ lost: null });
+      expect(runCairn(["verify-db-checkpoint", store]).code).toBe(0);
+    } finally {
+      writeFileSync(p.releaseFile, "");
+      writeFileSync(foldRelease, "");
+      if (node.proc.exitCode === null) await node.stop();
+    }
+  }, 180_000);
 
   test("another program writing beside the node: the next checkpoint reads everything, says why, and is exact", async () => {
     const dir = tmpDir();

@@ -191,7 +191,7 @@ describe("CheckpointManager: interval of 30 days on the capped platform", () => 
       maxWriteBytesPerSec: 0,
       walShipping: { enabled: false, intervalMs: 1000, synchronous: false, synchronousTimeoutMs: 10_000, remoteLagWarningMs: 60_000 },
     };
-    const wal = { pause: async () => () => {} };
+    const wal = { pause: async () => ({ resume: () => {} }) };
     try {
       // three checkpoints taken by hand first
       const first = new CheckpointManager({ config: base, nodeId, live, storagePath: join(dir, "db"), wal, logger: silentLogger });

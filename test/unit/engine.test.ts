@@ -1,10 +1,12 @@
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { Database } from "bun:sqlite";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { BlobStore, isValidBlobId } from "../../src/engine/blobs.ts";
 import { dbPathIn, openNodeDatabase, SCHEMA_VERSION } from "../../src/engine/database.ts";
 import { StorageLock } from "../../src/engine/lock.ts";
 import { WalCheckpointer } from "../../src/engine/wal.ts";
+import { PAUSE_POINT_ENV, PAUSE_RELEASE_ENV, pauseReleaseFile } from "../../src/util/crash-point.ts";
 import { isCairnError } from "../../src/errors.ts";
 import { silentLogger } from "../../src/log.ts";
 import { pseudoRandomBytes } from "../helpers/node.ts";
@@ -183,14 +185,18 @@ describe("WAL checkpointer", () => {
     // and its fsyncs are slowed down by a busy one; never half of what was written.
     expect(wal.stats.walHighWaterBytes).toBeLessThan(written / 2);
 
-    const resume = await wal.pause();
+    const { resume, folding } = await wal.pause();
+    // a PASSIVE fold running at the pause goes on beside it; none starts after
+    await folding;
     const runsBefore = wal.stats.runs;
     // every commit past the threshold asks for a checkpoint (so does the timer, as here):
     // paused, none starts
     for (let i = 0; i < 64; i++) await blobs.put(`p${i}`, pseudoRandomBytes(i + 7, 16384));
     wal.trigger();
-    // a second pause waits for a checkpoint under way, had one started, to finish
-    (await wal.pause())();
+    // a second pause: none started, none runs beside it
+    const again = await wal.pause();
+    expect(again.folding).toBeUndefined();
+    again.resume();
     expect(wal.stats.runs).toBe(runsBefore);
     expect(wal.walSize()).toBeGreaterThan(threshold);
     resume();
@@ -200,6 +206,58 @@ describe("WAL checkpointer", () => {
     await wal.stop();
     expect(blobs.totals().count).toBe(96 * 16 + 64);
     db.close();
+  });
+  test("a pause lets a running PASSIVE fold go on beside it, and waits for a fold behind the write barrier", async () => {
+    const dir = tmpDir();
+    const base = join(dir, "release");
+    const passive = pauseReleaseFile(base, "wal:fold:passive");
+    const barrier = pauseReleaseFile(base, "wal:fold:truncate");
+    const env = { point: process.env[PAUSE_POINT_ENV], release: process.env[PAUSE_RELEASE_ENV] };
+    process.env[PAUSE_POINT_ENV] = "wal:fold:passive,wal:fold:truncate";
+    process.env[PAUSE_RELEASE_ENV] = base;
+    const { db } = openNodeDatabase(dir);
+    const threshold = 64 * 1024;
+    const wal = new WalCheckpointer({ dbFile: dbPathIn(dir), thresholdBytes: threshold, intervalMs: 3_600_000, logger: silentLogger });
+    try {
+      wal.start();
+      const blobs = new BlobStore(db, wal, silentLogger);
+      // past the threshold: the commit starts a PASSIVE fold, held before it writes
+      for (let i = 0; i < 12; i++) await blobs.put(`a${i}`, pseudoRandomBytes(i + 1, 8192));
+      expect(wal.foldRunning()).toBeDefined();
+      expect(wal.writeBarrier()).toBeUndefined();
+      let paused: Awaited<ReturnType<WalCheckpointer["pause"]>> | undefined;
+      void wal.pause().then((r) => (paused = r));
+      await waitFor(() => paused !== undefined, { what: "the pause beside a running PASSIVE fold" });
+      expect(paused!.folding).toBe(wal.foldRunning()!);
+      writeFileSync(passive, "");
+      await paused!.folding;
+      expect(wal.stats.runs).toBe(1);
+      // paused, nothing starts however far the WAL grows
+      for (let i = 0; i < 40; i++) await blobs.put(`b${i}`, pseudoRandomBytes(i + 100, 8192));
+      wal.trigger();
+      expect(wal.foldRunning()).toBeUndefined();
+      paused!.resume();
+      // past four times the threshold: a TRUNCATE behind the barrier, held before it writes
+      wal.trigger();
+      expect(wal.writeBarrier()).toBeDefined();
+      const second = wal.pause();
+      writeFileSync(barrier, "");
+      const r = await second;
+      // it resolved only once that fold had ended
+      expect(r.folding).toBeUndefined();
+      expect(wal.foldRunning()).toBeUndefined();
+      expect(wal.stats.truncations).toBe(1);
+      r.resume();
+    } finally {
+      writeFileSync(passive, "");
+      writeFileSync(barrier, "");
+      await wal.stop();
+      db.close();
+      for (const [k, v] of [[PAUSE_POINT_ENV, env.point], [PAUSE_RELEASE_ENV, env.release]] as const) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    }
   });
 });
 

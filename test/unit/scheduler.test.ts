@@ -91,7 +91,7 @@ describe("periodic checkpoints driven by a fake clock", () => {
       walShipping: { enabled: false, intervalMs: 1000, synchronous: false, synchronousTimeoutMs: 10_000, remoteLagWarningMs: 60_000 },
       ...overrides,
     };
-    const wal = { pause: async () => () => {} };
+    const wal = { pause: async () => ({ resume: () => {} }) };
     const live = LiveFiles.open(dbPathIn(join(dir, "db")));
     const manager = new CheckpointManager({ config, nodeId, live, storagePath: join(dir, "db"), wal, logger: silentLogger, clock });
     return { dir, db, clock, manager, config };
