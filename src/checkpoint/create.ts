@@ -38,7 +38,7 @@ import { type Manifest, seedDigest, SEGMENT_BLOCKS } from "../store/format.ts";
 import { PACK_TARGET_BYTES } from "../store/pack.ts";
 import type { PackWritten } from "../store/pack-writer.ts";
 import { includedObject, readIncludeFiles } from "../store/included.ts";
-import { crashPoint, pausePoint } from "../util/crash-point.ts";
+import { crashPoint, PACK_TARGET_ENV, pausePoint } from "../util/crash-point.ts";
 import { emptyDirNoFollow } from "../util/fsx.ts";
 import { WorkerPool } from "../util/worker-pool.ts";
 import { VERSION } from "../version.ts";
@@ -296,7 +296,7 @@ async function startWorkers(o: CheckpointOptions, store: LocalStore, pool: Worke
     seed: store.info.quick_hash_seed!,
     compression: o.compression,
     sync: o.sync,
-    packTargetBytes: PACK_TARGET_BYTES,
+    packTargetBytes: Number(process.env[PACK_TARGET_ENV]) > 0 ? Number(process.env[PACK_TARGET_ENV]) : PACK_TARGET_BYTES,
     writeBytesPerSec: o.writeBytesPerSec > 0 ? Math.max(1, Math.floor(o.writeBytesPerSec / pool.size)) : 0,
     commitPressure: o.commitPressure,
     keys: store.keys?.spec,
@@ -495,6 +495,8 @@ async function publishPacks(o: CheckpointOptions, store: LocalStore, pool: Worke
   const finished = await pool.all<FinishResult, CheckpointJob>({ job: "checkpoint", op: "finish" });
   crashPoint("checkpoint:packs-written");
   const written = finished.flatMap((f) => f.packs);
+  const sealedApart = finished.reduce((n, f) => n + f.sealedApart, 0);
+  if (sealedApart > 0) o.logger.debug(`checkpoint: ${sealedApart} block(s) sealed on threads beside the workers`);
   for (const p of written) store.publishPack(p.packId);
   crashPoint("checkpoint:packs-published");
   if (o.sync && written.length > 0) await store.syncPackDirs(written.map((p) => p.packId));

@@ -88,4 +88,6 @@ export interface RangeResult {
 
 export interface FinishResult {
   packs: PackWritten[];
+  /** Blocks sealed on the worker's sealing thread (store/sealer.ts) rather than in place. */
+  sealedApart: number;
 }

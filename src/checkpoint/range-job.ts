@@ -18,7 +18,8 @@ import { DirBackend } from "../store/dir/backend.ts";
 import { StoreReader } from "../store/reader.ts";
 import { packPath, SEGMENT_BLOCKS, SEGMENT_ENTRY_BYTES } from "../store/format.ts";
 import { DIGEST_BYTES, fromHex, quickHash, toHex } from "../store/hash.ts";
-import { StoreKeys } from "../store/crypto.ts";
+import { BLOCK_SEAL_BYTES, StoreKeys } from "../store/crypto.ts";
+import { BlockSealer } from "../store/sealer.ts";
 import { BLOCK_KIND_DATA, BLOCK_KIND_SEGMENT, blockNameInto, decodeBlock, FLAG_SEALED, FLAG_ZSTD, INDEX_ENTRY_BYTES } from "../store/pack.ts";
 import { PackFile, type PackWritten, syncPackFiles } from "../store/pack-writer.ts";
 import { preadFully } from "../util/fsx.ts";
@@ -45,6 +46,13 @@ const chunk = new Uint8Array(CHUNK_BYTES);
 
 let current: PackFile | undefined;
 const written: PackWritten[] = [];
+/** Full packs whose last blocks are still being sealed (closed once they are written). */
+const closing: PackFile[] = [];
+/**
+ * An encrypted store's blocks sealed on a thread of their own (store/sealer.ts), once a range
+ * has at least a chunk of blocks to read; until then, and for a small checkpoint, in place.
+ */
+let sealer: BlockSealer | undefined;
 /** This worker's packs, in order. */
 const myPacks: string[] = [];
 /**
@@ -118,11 +126,18 @@ function storeBlock(dw: Uint32Array, at: number, data: Uint8Array, kind: number,
   let f = flags;
   if (keys) {
     // sealed around the smaller of the raw and compressed bytes, its digest as additional data
-    const small = z && z.length < data.length;
-    const [head, body] = keys.sealBlockParts(new Uint8Array(dw.buffer, dw.byteOffset + at * 4, DIGEST_BYTES), small ? new Uint8Array(z.buffer, z.byteOffset, z.byteLength) : data);
+    const small = z !== undefined && z.length < data.length;
+    const plain = small ? new Uint8Array(z.buffer, z.byteOffset, z.byteLength) : data;
+    const digest = new Uint8Array(dw.buffer, dw.byteOffset + at * 4, DIGEST_BYTES);
     f |= FLAG_SEALED | (small ? FLAG_ZSTD : 0);
-    offset = p.appendParts(dw, at, head, body, data.length, f);
-    storedLength = head.length + body.length;
+    storedLength = BLOCK_SEAL_BYTES + plain.length;
+    if (sealer) {
+      offset = p.reserve(dw, at, storedLength, data.length, f);
+      sealer.add(p, offset, digest, plain, small ? -1 : chunkAt);
+    } else {
+      const [head, body] = keys.sealBlockParts(digest, plain);
+      offset = p.appendParts(dw, at, head, body, data.length, f);
+    }
   } else if (z && z.length < data.length) {
     offset = p.append(dw, at, new Uint8Array(z.buffer, z.byteOffset, z.byteLength), data.length, (f |= FLAG_ZSTD));
     storedLength = z.length;
@@ -135,10 +150,21 @@ function storeBlock(dw: Uint32Array, at: number, data: Uint8Array, kind: number,
   const k = stored.add(myPacks.length - 1, offset, storedLength, data.length, f);
   newHere = newHere.setWords(dw, at, k);
   if (p.layout.full(init!.packTargetBytes)) {
-    written.push(p.close());
+    if (p.awaitingFill) closing.push(p);
+    else written.push(p.close());
     current = undefined;
   }
   return k;
+}
+
+/** Hand what was gathered to the sealing thread; close the full packs it has written. */
+async function submitSealed(drain = false): Promise<void> {
+  if (!sealer) return;
+  await (drain ? sealer.drain() : sealer.submit());
+  for (let i = 0; i < closing.length; ) {
+    if (closing[i]!.awaitingFill) i++;
+    else written.push(closing.splice(i, 1)[0]!.close());
+  }
 }
 
 // ---- which earlier packs a kept block is in ---------------------------------------------------
@@ -199,10 +225,10 @@ async function keptBlockPacks(ref: SegmentRef, words: Uint32Array, first: number
 
 // ---- reading the image ------------------------------------------------------------------------
 
-/** Fill chunk[0, len) with the database image at byte `pos`. */
-function readImage(pos: number, len: number): Uint8Array {
+/** Fill into[0, len) with the database image at byte `pos`. */
+function readImage(pos: number, len: number, into: Uint8Array = chunk): Uint8Array {
   const s = snap!;
-  const buf = chunk.subarray(0, len);
+  const buf = into.subarray(0, len);
   const got = preadFully(s.dbFd, buf, 0, len, pos);
   if (got < len) buf.fill(0, got);
   if (s.overlayPages.length > 0) {
@@ -262,6 +288,12 @@ async function processRange(job: RangeJob): Promise<RangeResult> {
   let bytesRead = 0;
   const end = Math.min(first + count, Math.ceil(imageBytes / bs));
   const perChunk = Math.floor(CHUNK_BYTES / bs);
+  if (keys && !sealer) {
+    let toRead = 0;
+    for (let i = 0; i < end - first && toRead < perChunk; i++) if (mustRead(i)) toRead++;
+    // a chunk's worth to seal: worth a thread of its own (segments and compressed blocks go too)
+    if (toRead >= perChunk) sealer = new BlockSealer(init!.keys!, init!.sync, CHUNK_BYTES, perChunk + 256);
+  }
   for (let b = first; b < end; ) {
     const i0 = b - first;
     if (!mustRead(i0)) {
@@ -276,7 +308,9 @@ async function processRange(job: RangeJob): Promise<RangeResult> {
     while (e < end && e - b < perChunk && mustRead(e - first)) e++;
     const pos = b * bs;
     const len = Math.min(e * bs, imageBytes) - pos;
-    const buf = readImage(pos, len);
+    // room for the chunk's blocks in the job gathered (segments may be in it already)
+    if (sealer && !sealer.fits(e - b, len)) await submitSealed();
+    const buf = readImage(pos, len, sealer?.chunk);
     bytesRead += len;
     for (let o = 0; o < len; o += bs) {
       const i = (pos + o) / bs - first;
@@ -299,6 +333,7 @@ async function processRange(job: RangeJob): Promise<RangeResult> {
     }
     // the chunk is about to be refilled: what is still to be written from it goes now
     current?.flushRun();
+    await submitSealed();
     b = e;
   }
   // the range's segments: each is the block list's bytes for SEGMENT_BLOCKS blocks, stored
@@ -308,6 +343,9 @@ async function processRange(job: RangeJob): Promise<RangeResult> {
   const digests = new Uint8Array(segCount * DIGEST_BYTES);
   const digestWords = new Uint32Array(digests.buffer);
   const segments: RangeResult["segments"] = [];
+  // the segments join the job gathered next (the next chunk's), so that this range's last chunk
+  // is sealed while the next range is read, not waited for here
+  if (sealer && !sealer.fits(segCount, segCount * SEGMENT_BLOCKS * SEGMENT_ENTRY_BYTES)) await submitSealed();
   for (let k = 0; k < segCount; k++) {
     const seg = entries.subarray(k * SEGMENT_BLOCKS * SEGMENT_ENTRY_BYTES, Math.min(blocks, (k + 1) * SEGMENT_BLOCKS) * SEGMENT_ENTRY_BYTES);
     blockNameInto(seg, digests.subarray(k * DIGEST_BYTES, (k + 1) * DIGEST_BYTES), keys);
@@ -349,10 +387,13 @@ async function checkSample(job: SampleJob): Promise<number[]> {
 
 // ---- messages ---------------------------------------------------------------------------------
 
-function abort(): void {
+async function abort(): Promise<void> {
   snap = undefined;
+  await sealer?.close();
+  sealer = undefined;
   current?.abandon();
   current = undefined;
+  for (const p of closing.splice(0)) p.abandon();
   for (const id of myPacks) {
     for (const ext of ["pack", "idx"] as const) {
       try {
@@ -376,6 +417,9 @@ export async function checkpointJob(msg: CheckpointJob): Promise<unknown> {
       // a worker may be kept for the next checkpoint: nothing of the last one carries over
       current = undefined;
       written.length = 0;
+      closing.length = 0;
+      await sealer?.close();
+      sealer = undefined;
       myPacks.length = 0;
       newHere = newHere.capacity > (1 << 17) ? DigestTable.create(1 << 16) : newHere.clear();
       stored.shrink();
@@ -395,6 +439,10 @@ export async function checkpointJob(msg: CheckpointJob): Promise<unknown> {
     case "finish": {
       // the descriptors stay open: they are the node's, for its whole life (engine/live-files.ts)
       snap = undefined;
+      await submitSealed(true);
+      const sealedApart = sealer?.sealed ?? 0;
+      await sealer?.close();
+      sealer = undefined;
       if (current) {
         written.push(current.close());
         current = undefined;
@@ -407,10 +455,10 @@ export async function checkpointJob(msg: CheckpointJob): Promise<unknown> {
       if (init!.sync) await syncPackFiles(init!.tmpDir, written.map((w) => w.packId));
       // and what the checkpoint left in this worker's heap goes now, not at some later one's
       Bun.gc(true);
-      return { packs: [...written] } satisfies FinishResult;
+      return { packs: [...written], sealedApart } satisfies FinishResult;
     }
     case "abort":
-      if (init) abort();
+      if (init) await abort();
       return;
   }
 }

@@ -157,7 +157,8 @@ export class NameHasher {
   digestInto(data: Uint8Array, out: Uint8Array): void {
     this.hasher.reset();
     this.hasher.update(data);
-    out.set(this.hasher.digestBuffer().subarray(0, DIGEST_BYTES));
+    // the addon's hex string decoded into `out` costs less than its Buffer result (as in hash.ts)
+    (out as Uint8Array & { setFromHex(s: string): unknown }).setFromHex(this.hasher.digest("hex"));
   }
 }
 
@@ -188,6 +189,13 @@ export function sealBlockParts(k: DataKeys, digest: Uint8Array, plain: Uint8Arra
   new DataView(head.buffer).setUint32(0, k.generation, true);
   const body = createCipheriv(BLOCK_CIPHER, k.blocks, digest.subarray(0, 16)).update(plain);
   return [head, new Uint8Array(body.buffer, body.byteOffset, body.byteLength)];
+}
+
+/** sealBlock's bytes written into `out` at `at` (`iv`: the first 16 bytes of the block's keyed digest); returns their length. */
+export function sealBlockInto(k: DataKeys, iv: Uint8Array, plain: Uint8Array, out: Uint8Array, at: number): number {
+  new DataView(out.buffer, out.byteOffset + at, BLOCK_SEAL_BYTES).setUint32(0, k.generation, true);
+  out.set(createCipheriv(BLOCK_CIPHER, k.blocks, iv).update(plain), at + BLOCK_SEAL_BYTES);
+  return BLOCK_SEAL_BYTES + plain.length;
 }
 
 /** The generation a sealed block was sealed under. */

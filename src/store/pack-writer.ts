@@ -9,6 +9,7 @@ import { closeSync, fdatasyncSync, fsyncSync, openSync } from "node:fs";
 import { open as openAsync } from "node:fs/promises";
 import { windowDone } from "../util/writeback.ts";
 import { join } from "node:path";
+import { CairnError } from "../errors.ts";
 import { crashPoint } from "../util/crash-point.ts";
 import { CREATE_EXCLUSIVE, FILE_MODE, writeFully } from "../util/fsx.ts";
 import type { StoreKeys } from "./crypto.ts";
@@ -103,6 +104,28 @@ const SYNC_EVERY = 2 * 1024 * 1024;
 const WINDOWS_IN_FLIGHT = 8;
 const WRITE_BUFFER_BYTES = 1024 * 1024;
 
+/** With `sync`, the write-back of a file written front to back from `from`, a window at a time. */
+export class WriteBack {
+  /** Where the window being written starts. */
+  private start: number;
+
+  constructor(
+    private readonly fd: number,
+    private readonly sync: boolean,
+    from = 0,
+  ) {
+    this.start = from;
+  }
+
+  /** The file is written up to `end`. */
+  wrote(end: number): void {
+    if (!this.sync || end - this.start < SYNC_EVERY) return;
+    // the disk works on the last WINDOWS_IN_FLIGHT windows while the writer goes on
+    if (!windowDone(this.fd, this.start, end, Math.max(0, this.start - (WINDOWS_IN_FLIGHT - 1) * SYNC_EVERY))) fdatasyncSync(this.fd);
+    this.start = end;
+  }
+}
+
 /**
  * A pack written to `<dir>/<id>.pack` (created exclusively, never through a link), its index
  * to `<dir>/<id>.idx` on close. Bytes are either copied into a write buffer (append) or, when
@@ -114,18 +137,23 @@ export class PackFile {
   readonly packId = newPackId();
   readonly layout = new PackLayout();
   private readonly fd: number;
-  private unsynced = 0;
+  private readonly writeBack: WriteBack;
   /** Bytes written so far. */
   private written = 0;
   private readonly buffer = new Uint8Array(WRITE_BUFFER_BYTES);
   private buffered = 0;
   private run?: { buf: Uint8Array; start: number; end: number };
+  /** Bytes laid out by reserve() and not yet written. */
+  private reserved = 0;
+  /** Blocks are laid out for another thread to write (reserve). */
+  private elsewhere = false;
 
   constructor(
     readonly dir: string,
     private readonly opts: PackFileOptions,
   ) {
     this.fd = openSync(this.path("pack"), CREATE_EXCLUSIVE, FILE_MODE);
+    this.writeBack = new WriteBack(this.fd, opts.sync);
     this.buffer.set(MAGIC, 0);
     this.buffered = MAGIC.length;
   }
@@ -137,14 +165,8 @@ export class PackFile {
   private write(data: Uint8Array): void {
     writeFully(this.fd, data);
     this.opts.onWrite?.(data.length);
-    this.unsynced += data.length;
     this.written += data.length;
-    if (this.opts.sync && this.unsynced >= SYNC_EVERY) {
-      const start = this.written - this.unsynced;
-      // the disk works on the last WINDOWS_IN_FLIGHT windows while this goes on writing
-      if (!windowDone(this.fd, start, this.written, Math.max(0, start - (WINDOWS_IN_FLIGHT - 1) * SYNC_EVERY))) fdatasyncSync(this.fd);
-      this.unsynced = 0;
-    }
+    this.writeBack.wrote(this.written);
   }
 
   /** Write what waits in the caller's buffer: call before that buffer changes. */
@@ -161,8 +183,39 @@ export class PackFile {
     this.buffered = 0;
   }
 
-  /** Add a block's stored bytes, copied. */
-  append(digest: Uint32Array, at: number, payload: Uint8Array, rawLength: number, flags: number): number {
+  /** Once blocks are written by another thread (reserve), this one writes none: its own would land at its end of the file. */
+  private assertNoneReserved(): void {
+    if (this.elsewhere) throw new CairnError("E_INTERNAL", `pack ${this.packId}: a block appended here after blocks laid out for another thread to write`);
+  }
+
+  /** Whether bytes laid out by reserve() are still to be written. */
+  get awaitingFill(): boolean {
+    return this.reserved > 0;
+  }
+
+  /**
+   * Lay out a block whose stored bytes another thread writes at its offset (a block sealed
+   * on the sealing thread, store/sealer.ts): its offset and index entry now. From the first
+   * such block on, every block of the pack is written that way.
+   */
+  reserve(digest: Uint32Array, at: number, storedLength: number, rawLength: number, flags: number): number {
+    if (!this.elsewhere) {
+      this.flushRun();
+      this.flushBuffer();
+      this.elsewhere = true;
+    }
+    this.reserved += storedLength;
+    return this.layout.add(digest, at, storedLength, rawLength, flags);
+  }
+
+  /** The next `bytes` laid out by reserve() were written (by the thread that sealed them). */
+  writtenElsewhere(bytes: number): void {
+    if (bytes > this.reserved) throw new CairnError("E_INTERNAL", `pack ${this.packId}: ${bytes} bytes written for ${this.reserved} laid out`);
+    this.reserved -= bytes;
+    this.opts.onWrite?.(bytes);
+  }
+
+  private copyIn(payload: Uint8Array): void {
     this.flushRun();
     if (this.buffered + payload.length > this.buffer.length) this.flushBuffer();
     if (payload.length > this.buffer.length) this.write(payload);
@@ -170,11 +223,18 @@ export class PackFile {
       this.buffer.set(payload, this.buffered);
       this.buffered += payload.length;
     }
+  }
+
+  /** Add a block's stored bytes, copied. */
+  append(digest: Uint32Array, at: number, payload: Uint8Array, rawLength: number, flags: number): number {
+    this.assertNoneReserved();
+    this.copyIn(payload);
     return this.layout.add(digest, at, payload.length, rawLength, flags);
   }
 
   /** Add a block's stored bytes given in two parts (a sealed block's header and ciphertext), copied one after the other. */
   appendParts(digest: Uint32Array, at: number, head: Uint8Array, body: Uint8Array, rawLength: number, flags: number): number {
+    this.assertNoneReserved();
     this.flushRun();
     const n = head.length + body.length;
     if (this.buffered + n > this.buffer.length) this.flushBuffer();
@@ -191,6 +251,7 @@ export class PackFile {
 
   /** Add a block's stored bytes, `buf[start, end)`, written from `buf` itself at the next flushRun. */
   appendRun(digest: Uint32Array, at: number, buf: Uint8Array, start: number, end: number, rawLength: number, flags: number): number {
+    this.assertNoneReserved();
     this.flushBuffer();
     if (this.run && (this.run.buf !== buf || this.run.end !== start)) this.flushRun();
     if (this.run) this.run.end = end;
@@ -200,6 +261,7 @@ export class PackFile {
 
   /** Finish the pack (fsynced with `sync`), then write its index beside it. */
   close(): PackWritten {
+    if (this.reserved > 0) throw new CairnError("E_INTERNAL", `pack ${this.packId}: closed with ${this.reserved} laid-out bytes not written`);
     this.flushRun();
     this.flushBuffer();
     const syncNow = this.opts.sync && !this.opts.deferSync;

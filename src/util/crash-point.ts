@@ -43,5 +43,8 @@ export async function pausePoint(name: string): Promise<void> {
   await Bun.sleep(Number(process.env.CAIRN_TEST_PAUSE_MS ?? 3000));
 }
 
+/** A checkpoint's pack size, in bytes, for tests that need packs filled and closed within a small checkpoint (see create.ts). */
+export const PACK_TARGET_ENV = "CAIRN_TEST_PACK_TARGET_BYTES";
+
 /** Restore's progress flush interval, in bytes, for tests of small restores (see rebuild.ts). */
 export const FLUSH_EVERY_ENV = "CAIRN_TEST_FLUSH_EVERY_BYTES";

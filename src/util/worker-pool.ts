@@ -1,6 +1,6 @@
 /**
  * A fixed set of worker threads running the one worker entry point (src/worker.ts), with
- * request/reply calls. A request names its job ("checkpoint", "restore", "check", "store",
+ * request/reply calls. A request names its job ("checkpoint", "restore", "check", "store", "seal",
  * "wal") and what to do; the entry point hands it to that job, which lives in the folder it
  * belongs to. A failed call comes back as the CairnError the job threw, code and hint kept.
  */

@@ -19,7 +19,7 @@ import { decodeStoreInfo } from "../../src/store/format.ts";
 import { toHex } from "../../src/store/hash.ts";
 import { readIndexEntry } from "../../src/store/pack.ts";
 import { StoreReader } from "../../src/store/reader.ts";
-import { auditDb, checkpointStatus, createCheckpointAsync, flipByte, putAll } from "../helpers/checkpoint.ts";
+import { adminAsync, auditDb, checkpointStatus, createCheckpointAsync, flipByte, putAll } from "../helpers/checkpoint.ts";
 import { BINARY, freePort, type NodeHandle, pseudoRandomBytes, sha256, startNode } from "../helpers/node.ts";
 import { type S3Server, startS3 } from "../helpers/s3.ts";
 import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
@@ -272,6 +272,52 @@ describe("keys", () => {
     }
     expect(names[0]!.size).toBeGreaterThan(100);
     expect([...names[0]!].filter((d) => names[1]!.has(d))).toEqual([]);
+  });
+});
+
+describe("a large encrypted checkpoint", () => {
+  test("its blocks are sealed on a thread beside the worker while packs fill and close; every byte is ciphertext; it and an incremental sealed in place verify and restore exactly", async () => {
+    const dir = tmpDir();
+    const key = await newKey(dir, "checkpoint.key");
+    // 1 MiB packs: many fill up while the last blocks laid out in them are still being sealed
+    const node = await startNode(dir, { extraYaml: encryptedYaml(key), env: { CAIRN_TEST_PACK_TARGET_BYTES: String(1 << 20) } });
+    const expected = new Map<string, string>();
+    const store = join(dir, "ckpt");
+    try {
+      expect((await adminAsync(node, ["log-level", "--level", "debug"])).code).toBe(0);
+      // compressible blocks (sealed from a copy, after zstd) and incompressible ones (sealed from the read chunk)
+      const blobs = [...markedBlobs(700, "l"), ...Array.from({ length: 120 }, (_, i) => ({ id: `secret-id-r-${i}`, body: pseudoRandomBytes(9000 + i, 40_000 + 97 * i) }))];
+      await putAll(node.url, blobs);
+      for (const b of blobs) expected.set(b.id, sha256(b.body));
+      expect(await createCheckpointAsync(node)).toBe(1);
+      const apart = /checkpoint: (\d+) block\(s\) sealed on threads beside the workers/.exec(node.logs());
+      expect(Number(apart?.[1])).toBeGreaterThan(1000);
+      const packs = filesUnder(join(store, "packs")).filter((f) => f.endsWith(".pack"));
+      expect(packs.length).toBeGreaterThan(5);
+      // a few blobs changed: an incremental, sealed in place
+      const changed = markedBlobs(6, "m");
+      await putAll(node.url, changed);
+      for (const b of changed) expected.set(b.id, sha256(b.body));
+      expect(await createCheckpointAsync(node)).toBe(2);
+      expect(node.logs().match(/sealed on threads beside the workers/g)?.length).toBe(1);
+      expect(containing([store], [MARK, "secret-id-"])).toEqual([]);
+      const v = await cairn(["verify-db-checkpoint", store, "--key-file", key]);
+      expect(v.stdout).toContain("Checkpoint 1: OK");
+      expect(v.stdout).toContain("Checkpoint 2: OK");
+      expect(v.code).toBe(0);
+      const first = new Map([...expected].filter(([id]) => !id.startsWith("secret-id-m-")));
+      for (const [id, want] of [[1, first], [2, expected]] as const) {
+        const target = join(dir, `restored-${id}`, "db");
+        const r = await cairn(["restore", "--db-checkpoint-path", store, "--db-path", target, "--key-file", key, "--checkpoint-id", String(id)]);
+        expect(r.stderr).not.toContain("error");
+        expect(r.code).toBe(0);
+        const a = auditDb(join(target, "cairn.db"));
+        expect(a.integrity).toBe("ok");
+        expect(a.blobs).toEqual(want);
+      }
+    } finally {
+      if (node.proc.exitCode === null) await node.stop();
+    }
   });
 });
 
