@@ -13,6 +13,16 @@ export async function rejected(p: Promise<unknown>): Promise<CairnError> {
 }
 
 /** `e` is a CairnError with `code` (and a message matching `message`, if given). */
+/** What `fn` threw; fails the test if it returned. */
+export function thrown(fn: () => unknown): CairnError {
+  try {
+    fn();
+  } catch (e) {
+    return e as CairnError;
+  }
+  throw new Error("expected an error, none was thrown");
+}
+
 export function expectCode(e: unknown, code: ErrorCode, message?: RegExp): void {
   expect(e).toBeInstanceOf(CairnError);
   expect({ code: (e as CairnError).code, message: (e as CairnError).message }).toEqual({ code, message: message ? expect.stringMatching(message) : expect.any(String) });

@@ -27,21 +27,12 @@ import {
 } from "../../src/store/crypto.ts";
 import { blockDigest } from "../../src/store/hash.ts";
 import { decodeBlock, FLAG_SEALED } from "../../src/store/pack.ts";
-import { expectCode } from "../helpers/errors.ts";
+import { expectCode, thrown } from "../helpers/errors.ts";
 import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
 
 cleanTmpDirsAfterEach();
 
 const MARKER = new TextEncoder().encode("PLAINTEXT-MARKER-0123456789");
-
-function thrown(f: () => unknown): Error {
-  try {
-    f();
-  } catch (e) {
-    return e as Error;
-  }
-  throw new Error("expected it to throw");
-}
 
 function contains(hay: Uint8Array, needle: Uint8Array): boolean {
   return Buffer.from(hay).includes(Buffer.from(needle));

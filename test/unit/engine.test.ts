@@ -9,6 +9,7 @@ import { WalCheckpointer } from "../../src/engine/wal.ts";
 import { PAUSE_POINT_ENV, PAUSE_RELEASE_ENV, pauseReleaseFile } from "../../src/util/crash-point.ts";
 import { isCairnError } from "../../src/errors.ts";
 import { silentLogger } from "../../src/log.ts";
+import { thrown } from "../helpers/errors.ts";
 import { pseudoRandomBytes } from "../helpers/node.ts";
 import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
 import { waitFor } from "../helpers/wait.ts";
@@ -17,15 +18,6 @@ cleanTmpDirsAfterEach();
 // bun test takes no default timeout from bunfig.toml: a test without a limit of its own
 // would get Bun's 5 s, too little for this file's tests on a busy machine
 setDefaultTimeout(30_000);
-
-function caught(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (e) {
-    return e;
-  }
-  throw new Error("expected an error");
-}
 
 describe("database", () => {
   test("created with schema version, WAL mode, no autocheckpoint, and a node id that persists", () => {
@@ -50,7 +42,7 @@ describe("database", () => {
     const raw = new Database(dbPathIn(dir));
     raw.exec(`PRAGMA user_version = ${SCHEMA_VERSION + 1}`);
     raw.close();
-    const e = caught(() => openNodeDatabase(dir));
+    const e = thrown(() => openNodeDatabase(dir));
     expect(isCairnError(e) && e.code).toBe("E_DB_SCHEMA");
     expect(String((e as Error).message)).toContain("newer than this cairn understands");
   });
@@ -60,7 +52,7 @@ describe("database", () => {
     const raw = new Database(dbPathIn(dir), { create: true });
     raw.exec("CREATE TABLE other (x)");
     raw.close();
-    expect(String((caught(() => openNodeDatabase(dir)) as Error).message)).toContain("not a cairn database");
+    expect(String((thrown(() => openNodeDatabase(dir)) as Error).message)).toContain("not a cairn database");
   });
 });
 
@@ -133,7 +125,7 @@ describe("blob store", () => {
     const { db, blobs } = store();
     await blobs.put("x", new Uint8Array([1, 2, 3, 4]));
     db.query("UPDATE blobs SET data = ? WHERE id = 'x'").run(new Uint8Array([1, 2, 3, 5]));
-    const e = caught(() => blobs.get("x"));
+    const e = thrown(() => blobs.get("x"));
     expect(isCairnError(e) && e.code).toBe("E_BLOB_CORRUPT");
     db.close();
   });
@@ -154,7 +146,7 @@ describe("storage lock", () => {
     const dir = tmpDir();
     const first = StorageLock.acquire(dir, "node");
     expect(StorageLock.isHeld(dir)).toBe(true);
-    const e = caught(() => StorageLock.acquire(dir, "node"));
+    const e = thrown(() => StorageLock.acquire(dir, "node"));
     expect(isCairnError(e) && e.code).toBe("E_LOCKED");
     expect((e as Error).message).toContain(`pid ${process.pid}`);
     first.release();

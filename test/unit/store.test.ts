@@ -6,7 +6,7 @@
  * in temp folders, so every answer can be checked against what was written.
  */
 import { describe, expect, test } from "bun:test";
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { CairnError, type ErrorCode } from "../../src/errors.ts";
 import { DirBackend } from "../../src/store/dir/backend.ts";
@@ -55,7 +55,7 @@ import { newPackId, PackFile, PackLayout } from "../../src/store/pack-writer.ts"
 import { LOC_WORDS, StoreReader } from "../../src/store/reader.ts";
 import { expiredCheckpoints } from "../../src/store/retention.ts";
 import { treeSnapshot } from "../helpers/checkpoint.ts";
-import { expectCode, rejected } from "../helpers/errors.ts";
+import { expectCode, rejected, thrown } from "../helpers/errors.ts";
 import { pseudoRandomBytes } from "../helpers/node.ts";
 import { type FixtureCheckpoint, listDigests, makeImage, readImage, segmentPacksFound, StoreFixture } from "../helpers/store-fixture.ts";
 import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
@@ -65,15 +65,6 @@ cleanTmpDirsAfterEach();
 // ---- helpers ------------------------------------------------------------------------------------
 
 /** The error `f` throws (the test fails if it throws none). */
-function thrown(f: () => unknown): CairnError {
-  try {
-    f();
-  } catch (e) {
-    return e as CairnError;
-  }
-  throw new Error("expected an error, none was thrown");
-}
-
 
 const hex64 = (n: number) => toHex(blockDigest(new TextEncoder().encode(`digest ${n}`)));
 const PACK_A = "0123456789abcdef0123456789abcdef";
@@ -260,6 +251,39 @@ describe("format: store info", () => {
 // ---- packs --------------------------------------------------------------------------------------
 
 describe("packs", () => {
+  test("a PackFile whose later blocks another thread writes at their laid-out offsets: the bytes land where the index says; appending after them or closing before they are written is refused", () => {
+    const dir = tmpDir("cairn-pr-");
+    const pack = new PackFile(dir, { sync: false });
+    const words = (raw: Uint8Array) => {
+      const w = new Uint32Array(8);
+      new Uint8Array(w.buffer).set(blockDigest(raw));
+      return w;
+    };
+    const first = pseudoRandomBytes(11, 8192);
+    pack.append(words(first), 0, first, first.length, BLOCK_KIND_DATA << 8);
+    const later = [pseudoRandomBytes(12, 8192), pseudoRandomBytes(13, 5000)];
+    const offsets = later.map((b) => pack.reserve(words(b), 0, b.length, b.length, BLOCK_KIND_DATA << 8));
+    expect(pack.awaitingFill).toBe(true);
+    expectCode(thrown(() => pack.append(words(first), 0, first, first.length, BLOCK_KIND_DATA << 8)), "E_INTERNAL", /laid out for another thread/);
+    expectCode(thrown(() => pack.close()), "E_INTERNAL", /not written/);
+    // the other thread: its own descriptor, positional writes, the last block first
+    const fd = openSync(pack.path("pack"), "r+");
+    for (const i of [1, 0]) writeSync(fd, later[i]!, 0, later[i]!.length, offsets[i]!);
+    closeSync(fd);
+    pack.writtenElsewhere(later[0]!.length);
+    expect(pack.awaitingFill).toBe(true);
+    pack.writtenElsewhere(later[1]!.length);
+    expect(pack.awaitingFill).toBe(false);
+    pack.close();
+    const idx = decodeIndex(new Uint8Array(readFileSync(pack.path("idx"))), "p.idx");
+    const bytes = new Uint8Array(readFileSync(pack.path("pack")));
+    expect(idx.packBytes).toBe(bytes.length);
+    [first, ...later].forEach((raw, i) => {
+      const e = readIndexEntry(idx, i);
+      expect(Buffer.from(decodeBlock(bytes.subarray(e.offset, e.offset + e.storedLength), e, "p.pack")).equals(Buffer.from(raw))).toBe(true);
+    });
+  });
+
   test("a PackFile with raw and zstd blocks (appended and written from the caller's buffer), closed, decodes with decodeIndex and every block with decodeBlock", () => {
     const dir = tmpDir("cairn-pk-");
     const pack = new PackFile(dir, { sync: true });
