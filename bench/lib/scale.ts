@@ -5,14 +5,16 @@
  * garbage collection run after each one):
  *
  *  1. fill a fresh node over REST with 1 MiB blobs of random bytes, 8 in flight;
- *  2. the first checkpoint (full: nothing to build on), then `cp` + `sync` of the database and
- *     a full checkpoint of it into an empty directory, in turn;
+ *  2. the first checkpoint (full: nothing to build on);
  *  3. ten rounds of the same absolute change (16 blobs of 1 MiB rewritten) and an incremental
- *     checkpoint, the node's RSS sampled throughout;
+ *     checkpoint, the node's RSS sampled throughout (each says whether a WAL fold of the node's
+ *     was still running beside its pin);
  *  4. three more with the page cache dropped between the change and the checkpoint;
  *  5. p99 of 4 KiB PUTs at 16 in flight: idle, during incremental checkpoints (back to back,
  *     each after the load's own changes), and during a full one (into an empty directory);
- *  6. the node stopped, peak RSS (GNU time) of list, verify, export (.tar), garbage collection
+ *  6. `cp` + `sync` of the database and a full checkpoint of it into an empty directory, in
+ *     turn (last, so that no step above follows these extra database-sized writes);
+ *  7. the node stopped, peak RSS (GNU time) of list, verify, export (.tar), garbage collection
  *     and restore of the store.
  *
  * The targets compare the largest size with the smallest.
@@ -87,6 +89,8 @@ interface LastResult {
   scanReason?: string;
   bytesRead: number;
   newBytes: number;
+  /** A WAL fold of the node's was still running beside the pin. */
+  walFoldAtPin?: boolean;
 }
 
 async function lastResult(node: RunningNode): Promise<LastResult> {
@@ -309,16 +313,6 @@ async function measureSize(ctx: BenchContext, gib: number): Promise<SizeResults>
     await syncAll();
     const first = await checkpoint(node);
     ctx.log(`${tag}: first checkpoint (${first.scan}) in ${secs(first.durationMs)}`);
-    // the full checkpoint against cp + sync of the same file, in turn
-    const work = ctx.tmp.make("cairn-bench-scale-cp-");
-    const cpSyncMs = [(await timedCopy(dbFile, work, true)).ms];
-    const fresh = ctx.tmp.make("cairn-bench-scale-full-");
-    await syncAll();
-    const full = await checkpoint(node, fresh);
-    ctx.tmp.remove(fresh);
-    cpSyncMs.push((await timedCopy(dbFile, work, true)).ms);
-    ctx.tmp.remove(work);
-    ctx.log(`${tag}: full checkpoint ${secs(full.durationMs)}; cp + sync ${cpSyncMs.map(secs).join(", ")}`);
     const change = async () => {
       const picked = Array.from({ length: CHANGE_BLOBS }, () => ids[Math.floor(Math.random() * ids.length)]!);
       await putMany(ctx, node.url, picked, bodies, "the change");
@@ -331,7 +325,7 @@ async function measureSize(ctx: BenchContext, gib: number): Promise<SizeResults>
       if (c.scan !== "changes") ctx.fail(`scale: ${tag}: incremental ${i + 1} read the whole database: ${c.scanReason}`);
       steps.push(c);
     }
-    ctx.log(`${tag}: incrementals ${steps.map((s) => secs(s.durationMs)).join(", ")}`);
+    ctx.log(`${tag}: incrementals ${steps.map((s) => `${secs(s.durationMs)}${s.walFoldAtPin ? " (beside a fold)" : ""}`).join(", ")}`);
     const cold: Ckpt[] = [];
     let coldDropped = true;
     for (let i = 0; i < COLD_STEPS; i++) {
@@ -342,6 +336,18 @@ async function measureSize(ctx: BenchContext, gib: number): Promise<SizeResults>
     ctx.log(`${tag}: incrementals with the page cache dropped ${cold.map((s) => secs(s.durationMs)).join(", ")}`);
     const latency = await measureLatency(ctx, node, `lat${gib}`);
     ctx.log(`${tag}: p99 PUT idle ${latency.idle.p99.toFixed(1)} ms, incremental ${latency.incremental.p99.toFixed(1)} ms, full ${latency.full.p99.toFixed(1)} ms`);
+    // the full checkpoint against cp + sync of the same file, in turn; taken last, so that the
+    // incrementals above do not follow two more database-sized writes (the disk's write-back of
+    // them slowed the first incrementals after them)
+    const work = ctx.tmp.make("cairn-bench-scale-cp-");
+    const cpSyncMs = [(await timedCopy(dbFile, work, true)).ms];
+    const fresh = ctx.tmp.make("cairn-bench-scale-full-");
+    await syncAll();
+    const full = await checkpoint(node, fresh);
+    ctx.tmp.remove(fresh);
+    cpSyncMs.push((await timedCopy(dbFile, work, true)).ms);
+    ctx.tmp.remove(work);
+    ctx.log(`${tag}: full checkpoint ${secs(full.durationMs)}; cp + sync ${cpSyncMs.map(secs).join(", ")}`);
     const dbBytes = statSync(dbFile).size;
     await stopChecked(node);
     const storeBytes = Number((await must(["du", "-sb", store])).stdout.split(/\s/)[0]);
@@ -442,12 +448,13 @@ function render(results: SizeResults[]): string {
         secs(r.first.durationMs),
         secs(r.full.durationMs),
         r.cpSyncMs.map(secs).join(", "),
-        r.steps.map((s) => s.durationMs.toFixed(0)).join(", "),
+        r.steps.map((s) => `${s.durationMs.toFixed(0)}${s.walFoldAtPin ? "*" : ""}`).join(", "),
         mib(median(r.steps.map((s) => s.bytesRead))),
         r.cold.map((s) => ms(s.durationMs)).join(", "),
         mib(r.storeBytes),
       ]),
     ),
+    "(* : a WAL fold of the node's was still running beside the checkpoint's pin; it went on writing the database file and its fsync while the checkpoint ran.)",
     "",
     table(
       [{ header: "size" }, { header: "node peak RSS per checkpoint (first, full, then the ten incrementals)" }, { header: "RSS after the last" }],

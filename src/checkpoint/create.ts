@@ -115,6 +115,8 @@ export interface CheckpointResult {
   blobCount: number;
   /** Milliseconds spent in each phase, in order (for logs and the bench). */
   phases: Record<string, number>;
+  /** Whether a WAL fold of the node's was still running beside the pin (its writes and fsync share the disk with the checkpoint's). */
+  walFoldAtPin: boolean;
 }
 
 /** Milliseconds of each phase, in order. */
@@ -143,6 +145,7 @@ interface ImageRead {
   rehashed: number;
   bytesRead: number;
   logPosition?: LogPosition;
+  walFoldAtPin: boolean;
 }
 
 export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointResult> {
@@ -243,6 +246,7 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
       files: packs.length * 2 + 1,
       blobCount: image.totals.blob_count,
       phases: phases.ms,
+      walFoldAtPin: image.walFoldAtPin,
     };
   } catch (e) {
     if (!published) {
@@ -353,7 +357,7 @@ async function readImage(
     if (scanReason) o.logger.info(`checkpoint reads the whole database: ${scanReason}`);
     const built = await buildRanges(pool, spec, blockSize, prev, changed, o.onProgress);
     await pinned.checkGuard();
-    return { spec, totals: pinned.totals, changes, scan: changed ? "changes" : "full", scanReason, logPosition, ...built };
+    return { spec, totals: pinned.totals, changes, scan: changed ? "changes" : "full", scanReason, logPosition, walFoldAtPin: folds.folding !== undefined, ...built };
   } catch (e) {
     changes?.abandon();
     throw e;
