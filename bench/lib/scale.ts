@@ -5,7 +5,8 @@
  * garbage collection run after each one):
  *
  *  1. fill a fresh node over REST with 1 MiB blobs of random bytes, 8 in flight;
- *  2. the first checkpoint (full: nothing to build on);
+ *  2. the first checkpoint (full: nothing to build on), then a wait until the disk is back near
+ *     rest (settleDisk);
  *  3. ten rounds of the same absolute change (16 blobs of 1 MiB rewritten) and an incremental
  *     checkpoint, the node's RSS sampled throughout (each says whether a WAL fold of the node's
  *     was still running beside its pin);
@@ -19,7 +20,7 @@
  *
  * The targets compare the largest size with the smallest.
  */
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { closeSync, existsSync, fdatasyncSync, openSync, readFileSync, statSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { exec, KiB, must, socketOf, stopChecked, syncAll, timedCopy } from "./blob-db.ts";
 import { type LoadResult, putBlob, runLoad } from "./load.ts";
@@ -91,6 +92,7 @@ interface LastResult {
   newBytes: number;
   /** A WAL fold of the node's was still running beside the pin. */
   walFoldAtPin?: boolean;
+  phases?: Record<string, number>;
 }
 
 async function lastResult(node: RunningNode): Promise<LastResult> {
@@ -288,6 +290,8 @@ interface SizeResults {
   fillMs: number;
   first: Ckpt;
   cpSyncMs: number[];
+  /** How long the disk took to come back near rest after the first checkpoint (settleDisk). */
+  settleMs: number;
   full: Ckpt;
   steps: Ckpt[];
   cold: Ckpt[];
@@ -297,7 +301,7 @@ interface SizeResults {
   tools: Tools;
 }
 
-async function measureSize(ctx: BenchContext, gib: number): Promise<SizeResults> {
+async function measureSize(ctx: BenchContext, gib: number, disk: { probeDir: string; quietMs: number }): Promise<SizeResults> {
   const tag = `scale ${gib} GiB`;
   const dir = ctx.tmp.make("cairn-bench-scale-");
   try {
@@ -313,6 +317,8 @@ async function measureSize(ctx: BenchContext, gib: number): Promise<SizeResults>
     await syncAll();
     const first = await checkpoint(node);
     ctx.log(`${tag}: first checkpoint (${first.scan}) in ${secs(first.durationMs)}`);
+    const settleMs = await settleDisk(disk);
+    ctx.log(`${tag}: the disk back near rest ${secs(settleMs)} after the first checkpoint`);
     const change = async () => {
       const picked = Array.from({ length: CHANGE_BLOBS }, () => ids[Math.floor(Math.random() * ids.length)]!);
       await putMany(ctx, node.url, picked, bodies, "the change");
@@ -326,6 +332,7 @@ async function measureSize(ctx: BenchContext, gib: number): Promise<SizeResults>
       steps.push(c);
     }
     ctx.log(`${tag}: incrementals ${steps.map((s) => `${secs(s.durationMs)}${s.walFoldAtPin ? " (beside a fold)" : ""}`).join(", ")}`);
+    ctx.log(`${tag}: their phases (ms): ${steps.map((s) => JSON.stringify(s.phases ?? {})).join(" ")}`);
     const cold: Ckpt[] = [];
     let coldDropped = true;
     for (let i = 0; i < COLD_STEPS; i++) {
@@ -355,7 +362,7 @@ async function measureSize(ctx: BenchContext, gib: number): Promise<SizeResults>
     const newest = Math.max(...listed.map((c) => c.id));
     const tools = await measureTools(ctx, store, newest);
     ctx.log(`${tag}: peak RSS list ${mib(tools.list.peakRss)}, verify ${mib(tools.verify.peakRss)}, export ${mib(tools.export.peakRss)}, gc ${mib(tools.gc.peakRss)}, restore ${mib(tools.restore.peakRss)}`);
-    return { gib, dbBytes, fillMs: fill.elapsedMs, first, cpSyncMs, full, steps, cold, coldDropped, latency, storeBytes, tools };
+    return { gib, dbBytes, fillMs: fill.elapsedMs, first, settleMs, cpSyncMs, full, steps, cold, coldDropped, latency, storeBytes, tools };
   } finally {
     ctx.tmp.remove(dir);
   }
@@ -378,6 +385,38 @@ function slope(ys: number[]): number {
 }
 
 const ms = (x: number) => `${x.toFixed(1)} ms`;
+
+/** Median time of `n` 4 KiB writes, each followed by fdatasync, in `dir` (ms). */
+async function diskProbe(dir: string, n: number): Promise<number> {
+  const fd = openSync(join(dir, "probe"), "w", 0o600);
+  const block = new Uint8Array(4096);
+  const times: number[] = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      const t0 = performance.now();
+      writeSync(fd, block, 0, block.length, 0);
+      fdatasyncSync(fd);
+      times.push(performance.now() - t0);
+      await Bun.sleep(20);
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return median(times);
+}
+
+/**
+ * Wait until the disk is back near rest (the probe's median within 2× the one taken at the
+ * start of the section, at most five minutes): after a database-sized write, this VM's disk
+ * goes on writing it back for a minute or more after `sync` returned, and an incremental timed
+ * then measures that backlog, not its own cost. Returns how long it waited (ms).
+ */
+async function settleDisk(disk: { probeDir: string; quietMs: number }): Promise<number> {
+  const t0 = performance.now();
+  await syncAll();
+  while (performance.now() - t0 < 300_000 && (await diskProbe(disk.probeDir, 10)) > 2 * disk.quietMs) await Bun.sleep(1000);
+  return performance.now() - t0;
+}
 
 function render(results: SizeResults[]): string {
   const small = results[0]!;
@@ -441,11 +480,12 @@ function render(results: SizeResults[]): string {
   }
   out.push(
     table(
-      [{ header: "size" }, { header: "fill" }, { header: "first (full)" }, { header: "full, empty dir" }, { header: "cp + sync" }, { header: "incrementals (node ms)" }, { header: "read per incremental" }, { header: "page cache dropped" }, { header: "store" }],
+      [{ header: "size" }, { header: "fill" }, { header: "first (full)" }, { header: "disk at rest after" }, { header: "full, empty dir" }, { header: "cp + sync" }, { header: "incrementals (node ms)" }, { header: "read per incremental" }, { header: "page cache dropped" }, { header: "store" }],
       results.map((r) => [
         `${r.gib} GiB`,
         secs(r.fillMs),
         secs(r.first.durationMs),
+        secs(r.settleMs),
         secs(r.full.durationMs),
         r.cpSyncMs.map(secs).join(", "),
         r.steps.map((s) => `${s.durationMs.toFixed(0)}${s.walFoldAtPin ? "*" : ""}`).join(", "),
@@ -487,8 +527,11 @@ export const scaleSection: Section = {
   async run(ctx: BenchContext): Promise<string> {
     await ensureBinary(ctx.log);
     if (!existsSync(TIME)) throw new Error(`${TIME} (GNU time) is needed for the peak RSS figures`);
+    const probeDir = ctx.tmp.make("cairn-bench-scale-probe-");
+    const quiet = await diskProbe(probeDir, 30);
+    ctx.log(`scale: the disk at rest: 4 KiB write + fdatasync median ${quiet.toFixed(2)} ms`);
     const results: SizeResults[] = [];
-    for (const gib of benchSizesGiB()) results.push(await measureSize(ctx, gib));
+    for (const gib of benchSizesGiB()) results.push(await measureSize(ctx, gib, { probeDir, quietMs: quiet }));
     return render(results);
   },
 };
