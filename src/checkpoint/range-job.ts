@@ -272,12 +272,18 @@ async function processRange(job: RangeJob): Promise<RangeResult> {
   const prev = new Uint8Array(job.prev.length * SEGMENT_BLOCKS * SEGMENT_ENTRY_BYTES);
   const prevWords = new Uint32Array(prev.buffer);
   const prevValid = Math.max(0, Math.min(count, job.prevBlockCount - first));
-  for (let k = 0; k < job.prev.length; k++) {
-    const ref = job.prev[k];
-    if (ref) prev.set(await previousEntries(ref), k * SEGMENT_BLOCKS * SEGMENT_ENTRY_BYTES);
-  }
   const hasPrev = (i: number) => i < prevValid && job.prev[Math.floor(i / SEGMENT_BLOCKS)] != null;
   const mustRead = (i: number) => !changed || !hasPrev(i) || (changed[i >>> 3]! & (1 << (i & 7))) !== 0;
+  const end = Math.min(first + count, Math.ceil(imageBytes / bs));
+  // the segments with a block to read; every other one is the previous checkpoint's as it is,
+  // taken by its digest without reading its entries back from the store (at a large store those
+  // are reads from packs long out of the page cache)
+  const touched = new Uint8Array(Math.ceil(count / SEGMENT_BLOCKS));
+  for (let i = 0; i < end - first; i++) if (mustRead(i)) touched[Math.floor(i / SEGMENT_BLOCKS)] = 1;
+  for (let k = 0; k < job.prev.length; k++) {
+    const ref = job.prev[k];
+    if (ref && touched[k]) prev.set(await previousEntries(ref), k * SEGMENT_BLOCKS * SEGMENT_ENTRY_BYTES);
+  }
   // per block: kept from the previous checkpoint (1); per segment: the packs its new blocks went to
   const kept = new Uint8Array(count);
   const segNewPacks: Set<string>[] = Array.from({ length: Math.ceil(count / SEGMENT_BLOCKS) }, () => new Set<string>());
@@ -286,7 +292,6 @@ async function processRange(job: RangeJob): Promise<RangeResult> {
   let rehashed = 0;
   let blocksRead = 0;
   let bytesRead = 0;
-  const end = Math.min(first + count, Math.ceil(imageBytes / bs));
   const perChunk = Math.floor(CHUNK_BYTES / bs);
   if (keys && !sealer) {
     let toRead = 0;
@@ -347,6 +352,11 @@ async function processRange(job: RangeJob): Promise<RangeResult> {
   // is sealed while the next range is read, not waited for here
   if (sealer && !sealer.fits(segCount, segCount * SEGMENT_BLOCKS * SEGMENT_ENTRY_BYTES)) await submitSealed();
   for (let k = 0; k < segCount; k++) {
+    const untouched = job.prev[k];
+    if (untouched && !touched[k]) {
+      segments.push({ digest: untouched.digest, place: untouched });
+      continue;
+    }
     const seg = entries.subarray(k * SEGMENT_BLOCKS * SEGMENT_ENTRY_BYTES, Math.min(blocks, (k + 1) * SEGMENT_BLOCKS) * SEGMENT_ENTRY_BYTES);
     blockNameInto(seg, digests.subarray(k * DIGEST_BYTES, (k + 1) * DIGEST_BYTES), keys);
     const digest = toHex(digests.subarray(k * DIGEST_BYTES, (k + 1) * DIGEST_BYTES));
