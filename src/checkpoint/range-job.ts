@@ -23,6 +23,7 @@ import { BlockSealer } from "../store/sealer.ts";
 import { BLOCK_KIND_DATA, BLOCK_KIND_SEGMENT, blockNameInto, decodeBlock, FLAG_SEALED, FLAG_ZSTD, INDEX_ENTRY_BYTES } from "../store/pack.ts";
 import { PackFile, type PackWritten, syncPackFiles } from "../store/pack-writer.ts";
 import { preadFully } from "../util/fsx.ts";
+import { readAhead } from "../util/readahead.ts";
 import { IoPacer } from "../util/io-pressure.ts";
 import { lowerThisThreadPriority } from "../util/thread-priority.ts";
 import type { CheckpointInit, CheckpointJob, FinishResult, RangeJob, RangeResult, SampleJob, SnapshotSpec } from "./jobs.ts";
@@ -280,6 +281,7 @@ async function processRange(job: RangeJob): Promise<RangeResult> {
   // are reads from packs long out of the page cache)
   const touched = new Uint8Array(Math.ceil(count / SEGMENT_BLOCKS));
   for (let i = 0; i < end - first; i++) if (mustRead(i)) touched[Math.floor(i / SEGMENT_BLOCKS)] = 1;
+  for (const [k, ref] of job.prev.entries()) if (ref && touched[k]) store!.readAhead(packPath(ref.packId), ref.offset, ref.stored);
   for (let k = 0; k < job.prev.length; k++) {
     const ref = job.prev[k];
     if (ref && touched[k]) prev.set(await previousEntries(ref), k * SEGMENT_BLOCKS * SEGMENT_ENTRY_BYTES);
@@ -381,6 +383,14 @@ async function checkSample(job: SampleJob): Promise<number[]> {
   const imageBytes = s.pageCount * s.pageSize;
   const mismatched: number[] = [];
   const lists = new Map<string, Uint8Array>();
+  // blocks spread over the whole image, and their segment lists over the store's packs: at a
+  // large store mostly out of the page cache, so fetched all at once before they are read
+  for (let k = 0; k < job.blocks.length; k++) {
+    const pos = job.blocks[k]! * bs;
+    readAhead(s.dbFd, pos, Math.min(bs, imageBytes - pos));
+    const ref = job.prev[k]!;
+    store!.readAhead(packPath(ref.packId), ref.offset, ref.stored);
+  }
   for (let k = 0; k < job.blocks.length; k++) {
     const b = job.blocks[k]!;
     const ref = job.prev[k]!;

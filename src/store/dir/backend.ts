@@ -8,6 +8,7 @@ import { closeSync, constants, copyFileSync, existsSync, fstatSync, fsyncSync, m
 import { dirname, join } from "node:path";
 import { CairnError, errorMessage, sysCode } from "../../errors.ts";
 import { FileLock } from "../../util/file-lock.ts";
+import { readAhead } from "../../util/readahead.ts";
 import { DIR_MODE, fsyncDir, preadFully, READ_NO_FOLLOW, tempNameFor, writeFileAtomic } from "../../util/fsx.ts";
 import { type Backend, type BackendSpec, type Hold, missing, type RandomReads, tooLarge } from "../backend.ts";
 
@@ -120,12 +121,21 @@ export class DirBackend implements Backend, RandomReads {
   }
 
   async readInto(path: string, into: Uint8Array, at: number, length: number, offset: number): Promise<number> {
+    return preadFully(this.fdOf(path), into, at, length, offset);
+  }
+
+  /** Start reading `length` bytes at `offset` of `path` into the page cache (for reads about to come; util/readahead.ts). */
+  readAhead(path: string, offset: number, length: number): void {
+    readAhead(this.fdOf(path), offset, length);
+  }
+
+  private fdOf(path: string): number {
     let fd = this.fds.get(path);
     if (fd === undefined) {
       fd = this.open(path);
       this.fds.set(path, fd);
     }
-    return preadFully(fd, into, at, length, offset);
+    return fd;
   }
 
   async size(path: string): Promise<number | undefined> {
