@@ -6,26 +6,11 @@
  * another. Only a hint: where the call is missing nothing happens, and the reads that follow
  * are what they would have been.
  */
-import { dlopen, FFIType } from "bun:ffi";
+import { libcFunction } from "./libc.ts";
 
 const POSIX_FADV_WILLNEED = 3;
 
-type Fadvise = (fd: number, offset: number, length: number, advice: number) => number;
-
-let fadvise: Fadvise | null | undefined;
-
-function load(): Fadvise | null {
-  if (fadvise !== undefined) return fadvise;
-  try {
-    const libc = dlopen("libc.so.6", { posix_fadvise: { args: [FFIType.i32, FFIType.i64, FFIType.i64, FFIType.i32], returns: FFIType.i32 } });
-    fadvise = (fd, offset, length, advice) => libc.symbols.posix_fadvise(fd, offset, length, advice);
-  } catch {
-    fadvise = null;
-  }
-  return fadvise;
-}
-
 /** Start reading bytes [offset, offset + length) of `fd` into the page cache. */
 export function readAhead(fd: number, offset: number, length: number): void {
-  load()?.(fd, offset, length, POSIX_FADV_WILLNEED);
+  libcFunction("posix_fadvise", ["i32", "i64", "i64", "i32"])?.(fd, offset, length, POSIX_FADV_WILLNEED);
 }

@@ -7,33 +7,18 @@
  * fdatasync every window waits out each flush instead, and takes half again as long). Where
  * the call is missing, `windowDone` says so and the caller falls back to fdatasync.
  */
-import { dlopen, FFIType } from "bun:ffi";
+import { libcFunction } from "./libc.ts";
 
 const SYNC_FILE_RANGE_WAIT_BEFORE = 1;
 const SYNC_FILE_RANGE_WRITE = 2;
 const SYNC_FILE_RANGE_WAIT_AFTER = 4;
-
-type SyncFileRange = (fd: number, offset: number, nbytes: number, flags: number) => number;
-
-let syncFileRange: SyncFileRange | null | undefined;
-
-function load(): SyncFileRange | null {
-  if (syncFileRange !== undefined) return syncFileRange;
-  try {
-    const libc = dlopen("libc.so.6", { sync_file_range: { args: [FFIType.i32, FFIType.i64, FFIType.i64, FFIType.u32], returns: FFIType.i32 } });
-    syncFileRange = (fd, offset, nbytes, flags) => libc.symbols.sync_file_range(fd, offset, nbytes, flags);
-  } catch {
-    syncFileRange = null;
-  }
-  return syncFileRange;
-}
 
 /**
  * Bytes [start, end) of `fd` are written: start their write-back, and wait for whatever of
  * [0, waitEnd) is still being written. False if the system cannot do this (then fdatasync).
  */
 export function windowDone(fd: number, start: number, end: number, waitEnd: number): boolean {
-  const sfr = load();
+  const sfr = libcFunction("sync_file_range", ["i32", "i64", "i64", "u32"]);
   if (!sfr) return false;
   if (sfr(fd, start, end - start, SYNC_FILE_RANGE_WRITE) !== 0) return false;
   if (waitEnd > 0 && sfr(fd, 0, waitEnd, SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) !== 0) return false;
