@@ -325,9 +325,10 @@ async function readImage(
     // between is in the image too, and shipped after it: applying its pages again changes nothing)
     const logPosition = o.shipper?.beforePin();
     pinned = pinSnapshot(o.live, folds.folding);
+    const walFoldAtPin = folds.folding !== undefined;
     // the same instant as the pin: no commit can come in between (same thread)
-    changes = o.tracker?.take(storeKey, prev?.manifest.id, pinned.walHeader, folds.folding !== undefined);
-    if (folds.folding) o.logger.debug("checkpoint pinned beside a running WAL fold (passive)");
+    changes = o.tracker?.take(storeKey, prev?.manifest.id, pinned.walHeader, walFoldAtPin);
+    if (walFoldAtPin) o.logger.debug("checkpoint pinned beside a running WAL fold (passive)");
     crashPoint("checkpoint:snapshot-pinned");
     const overlay = pinned.walIndex
       ? await pool.call<WalOverlay, CheckpointJob>(0, { job: "checkpoint", op: "scanWal", walFd: o.live.walFd, shmFd: o.live.shmFd, walIndex: pinned.walIndex })
@@ -357,7 +358,7 @@ async function readImage(
     if (scanReason) o.logger.info(`checkpoint reads the whole database: ${scanReason}`);
     const built = await buildRanges(pool, spec, blockSize, prev, changed, o.onProgress);
     await pinned.checkGuard();
-    return { spec, totals: pinned.totals, changes, scan: changed ? "changes" : "full", scanReason, logPosition, walFoldAtPin: folds.folding !== undefined, ...built };
+    return { spec, totals: pinned.totals, changes, scan: changed ? "changes" : "full", scanReason, logPosition, walFoldAtPin, ...built };
   } catch (e) {
     changes?.abandon();
     throw e;

@@ -151,7 +151,7 @@ function storeBlock(dw: Uint32Array, at: number, data: Uint8Array, kind: number,
   const k = stored.add(myPacks.length - 1, offset, storedLength, data.length, f);
   newHere = newHere.setWords(dw, at, k);
   if (p.layout.full(init!.packTargetBytes)) {
-    if (p.awaitingFill) closing.push(p);
+    if (p.writesPending) closing.push(p);
     else written.push(p.close());
     current = undefined;
   }
@@ -163,7 +163,7 @@ async function submitSealed(drain = false): Promise<void> {
   if (!sealer) return;
   await (drain ? sealer.drain() : sealer.submit());
   for (let i = 0; i < closing.length; ) {
-    if (closing[i]!.awaitingFill) i++;
+    if (closing[i]!.writesPending) i++;
     else written.push(closing.splice(i, 1)[0]!.close());
   }
 }
@@ -280,7 +280,12 @@ async function processRange(job: RangeJob): Promise<RangeResult> {
   // taken by its digest without reading its entries back from the store (at a large store those
   // are reads from packs long out of the page cache)
   const touched = new Uint8Array(Math.ceil(count / SEGMENT_BLOCKS));
-  for (let i = 0; i < end - first; i++) if (mustRead(i)) touched[Math.floor(i / SEGMENT_BLOCKS)] = 1;
+  let toRead = 0;
+  for (let i = 0; i < end - first; i++) {
+    if (!mustRead(i)) continue;
+    touched[Math.floor(i / SEGMENT_BLOCKS)] = 1;
+    toRead++;
+  }
   for (const [k, ref] of job.prev.entries()) if (ref && touched[k]) store!.readAhead(packPath(ref.packId), ref.offset, ref.stored);
   for (let k = 0; k < job.prev.length; k++) {
     const ref = job.prev[k];
@@ -295,12 +300,8 @@ async function processRange(job: RangeJob): Promise<RangeResult> {
   let blocksRead = 0;
   let bytesRead = 0;
   const perChunk = Math.floor(CHUNK_BYTES / bs);
-  if (keys && !sealer) {
-    let toRead = 0;
-    for (let i = 0; i < end - first && toRead < perChunk; i++) if (mustRead(i)) toRead++;
-    // a chunk's worth to seal: worth a thread of its own (segments and compressed blocks go too)
-    if (toRead >= perChunk) sealer = new BlockSealer(init!.keys!, init!.sync, CHUNK_BYTES, perChunk + 256);
-  }
+  // a chunk's worth to seal: worth a thread of its own (segments and compressed blocks go too)
+  if (keys && !sealer && toRead >= perChunk) sealer = new BlockSealer(init!.keys!, init!.sync, CHUNK_BYTES, perChunk + 256);
   for (let b = first; b < end; ) {
     const i0 = b - first;
     if (!mustRead(i0)) {

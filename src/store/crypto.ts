@@ -172,10 +172,8 @@ export class NameHasher {
  * always), and needs no tag or IV of its own.
  */
 export function sealBlock(k: DataKeys, digest: Uint8Array, plain: Uint8Array): Uint8Array {
-  const [head, body] = sealBlockParts(k, digest, plain);
-  const out = new Uint8Array(head.length + body.length);
-  out.set(head, 0);
-  out.set(body, head.length);
+  const out = new Uint8Array(BLOCK_SEAL_BYTES + plain.length);
+  sealBlockInto(k, digest.subarray(0, 16), plain, out, 0);
   return out;
 }
 

@@ -184,12 +184,12 @@ export class PackFile {
   }
 
   /** Once blocks are written by another thread (reserve), this one writes none: its own would land at its end of the file. */
-  private assertNoneReserved(): void {
+  private assertWrittenHere(): void {
     if (this.elsewhere) throw new CairnError("E_INTERNAL", `pack ${this.packId}: a block appended here after blocks laid out for another thread to write`);
   }
 
   /** Whether bytes laid out by reserve() are still to be written. */
-  get awaitingFill(): boolean {
+  get writesPending(): boolean {
     return this.reserved > 0;
   }
 
@@ -227,31 +227,22 @@ export class PackFile {
 
   /** Add a block's stored bytes, copied. */
   append(digest: Uint32Array, at: number, payload: Uint8Array, rawLength: number, flags: number): number {
-    this.assertNoneReserved();
+    this.assertWrittenHere();
     this.copyIn(payload);
     return this.layout.add(digest, at, payload.length, rawLength, flags);
   }
 
   /** Add a block's stored bytes given in two parts (a sealed block's header and ciphertext), copied one after the other. */
   appendParts(digest: Uint32Array, at: number, head: Uint8Array, body: Uint8Array, rawLength: number, flags: number): number {
-    this.assertNoneReserved();
-    this.flushRun();
-    const n = head.length + body.length;
-    if (this.buffered + n > this.buffer.length) this.flushBuffer();
-    if (n > this.buffer.length) {
-      this.write(head);
-      this.write(body);
-    } else {
-      this.buffer.set(head, this.buffered);
-      this.buffer.set(body, this.buffered + head.length);
-      this.buffered += n;
-    }
-    return this.layout.add(digest, at, n, rawLength, flags);
+    this.assertWrittenHere();
+    this.copyIn(head);
+    this.copyIn(body);
+    return this.layout.add(digest, at, head.length + body.length, rawLength, flags);
   }
 
   /** Add a block's stored bytes, `buf[start, end)`, written from `buf` itself at the next flushRun. */
   appendRun(digest: Uint32Array, at: number, buf: Uint8Array, start: number, end: number, rawLength: number, flags: number): number {
-    this.assertNoneReserved();
+    this.assertWrittenHere();
     this.flushBuffer();
     if (this.run && (this.run.buf !== buf || this.run.end !== start)) this.flushRun();
     if (this.run) this.run.end = end;

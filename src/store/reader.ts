@@ -179,12 +179,12 @@ export class StoreReader {
     return { entries };
   }
 
-  /** Read one block, decompress it and check its digest. */
   /** A carried file's content (store/included.ts), fetched and checked against its name and size. */
   async carriedFile(f: IncludedFile): Promise<Uint8Array> {
     return openIncluded(await this.source.get(includedPath(f.name), MAX_INCLUDED_STORED_BYTES), f, this.keys, this.location);
   }
 
+  /** Read one block, decompress it and check its digest. */
   async block(loc: BlockLocation): Promise<Uint8Array> {
     const path = packPath(loc.packId);
     const stored = await this.source.getRange(path, loc.offset, loc.storedLength);

@@ -123,7 +123,7 @@ export class BlockSealer {
   private readonly spans: Uint32Array;
   private slot = 0;
   private job: Gathering = { count: 0, sideUsed: 0, outUsed: 0, parts: [] };
-  private inFlight?: { done: Promise<number>; slot: number; job: Gathering };
+  private inFlight?: { done: Promise<number>; job: Gathering };
   /** Blocks added so far. */
   sealed = 0;
 
@@ -198,11 +198,10 @@ export class BlockSealer {
     let sent: typeof this.inFlight;
     if (job.count > 0) {
       await this.started;
-      const slot = this.slot;
       const done = this.pool.call<number, SealJob>(0, {
         job: "seal",
         op: "seal",
-        slot,
+        slot: this.slot,
         count: job.count,
         ivs: this.ivs.slice(0, job.count * IV_BYTES),
         spans: this.spans.slice(0, job.count * SPAN_WORDS),
@@ -210,13 +209,13 @@ export class BlockSealer {
       });
       // awaited by the next submit or drain, unless the thread is stopped first
       done.catch(() => {});
-      sent = { done, slot, job };
+      sent = { done, job };
       this.slot ^= 1;
       this.job = { count: 0, sideUsed: 0, outUsed: 0, parts: [] };
     }
     const before = this.inFlight;
     this.inFlight = sent;
-    if (before) await this.write(before);
+    if (before) await this.settle(before);
   }
 
   /** Everything added is sealed and written into its pack. */
@@ -224,10 +223,11 @@ export class BlockSealer {
     await this.submit();
     const last = this.inFlight;
     this.inFlight = undefined;
-    if (last) await this.write(last);
+    if (last) await this.settle(last);
   }
 
-  private async write(f: { done: Promise<number>; slot: number; job: Gathering }): Promise<void> {
+  /** A job sealed and written: its packs told how many of their laid-out bytes are now in them. */
+  private async settle(f: { done: Promise<number>; job: Gathering }): Promise<void> {
     const n = await f.done;
     if (n !== f.job.outUsed) throw new CairnError("E_INTERNAL", `the sealing thread wrote ${n} bytes, ${f.job.outUsed} were laid out`);
     for (const p of f.job.parts) p.pack.writtenElsewhere(p.bytes);

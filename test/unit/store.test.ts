@@ -263,7 +263,7 @@ describe("packs", () => {
     pack.append(words(first), 0, first, first.length, BLOCK_KIND_DATA << 8);
     const later = [pseudoRandomBytes(12, 8192), pseudoRandomBytes(13, 5000)];
     const offsets = later.map((b) => pack.reserve(words(b), 0, b.length, b.length, BLOCK_KIND_DATA << 8));
-    expect(pack.awaitingFill).toBe(true);
+    expect(pack.writesPending).toBe(true);
     expectCode(thrown(() => pack.append(words(first), 0, first, first.length, BLOCK_KIND_DATA << 8)), "E_INTERNAL", /laid out for another thread/);
     expectCode(thrown(() => pack.close()), "E_INTERNAL", /not written/);
     // the other thread: its own descriptor, positional writes, the last block first
@@ -271,9 +271,9 @@ describe("packs", () => {
     for (const i of [1, 0]) writeSync(fd, later[i]!, 0, later[i]!.length, offsets[i]!);
     closeSync(fd);
     pack.writtenElsewhere(later[0]!.length);
-    expect(pack.awaitingFill).toBe(true);
+    expect(pack.writesPending).toBe(true);
     pack.writtenElsewhere(later[1]!.length);
-    expect(pack.awaitingFill).toBe(false);
+    expect(pack.writesPending).toBe(false);
     pack.close();
     const idx = decodeIndex(new Uint8Array(readFileSync(pack.path("idx"))), "p.idx");
     const bytes = new Uint8Array(readFileSync(pack.path("pack")));
