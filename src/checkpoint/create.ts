@@ -43,7 +43,7 @@ import { emptyDirNoFollow } from "../util/fsx.ts";
 import { WorkerPool } from "../util/worker-pool.ts";
 import { VERSION } from "../version.ts";
 import type { CheckpointJob, FinishResult, RangeJob, RangeResult, SampleJob, SnapshotSpec } from "./jobs.ts";
-import { locateSegments, packsOf, type PreviousCheckpoint, type SegmentPlace, segmentPacksOf, segmentRef, segmentTable } from "./segments.ts";
+import { locateSegments, packsOf, patchedTable, type PreviousCheckpoint, type SegmentPlace, segmentPacksOf, segmentRef, type SegmentTable } from "./segments.ts";
 import { pinSnapshot } from "./snapshot.ts";
 import type { LogPosition } from "../store/log.ts";
 
@@ -117,6 +117,8 @@ export interface CheckpointResult {
   phases: Record<string, number>;
   /** Whether a WAL fold of the node's was still running beside the pin (its writes and fsync share the disk with the checkpoint's). */
   walFoldAtPin: boolean;
+  /** The ranges built, and the workers' milliseconds in each part of them, summed (range-job.ts). */
+  rangeMs: Record<string, number>;
 }
 
 /** Milliseconds of each phase, in order. */
@@ -136,7 +138,8 @@ interface ImageRead {
   spec: SnapshotSpec;
   /** The new checkpoint's segments: digest and place each. */
   segments: string[];
-  locations: SegmentPlace[];
+  /** Where they are (SegmentTable: columns, as the manifest and the next checkpoint take them). */
+  table: SegmentTable;
   totals: { blob_count: number; blob_bytes: number };
   changes?: TakenChanges;
   scan: "changes" | "full";
@@ -146,6 +149,7 @@ interface ImageRead {
   bytesRead: number;
   logPosition?: LogPosition;
   walFoldAtPin: boolean;
+  rangeMs: Record<string, number>;
 }
 
 export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointResult> {
@@ -179,7 +183,7 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
     if (o.signal?.aborted) throw cancelled();
 
     // 5. the manifest, last: it names exactly the packs its segments and their blocks are in
-    const table = segmentTable(image.locations);
+    const table = image.table;
     const imageBytes = image.spec.pageCount * image.spec.pageSize;
     const blockCount = Math.ceil(imageBytes / store.info.block_size);
     const created = new Date().toISOString();
@@ -188,7 +192,7 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
     // the carried files, each stored once per content, before the manifest that names them
     for (const c of carried) await store.writeObjectOnce(c.path, c.stored);
     crashPoint("checkpoint:before-manifest");
-    const manifestBytes = await store.writeManifest({
+    const manifestWritten = await store.writeManifest({
       format: 1,
       id,
       node_id: o.nodeId,
@@ -218,6 +222,7 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
       ...(store.keys ? { key_generation: store.keys.current.generation } : {}),
       ...(carried.length > 0 ? { files: carried.map((c) => c.entry) } : {}),
     });
+    const manifestBytes = manifestWritten.bytes;
     published = true;
     image.changes?.commit(storeKey, id);
     crashPoint("checkpoint:after-manifest");
@@ -225,12 +230,12 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
     if (o.cache) {
       o.cache.current = {
         dir: o.storeDir,
-        manifest: await store.reader.manifest(id),
+        manifest: manifestWritten.manifest,
         locations: table,
       };
     }
     keepPool = true;
-    o.logger.debug(`checkpoint ${id} phases (ms): ${Object.entries(phases.ms).map(([k, v]) => `${k} ${v}`).join(", ")}`);
+    o.logger.debug(`checkpoint ${id} phases (ms): ${Object.entries(phases.ms).map(([k, v]) => `${k} ${v}`).join(", ")}; in its ranges: ${Object.entries(image.rangeMs).map(([k, v]) => `${k} ${v}`).join(", ")}`);
     return {
       id,
       dir: o.storeDir,
@@ -247,6 +252,7 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
       blobCount: image.totals.blob_count,
       phases: phases.ms,
       walFoldAtPin: image.walFoldAtPin,
+      rangeMs: image.rangeMs,
     };
   } catch (e) {
     if (!published) {
@@ -347,16 +353,25 @@ async function readImage(
     const blockSize = store.info.block_size;
     let changed = changes?.pages && prev ? changedBlocks(changes.pages, spec, blockSize, prev) : undefined;
     let scanReason = changed ? undefined : !prev ? "the store has no checkpoint to build on" : (changes?.fallback ?? "the changes are not tracked for this store");
-    if (changed && prev) {
-      const wrong = await checkUnchanged(pool, changed, spec, blockSize, prev);
+    // a few blocks the tracking calls unchanged: asked for now, checked once the changed ranges are built
+    const sample = changed && prev ? sampleUnchanged(changed, spec, blockSize, prev) : undefined;
+    if (sample) await pool.call(0, { ...sample, op: "prefetchSample" } satisfies SampleJob);
+    if (scanReason) o.logger.info(`checkpoint reads the whole database: ${scanReason}`);
+    let built = await buildRanges(pool, spec, blockSize, prev, changed, o.onProgress);
+    phases.mark("build_ranges");
+    if (sample) {
+      const wrong = (await pool.call<number[]>(0, sample))[0];
+      phases.mark("check_sample");
       if (wrong !== undefined) {
-        o.logger.error(`the change tracking missed a change (block ${wrong} differs from checkpoint ${prev.manifest.id}); this checkpoint reads every block`);
+        o.logger.error(`the change tracking missed a change (block ${wrong} differs from checkpoint ${prev!.manifest.id}); this checkpoint reads every block`);
         scanReason = `the change tracking missed a change at block ${wrong}`;
         changed = undefined;
+        // what the changed ranges stored is found again in this checkpoint's own blocks
+        const partial = built;
+        built = await buildRanges(pool, spec, blockSize, prev, undefined, o.onProgress);
+        built.bytesRead += partial.bytesRead;
       }
     }
-    if (scanReason) o.logger.info(`checkpoint reads the whole database: ${scanReason}`);
-    const built = await buildRanges(pool, spec, blockSize, prev, changed, o.onProgress);
     await pinned.checkGuard();
     return { spec, totals: pinned.totals, changes, scan: changed ? "changes" : "full", scanReason, logPosition, walFoldAtPin, ...built };
   } catch (e) {
@@ -398,11 +413,8 @@ function changedBlocks(pages: Uint8Array, spec: SnapshotSpec, blockSize: number,
 
 const isSet = (bits: Uint8Array, b: number) => (bits[b >>> 3]! & (1 << (b & 7))) !== 0;
 
-/**
- * Read a few blocks the tracking calls unchanged, spread over the image, and compare them with
- * the previous checkpoint: the block number of one that differs, or undefined.
- */
-async function checkUnchanged(pool: WorkerPool, changed: Uint8Array, spec: SnapshotSpec, blockSize: number, prev: PreviousCheckpoint): Promise<number | undefined> {
+/** A few blocks the tracking calls unchanged, spread over the image, to compare with the previous checkpoint (undefined: none). */
+function sampleUnchanged(changed: Uint8Array, spec: SnapshotSpec, blockSize: number, prev: PreviousCheckpoint): SampleJob | undefined {
   const blockCount = Math.min(prev.manifest.block_count, Math.ceil((spec.pageCount * spec.pageSize) / blockSize));
   const blocks: number[] = [];
   for (let k = 0; k < SAMPLE_BLOCKS * 4 && blocks.length < SAMPLE_BLOCKS && blockCount > 0; k++) {
@@ -411,9 +423,7 @@ async function checkUnchanged(pool: WorkerPool, changed: Uint8Array, spec: Snaps
     if (!isSet(changed, b) && b < blockCount - 1 && !blocks.includes(b)) blocks.push(b);
   }
   if (blocks.length === 0) return undefined;
-  const job: SampleJob = { job: "checkpoint", op: "sample", blocks, prev: blocks.map((b) => segmentRef(prev, Math.floor(b / SEGMENT_BLOCKS))!) };
-  const wrong = await pool.call<number[]>(0, job);
-  return wrong[0];
+  return { job: "checkpoint", op: "sample", blocks, prev: blocks.map((b) => segmentRef(prev, Math.floor(b / SEGMENT_BLOCKS))!) };
 }
 
 /** Hand out the ranges to build to the workers; every other segment is the previous checkpoint's. */
@@ -424,35 +434,29 @@ async function buildRanges(
   prev: PreviousCheckpoint | undefined,
   changed: Uint8Array | undefined,
   onProgress?: (done: number, total: number) => void,
-): Promise<Pick<ImageRead, "segments" | "locations" | "newBlocks" | "rehashed" | "bytesRead">> {
+): Promise<Pick<ImageRead, "segments" | "table" | "newBlocks" | "rehashed" | "bytesRead" | "rangeMs">> {
   const imageBytes = spec.pageCount * spec.pageSize;
   const blockCount = Math.ceil(imageBytes / blockSize);
   const segCount = Math.ceil(blockCount / SEGMENT_BLOCKS);
   const ranges = Math.ceil(blockCount / RANGE_BLOCKS);
-  const segments: string[] = new Array(segCount);
-  const locations: SegmentPlace[] = new Array(segCount);
+  const incremental = changed !== undefined && prev !== undefined;
+  // every segment the previous checkpoint's unless its range is rebuilt
+  const segments: string[] = incremental ? prev.manifest.segments.slice(0, segCount) : new Array(segCount);
+  const places: (SegmentPlace | undefined)[] = new Array(segCount);
   // the ranges with a changed block (every range without tracking); the rest are taken as they are
   const todo: number[] = [];
   for (let r = 0; r < ranges; r++) {
-    const first = r * RANGE_BLOCKS;
-    const last = Math.min(blockCount, first + RANGE_BLOCKS);
-    let work = !changed || !prev;
-    for (let b = first; !work && b < last; b += 8) {
-      if (b % 8 === 0 && b + 8 <= last ? changed![b >>> 3] !== 0 : isSet(changed!, b)) work = true;
-      if (!work && b % 8 !== 0) for (let k = b; k < Math.min(last, b + 8); k++) if (isSet(changed!, k)) work = true;
-    }
+    let work = !incremental;
+    // (a range is a whole number of bitmap bytes; no bit is set past the image's last block)
+    const end = Math.ceil(Math.min(blockCount, (r + 1) * RANGE_BLOCKS) / 8);
+    for (let i = (r * RANGE_BLOCKS) >>> 3; !work && i < end; i++) if (changed![i] !== 0) work = true;
     if (work) todo.push(r);
-    else {
-      for (let s = first / SEGMENT_BLOCKS; s < Math.ceil(last / SEGMENT_BLOCKS); s++) {
-        const ref = segmentRef(prev!, s)!;
-        segments[s] = ref.digest;
-        locations[s] = ref;
-      }
-    }
   }
+  if (changed && prev && todo.length > 0) await pool.call(0, { job: "checkpoint", op: "prefetchImage", runs: changedRuns(changed, todo, blockCount, blockSize, imageBytes) } satisfies CheckpointJob);
   let newBlocks = 0;
   let rehashed = 0;
   let bytesRead = 0;
+  const rangeMs: Record<string, number> = {};
   let done = 0;
   const totalBytes = changed ? todo.length * RANGE_BLOCKS * blockSize : imageBytes;
   let next = 0;
@@ -475,17 +479,43 @@ async function buildRanges(
         const res = await pool.call<RangeResult>(w, job);
         res.segments.forEach((seg, k) => {
           segments[s0 + k] = seg.digest;
-          locations[s0 + k] = seg.place;
+          places[s0 + k] = seg.place;
         });
         newBlocks += res.newBlocks;
         rehashed += res.rehashed;
         bytesRead += res.bytesRead;
+        for (const [k, v] of Object.entries(res.timers)) rangeMs[k] = (rangeMs[k] ?? 0) + v;
         done += changed ? count * blockSize : res.bytesRead;
         onProgress?.(Math.min(done, totalBytes), totalBytes);
       }
     }),
   );
-  return { segments, locations, newBlocks, rehashed, bytesRead };
+  for (const k of Object.keys(rangeMs)) rangeMs[k] = Math.round(rangeMs[k]! * 10) / 10;
+  const table = patchedTable(incremental ? prev.locations : undefined, places);
+  return { segments, table, newBlocks, rehashed, bytesRead, rangeMs: { ranges: todo.length, ...rangeMs } };
+}
+
+/** What the ranges read ahead at most (a large change is read as it comes, not all fetched into the cache first). */
+const PREFETCH_BYTES = 64 * 1024 * 1024;
+
+/** The changed blocks of ranges `todo` as runs of the image: byte offset, length pairs, up to PREFETCH_BYTES in all. */
+function changedRuns(changed: Uint8Array, todo: number[], blockCount: number, blockSize: number, imageBytes: number): Float64Array {
+  const runs: number[] = [];
+  let total = 0;
+  for (const r of todo) {
+    const last = Math.min(blockCount, (r + 1) * RANGE_BLOCKS);
+    for (let b = r * RANGE_BLOCKS; b < last && total < PREFETCH_BYTES; b++) {
+      if (!isSet(changed, b)) continue;
+      let e = b + 1;
+      while (e < last && isSet(changed, e)) e++;
+      const pos = b * blockSize;
+      const len = Math.min(e * blockSize, imageBytes) - pos;
+      runs.push(pos, len);
+      total += len;
+      b = e;
+    }
+  }
+  return new Float64Array(runs);
 }
 
 /** The bits of blocks [first, first + count) of `bits`, from bit 0. */

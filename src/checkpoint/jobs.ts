@@ -56,10 +56,14 @@ export interface RangeJob {
   prevBlockCount: number;
 }
 
-/** Check that blocks the change tracking calls unchanged still hold what the previous checkpoint says. */
+/**
+ * Check that blocks the change tracking calls unchanged still hold what the previous checkpoint
+ * says ("sample"), having asked for them ahead ("prefetchSample": the kernel reads them while
+ * the changed ranges are built).
+ */
 export interface SampleJob {
   job: "checkpoint";
-  op: "sample";
+  op: "prefetchSample" | "sample";
   blocks: number[];
   /** The previous checkpoint's segment holding each block. */
   prev: SegmentRef[];
@@ -70,6 +74,8 @@ export type CheckpointJob =
   | RangeJob
   | SampleJob
   | { job: "checkpoint"; op: "snapshot"; spec: SnapshotSpec }
+  /** Ask for the image's bytes of these runs (byte offset, length pairs) ahead of the ranges that read them. */
+  | { job: "checkpoint"; op: "prefetchImage"; runs: Float64Array }
   | { job: "checkpoint"; op: "scanWal"; walFd: number; shmFd: number; walIndex: WalIndexHeader }
   | { job: "checkpoint"; op: "finish" }
   | { job: "checkpoint"; op: "abort" };
@@ -84,6 +90,30 @@ export interface RangeResult {
   /** Of those, blocks that had to be hashed (not found unchanged by their quick hash). */
   rehashed: number;
   bytesRead: number;
+  timers: RangeTimers;
+}
+
+/** Where a range job's time went (milliseconds), and how many pack indexes it loaded. */
+export interface RangeTimers {
+  /** Reading back the previous entries of the segments with a block to read. */
+  prevEntries: number;
+  /** Reading the image. */
+  read: number;
+  /** Quick-hashing and naming blocks. */
+  hash: number;
+  /** Compressing new blocks. */
+  compress: number;
+  /** Writing new blocks into packs (pacing included). */
+  write: number;
+  /** Of the writes, sleeping to give way to the node's commits or the rate limit. */
+  paced: number;
+  /** Waiting for the sealing thread. */
+  seal: number;
+  /** Finding the earlier packs that hold a rebuilt segment's kept blocks. */
+  keptPacks: number;
+  /** Naming and storing the segments. */
+  segments: number;
+  indexLoads: number;
 }
 
 export interface FinishResult {

@@ -26,7 +26,7 @@ import { preadFully } from "../util/fsx.ts";
 import { readAhead } from "../util/readahead.ts";
 import { IoPacer } from "../util/io-pressure.ts";
 import { lowerThisThreadPriority } from "../util/thread-priority.ts";
-import type { CheckpointInit, CheckpointJob, FinishResult, RangeJob, RangeResult, SampleJob, SnapshotSpec } from "./jobs.ts";
+import type { CheckpointInit, CheckpointJob, FinishResult, RangeJob, RangeResult, RangeTimers, SampleJob, SnapshotSpec } from "./jobs.ts";
 import type { SegmentLocation, SegmentPlace, SegmentRef } from "./segments.ts";
 
 const CHUNK_BYTES = 4 * 1024 * 1024;
@@ -121,7 +121,9 @@ function storeBlock(dw: Uint32Array, at: number, data: Uint8Array, kind: number,
   current ??= openPack();
   const p = current;
   const flags = kind << 8;
+  charge("hash");
   const z = init!.compression === "zstd" ? Bun.zstdCompressSync(data, { level: 1 }) : undefined;
+  charge("compress");
   let offset: number;
   let storedLength = data.length;
   let f = flags;
@@ -144,6 +146,7 @@ function storeBlock(dw: Uint32Array, at: number, data: Uint8Array, kind: number,
     storedLength = z.length;
   } else if (chunkAt >= 0) offset = p.appendRun(dw, at, chunk, chunkAt, chunkAt + data.length, data.length, flags);
   else offset = p.append(dw, at, data, data.length, flags);
+  charge("write");
   if (newHere.size >= DEDUP_ENTRIES) {
     newHere = newHere.clear();
     stored.clear();
@@ -186,6 +189,7 @@ async function packTable(packId: string): Promise<DigestTable> {
     return t;
   }
   const idx = await reader!.index(packId);
+  timers.indexLoads++;
   t = DigestTable.create(idx.count);
   for (let i = 0; i < idx.count; i++) t.insertAt(idx.entries, i * INDEX_ENTRY_BYTES, i);
   packTables.set(packId, t);
@@ -224,32 +228,87 @@ async function keptBlockPacks(ref: SegmentRef, words: Uint32Array, first: number
   return [...found];
 }
 
+// ---- where a range's time goes ---------------------------------------------------------------
+
+/** Milliseconds of each part of the current range (and pack indexes loaded), for the checkpoint's result. */
+let timers = newTimers();
+function newTimers(): RangeTimers {
+  return { prevEntries: 0, read: 0, hash: 0, compress: 0, write: 0, paced: 0, seal: 0, keptPacks: 0, segments: 0, indexLoads: 0 };
+}
+let lap = 0;
+/** Charge the time since the last lap to `part`. */
+function charge(part: Exclude<keyof RangeTimers, "indexLoads" | "paced">): void {
+  const now = performance.now();
+  timers[part] += now - lap;
+  lap = now;
+}
+
 // ---- reading the image ------------------------------------------------------------------------
+
+/**
+ * Walk the database image's bytes [pos, pos + len) as the snapshot has them: `file(at, n)` for
+ * each stretch the database file holds, `wal(i, from, to)` for each overlaid page i (or the part
+ * of it in range: pages may be larger than blocks), in order. Only those stretches are read
+ * from the file: at a large database the file's old copies of pages the WAL replaces are long
+ * out of the page cache, and reading them would cost a disk round trip each for bytes
+ * overwritten at once.
+ */
+function imageParts(pos: number, len: number, file: (at: number, n: number) => void, wal: (i: number, from: number, to: number) => void): void {
+  const s = snap!;
+  const ps = s.pageSize;
+  const end = pos + len;
+  const pages = s.overlayPages;
+  // the first overlaid page that ends after pos (binary search)
+  const firstPage = Math.floor(pos / ps) + 1;
+  let lo = 0;
+  let hi = pages.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (pages[mid]! < firstPage) lo = mid + 1;
+    else hi = mid;
+  }
+  let at = pos;
+  for (let i = lo; at < end; i++) {
+    const pageStart = i < pages.length ? (pages[i]! - 1) * ps : end;
+    const gapEnd = Math.min(end, pageStart);
+    if (gapEnd > at) file(at, gapEnd - at);
+    if (pageStart >= end) break;
+    const to = Math.min(end, pageStart + ps);
+    wal(i, Math.max(at, pageStart), to);
+    at = to;
+  }
+}
 
 /** Fill into[0, len) with the database image at byte `pos`. */
 function readImage(pos: number, len: number, into: Uint8Array = chunk): Uint8Array {
   const s = snap!;
   const buf = into.subarray(0, len);
-  const got = preadFully(s.dbFd, buf, 0, len, pos);
-  if (got < len) buf.fill(0, got);
-  if (s.overlayPages.length > 0) {
-    const firstPage = Math.floor(pos / s.pageSize) + 1;
-    const lastPage = Math.floor((pos + len - 1) / s.pageSize) + 1;
-    // binary search for the first overlaid page >= firstPage
-    let lo = 0;
-    let hi = s.overlayPages.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (s.overlayPages[mid]! < firstPage) lo = mid + 1;
-      else hi = mid;
-    }
-    for (let i = lo; i < s.overlayPages.length && s.overlayPages[i]! <= lastPage; i++) {
-      const at = (s.overlayPages[i]! - 1) * s.pageSize - pos;
-      const n = readSync(s.walFd, buf, at, s.pageSize, s.overlayOffsets[i]!);
-      if (n !== s.pageSize) throw new CairnError("E_SNAPSHOT", "the WAL changed while it was read");
-    }
-  }
+  imageParts(
+    pos,
+    len,
+    (at, n) => {
+      // zeros past the file's end: the WAL grew the image
+      const got = preadFully(s.dbFd, buf, at - pos, n, at);
+      if (got < n) buf.fill(0, at - pos + got, at - pos + n);
+    },
+    (i, from, to) => {
+      const pageStart = (s.overlayPages[i]! - 1) * s.pageSize;
+      const n = readSync(s.walFd, buf, from - pos, to - from, s.overlayOffsets[i]! + (from - pageStart));
+      if (n !== to - from) throw new CairnError("E_SNAPSHOT", "the WAL changed while it was read");
+    },
+  );
+  charge("read");
   return buf;
+}
+
+/**
+ * Ask for the database file's part of the image's runs (byte offset, length pairs) at once:
+ * the few blocks a change leaves partly old (the other page of a block with a changed page)
+ * are, at a large database, each a disk round trip if read one after another.
+ */
+function prefetchImage(runs: Float64Array): void {
+  const s = snap!;
+  for (let k = 0; k + 1 < runs.length; k += 2) imageParts(runs[k]!, runs[k + 1]!, (at, n) => readAhead(s.dbFd, at, n), () => {});
 }
 
 /** The entries of a previous segment, read back from the store and checked against its digest. */
@@ -262,6 +321,9 @@ async function previousEntries(ref: SegmentRef): Promise<Uint8Array> {
 
 async function processRange(job: RangeJob): Promise<RangeResult> {
   const { first, count, changed } = job;
+  timers = newTimers();
+  lap = performance.now();
+  const pacedBefore = pacer?.sleptMs ?? 0;
   const s = snap!;
   const bs = init!.blockSize;
   const imageBytes = s.pageCount * s.pageSize;
@@ -291,6 +353,7 @@ async function processRange(job: RangeJob): Promise<RangeResult> {
     const ref = job.prev[k];
     if (ref && touched[k]) prev.set(await previousEntries(ref), k * SEGMENT_BLOCKS * SEGMENT_ENTRY_BYTES);
   }
+  charge("prevEntries");
   // per block: kept from the previous checkpoint (1); per segment: the packs its new blocks went to
   const kept = new Uint8Array(count);
   const segNewPacks: Set<string>[] = Array.from({ length: Math.ceil(count / SEGMENT_BLOCKS) }, () => new Set<string>());
@@ -318,6 +381,7 @@ async function processRange(job: RangeJob): Promise<RangeResult> {
     const len = Math.min(e * bs, imageBytes) - pos;
     // room for the chunk's blocks in the job gathered (segments may be in it already)
     if (sealer && !sealer.fits(e - b, len)) await submitSealed();
+    charge("hash");
     const buf = readImage(pos, len, sealer?.chunk);
     bytesRead += len;
     for (let o = 0; o < len; o += bs) {
@@ -341,9 +405,12 @@ async function processRange(job: RangeJob): Promise<RangeResult> {
     }
     // the chunk is about to be refilled: what is still to be written from it goes now
     current?.flushRun();
+    charge("hash");
     await submitSealed();
+    charge("seal");
     b = e;
   }
+  charge("hash");
   // the range's segments: each is the block list's bytes for SEGMENT_BLOCKS blocks, stored
   // like a block unless it is the previous checkpoint's segment at that place
   const blocks = end - first;
@@ -370,11 +437,31 @@ async function processRange(job: RangeJob): Promise<RangeResult> {
     }
     const segBlocks = Math.min(SEGMENT_BLOCKS, blocks - k * SEGMENT_BLOCKS);
     const blockPacks = new Set(segNewPacks[k]);
+    charge("segments");
     if (ref) for (const p of await keptBlockPacks(ref, words, k * SEGMENT_BLOCKS, segBlocks, kept, first / SEGMENT_BLOCKS + k)) blockPacks.add(p);
+    charge("keptPacks");
     const place: SegmentPlace = { ...stored.location(storeBlock(digestWords, k * 8, seg, BLOCK_KIND_SEGMENT, -1)), blockPacks: [...blockPacks].sort() };
     segments.push({ digest, place });
   }
-  return { segments, newBlocks, newBytes, blocksRead, rehashed, bytesRead };
+  charge("segments");
+  timers.paced = (pacer?.sleptMs ?? 0) - pacedBefore;
+  return { segments, newBlocks, newBytes, blocksRead, rehashed, bytesRead, timers };
+}
+
+/**
+ * Ask for a sample's blocks, spread over the whole image, and their segment lists, over the
+ * store's packs, ahead of checkSample: at a large store they are mostly out of the page cache.
+ */
+function prefetchSample(job: SampleJob): void {
+  const s = snap!;
+  const bs = init!.blockSize;
+  const imageBytes = s.pageCount * s.pageSize;
+  for (let k = 0; k < job.blocks.length; k++) {
+    const pos = job.blocks[k]! * bs;
+    readAhead(s.dbFd, pos, Math.min(bs, imageBytes - pos));
+    const ref = job.prev[k]!;
+    store!.readAhead(packPath(ref.packId), ref.offset, ref.stored);
+  }
 }
 
 /** The blocks of `job` that no longer hold what the previous checkpoint says (their numbers). */
@@ -384,14 +471,6 @@ async function checkSample(job: SampleJob): Promise<number[]> {
   const imageBytes = s.pageCount * s.pageSize;
   const mismatched: number[] = [];
   const lists = new Map<string, Uint8Array>();
-  // blocks spread over the whole image, and their segment lists over the store's packs: at a
-  // large store mostly out of the page cache, so fetched all at once before they are read
-  for (let k = 0; k < job.blocks.length; k++) {
-    const pos = job.blocks[k]! * bs;
-    readAhead(s.dbFd, pos, Math.min(bs, imageBytes - pos));
-    const ref = job.prev[k]!;
-    store!.readAhead(packPath(ref.packId), ref.offset, ref.stored);
-  }
   for (let k = 0; k < job.blocks.length; k++) {
     const b = job.blocks[k]!;
     const ref = job.prev[k]!;
@@ -455,6 +534,10 @@ export async function checkpointJob(msg: CheckpointJob): Promise<unknown> {
       return scanWal(msg.walFd, msg.shmFd, msg.walIndex);
     case "range":
       return processRange(msg);
+    case "prefetchSample":
+      return prefetchSample(msg);
+    case "prefetchImage":
+      return prefetchImage(msg.runs);
     case "sample":
       return checkSample(msg);
     case "finish": {

@@ -56,8 +56,19 @@ export function placeAt(t: SegmentTable, s: number): SegmentPlace {
 
 /** Build the columns from one place per segment. */
 export function segmentTable(places: SegmentPlace[]): SegmentTable {
-  const packIds: string[] = [];
-  const packIndex = new Map<string, number>();
+  return patchedTable(undefined, places);
+}
+
+/**
+ * The columns of a checkpoint's segments: segment s is `places[s]` where there is one, else
+ * segment s of `prev` (the previous checkpoint's), copied column by column: at a large database
+ * most segments are the previous ones, and no object is made for any of them. Only the packs
+ * still named are kept in packIds.
+ */
+export function patchedTable(prev: SegmentTable | undefined, places: (SegmentPlace | undefined)[]): SegmentTable {
+  const n = places.length;
+  const packIds: string[] = prev ? prev.packIds.slice() : [];
+  const packIndex = new Map<string, number>(packIds.map((id, i) => [id, i]));
   const number = (id: string) => {
     let p = packIndex.get(id);
     if (p === undefined) {
@@ -67,33 +78,60 @@ export function segmentTable(places: SegmentPlace[]): SegmentTable {
     }
     return p;
   };
-  const n = places.length;
+  const pack = new Uint32Array(n);
+  const offset = new Uint32Array(n);
+  const stored = new Uint32Array(n);
+  const raw = new Uint32Array(n);
+  const flags = new Uint32Array(n);
   const blockPacksAt = new Uint32Array(n + 1);
+  let blockPacks = new Uint32Array(Math.max(16, (prev?.blockPacks.length ?? n) + 64));
   let total = 0;
-  places.forEach((l, s) => {
-    blockPacksAt[s] = total;
-    total += l.blockPacks.length;
-  });
-  blockPacksAt[n] = total;
-  const t: SegmentTable = {
-    packIds,
-    pack: new Uint32Array(n),
-    offset: new Uint32Array(n),
-    stored: new Uint32Array(n),
-    raw: new Uint32Array(n),
-    flags: new Uint32Array(n),
-    blockPacksAt,
-    blockPacks: new Uint32Array(total),
+  const push = (p: number) => {
+    if (total === blockPacks.length) {
+      const grown = new Uint32Array(blockPacks.length * 2);
+      grown.set(blockPacks);
+      blockPacks = grown;
+    }
+    blockPacks[total++] = p;
   };
-  places.forEach((l, s) => {
-    t.pack[s] = number(l.packId);
-    t.offset[s] = l.offset;
-    t.stored[s] = l.stored;
-    t.raw[s] = l.raw;
-    t.flags[s] = l.flags;
-    l.blockPacks.forEach((id, k) => (t.blockPacks[blockPacksAt[s]! + k] = number(id)));
+  for (let s = 0; s < n; s++) {
+    blockPacksAt[s] = total;
+    const l = places[s];
+    if (l) {
+      pack[s] = number(l.packId);
+      offset[s] = l.offset;
+      stored[s] = l.stored;
+      raw[s] = l.raw;
+      flags[s] = l.flags;
+      for (const id of l.blockPacks) push(number(id));
+    } else {
+      if (!prev || s + 1 >= prev.blockPacksAt.length) throw new CairnError("E_INTERNAL", `segment ${s} is neither rebuilt nor the previous checkpoint's`);
+      pack[s] = prev.pack[s]!;
+      offset[s] = prev.offset[s]!;
+      stored[s] = prev.stored[s]!;
+      raw[s] = prev.raw[s]!;
+      flags[s] = prev.flags[s]!;
+      for (let i = prev.blockPacksAt[s]!; i < prev.blockPacksAt[s + 1]!; i++) push(prev.blockPacks[i]!);
+    }
+  }
+  blockPacksAt[n] = total;
+  const t: SegmentTable = { packIds, pack, offset, stored, raw, flags, blockPacksAt, blockPacks: blockPacks.slice(0, total) };
+  return prev ? compacted(t) : t;
+}
+
+/** The same table naming only the packs it uses (the previous table's may no longer be). */
+function compacted(t: SegmentTable): SegmentTable {
+  const renumber = new Int32Array(t.packIds.length).fill(-1);
+  for (const p of t.pack) renumber[p] = 0;
+  for (const p of t.blockPacks) renumber[p] = 0;
+  const packIds: string[] = [];
+  t.packIds.forEach((id, i) => {
+    if (renumber[i] === 0) renumber[i] = packIds.push(id) - 1;
   });
-  return t;
+  if (packIds.length === t.packIds.length) return t;
+  for (let s = 0; s < t.pack.length; s++) t.pack[s] = renumber[t.pack[s]!]!;
+  for (let i = 0; i < t.blockPacks.length; i++) t.blockPacks[i] = renumber[t.blockPacks[i]!]!;
+  return { ...t, packIds };
 }
 
 /** Every pack a checkpoint with these segments needs: those of the segments and of their blocks, sorted. */

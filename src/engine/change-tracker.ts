@@ -21,7 +21,7 @@
 import { fstatSync, statSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { errorMessage } from "../errors.ts";
-import { crashPoint } from "../util/crash-point.ts";
+import { crashPoint, TRACKER_FORGETS_ENV } from "../util/crash-point.ts";
 import { fsyncDir, readOwnFile, writeFileAtomic } from "../util/fsx.ts";
 import type { LiveFiles } from "./live-files.ts";
 import { framePages, readWalIndexHeader } from "./sqlite-files.ts";
@@ -300,7 +300,7 @@ export class ChangeTracker {
     if (!folding) this.expected = now;
     let settled = false;
     return {
-      pages: fallback ? undefined : before.bits,
+      pages: fallback ? undefined : process.env[TRACKER_FORGETS_ENV] ? new Uint8Array(before.bits.length) : before.bits,
       fallback,
       commit: (s, id) => {
         if (settled) return;

@@ -20,7 +20,7 @@ import { WalCheckpointer } from "../engine/wal.ts";
 import { readWalIndexHeader } from "../engine/sqlite-files.ts";
 import { CommitPressure } from "../util/io-pressure.ts";
 import { Metrics } from "../util/metrics.ts";
-import { CRASH_POINT_ENV } from "../util/crash-point.ts";
+import { CRASH_POINT_ENV, TRACKER_FORGETS_ENV } from "../util/crash-point.ts";
 import { assertTrustedDir, fileSizeOrZero, tightenModes } from "../util/fsx.ts";
 import { checkpointRoutes } from "./admin-routes.ts";
 import { CheckpointManager } from "../checkpoint/manager.ts";
@@ -229,6 +229,7 @@ export class CairnNode {
         }
       };
       if (checkpointWanted) requestCheckpoint(checkpointWanted);
+      if (process.env[TRACKER_FORGETS_ENV]) logger.warn(`${TRACKER_FORGETS_ENV} is set: this node's change tracking forgets every change (a test setting)`);
       if (process.env[CRASH_POINT_ENV]) logger.warn(`${CRASH_POINT_ENV} is set: this node will kill itself at crash point ${process.env[CRASH_POINT_ENV]} (a test setting)`);
       logger.info(
         `cairn ${VERSION} node ${opened.nodeId} serving ${restTls ? "https" : "http"}://${hostForUrl(config.restApi.host)}:${config.restApi.port} ` +

@@ -173,9 +173,15 @@ export const SEGMENT_ENTRY_BYTES = 40;
 // ---- manifests -------------------------------------------------------------------------------
 
 export function encodeManifest(m: Omit<Manifest, "checksum">): Uint8Array {
+  return encodedManifest(m).bytes;
+}
+
+/** The manifest's bytes, and the manifest as they say (with its checksum: what decodeManifest would give back). */
+export function encodedManifest(m: Omit<Manifest, "checksum">): { bytes: Uint8Array; manifest: Manifest } {
   const withEmpty = { ...m, checksum: "" };
   const checksum = toHex(blockDigest(new TextEncoder().encode(JSON.stringify(withEmpty))));
-  return new TextEncoder().encode(`${JSON.stringify({ ...m, checksum }, null, 1)}\n`);
+  const manifest = { ...m, checksum } as Manifest;
+  return { bytes: new TextEncoder().encode(`${JSON.stringify(manifest, null, 1)}\n`), manifest };
 }
 
 /** Parse and check a manifest; throws E_STORE_DAMAGED (or E_STORE_FORMAT) naming `name`. */

@@ -48,3 +48,10 @@ export const PACK_TARGET_ENV = "CAIRN_TEST_PACK_TARGET_BYTES";
 
 /** Restore's progress flush interval, in bytes, for tests of small restores (see rebuild.ts). */
 export const FLUSH_EVERY_ENV = "CAIRN_TEST_FLUSH_EVERY_BYTES";
+
+/**
+ * A fault for the tests of the check behind the change tracking: the tracker hands each
+ * checkpoint no changed page at all, as a tracking that missed every change would (see
+ * engine/change-tracker.ts; create.ts's sample must catch it).
+ */
+export const TRACKER_FORGETS_ENV = "CAIRN_TEST_TRACKER_FORGETS";

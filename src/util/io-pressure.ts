@@ -51,7 +51,11 @@ export interface IoPacerOptions {
   sleep?: (ms: number) => void;
 }
 
-/** Commits within this long mean clients are writing; the pacer holds back only then. */
+/**
+ * Commits within this long, and since the work began, mean clients are writing; the pacer holds
+ * back only then (the commits that ended just before it began, such as the writes an operator
+ * checkpoints right after, compete with nothing of it).
+ */
 const ACTIVE_MS = 250;
 const MIN_RATE = 32 * 1024 * 1024;
 const START_RATE = 64 * 1024 * 1024;
@@ -70,9 +74,12 @@ export class IoPacer {
   private readonly baselineMs: number;
   private rate = START_RATE;
   private lastTick: number;
+  private readonly startedAt: number;
   private active = false;
   /** When the next byte may go (Date.now() ms). */
   private nextFree: number;
+  /** Milliseconds slept so far to keep to the rate. */
+  sleptMs = 0;
 
   constructor(
     pressure: SharedArrayBuffer | undefined,
@@ -82,7 +89,7 @@ export class IoPacer {
     this.now = opts.now ?? Date.now;
     this.sleep = opts.sleep ?? sleepSync;
     this.baselineMs = Math.max(1, this.w?.[USUAL_SLOWEST] ?? 1);
-    this.lastTick = this.nextFree = this.now();
+    this.startedAt = this.lastTick = this.nextFree = this.now();
     if (this.w) this.w[SLOWEST] = 0;
   }
 
@@ -103,13 +110,16 @@ export class IoPacer {
     // each byte costs 1/rate seconds: wait until what was written so far fits the rate
     this.nextFree = Math.max(this.nextFree, now) + (bytes / rate) * 1000;
     const ahead = this.nextFree - now;
-    if (ahead > 1) this.sleep(ahead);
+    if (ahead > 1) {
+      this.sleep(ahead);
+      this.sleptMs += ahead;
+    }
   }
 
   private tick(now: number): void {
     const w = this.w!;
     const wasActive = this.active;
-    this.active = now - w[LAST_END]! < ACTIVE_MS;
+    this.active = w[LAST_END]! > this.startedAt && now - w[LAST_END]! < ACTIVE_MS;
     const slowest = w[SLOWEST]!;
     w[SLOWEST] = 0;
     this.lastTick = now;

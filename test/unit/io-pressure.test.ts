@@ -55,6 +55,29 @@ describe("I/O pacer", () => {
     expect(pacer.currentRate).toBe(Number.POSITIVE_INFINITY);
   });
 
+  test("commits that ended before the work began are not waited for", () => {
+    const clock = fakeTime();
+    const pressure = new CommitPressure();
+    for (let i = 0; i < 10; i++) {
+      clock.at(() => pressure.note(2));
+      clock.advance(20);
+    }
+    // the writes an operator checkpoints right after: the last commit a moment before the pacer
+    const pacer = new IoPacer(pressure.buffer, { maxBytesPerSec: 0, now: clock.now, sleep: clock.sleep });
+    const t0 = clock.now();
+    for (let i = 0; i < 50; i++) {
+      pacer.account(8 * MiB);
+      clock.advance(5);
+    }
+    expect(clock.now() - t0).toBe(250);
+    expect(pacer.currentRate).toBe(Number.POSITIVE_INFINITY);
+    // and once clients write again, beside it, it holds back
+    clock.at(() => pressure.note(2));
+    clock.advance(101);
+    pacer.account(MiB);
+    expect(pacer.currentRate).toBeLessThan(Number.POSITIVE_INFINITY);
+  });
+
   test("commits slower than usual halve the rate; quiet intervals raise it", () => {
     const clock = fakeTime();
     const pressure = new CommitPressure();

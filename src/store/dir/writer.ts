@@ -17,6 +17,7 @@ import { assertTrustedDir, DIR_MODE, emptyDirNoFollow, fsyncDir, fsyncDirAsync, 
 import {
   DEFAULT_BLOCK_SIZE,
   decodeStoreInfo,
+  encodedManifest,
   encodeManifest,
   encodeStoreInfo,
   indexPath,
@@ -221,12 +222,17 @@ export class LocalStore {
     await writeFileAtomicAsync(file, data);
   }
 
-  /** Write a manifest last and atomically: from this moment the checkpoint exists (the disk is waited for off the calling thread). */
-  async writeManifest(m: Omit<Manifest, "checksum">): Promise<number> {
+  /**
+   * Write a manifest last and atomically: from this moment the checkpoint exists (the disk is
+   * waited for off the calling thread). Returns its size and the manifest as written (what
+   * reading it back would give, without reading a large manifest back).
+   */
+  async writeManifest(m: Omit<Manifest, "checksum">): Promise<{ bytes: number; manifest: Manifest }> {
     mkdirSync(join(this.dir, "manifests"), { recursive: true, mode: DIR_MODE });
-    const data = sealedIfKeys(encodeManifest(m), manifestPath(m.id), this.keys);
+    const encoded = encodedManifest(m);
+    const data = sealedIfKeys(encoded.bytes, manifestPath(m.id), this.keys);
     await writeFileAtomicAsync(join(this.dir, manifestPath(m.id)), data);
-    return data.length;
+    return { bytes: data.length, manifest: encoded.manifest };
   }
 
   async removeManifest(id: number): Promise<void> {
