@@ -93,6 +93,8 @@ interface LastResult {
   /** A WAL fold of the node's was still running beside the pin. */
   walFoldAtPin?: boolean;
   phases?: Record<string, number>;
+  /** The ranges built, and where the workers' time in them went (ms). */
+  rangeMs?: Record<string, number>;
 }
 
 async function lastResult(node: RunningNode): Promise<LastResult> {
@@ -333,6 +335,7 @@ async function measureSize(ctx: BenchContext, gib: number, disk: { probeDir: str
     }
     ctx.log(`${tag}: incrementals ${steps.map((s) => `${secs(s.durationMs)}${s.walFoldAtPin ? " (beside a fold)" : ""}`).join(", ")}`);
     ctx.log(`${tag}: their phases (ms): ${steps.map((s) => JSON.stringify(s.phases ?? {})).join(" ")}`);
+    ctx.log(`${tag}: inside their ranges (ms): ${steps.map((s) => JSON.stringify(s.rangeMs ?? {})).join(" ")}`);
     const cold: Ckpt[] = [];
     let coldDropped = true;
     for (let i = 0; i < COLD_STEPS; i++) {
@@ -341,6 +344,7 @@ async function measureSize(ctx: BenchContext, gib: number, disk: { probeDir: str
       cold.push(await checkpoint(node));
     }
     ctx.log(`${tag}: incrementals with the page cache dropped ${cold.map((s) => secs(s.durationMs)).join(", ")}`);
+    ctx.log(`${tag}: their phases (ms): ${cold.map((s) => JSON.stringify(s.phases ?? {})).join(" ")}; inside their ranges (ms): ${cold.map((s) => JSON.stringify(s.rangeMs ?? {})).join(" ")}`);
     const latency = await measureLatency(ctx, node, `lat${gib}`);
     ctx.log(`${tag}: p99 PUT idle ${latency.idle.p99.toFixed(1)} ms, incremental ${latency.incremental.p99.toFixed(1)} ms, full ${latency.full.p99.toFixed(1)} ms`);
     // the full checkpoint against cp + sync of the same file, in turn; taken last, so that the

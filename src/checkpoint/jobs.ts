@@ -2,7 +2,7 @@
 import type { WalIndexHeader } from "../engine/sqlite-files.ts";
 import type { KeyringSpec } from "../store/crypto.ts";
 import type { PackWritten } from "../store/pack-writer.ts";
-import type { SegmentPlace, SegmentRef } from "./segments.ts";
+import type { SegmentLocation, SegmentPlace, SegmentRef } from "./segments.ts";
 
 export interface CheckpointInit {
   job: "checkpoint";
@@ -74,8 +74,8 @@ export type CheckpointJob =
   | RangeJob
   | SampleJob
   | { job: "checkpoint"; op: "snapshot"; spec: SnapshotSpec }
-  /** Ask for the image's bytes of these runs (byte offset, length pairs) ahead of the ranges that read them. */
-  | { job: "checkpoint"; op: "prefetchImage"; runs: Float64Array }
+  /** Ask for the image's bytes of these runs (byte offset, length pairs) and these segment lists ahead of the ranges that read them. */
+  | { job: "checkpoint"; op: "prefetch"; runs: Float64Array; lists: SegmentLocation[] }
   | { job: "checkpoint"; op: "scanWal"; walFd: number; shmFd: number; walIndex: WalIndexHeader }
   | { job: "checkpoint"; op: "finish" }
   | { job: "checkpoint"; op: "abort" };

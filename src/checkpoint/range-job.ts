@@ -27,7 +27,8 @@ import { readAhead } from "../util/readahead.ts";
 import { IoPacer } from "../util/io-pressure.ts";
 import { lowerThisThreadPriority } from "../util/thread-priority.ts";
 import type { CheckpointInit, CheckpointJob, FinishResult, RangeJob, RangeResult, RangeTimers, SampleJob, SnapshotSpec } from "./jobs.ts";
-import type { SegmentLocation, SegmentPlace, SegmentRef } from "./segments.ts";
+import { type SegmentLocation, type SegmentPlace, type SegmentRef, UNKNOWN_PACK } from "./segments.ts";
+import { blockPacksOf } from "../store/jobs.ts";
 
 const CHUNK_BYTES = 4 * 1024 * 1024;
 /** Words per block-list entry: the digest in words 0-7, the quick hash in 8-9. */
@@ -80,8 +81,8 @@ const stored = {
     this.words.set([pack, offset, length, raw, flags], o);
     return this.count++;
   },
-  packOf(k: number): string {
-    return myPacks[this.words[k * STORED_WORDS]!]!;
+  packNumber(k: number): number {
+    return this.words[k * STORED_WORDS]!;
   },
   location(k: number): SegmentLocation {
     const o = k * STORED_WORDS;
@@ -198,34 +199,38 @@ async function packTable(packId: string): Promise<DigestTable> {
 }
 
 /**
- * The packs of `ref` holding the kept blocks (`kept[i]` set) of a segment whose entries are
- * the words of `words` from block `first`: E_STORE_DAMAGED if one is in none of them.
+ * Which of `ref`'s packs each kept block (`kept[i]` set) of a rebuilt segment is in, into
+ * `packOf` (block j of the segment is block first + j of the range, its entry the words of
+ * `words` there): as the previous table says (blockPackOf), else looked up in the packs'
+ * indexes (a table from before it said). E_STORE_DAMAGED if a block is in none of them.
  */
-async function keptBlockPacks(ref: SegmentRef, words: Uint32Array, first: number, blocks: number, kept: Uint8Array, segmentIndex: number): Promise<string[]> {
+async function keptBlockPacks(ref: SegmentRef, words: Uint32Array, first: number, blocks: number, kept: Uint8Array, packOf: string[], segmentIndex: number): Promise<void> {
   const candidates = ref.blockPacks;
-  if (candidates.length === 1) return candidates;
-  const found = new Set<string>();
-  for (let i = first; i < first + blocks; i++) {
+  // the packs already found first: a segment's blocks are mostly in one or two
+  const found: string[] = [];
+  for (let j = 0; j < blocks; j++) {
+    const i = first + j;
     if (!kept[i]) continue;
-    let where: string | undefined;
-    // the packs already found first: a segment's blocks are mostly in one or two
-    for (const p of found) {
-      if ((await packTable(p)).getWords(words, i * W) >= 0) {
-        where = p;
-        break;
-      }
+    const said = ref.blockPackOf?.[j] ?? UNKNOWN_PACK;
+    const known = said !== UNKNOWN_PACK && said < candidates.length;
+    if (known || candidates.length === 1) {
+      packOf[j] = candidates[known ? said : 0]!;
+      continue;
     }
+    let where: string | undefined;
+    for (let c = 0; where === undefined && c < found.length; c++) if ((await packTable(found[c]!)).getWords(words, i * W) >= 0) where = found[c];
     for (let c = 0; where === undefined && c < candidates.length; c++) {
       const p = candidates[c]!;
-      if (!found.has(p) && (await packTable(p)).getWords(words, i * W) >= 0) where = p;
+      if (!found.includes(p) && (await packTable(p)).getWords(words, i * W) >= 0) {
+        where = p;
+        found.push(p);
+      }
     }
     if (where === undefined) {
-      throw new CairnError("E_STORE_DAMAGED", `block ${i} of segment ${segmentIndex} of the previous checkpoint is in none of the packs it names`);
+      throw new CairnError("E_STORE_DAMAGED", `block ${j} of segment ${segmentIndex} of the previous checkpoint is in none of the packs it names`);
     }
-    found.add(where);
-    if (found.size === candidates.length) break;
+    packOf[j] = where;
   }
-  return [...found];
 }
 
 // ---- where a range's time goes ---------------------------------------------------------------
@@ -302,13 +307,15 @@ function readImage(pos: number, len: number, into: Uint8Array = chunk): Uint8Arr
 }
 
 /**
- * Ask for the database file's part of the image's runs (byte offset, length pairs) at once:
- * the few blocks a change leaves partly old (the other page of a block with a changed page)
- * are, at a large database, each a disk round trip if read one after another.
+ * Ask at once for the database file's part of the image's runs (byte offset, length pairs) and
+ * for the previous segment lists the ranges read back: at a large database the few blocks a
+ * change leaves partly old (the other page of a block with a changed page) and the lists, in
+ * packs over the whole store, are each a disk round trip if read one after another.
  */
-function prefetchImage(runs: Float64Array): void {
+function prefetch(runs: Float64Array, lists: SegmentLocation[]): void {
   const s = snap!;
   for (let k = 0; k + 1 < runs.length; k += 2) imageParts(runs[k]!, runs[k + 1]!, (at, n) => readAhead(s.dbFd, at, n), () => {});
+  for (const l of lists) store!.readAhead(packPath(l.packId), l.offset, l.stored);
 }
 
 /** The entries of a previous segment, read back from the store and checked against its digest. */
@@ -354,9 +361,9 @@ async function processRange(job: RangeJob): Promise<RangeResult> {
     if (ref && touched[k]) prev.set(await previousEntries(ref), k * SEGMENT_BLOCKS * SEGMENT_ENTRY_BYTES);
   }
   charge("prevEntries");
-  // per block: kept from the previous checkpoint (1); per segment: the packs its new blocks went to
+  // per block: kept from the previous checkpoint (1), else the pack it is in (a number in myPacks)
   const kept = new Uint8Array(count);
-  const segNewPacks: Set<string>[] = Array.from({ length: Math.ceil(count / SEGMENT_BLOCKS) }, () => new Set<string>());
+  const newPackOf = new Int32Array(count);
   let newBlocks = 0;
   let newBytes = 0;
   let rehashed = 0;
@@ -397,7 +404,7 @@ async function processRange(job: RangeJob): Promise<RangeResult> {
       }
       blockNameInto(data, entries.subarray(i * SEGMENT_ENTRY_BYTES, i * SEGMENT_ENTRY_BYTES + DIGEST_BYTES), keys);
       rehashed++;
-      segNewPacks[Math.floor(i / SEGMENT_BLOCKS)]!.add(stored.packOf(storeBlock(words, at, data, BLOCK_KIND_DATA, o)));
+      newPackOf[i] = stored.packNumber(storeBlock(words, at, data, BLOCK_KIND_DATA, o));
       if (lastStoreAdded) {
         newBlocks++;
         newBytes += data.length;
@@ -435,12 +442,15 @@ async function processRange(job: RangeJob): Promise<RangeResult> {
       segments.push({ digest, place: ref });
       continue;
     }
-    const segBlocks = Math.min(SEGMENT_BLOCKS, blocks - k * SEGMENT_BLOCKS);
-    const blockPacks = new Set(segNewPacks[k]);
+    // the pack of each of its blocks: where it was stored now, or where the previous checkpoint had it
+    const b0 = k * SEGMENT_BLOCKS;
+    const segBlocks = Math.min(SEGMENT_BLOCKS, blocks - b0);
+    const packOf: string[] = new Array(segBlocks);
+    for (let j = 0; j < segBlocks; j++) if (!kept[b0 + j]) packOf[j] = myPacks[newPackOf[b0 + j]!]!;
     charge("segments");
-    if (ref) for (const p of await keptBlockPacks(ref, words, k * SEGMENT_BLOCKS, segBlocks, kept, first / SEGMENT_BLOCKS + k)) blockPacks.add(p);
+    if (ref) await keptBlockPacks(ref, words, b0, segBlocks, kept, packOf, first / SEGMENT_BLOCKS + k);
     charge("keptPacks");
-    const place: SegmentPlace = { ...stored.location(storeBlock(digestWords, k * 8, seg, BLOCK_KIND_SEGMENT, -1)), blockPacks: [...blockPacks].sort() };
+    const place: SegmentPlace = { ...stored.location(storeBlock(digestWords, k * 8, seg, BLOCK_KIND_SEGMENT, -1)), ...blockPacksOf((j) => packOf[j]!, segBlocks, SEGMENT_BLOCKS) };
     segments.push({ digest, place });
   }
   charge("segments");
@@ -536,8 +546,8 @@ export async function checkpointJob(msg: CheckpointJob): Promise<unknown> {
       return processRange(msg);
     case "prefetchSample":
       return prefetchSample(msg);
-    case "prefetchImage":
-      return prefetchImage(msg.runs);
+    case "prefetch":
+      return prefetch(msg.runs, msg.lists);
     case "sample":
       return checkSample(msg);
     case "finish": {

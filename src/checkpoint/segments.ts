@@ -3,20 +3,23 @@
  * offset, lengths and flags) and which packs each segment's blocks are in, which is all an
  * incremental checkpoint needs of the store: the segments that hold no changed block are taken
  * as they are, by digest, and only those that do are read back, patched and stored again; the
- * new checkpoint names exactly the packs its segments and their blocks are in. The node keeps
- * this between checkpoints; it costs some 30 bytes a segment (a segment covers 256 blocks,
- * 2 MiB of database at 8 KiB blocks), nothing per block, so it stays small whatever the size of
- * the database. Where it is not kept (a node's first checkpoint after a start, another store),
- * a worker finds it by scanning the store's pack indexes (store/jobs.ts).
+ * new checkpoint names exactly the packs its segments and their blocks are in, and for that
+ * needs to know which of a rebuilt segment's packs still hold the blocks it keeps: so the table
+ * says, for each block, which of its segment's packs it is in. The node keeps this between
+ * checkpoints; it costs some 30 bytes a segment (a segment covers 256 blocks, 2 MiB of database
+ * at 8 KiB blocks) and a byte a block (1/8192 of the database: 2 MiB at 16 GiB), kept in typed
+ * columns, no object per segment. Where it is not kept (a node's first checkpoint after a
+ * start, another store), a worker finds it by scanning the store's pack indexes (store/jobs.ts).
  */
 import { CairnError } from "../errors.ts";
-import type { Manifest } from "../store/format.ts";
+import { type Manifest, SEGMENT_BLOCKS } from "../store/format.ts";
 import type { KeyringSpec } from "../store/crypto.ts";
 import type { StoreReader } from "../store/reader.ts";
-import type { SegmentLocation, SegmentPlace, StoreJob } from "../store/jobs.ts";
+import { type SegmentLocation, type SegmentPlace, type StoreJob, UNKNOWN_PACK } from "../store/jobs.ts";
 import type { WorkerPool } from "../util/worker-pool.ts";
 
 export type { SegmentLocation, SegmentPlace };
+export { UNKNOWN_PACK };
 
 /** A segment to build on: its digest (hex), where it is, and where its blocks are. */
 export interface SegmentRef extends SegmentPlace {
@@ -34,6 +37,8 @@ export interface SegmentTable {
   /** Segment s's blocks are in packs blockPacks[blockPacksAt[s]] .. blockPacks[blockPacksAt[s + 1] - 1] (numbers in packIds). */
   blockPacksAt: Uint32Array;
   blockPacks: Uint32Array;
+  /** Block k of segment s is in its pack blockPackOf[s * SEGMENT_BLOCKS + k] of those (a position in its list), or UNKNOWN_PACK. */
+  blockPackOf: Uint8Array;
 }
 
 /** The newest checkpoint of a store, as a new checkpoint builds on it. */
@@ -51,7 +56,8 @@ export function segmentRef(prev: PreviousCheckpoint, s: number): SegmentRef | nu
 export function placeAt(t: SegmentTable, s: number): SegmentPlace {
   const blockPacks: string[] = [];
   for (let i = t.blockPacksAt[s]!; i < t.blockPacksAt[s + 1]!; i++) blockPacks.push(t.packIds[t.blockPacks[i]!]!);
-  return { packId: t.packIds[t.pack[s]!]!, offset: t.offset[s]!, stored: t.stored[s]!, raw: t.raw[s]!, flags: t.flags[s]!, blockPacks };
+  const blockPackOf = t.blockPackOf.slice(s * SEGMENT_BLOCKS, (s + 1) * SEGMENT_BLOCKS);
+  return { packId: t.packIds[t.pack[s]!]!, offset: t.offset[s]!, stored: t.stored[s]!, raw: t.raw[s]!, flags: t.flags[s]!, blockPacks, blockPackOf };
 }
 
 /** Build the columns from one place per segment. */
@@ -84,6 +90,9 @@ export function patchedTable(prev: SegmentTable | undefined, places: (SegmentPla
   const raw = new Uint32Array(n);
   const flags = new Uint32Array(n);
   const blockPacksAt = new Uint32Array(n + 1);
+  // (positions in each segment's own list: the same whatever the packs are numbered)
+  const blockPackOf = new Uint8Array(n * SEGMENT_BLOCKS).fill(UNKNOWN_PACK);
+  if (prev) blockPackOf.set(prev.blockPackOf.subarray(0, Math.min(n * SEGMENT_BLOCKS, prev.blockPackOf.length)));
   let blockPacks = new Uint32Array(Math.max(16, (prev?.blockPacks.length ?? n) + 64));
   let total = 0;
   const push = (p: number) => {
@@ -104,6 +113,8 @@ export function patchedTable(prev: SegmentTable | undefined, places: (SegmentPla
       raw[s] = l.raw;
       flags[s] = l.flags;
       for (const id of l.blockPacks) push(number(id));
+      if (l.blockPackOf) blockPackOf.set(l.blockPackOf.subarray(0, SEGMENT_BLOCKS), s * SEGMENT_BLOCKS);
+      else blockPackOf.fill(UNKNOWN_PACK, s * SEGMENT_BLOCKS, (s + 1) * SEGMENT_BLOCKS);
     } else {
       if (!prev || s + 1 >= prev.blockPacksAt.length) throw new CairnError("E_INTERNAL", `segment ${s} is neither rebuilt nor the previous checkpoint's`);
       pack[s] = prev.pack[s]!;
@@ -115,7 +126,7 @@ export function patchedTable(prev: SegmentTable | undefined, places: (SegmentPla
     }
   }
   blockPacksAt[n] = total;
-  const t: SegmentTable = { packIds, pack, offset, stored, raw, flags, blockPacksAt, blockPacks: blockPacks.slice(0, total) };
+  const t: SegmentTable = { packIds, pack, offset, stored, raw, flags, blockPacksAt, blockPacks: blockPacks.slice(0, total), blockPackOf };
   return prev ? compacted(t) : t;
 }
 

@@ -47,10 +47,10 @@ async function locateSegments(storeDir: string, manifestId: number, keys: StoreK
       if (out.length < count * LOC_WORDS) out = new Uint32Array(count * LOC_WORDS);
       await reader.locateList(m.packs, entries, count, out, (b) => `checkpoint ${m.id}: block ${first * m.segment_blocks + b}`, undefined, hintedPacks(m, first, n));
       for (let k = 0; k < n; k++) {
-        const packs = new Set<number>();
-        const end = Math.min(count, (k + 1) * m.segment_blocks);
-        for (let b = k * m.segment_blocks; b < end; b++) packs.add(out[b * LOC_WORDS]!);
-        locations[first + k]!.blockPacks = [...packs].map((p) => m.packs[p]!).sort();
+        const b0 = k * m.segment_blocks;
+        const blocks = Math.min(count, (k + 1) * m.segment_blocks) - b0;
+        const found = blockPacksOf((b) => m.packs[out[(b0 + b) * LOC_WORDS]!]!, blocks, m.segment_blocks);
+        Object.assign(locations[first + k]!, found);
       }
     }
     return { manifest: m, locations };
@@ -71,4 +71,26 @@ export interface SegmentLocation {
 /** Where one stored segment is, and the packs its blocks are in. */
 export interface SegmentPlace extends SegmentLocation {
   blockPacks: string[];
+  /**
+   * For each of its blocks, which of blockPacks it is in (a position in that list), or
+   * UNKNOWN_PACK: a segment rebuilt by the next checkpoint then needs no pack index to know
+   * which of them still hold its kept blocks.
+   */
+  blockPackOf?: Uint8Array;
+}
+
+/** In SegmentPlace.blockPackOf: not known (the packs are then looked up in their indexes). */
+export const UNKNOWN_PACK = 255;
+
+/** The sorted packs of a segment's blocks (`packOf[b]` each, for its `blocks` blocks) and each block's position in that list. */
+export function blockPacksOf(packOf: (b: number) => string, blocks: number, capacity: number): { blockPacks: string[]; blockPackOf: Uint8Array } {
+  const ids = new Set<string>();
+  for (let b = 0; b < blocks; b++) ids.add(packOf(b));
+  const blockPacks = [...ids].sort();
+  const blockPackOf = new Uint8Array(capacity).fill(UNKNOWN_PACK);
+  if (blockPacks.length <= UNKNOWN_PACK) {
+    const at = new Map(blockPacks.map((id, i) => [id, i]));
+    for (let b = 0; b < blocks; b++) blockPackOf[b] = at.get(packOf(b))!;
+  }
+  return { blockPacks, blockPackOf };
 }

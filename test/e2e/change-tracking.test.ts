@@ -397,6 +397,33 @@ describe("incremental checkpoints from the tracked changes", () => {
     }
   }, 60_000);
 
+  test("segments whose blocks are in more packs than the node's table can say (a pack a block): the next checkpoints look them up in the packs' indexes and are exact", async () => {
+    const dir = tmpDir();
+    // every block closes its pack: a segment's 256 blocks in 256 packs, past what blockPackOf holds
+    const p = await startPausing(dir, { CAIRN_TEST_PACK_TARGET_BYTES: "1" });
+    const rng = new Rng(4242);
+    const ids = new Set<string>();
+    const store = join(dir, "ckpt");
+    try {
+      // more than a segment's worth of blocks (2 MiB)
+      await randomWrites(p.node, rng, ids, 200);
+      while (statSync(join(p.node.storage, "cairn.db")).size < 3 * 1024 * 1024) await randomWrites(p.node, rng, ids, 50);
+      const first = await checkpointWithCopy(p, join(dir, "c1"));
+      await expectExact(store, first, dir);
+      for (let round = 2; round <= 3; round++) {
+        await randomWrites(p.node, rng, ids, 25);
+        const t = await checkpointWithCopy(p, join(dir, `c${round}`));
+        expect(t.scan).toBe("changes");
+        await expectExact(store, t, dir);
+        await expectPacksExact(store, t.id);
+      }
+      expect((await checkpointStatus(p.node)).last.result.rangeMs.indexLoads).toBeGreaterThan(0);
+    } finally {
+      writeFileSync(p.releaseFile, "");
+      if (p.node.proc.exitCode === null) await p.node.stop();
+    }
+  }, 90_000);
+
   test("a restore, then a start: the next checkpoint reads everything and is exact", async () => {
     const dir = tmpDir();
     let p = await startPausing(dir);

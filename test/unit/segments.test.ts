@@ -4,9 +4,20 @@
  * packs still in use.
  */
 import { describe, expect, test } from "bun:test";
-import { packsOf, patchedTable, placeAt, type SegmentPlace, segmentTable } from "../../src/checkpoint/segments.ts";
+import { packsOf, patchedTable, placeAt, type SegmentPlace, segmentTable, UNKNOWN_PACK } from "../../src/checkpoint/segments.ts";
+import { SEGMENT_BLOCKS } from "../../src/store/format.ts";
+import { blockPacksOf } from "../../src/store/jobs.ts";
 
-const place = (packId: string, offset: number, blockPacks: string[]): SegmentPlace => ({ packId, offset, stored: 100 + offset, raw: 200 + offset, flags: 1, blockPacks });
+/** A place whose blocks are in its packs in turn (block k in blockPacks[k % n]). */
+const place = (packId: string, offset: number, blockPacks: string[]): SegmentPlace => ({
+  packId,
+  offset,
+  stored: 100 + offset,
+  raw: 200 + offset,
+  flags: 1,
+  blockPacks,
+  blockPackOf: Uint8Array.from({ length: SEGMENT_BLOCKS }, (_, k) => k % blockPacks.length),
+});
 
 describe("segment tables", () => {
   test("a table built on the previous one: the rebuilt segments replaced, the others kept, unused packs dropped", () => {
@@ -24,6 +35,24 @@ describe("segment tables", () => {
     expect(packsOf(t)).toEqual(["a", "b", "d", "e", "s1", "s2", "s3"]);
     // the previous table is left as it was
     expect(placeAt(prev, 2)).toEqual(place("s2", 20, ["c", "d"]));
+  });
+
+  test("which of its packs each block is in: carried with the segment, unknown where a place does not say", () => {
+    const prev = segmentTable([place("s1", 0, ["a", "b"]), { ...place("s1", 10, ["b", "c"]), blockPackOf: undefined }]);
+    expect(placeAt(prev, 1).blockPackOf).toEqual(new Uint8Array(SEGMENT_BLOCKS).fill(UNKNOWN_PACK));
+    const t = patchedTable(prev, [undefined, place("s2", 0, ["c", "d", "e"])]);
+    expect(placeAt(t, 0).blockPackOf).toEqual(place("s1", 0, ["a", "b"]).blockPackOf!);
+    expect(placeAt(t, 1).blockPackOf![4]).toBe(1);
+  });
+
+  test("a segment's packs from its blocks' packs: sorted, each block's position in them; past 255 packs, unknown", () => {
+    const ids = ["p3", "p1", "p3", "p2", "p1"];
+    const r = blockPacksOf((b) => ids[b]!, ids.length, SEGMENT_BLOCKS);
+    expect(r.blockPacks).toEqual(["p1", "p2", "p3"]);
+    expect([...r.blockPackOf.subarray(0, 6)]).toEqual([2, 0, 2, 1, 0, UNKNOWN_PACK]);
+    const many = blockPacksOf((b) => `p${String(b).padStart(3, "0")}`, SEGMENT_BLOCKS, SEGMENT_BLOCKS);
+    expect(many.blockPacks.length).toBe(SEGMENT_BLOCKS);
+    expect(many.blockPackOf.every((x) => x === UNKNOWN_PACK)).toBe(true);
   });
 
   test("a segment neither rebuilt nor in the previous table is refused", () => {
