@@ -43,7 +43,7 @@ import { emptyDirNoFollow } from "../util/fsx.ts";
 import { WorkerPool } from "../util/worker-pool.ts";
 import { VERSION } from "../version.ts";
 import type { CheckpointJob, FinishResult, RangeJob, RangeResult, SampleJob, SnapshotSpec } from "./jobs.ts";
-import { locateSegments, packsOf, patchedTable, placeAt, type PreviousCheckpoint, type SegmentLocation, type SegmentPlace, segmentPacksOf, segmentRef, type SegmentTable } from "./segments.ts";
+import { locateSegments, locationAt, packsOf, patchedTable, type PreviousCheckpoint, type SegmentLocation, type SegmentPlace, segmentPacksOf, segmentRef, type SegmentTable } from "./segments.ts";
 import { pinSnapshot } from "./snapshot.ts";
 import type { LogPosition } from "../store/log.ts";
 
@@ -440,7 +440,6 @@ async function buildRanges(
   const segCount = Math.ceil(blockCount / SEGMENT_BLOCKS);
   const ranges = Math.ceil(blockCount / RANGE_BLOCKS);
   const incremental = changed !== undefined && prev !== undefined;
-  let lastListed = -1;
   // every segment the previous checkpoint's unless its range is rebuilt
   const segments: string[] = incremental ? prev.manifest.segments.slice(0, segCount) : new Array(segCount);
   const places: (SegmentPlace | undefined)[] = new Array(segCount);
@@ -457,10 +456,11 @@ async function buildRanges(
     const runs = changedRuns(changed, todo, blockCount, blockSize, imageBytes);
     // and the segment lists the ranges read back: those of the segments holding a changed block
     const lists: SegmentLocation[] = [];
+    let listed = -1;
     for (let k = 0; k + 1 < runs.length; k += 2) {
-      const first = Math.floor(runs[k]! / blockSize / SEGMENT_BLOCKS);
-      const last = Math.floor((runs[k]! + runs[k + 1]! - 1) / blockSize / SEGMENT_BLOCKS);
-      for (let seg = first; seg <= last && seg < prev.manifest.segments.length; seg++) if (seg !== lastListed) lists.push(placeAt(prev.locations, (lastListed = seg)));
+      const first = Math.max(listed + 1, Math.floor(runs[k]! / blockSize / SEGMENT_BLOCKS));
+      const last = Math.min(prev.manifest.segments.length - 1, Math.floor((runs[k]! + runs[k + 1]! - 1) / blockSize / SEGMENT_BLOCKS));
+      for (let seg = first; seg <= last; seg++) lists.push(locationAt(prev.locations, (listed = seg)));
     }
     await pool.call(0, { job: "checkpoint", op: "prefetch", runs, lists } satisfies CheckpointJob);
   }

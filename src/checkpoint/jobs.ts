@@ -113,6 +113,7 @@ export interface RangeTimers {
   keptPacks: number;
   /** Naming and storing the segments. */
   segments: number;
+  /** Pack indexes loaded to find those (not a time). */
   indexLoads: number;
 }
 

@@ -252,13 +252,13 @@ function charge(part: Exclude<keyof RangeTimers, "indexLoads" | "paced">): void 
 
 /**
  * Walk the database image's bytes [pos, pos + len) as the snapshot has them: `file(at, n)` for
- * each stretch the database file holds, `wal(i, from, to)` for each overlaid page i (or the part
- * of it in range: pages may be larger than blocks), in order. Only those stretches are read
+ * each stretch the database file holds, `wal(i, from, to, skip)` for each overlaid page i (or
+ * the part of it in range, `skip` bytes into the page: pages may be larger than blocks), in order. Only those stretches are read
  * from the file: at a large database the file's old copies of pages the WAL replaces are long
  * out of the page cache, and reading them would cost a disk round trip each for bytes
  * overwritten at once.
  */
-function imageParts(pos: number, len: number, file: (at: number, n: number) => void, wal: (i: number, from: number, to: number) => void): void {
+function imageParts(pos: number, len: number, file: (at: number, n: number) => void, wal: (i: number, from: number, to: number, skip: number) => void): void {
   const s = snap!;
   const ps = s.pageSize;
   const end = pos + len;
@@ -278,8 +278,9 @@ function imageParts(pos: number, len: number, file: (at: number, n: number) => v
     const gapEnd = Math.min(end, pageStart);
     if (gapEnd > at) file(at, gapEnd - at);
     if (pageStart >= end) break;
+    const from = Math.max(at, pageStart);
     const to = Math.min(end, pageStart + ps);
-    wal(i, Math.max(at, pageStart), to);
+    wal(i, from, to, from - pageStart);
     at = to;
   }
 }
@@ -296,9 +297,8 @@ function readImage(pos: number, len: number, into: Uint8Array = chunk): Uint8Arr
       const got = preadFully(s.dbFd, buf, at - pos, n, at);
       if (got < n) buf.fill(0, at - pos + got, at - pos + n);
     },
-    (i, from, to) => {
-      const pageStart = (s.overlayPages[i]! - 1) * s.pageSize;
-      const n = readSync(s.walFd, buf, from - pos, to - from, s.overlayOffsets[i]! + (from - pageStart));
+    (i, from, to, skip) => {
+      const n = readSync(s.walFd, buf, from - pos, to - from, s.overlayOffsets[i]! + skip);
       if (n !== to - from) throw new CairnError("E_SNAPSHOT", "the WAL changed while it was read");
     },
   );

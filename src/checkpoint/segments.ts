@@ -53,11 +53,16 @@ export function segmentRef(prev: PreviousCheckpoint, s: number): SegmentRef | nu
   return { digest: prev.manifest.segments[s]!, ...placeAt(prev.locations, s) };
 }
 
+/** Where segment s itself is stored. */
+export function locationAt(t: SegmentTable, s: number): SegmentLocation {
+  return { packId: t.packIds[t.pack[s]!]!, offset: t.offset[s]!, stored: t.stored[s]!, raw: t.raw[s]!, flags: t.flags[s]! };
+}
+
 export function placeAt(t: SegmentTable, s: number): SegmentPlace {
   const blockPacks: string[] = [];
   for (let i = t.blockPacksAt[s]!; i < t.blockPacksAt[s + 1]!; i++) blockPacks.push(t.packIds[t.blockPacks[i]!]!);
   const blockPackOf = t.blockPackOf.slice(s * SEGMENT_BLOCKS, (s + 1) * SEGMENT_BLOCKS);
-  return { packId: t.packIds[t.pack[s]!]!, offset: t.offset[s]!, stored: t.stored[s]!, raw: t.raw[s]!, flags: t.flags[s]!, blockPacks, blockPackOf };
+  return { ...locationAt(t, s), blockPacks, blockPackOf };
 }
 
 /** Build the columns from one place per segment. */
