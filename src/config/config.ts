@@ -14,6 +14,8 @@ export interface NodeConfig {
   /** Request body bytes held in memory across all requests at once (past it: 503). */
   maxBodyBytesInFlight: number;
   walCheckpoint: { thresholdBytes: number; intervalMs: number };
+  /** db_page_size: the page size of a database created now; undefined: the engine's default. */
+  dbPageSize?: number;
   checkpoint: CheckpointConfig;
   /** The admin socket's routes over HTTP(S) with bearer tokens (admin_api), when configured. */
   adminApi?: AdminApiConfig;

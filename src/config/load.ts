@@ -201,6 +201,7 @@ export function resolveConfig(doc: ConfigDocument, baseDir: string): NodeConfig 
       thresholdBytes: doc.wal_checkpoint_threshold_bytes ?? DEFAULTS.walCheckpointThresholdBytes,
       intervalMs: Math.round((doc.wal_checkpoint_interval_secs ?? DEFAULTS.walCheckpointIntervalSecs) * 1000),
     },
+    ...(doc.db_page_size !== undefined ? { dbPageSize: doc.db_page_size } : {}),
     ...(doc.admin_api
       ? { adminApi: { ...hostAndPort(doc.admin_api.address), tokenFile: resolve(baseDir, doc.admin_api.token_file), ...tlsOf(doc.admin_api.tls) } }
       : {}),

@@ -21,6 +21,8 @@ const seconds = (min = 0) => {
   return v.pipe(v.number(msg), v.minValue(min, msg), v.maxValue(10 * 365 * 86400, msg));
 };
 const bool = v.boolean("expected true or false");
+/** The page sizes SQLite can make. */
+const DB_PAGE_SIZES_ALLOWED = [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536];
 const path = v.pipe(v.string("expected a path"), v.nonEmpty("expected a path"));
 
 /** host:port, with the host an IPv4 address, a name, or an IPv6 address in brackets. */
@@ -156,6 +158,8 @@ export const configSchema = v.strictObject(
     wal_checkpoint_threshold_bytes: v.optional(wholeNumber(4096)),
     /** cairn extension: and at least this often while there are writes. */
     wal_checkpoint_interval_secs: v.optional(seconds(0.01)),
+    /** cairn extension: the page size of a database created from now on (an existing one keeps its own). */
+    db_page_size: v.optional(v.picklist(DB_PAGE_SIZES_ALLOWED, `expected one of ${DB_PAGE_SIZES_ALLOWED.join(", ")}`)),
     checkpoint_config: v.optional(checkpointConfigSchema),
     admin_api: v.optional(adminApi),
   },

@@ -16,6 +16,16 @@ export function dbPathIn(storagePath: string): string {
 }
 
 /**
+ * The page size of a database the node creates, unless `db_page_size` says otherwise: the
+ * store's block size (store/format.ts DEFAULT_BLOCK_SIZE; a unit test keeps them equal). A
+ * changed page is then a whole block, so an incremental checkpoint never reads a block's
+ * unchanged other page from `cairn.db`; with smaller pages, a rewritten blob's pages come off
+ * the freelist scattered and most changed blocks have one. A database that already exists keeps
+ * its page size (SQLite fixes it at creation).
+ */
+export const DB_PAGE_SIZE = 8192;
+
+/**
  * The pragmas every connection to the node's database gets. `journal_size_limit` truncates
  * the WAL back to a modest size whenever SQLite restarts it, so disk use stays bounded.
  */
@@ -63,6 +73,8 @@ export interface OpenedDatabase {
   db: Database;
   nodeId: string;
   created: boolean;
+  /** The database's page size (an existing database's own, whatever was asked). */
+  pageSize: number;
 }
 
 /**
@@ -84,14 +96,21 @@ export function assignNewNodeId(file: string): string {
   return id;
 }
 
+export interface OpenDatabaseOptions {
+  /** The page size if the database is created now (default DB_PAGE_SIZE); an existing one keeps its own. */
+  pageSize?: number;
+}
+
 /** Open (creating if needed) the database in `storagePath` and bring its schema up to date. */
-export function openNodeDatabase(storagePath: string): OpenedDatabase {
+export function openNodeDatabase(storagePath: string, o: OpenDatabaseOptions = {}): OpenedDatabase {
   mkdirSync(storagePath, { recursive: true, mode: DIR_MODE });
   const file = dbPathIn(storagePath);
   const created = !existsSync(file);
   let db: Database;
   try {
     db = new Database(file, { create: true, strict: true });
+    // before anything writes the header (setting WAL mode does); a no-op on an existing file
+    db.exec(`PRAGMA page_size = ${o.pageSize ?? DB_PAGE_SIZE}`);
     applyConnectionPragmas(db);
   } catch (e) {
     throw new CairnError("E_DB_OPEN", `cannot open the database ${file}: ${errorMessage(e)}`, { cause: e });
@@ -100,7 +119,8 @@ export function openNodeDatabase(storagePath: string): OpenedDatabase {
     migrate(db, file);
     const row = db.query<{ value: string }, []>("SELECT value FROM meta WHERE key = 'node_id'").get();
     if (!row) throw new CairnError("E_DB_SCHEMA", `${file} has no node id; it is not a cairn database`);
-    return { db, nodeId: row.value, created };
+    const pageSize = db.query<{ page_size: number }, []>("PRAGMA page_size").get()!.page_size;
+    return { db, nodeId: row.value, created, pageSize };
   } catch (e) {
     db.close();
     throw e;

@@ -137,7 +137,10 @@ export class CairnNode {
       // what a clean stop left, before SQLite opens the file: the saved changes must describe it
       const markBeforeOpen = ChangeTracker.markBeforeOpen(dbFile);
       const shippingMark = dbMarkOf(dbFile);
-      const opened = openNodeDatabase(config.storagePath);
+      const opened = openNodeDatabase(config.storagePath, { pageSize: config.dbPageSize });
+      if (config.dbPageSize !== undefined && opened.pageSize !== config.dbPageSize) {
+        logger.info(`${dbFile} has pages of ${opened.pageSize} bytes; db_page_size (${config.dbPageSize}) applies only to a database created from now on`);
+      }
       db = opened.db;
       live = LiveFiles.open(dbFile);
       const tracker = ChangeTracker.resume(config.storagePath, live, markBeforeOpen);

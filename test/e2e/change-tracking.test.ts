@@ -10,7 +10,7 @@ import { describe, expect, test } from "bun:test";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, unlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { adminAsync, checkpointStatus, createCheckpointAsync, CREATED_RE, materialize } from "../helpers/checkpoint.ts";
-import { type NodeHandle, pseudoRandomBytes, runCairn, startNode, startNodeWithConfig } from "../helpers/node.ts";
+import { type NodeHandle, pseudoRandomBytes, runCairn, sqlite3, startNode, startNodeWithConfig } from "../helpers/node.ts";
 import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
 import { DirBackend } from "../../src/store/dir/backend.ts";
 import { SEGMENT_ENTRY_BYTES } from "../../src/store/format.ts";
@@ -54,9 +54,9 @@ interface Pausing {
   releaseFile: string;
 }
 
-async function startPausing(dir: string, env: Record<string, string> = {}): Promise<Pausing> {
+async function startPausing(dir: string, env: Record<string, string> = {}, extraYaml = ""): Promise<Pausing> {
   const releaseFile = join(dir, "release");
-  const node = await startNode(dir, { extraYaml: YAML, env: { CAIRN_TEST_PAUSE_POINT: "checkpoint:pinned", CAIRN_TEST_PAUSE_RELEASE_FILE: releaseFile, ...env } });
+  const node = await startNode(dir, { extraYaml: YAML + extraYaml, env: { CAIRN_TEST_PAUSE_POINT: "checkpoint:pinned", CAIRN_TEST_PAUSE_RELEASE_FILE: releaseFile, ...env } });
   return { node, dir, releaseFile };
 }
 
@@ -150,7 +150,8 @@ async function expectExact(storeDir: string, t: Taken, work: string): Promise<vo
   if (!a.equals(b)) {
     let at = 0;
     while (a[at] === b[at]) at++;
-    throw new Error(`checkpoint ${t.id} (${t.scan}) differs from the database at its pin, first at byte ${at} (page ${Math.floor(at / 4096) + 1})`);
+    const pageSize = b.readUInt16BE(16) === 1 ? 65536 : b.readUInt16BE(16);
+    throw new Error(`checkpoint ${t.id} (${t.scan}) differs from the database at its pin, first at byte ${at} (page ${Math.floor(at / pageSize) + 1})`);
   }
   rmSync(out);
 }
@@ -187,9 +188,12 @@ async function metric(node: NodeHandle, name: string): Promise<number> {
 }
 
 describe("incremental checkpoints from the tracked changes", () => {
-  test("after random writes, deletes and WAL folds of both kinds, every checkpoint is the database at its pin", async () => {
+  // a page a block (the default), two pages a block (an older database, or db_page_size: 4096),
+  // two blocks a page
+  for (const pageSize of [8192, 4096, 16384])
+  test(`after random writes, deletes and WAL folds of both kinds, every checkpoint is the database at its pin (pages of ${pageSize} bytes)`, async () => {
     const dir = tmpDir();
-    const p = await startPausing(dir);
+    const p = await startPausing(dir, {}, `db_page_size: ${pageSize}\n`);
     const rng = new Rng(12345);
     const ids = new Set<string>();
     const store = join(dir, "ckpt");
@@ -198,6 +202,7 @@ describe("incremental checkpoints from the tracked changes", () => {
       const first = await checkpointWithCopy(p, join(dir, "c0"));
       expect(first.scan).toBe("full");
       expect(first.scanReason).toMatch(/no checkpoint to build on/);
+      expect(readFileSync(first.copy).readUInt16BE(16)).toBe(pageSize);
       await expectExact(store, first, dir);
       for (let round = 1; round <= 8; round++) {
         await randomWrites(p.node, rng, ids, 40 + rng.int(120));
@@ -229,6 +234,43 @@ describe("incremental checkpoints from the tracked changes", () => {
       if (p.node.proc.exitCode === null) await p.node.stop();
     }
   }, 180_000);
+
+  test("the README's page-size change (sqlite3 VACUUM with the node stopped): the next checkpoint reads everything, says why, and both are exact", async () => {
+    const dir = tmpDir();
+    let p = await startPausing(dir, {}, "db_page_size: 4096\n");
+    const rng = new Rng(4242);
+    const ids = new Set<string>();
+    const store = join(dir, "ckpt");
+    try {
+      await randomWrites(p.node, rng, ids, 150);
+      await checkpointWithCopy(p, join(dir, "c1"));
+      await randomWrites(p.node, rng, ids, 60);
+      const before = await checkpointWithCopy(p, join(dir, "c2"));
+      expect(before.scan).toBe("changes");
+      await expectExact(store, before, dir);
+      expect(await p.node.stop()).toBe(0);
+      const db = join(p.node.storage, "cairn.db");
+      expect(sqlite3(db, "PRAGMA journal_mode=DELETE; PRAGMA page_size=8192; VACUUM; PRAGMA journal_mode=WAL")).toBe("delete\nwal");
+      expect(sqlite3(db, "PRAGMA page_size")).toBe("8192");
+      p = await restartPausing(p);
+      await randomWrites(p.node, rng, ids, 40);
+      const t = await checkpointWithCopy(p, join(dir, "c3"));
+      expect(t.scan).toBe("full");
+      expect(t.scanReason).toMatch(/the database file changed while the node was stopped/);
+      expect(readFileSync(t.copy).readUInt16BE(16)).toBe(8192);
+      await expectExact(store, t, dir);
+      await randomWrites(p.node, rng, ids, 40);
+      const next = await checkpointWithCopy(p, join(dir, "c4"));
+      expect(next.scan).toBe("changes");
+      await expectExact(store, next, dir);
+      // the checkpoints of both page sizes restore: the oldest kept, 4 KiB pages, too
+      await expectExact(store, before, dir);
+      expect(runCairn(["verify-db-checkpoint", store]).code).toBe(0);
+    } finally {
+      writeFileSync(p.releaseFile, "");
+      if (p.node.proc.exitCode === null) await p.node.stop();
+    }
+  }, 120_000);
 
   for (const point of ["changes:before-save", "changes:saved", "changes:taken-back", "kill -9 while running"]) {
     test(`a crash at ${point}: the next checkpoint is exact, and reads everything unless the record survived whole`, async () => {

@@ -187,6 +187,27 @@ describe("durability and lifecycle", () => {
     expect(node.logs()).toContain("node stopped cleanly");
   });
 
+  test("db_page_size: a new database gets it (default 8192, the store's block); an existing one keeps its own and the log says so", async () => {
+    const dir = tmpDir();
+    const first = await startNode(dir, { extraYaml: "db_page_size: 4096\n" });
+    expect((await fetch(`${first.url}/v1/blobs/a`, { method: "PUT", body: pseudoRandomBytes(1, 10_000) })).status).toBe(201);
+    expect(await first.stop()).toBe(0);
+    const db = join(dir, "db", "cairn.db");
+    expect(sqlite3(db, "PRAGMA page_size")).toBe("4096");
+    const again = await startNode(dir);
+    expect((await fetch(`${again.url}/v1/blobs/a`)).status).toBe(200);
+    expect(await again.stop()).toBe(0);
+    expect(sqlite3(db, "PRAGMA page_size")).toBe("4096");
+    const asked = await startNode(dir, { extraYaml: "db_page_size: 16384\n" });
+    expect(await asked.stop()).toBe(0);
+    expect(asked.logs()).toContain("has pages of 4096 bytes; db_page_size (16384) applies only to a database created from now on");
+
+    const fresh = tmpDir();
+    const plain = await startNode(fresh);
+    expect(await plain.stop()).toBe(0);
+    expect(sqlite3(join(fresh, "db", "cairn.db"), "PRAGMA page_size")).toBe("8192");
+  });
+
   test("SIGTERM lets an in-flight PUT finish: it is acknowledged and kept", async () => {
     const dir = tmpDir();
     const node = await startNode(dir);

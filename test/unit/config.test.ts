@@ -73,7 +73,8 @@ checkpoint_config:
       expect(c.restAccess).toEqual({ anonymous: "read" })],
     ["include_files, relative to the config", "checkpoint_config:\n  include_files: [cairn.yaml, /opt/cairn/node_key.json, cairn.yaml]\n", (c) =>
       expect(c.checkpoint.includeFiles).toEqual(["/etc/cairn/cairn.yaml", "/opt/cairn/node_key.json"])],
-    ["only comments", "# nothing set\n", (c) => expect(c.logLevel).toBe("info")],
+    ["only comments", "# nothing set\n", (c) => expect([c.logLevel, c.dbPageSize]).toEqual(["info", undefined])],
+    ["db_page_size", "db_page_size: 4096\n", (c) => expect(c.dbPageSize).toBe(4096)],
   ];
   for (const [name, yaml, check] of good) test(name, () => check(parseConfig(yaml, FILE)));
 });
@@ -86,6 +87,7 @@ describe("config: documents that are refused, naming the key and the value", () 
     ["max_blob_size: 0\n", "max_blob_size: expected a whole number from 1 to 1000000000, got 0"],
     ["max_blob_size: 2000000000\n", "max_blob_size: expected a whole number from 1 to 1000000000, got 2000000000"],
     ["log_level: loud\n", `log_level: expected one of trace | debug | info | warn | error, got "loud"`],
+    ["db_page_size: 6000\n", "db_page_size: expected one of 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, got 6000"],
     ["rest_api_address: localhost\n", `rest_api_address: expected host:port, got "localhost"`],
     ["rest_api_address: 127.0.0.1:70000\n", `rest_api_address: expected a port from 0 to 65535, got "127.0.0.1:70000"`],
     ["rest_api_address: 7420\n", "rest_api_address: expected host:port, got 7420"],

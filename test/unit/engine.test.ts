@@ -3,7 +3,8 @@ import { Database } from "bun:sqlite";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { BlobStore, isValidBlobId } from "../../src/engine/blobs.ts";
-import { dbPathIn, openNodeDatabase, SCHEMA_VERSION } from "../../src/engine/database.ts";
+import { DB_PAGE_SIZE, dbPathIn, openNodeDatabase, SCHEMA_VERSION } from "../../src/engine/database.ts";
+import { DEFAULT_BLOCK_SIZE } from "../../src/store/format.ts";
 import { StorageLock } from "../../src/engine/lock.ts";
 import { WalCheckpointer } from "../../src/engine/wal.ts";
 import { PAUSE_POINT_ENV, PAUSE_RELEASE_ENV, pauseReleaseFile } from "../../src/util/crash-point.ts";
@@ -34,6 +35,34 @@ describe("database", () => {
     expect(b.created).toBe(false);
     expect(b.nodeId).toBe(a.nodeId);
     b.db.close();
+  });
+
+  test("a new database has pages of the store's block size; an existing one keeps its own", async () => {
+    expect(DB_PAGE_SIZE).toBe(DEFAULT_BLOCK_SIZE);
+    const fresh = openNodeDatabase(tmpDir());
+    expect(fresh.db.query("PRAGMA page_size").get()).toEqual({ page_size: DB_PAGE_SIZE });
+    expect(fresh.pageSize).toBe(DB_PAGE_SIZE);
+    fresh.db.close();
+    const asked = openNodeDatabase(tmpDir(), { pageSize: 4096 });
+    expect([asked.pageSize, asked.db.query("PRAGMA journal_mode").get()]).toEqual([4096, { journal_mode: "wal" }]);
+    asked.db.close();
+
+    // as an earlier cairn (or a restore of its checkpoint) left it: WAL mode, 4 KiB pages
+    const dir = tmpDir();
+    const raw = new Database(dbPathIn(dir), { create: true });
+    raw.exec("PRAGMA page_size = 4096");
+    raw.exec("PRAGMA journal_mode = WAL");
+    raw.close();
+    const old = openNodeDatabase(dir);
+    const blobs = new BlobStore(old.db, undefined, silentLogger);
+    await blobs.put("kept", pseudoRandomBytes(1, 20_000));
+    blobs.close();
+    old.db.close();
+    const again = openNodeDatabase(dir, { pageSize: 16384 });
+    expect(again.db.query("PRAGMA page_size").get()).toEqual({ page_size: 4096 });
+    expect(again.pageSize).toBe(4096);
+    expect(new BlobStore(again.db, undefined, silentLogger).get("kept")?.data.byteLength).toBe(20_000);
+    again.db.close();
   });
 
   test("a database from a newer cairn is refused, not migrated", () => {
