@@ -54,9 +54,9 @@ async function lastUploaded(node: RunningNode, id: number): Promise<number> {
 }
 
 async function measure(ctx: BenchContext): Promise<Side[]> {
-  const S3rver = (await import("s3rver")).default;
+  const { newS3rver } = await import("../../test/helpers/s3.ts");
   const s3dir = ctx.tmp.make("cairn-bench-s3e-");
-  const server = new S3rver({ port: 0, address: "127.0.0.1", silent: true, directory: s3dir, configureBuckets: [{ name: BUCKET, configs: [] }] });
+  const server = newS3rver({ port: 0, address: "127.0.0.1", silent: true, directory: s3dir, configureBuckets: [{ name: BUCKET, configs: [] }] });
   const { port } = await server.run();
   const s3env = { S3_ENDPOINT: `http://127.0.0.1:${port}`, S3_REGION: "us-east-1", S3_ACCESS_KEY_ID: "S3RVER", S3_SECRET_ACCESS_KEY: "S3RVER" };
   const sides: Side[] = [];

@@ -45,9 +45,9 @@ interface S3 {
 }
 
 async function startS3(ctx: BenchContext): Promise<S3> {
-  const S3rver = (await import("s3rver")).default;
+  const { newS3rver } = await import("../../test/helpers/s3.ts");
   const s3dir = ctx.tmp.make("cairn-bench-s3-");
-  const server = new S3rver({ port: 0, address: "127.0.0.1", silent: true, directory: s3dir, configureBuckets: [{ name: BUCKET, configs: [] }] });
+  const server = newS3rver({ port: 0, address: "127.0.0.1", silent: true, directory: s3dir, configureBuckets: [{ name: BUCKET, configs: [] }] });
   const { port } = await server.run();
   return {
     env: { S3_ENDPOINT: `http://127.0.0.1:${port}`, S3_REGION: "us-east-1", S3_ACCESS_KEY_ID: "S3RVER", S3_SECRET_ACCESS_KEY: "S3RVER" },

@@ -474,6 +474,17 @@ describe.each(Object.keys(SUBJECTS))("backend: %s", (name) => {
       for (const f of ["files/big", "files/small"]) await b.writes.delete(f);
       expect(await b.random.list("")).toEqual([]);
     }, 60_000);
+
+    test("a listing past one page (S3 answers 1000 keys at a time) has every file, sorted, with its size", async () => {
+      const b = S.scratch!();
+      const names = Array.from({ length: 1234 }, (_, i) => `log/${String(i).padStart(6, "0")}.seg`);
+      for (let i = 0; i < names.length; i += 50) await Promise.all(names.slice(i, i + 50).map((n, k) => b.writes.put(n, new Uint8Array((i + k) % 7))));
+      await b.writes.put("other", new Uint8Array(1));
+      expect(await b.random.list("log/")).toEqual(names);
+      const sizes = await b.random.listSizes("log/");
+      expect(sizes.size).toBe(names.length);
+      expect(names.every((n, i) => sizes.get(n) === i % 7)).toBe(true);
+    }, 120_000);
   }
 
   // ---- streaming reads
