@@ -11,7 +11,7 @@ import { AdminServer } from "../admin/server.ts";
 import { createRestHandler, registerRestMetrics } from "../api/rest.ts";
 import { BodyBudget, errorReply } from "../api/http.ts";
 import { BlobStore } from "../engine/blobs.ts";
-import { DB_FILE, dbPathIn, openNodeDatabase } from "../engine/database.ts";
+import { DB_FILE, DB_PAGE_SIZE, dbPathIn, openNodeDatabase } from "../engine/database.ts";
 import { LOCK_FILE, StorageLock } from "../engine/lock.ts";
 import type { FileLock } from "../util/file-lock.ts";
 import { ChangeTracker } from "../engine/change-tracker.ts";
@@ -140,6 +140,12 @@ export class CairnNode {
       const opened = openNodeDatabase(config.storagePath, { pageSize: config.dbPageSize });
       if (config.dbPageSize !== undefined && opened.pageSize !== config.dbPageSize) {
         logger.info(`${dbFile} has pages of ${opened.pageSize} bytes; db_page_size (${config.dbPageSize}) applies only to a database created from now on`);
+      } else if (config.dbPageSize === undefined && opened.pageSize < DB_PAGE_SIZE) {
+        // (an operator who chose the smaller pages says so with db_page_size, and is not told again)
+        logger.info(
+          `${dbFile} has pages of ${opened.pageSize} bytes, smaller than a checkpoint's blocks (${DB_PAGE_SIZE}): an incremental checkpoint also reads each changed block's unchanged pages; ` +
+            `to keep them, set db_page_size: ${opened.pageSize}; to change them, see the README (Page size)`,
+        );
       }
       db = opened.db;
       live = LiveFiles.open(dbFile);

@@ -194,10 +194,13 @@ describe("durability and lifecycle", () => {
     expect(await first.stop()).toBe(0);
     const db = join(dir, "db", "cairn.db");
     expect(sqlite3(db, "PRAGMA page_size")).toBe("4096");
+    expect(first.logs()).not.toContain("has pages of");
     const again = await startNode(dir);
     expect((await fetch(`${again.url}/v1/blobs/a`)).status).toBe(200);
     expect(await again.stop()).toBe(0);
     expect(sqlite3(db, "PRAGMA page_size")).toBe("4096");
+    // the default asked for more: the operator is told what the smaller pages cost
+    expect(again.logs()).toContain("has pages of 4096 bytes, smaller than a checkpoint's blocks (8192)");
     const asked = await startNode(dir, { extraYaml: "db_page_size: 16384\n" });
     expect(await asked.stop()).toBe(0);
     expect(asked.logs()).toContain("has pages of 4096 bytes; db_page_size (16384) applies only to a database created from now on");
@@ -205,6 +208,7 @@ describe("durability and lifecycle", () => {
     const fresh = tmpDir();
     const plain = await startNode(fresh);
     expect(await plain.stop()).toBe(0);
+    expect(plain.logs()).not.toContain("has pages of");
     expect(sqlite3(join(fresh, "db", "cairn.db"), "PRAGMA page_size")).toBe("8192");
   });
 
