@@ -132,6 +132,16 @@ async function checkpointWithCopy(p: Pausing, copyDir: string, path?: string, wh
   return { id: Number(m[1]), scan: result.scan, scanReason: result.scanReason, copy };
 }
 
+/** Writes and a first checkpoint, then writes and an incremental one on top (returned). */
+async function twoCheckpoints(p: Pausing, rng: Rng, ids: Set<string>, dir: string): Promise<Taken> {
+  await randomWrites(p.node, rng, ids, 150);
+  await checkpointWithCopy(p, join(dir, "c1"));
+  await randomWrites(p.node, rng, ids, 60);
+  const second = await checkpointWithCopy(p, join(dir, "c2"));
+  expect(second.scan).toBe("changes");
+  return second;
+}
+
 /** Fold a copied database's WAL into it (sqlite3 recovers it, checkpoints it on close). */
 function fold(file: string): void {
   const r = Bun.spawnSync(["sqlite3", file, "PRAGMA wal_checkpoint(TRUNCATE);"], { stdout: "pipe", stderr: "pipe" });
@@ -242,11 +252,7 @@ describe("incremental checkpoints from the tracked changes", () => {
     const ids = new Set<string>();
     const store = join(dir, "ckpt");
     try {
-      await randomWrites(p.node, rng, ids, 150);
-      await checkpointWithCopy(p, join(dir, "c1"));
-      await randomWrites(p.node, rng, ids, 60);
-      const before = await checkpointWithCopy(p, join(dir, "c2"));
-      expect(before.scan).toBe("changes");
+      const before = await twoCheckpoints(p, rng, ids, dir);
       await expectExact(store, before, dir);
       expect(await p.node.stop()).toBe(0);
       const db = join(p.node.storage, "cairn.db");
@@ -281,10 +287,7 @@ describe("incremental checkpoints from the tracked changes", () => {
       const ids = new Set<string>();
       const store = join(dir, "ckpt");
       try {
-        await randomWrites(p.node, rng, ids, 150);
-        await checkpointWithCopy(p, join(dir, "c1"));
-        await randomWrites(p.node, rng, ids, 60);
-        expect((await checkpointWithCopy(p, join(dir, "c2"))).scan).toBe("changes");
+        await twoCheckpoints(p, rng, ids, dir);
         await randomWrites(p.node, rng, ids, 60);
         if (point === "kill -9 while running") await p.node.kill9();
         else {
