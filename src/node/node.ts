@@ -52,6 +52,8 @@ export interface NodeStatus {
   blob_count: number;
   blob_bytes: number;
   db_size_bytes: number;
+  /** The database's page size (db_page_size when the node created it). */
+  db_page_size: number;
   wal_size_bytes: number;
   /** Why writes are refused (the database's WAL or wal-index was unlinked or replaced), or null. */
   writes_refused: string | null;
@@ -431,6 +433,7 @@ export class CairnNode {
       blob_count: totals.count,
       blob_bytes: totals.bytes,
       db_size_bytes: fileSizeOrZero(dbFile),
+      db_page_size: this.db.query<{ page_size: number }, []>("PRAGMA page_size").get()!.page_size,
       wal_size_bytes: this.wal.walSize(),
       writes_refused: this.blobs.refused ?? null,
       wal_checkpoints: {

@@ -120,6 +120,7 @@ describe("REST API", () => {
       const s = await getJson(`${node.url}/v1/status`);
       expect(s).toMatchObject({ blob_count: 1, blob_bytes: 5, version: expect.any(String), node_id: expect.stringMatching(/^[0-9a-f-]{36}$/) });
       expect(s.db_size_bytes).toBeGreaterThan(0);
+      expect(s.db_page_size).toBe(8192);
       expect(typeof s.wal_size_bytes).toBe("number");
       expect(s).toHaveProperty("last_checkpoint");
       const m = await (await fetch(`${node.url}/metrics`)).text();
@@ -197,6 +198,7 @@ describe("durability and lifecycle", () => {
     expect(first.logs()).not.toContain("has pages of");
     const again = await startNode(dir);
     expect((await fetch(`${again.url}/v1/blobs/a`)).status).toBe(200);
+    expect((await getJson(`${again.url}/v1/status`)).db_page_size).toBe(4096);
     expect(await again.stop()).toBe(0);
     expect(sqlite3(db, "PRAGMA page_size")).toBe("4096");
     // the default asked for more: the operator is told what the smaller pages cost
