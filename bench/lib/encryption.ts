@@ -25,7 +25,6 @@ import { median } from "./stats.ts";
 import { benchScale } from "./workload.ts";
 
 const RUNS = 3;
-const BUCKET = "cairn-bench";
 const TARGET = { full: 1.15, upload: 0.03, restore: 1.15 };
 
 interface Side {
@@ -54,11 +53,10 @@ async function lastUploaded(node: RunningNode, id: number): Promise<number> {
 }
 
 async function measure(ctx: BenchContext): Promise<Side[]> {
-  const { newS3rver } = await import("../../test/helpers/s3.ts");
+  const { startS3 } = await import("../../test/helpers/s3.ts");
   const s3dir = ctx.tmp.make("cairn-bench-s3e-");
-  const server = newS3rver({ port: 0, address: "127.0.0.1", silent: true, directory: s3dir, configureBuckets: [{ name: BUCKET, configs: [] }] });
-  const { port } = await server.run();
-  const s3env = { S3_ENDPOINT: `http://127.0.0.1:${port}`, S3_REGION: "us-east-1", S3_ACCESS_KEY_ID: "S3RVER", S3_SECRET_ACCESS_KEY: "S3RVER" };
+  const s3 = await startS3(s3dir);
+  const s3env = s3.env;
   const sides: Side[] = [];
   const made: string[] = [s3dir];
   try {
@@ -71,7 +69,7 @@ async function measure(ctx: BenchContext): Promise<Side[]> {
       const dir = ctx.tmp.make(`cairn-bench-${name}-`);
       const store = ctx.tmp.make(`cairn-bench-${name}s-`);
       made.push(dir, store);
-      const url = `s3://${BUCKET}/${name}`;
+      const url = s3.url(name);
       const yaml =
         `${checkpointYaml(store, { sync: false, compression: "none" }, 1)}  remote:\n    url: ${url}\n    max_remote_checkpoints: 0\n` +
         (name === "encrypted" ? `  encryption:\n    key_file: ${key}\n` : "");
@@ -117,7 +115,7 @@ async function measure(ctx: BenchContext): Promise<Side[]> {
     return sides;
   } finally {
     for (const s of sides) if (!s.stopped) await s.node.stop();
-    await server.close();
+    await s3.stop();
     for (const d of made) ctx.tmp.remove(d);
   }
 }

@@ -29,7 +29,6 @@ import { median } from "./stats.ts";
 import { benchScale } from "./workload.ts";
 
 const RUNS = 3;
-const BUCKET = "cairn-bench";
 const TARGET = { pushShare: 0.03 };
 const TIME = "/usr/bin/time";
 const HAVE_TIME = existsSync(TIME);
@@ -104,15 +103,14 @@ interface Results {
 }
 
 async function measure(ctx: BenchContext): Promise<Results> {
-  const { newS3rver } = await import("../../test/helpers/s3.ts");
+  const { startS3 } = await import("../../test/helpers/s3.ts");
   const s3dir = ctx.tmp.make("cairn-bench-s3-");
   const dir = ctx.tmp.make("cairn-bench-off-");
   const store = ctx.tmp.make("cairn-bench-offs-");
   const work = ctx.tmp.make("cairn-bench-offw-");
-  const server = newS3rver({ port: 0, address: "127.0.0.1", silent: true, directory: s3dir, configureBuckets: [{ name: BUCKET, configs: [] }] });
-  const { port } = await server.run();
-  const env = { S3_ENDPOINT: `http://127.0.0.1:${port}`, S3_REGION: "us-east-1", S3_ACCESS_KEY_ID: "S3RVER", S3_SECRET_ACCESS_KEY: "S3RVER" };
-  const url = `s3://${BUCKET}/node`;
+  const s3 = await startS3(s3dir);
+  const env = s3.env;
+  const url = s3.url("node");
   let node: RunningNode | undefined;
   try {
     const yaml = `${checkpointYaml(store, { sync: false, compression: "none" }, 2)}  remote:\n    url: ${url}\n    max_remote_checkpoints: 0\n`;
@@ -183,7 +181,7 @@ async function measure(ctx: BenchContext): Promise<Results> {
     };
   } finally {
     if (node) await node.stop();
-    await server.close();
+    await s3.stop();
     for (const d of [work, store, dir, s3dir]) ctx.tmp.remove(d);
   }
 }

@@ -24,8 +24,8 @@ import { met, mib, num, ratio, secs, table } from "./report.ts";
 import type { BenchContext, Section } from "./section.ts";
 import { median } from "./stats.ts";
 import { MiB, randomBytes } from "./workload.ts";
+import type { S3Server } from "../../test/helpers/s3.ts";
 
-const BUCKET = "cairn-bench";
 const LOAD_MS = 8000;
 const BODY = 4 * KiB;
 const CONCURRENCY = 16;
@@ -37,22 +37,6 @@ function gib(): number {
   const n = Number(raw);
   if (!(n > 0)) throw new Error(`CAIRN_BENCH_PITR_GB=${JSON.stringify(raw)}: expected a size in GiB`);
   return n;
-}
-
-interface S3 {
-  env: Record<string, string>;
-  close(): Promise<void>;
-}
-
-async function startS3(ctx: BenchContext): Promise<S3> {
-  const { newS3rver } = await import("../../test/helpers/s3.ts");
-  const s3dir = ctx.tmp.make("cairn-bench-s3-");
-  const server = newS3rver({ port: 0, address: "127.0.0.1", silent: true, directory: s3dir, configureBuckets: [{ name: BUCKET, configs: [] }] });
-  const { port } = await server.run();
-  return {
-    env: { S3_ENDPOINT: `http://127.0.0.1:${port}`, S3_REGION: "us-east-1", S3_ACCESS_KEY_ID: "S3RVER", S3_SECRET_ACCESS_KEY: "S3RVER" },
-    close: () => server.close(),
-  };
 }
 
 function yaml(shipping: "off" | "async" | "sync", remote?: string): string {
@@ -104,13 +88,13 @@ async function load(url: string, tag: string, stop: () => boolean, acked?: Acked
   return { ops: r.okIndices.length, ms: performance.now() - t0, failed: r.failed };
 }
 
-async function throughput(ctx: BenchContext, s3: S3): Promise<{ label: string; opsPerSec: number }[]> {
+async function throughput(ctx: BenchContext, s3: S3Server): Promise<{ label: string; opsPerSec: number }[]> {
   const out: { label: string; opsPerSec: number }[] = [];
   const cases: [string, string, boolean][] = [
     ["shipping off", yaml("off"), false],
     ["asynchronous (interval 1000 ms)", yaml("async"), false],
     ["synchronous, local store", yaml("sync"), false],
-    ["synchronous, local store and s3rver", yaml("sync", `s3://${BUCKET}/tp-${Date.now()}`), true],
+    ["synchronous, local store and s3rver", yaml("sync", s3.url(`tp-${Date.now()}`)), true],
   ];
   for (const [label, y, remote] of cases) {
     const dir = ctx.tmp.make("cairn-bench-pitr-tp-");
@@ -139,9 +123,9 @@ interface RecoveryPoint {
 }
 
 /** Kill -9 a node shipping to s3rver under load, lose its disk, restore from s3rver, count what is missing. */
-async function recoveryPoint(ctx: BenchContext, s3: S3, mode: "async" | "sync"): Promise<RecoveryPoint> {
+async function recoveryPoint(ctx: BenchContext, s3: S3Server, mode: "async" | "sync"): Promise<RecoveryPoint> {
   const dir = ctx.tmp.make("cairn-bench-pitr-rp-");
-  const url = `s3://${BUCKET}/rp-${mode}-${Date.now()}`;
+  const url = s3.url(`rp-${mode}-${Date.now()}`);
   const node = await startNode(dir, yaml(mode, url), s3.env);
   const acked: Acked[] = [];
   let killedAt = 0;
@@ -265,7 +249,8 @@ async function hourAfterCheckpoint(ctx: BenchContext): Promise<HourResults> {
 
 async function run(ctx: BenchContext): Promise<string> {
   await ensureBinary(ctx.log);
-  const s3 = await startS3(ctx);
+  const { startS3 } = await import("../../test/helpers/s3.ts");
+  const s3 = await startS3(ctx.tmp.make("cairn-bench-s3-"));
   let tp: Awaited<ReturnType<typeof throughput>>;
   let rps: RecoveryPoint[];
   let hour: HourResults;
@@ -274,7 +259,7 @@ async function run(ctx: BenchContext): Promise<string> {
     rps = [await recoveryPoint(ctx, s3, "async"), await recoveryPoint(ctx, s3, "sync")];
     hour = await hourAfterCheckpoint(ctx);
   } finally {
-    await s3.close();
+    await s3.stop();
   }
   const off = tp[0]!.opsPerSec;
   const rel = (i: number) => tp[i]!.opsPerSec / off;

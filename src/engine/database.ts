@@ -96,6 +96,11 @@ export function assignNewNodeId(file: string): string {
   return id;
 }
 
+/** The page size of the database `db` is open on. */
+export function pageSizeOf(db: Database): number {
+  return db.query<{ page_size: number }, []>("PRAGMA page_size").get()!.page_size;
+}
+
 export interface OpenDatabaseOptions {
   /** The page size if the database is created now (default DB_PAGE_SIZE); an existing one keeps its own. */
   pageSize?: number;
@@ -119,8 +124,7 @@ export function openNodeDatabase(storagePath: string, o: OpenDatabaseOptions = {
     migrate(db, file);
     const row = db.query<{ value: string }, []>("SELECT value FROM meta WHERE key = 'node_id'").get();
     if (!row) throw new CairnError("E_DB_SCHEMA", `${file} has no node id; it is not a cairn database`);
-    const pageSize = db.query<{ page_size: number }, []>("PRAGMA page_size").get()!.page_size;
-    return { db, nodeId: row.value, created, pageSize };
+    return { db, nodeId: row.value, created, pageSize: pageSizeOf(db) };
   } catch (e) {
     db.close();
     throw e;

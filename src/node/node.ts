@@ -11,7 +11,7 @@ import { AdminServer } from "../admin/server.ts";
 import { createRestHandler, registerRestMetrics } from "../api/rest.ts";
 import { BodyBudget, errorReply } from "../api/http.ts";
 import { BlobStore } from "../engine/blobs.ts";
-import { DB_FILE, DB_PAGE_SIZE, dbPathIn, openNodeDatabase } from "../engine/database.ts";
+import { DB_FILE, dbPathIn, openNodeDatabase, pageSizeOf } from "../engine/database.ts";
 import { LOCK_FILE, StorageLock } from "../engine/lock.ts";
 import type { FileLock } from "../util/file-lock.ts";
 import { ChangeTracker } from "../engine/change-tracker.ts";
@@ -27,7 +27,7 @@ import { CheckpointManager } from "../checkpoint/manager.ts";
 import type { Database } from "bun:sqlite";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { STORE_FILE } from "../store/format.ts";
+import { DEFAULT_BLOCK_SIZE, STORE_FILE } from "../store/format.ts";
 import { Shipper } from "../checkpoint/shipper.ts";
 import { dbMarkOf } from "../store/log.ts";
 import { type KeyFile, readKeyFile } from "../store/crypto.ts";
@@ -142,10 +142,10 @@ export class CairnNode {
       const opened = openNodeDatabase(config.storagePath, { pageSize: config.dbPageSize });
       if (config.dbPageSize !== undefined && opened.pageSize !== config.dbPageSize) {
         logger.info(`${dbFile} has pages of ${opened.pageSize} bytes; db_page_size (${config.dbPageSize}) applies only to a database created from now on`);
-      } else if (config.dbPageSize === undefined && opened.pageSize < DB_PAGE_SIZE) {
+      } else if (config.dbPageSize === undefined && opened.pageSize < DEFAULT_BLOCK_SIZE) {
         // (an operator who chose the smaller pages says so with db_page_size, and is not told again)
         logger.info(
-          `${dbFile} has pages of ${opened.pageSize} bytes, smaller than a checkpoint's blocks (${DB_PAGE_SIZE}): an incremental checkpoint also reads each changed block's unchanged pages; ` +
+          `${dbFile} has pages of ${opened.pageSize} bytes, smaller than a checkpoint's blocks (${DEFAULT_BLOCK_SIZE}): an incremental checkpoint also reads each changed block's unchanged pages; ` +
             `to keep them, set db_page_size: ${opened.pageSize}; to change them, see the README (Page size)`,
         );
       }
@@ -433,7 +433,7 @@ export class CairnNode {
       blob_count: totals.count,
       blob_bytes: totals.bytes,
       db_size_bytes: fileSizeOrZero(dbFile),
-      db_page_size: this.db.query<{ page_size: number }, []>("PRAGMA page_size").get()!.page_size,
+      db_page_size: pageSizeOf(this.db),
       wal_size_bytes: this.wal.walSize(),
       writes_refused: this.blobs.refused ?? null,
       wal_checkpoints: {

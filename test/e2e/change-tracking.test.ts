@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { adminAsync, checkpointStatus, createCheckpointAsync, CREATED_RE, materialize } from "../helpers/checkpoint.ts";
 import { type NodeHandle, pseudoRandomBytes, runCairn, sqlite3, startNode, startNodeWithConfig } from "../helpers/node.ts";
 import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
+import { headerPageSize } from "../../src/engine/sqlite-files.ts";
 import { DirBackend } from "../../src/store/dir/backend.ts";
 import { SEGMENT_ENTRY_BYTES } from "../../src/store/format.ts";
 import { toHex } from "../../src/store/hash.ts";
@@ -160,8 +161,7 @@ async function expectExact(storeDir: string, t: Taken, work: string): Promise<vo
   if (!a.equals(b)) {
     let at = 0;
     while (a[at] === b[at]) at++;
-    const pageSize = b.readUInt16BE(16) === 1 ? 65536 : b.readUInt16BE(16);
-    throw new Error(`checkpoint ${t.id} (${t.scan}) differs from the database at its pin, first at byte ${at} (page ${Math.floor(at / pageSize) + 1})`);
+    throw new Error(`checkpoint ${t.id} (${t.scan}) differs from the database at its pin, first at byte ${at} (page ${Math.floor(at / headerPageSize(b)) + 1})`);
   }
   rmSync(out);
 }
@@ -212,7 +212,7 @@ describe("incremental checkpoints from the tracked changes", () => {
       const first = await checkpointWithCopy(p, join(dir, "c0"));
       expect(first.scan).toBe("full");
       expect(first.scanReason).toMatch(/no checkpoint to build on/);
-      expect(readFileSync(first.copy).readUInt16BE(16)).toBe(pageSize);
+      expect(headerPageSize(readFileSync(first.copy))).toBe(pageSize);
       await expectExact(store, first, dir);
       for (let round = 1; round <= 8; round++) {
         await randomWrites(p.node, rng, ids, 40 + rng.int(120));
@@ -263,7 +263,7 @@ describe("incremental checkpoints from the tracked changes", () => {
       const t = await checkpointWithCopy(p, join(dir, "c3"));
       expect(t.scan).toBe("full");
       expect(t.scanReason).toMatch(/the database file changed while the node was stopped/);
-      expect(readFileSync(t.copy).readUInt16BE(16)).toBe(8192);
+      expect(headerPageSize(readFileSync(t.copy))).toBe(8192);
       await expectExact(store, t, dir);
       await randomWrites(p.node, rng, ids, 40);
       const next = await checkpointWithCopy(p, join(dir, "c4"));

@@ -31,12 +31,6 @@ for (const name of ["createCipheriv", "createDecipheriv"] as const) {
   (crypto as unknown as Record<string, unknown>)[name] = (algorithm: string, ...rest: unknown[]) => original(algorithm === "des" ? "des-cbc" : algorithm, ...rest);
 }
 const S3rver = load("s3rver") as typeof S3rverClass;
-type S3rver = S3rverClass;
-
-/** An s3rver instance, with the mends above. */
-export function newS3rver(options: ConstructorParameters<typeof S3rverClass>[0]): S3rver {
-  return new S3rver(options);
-}
 
 export const S3_BUCKET = "cairn-test";
 
@@ -55,7 +49,7 @@ export interface S3Server {
 export async function startS3(dir: string): Promise<S3Server> {
   mkdirSync(dir, { recursive: true });
   const port = freePort();
-  let server: S3rver | undefined;
+  let server: S3rverClass | undefined;
   const endpoint = `http://127.0.0.1:${port}`;
   const s: S3Server = {
     port,
@@ -69,7 +63,7 @@ export async function startS3(dir: string): Promise<S3Server> {
     },
     url: (prefix) => `s3://${S3_BUCKET}/${prefix}`,
     async start() {
-      server = newS3rver({ port, address: "127.0.0.1", silent: true, directory: dir, configureBuckets: [{ name: S3_BUCKET, configs: [] }] });
+      server = new S3rver({ port, address: "127.0.0.1", silent: true, directory: dir, configureBuckets: [{ name: S3_BUCKET, configs: [] }] });
       await server.run();
     },
     async stop() {
