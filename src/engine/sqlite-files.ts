@@ -83,6 +83,17 @@ function checksum(s: [number, number], data: Uint8Array, bigEndian: boolean): vo
   s[1] = s2;
 }
 
+/** The WAL's frames in bytes, all and not yet folded in, from the wal-index (undefined if it cannot be read). */
+export function walFrameBytes(shmFd: number): { total: number; pending: number } | undefined {
+  try {
+    const h = readWalIndexHeader(shmFd);
+    const frame = h.pageSize + FRAME_HEADER_BYTES;
+    return { total: h.mxFrame * frame, pending: Math.max(0, h.mxFrame - h.nBackfill) * frame };
+  } catch {
+    return undefined;
+  }
+}
+
 export interface WalOverlay {
   /** Sorted page numbers (1-based) whose latest version is in the WAL. */
   pages: Uint32Array;

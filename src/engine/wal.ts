@@ -9,8 +9,16 @@
  * past the threshold, a catch-up (a PASSIVE checkpoint behind a write barrier: new writes wait,
  * the event loop does not; it is short, as little is left) folds the rest, and the first writer
  * after it finds every frame folded in and starts the WAL over;
- * and should the WAL still reach four times the threshold (another connection kept reading),
- * a TRUNCATE checkpoint behind the barrier empties the file. So the WAL stays bounded.
+ * and should the WAL still reach four times the threshold because another connection's read
+ * (an operator's sqlite3) held a PASSIVE fold back, a TRUNCATE checkpoint behind the barrier,
+ * which waits for that read, empties the file. So the WAL stays bounded.
+ * The barrier is held for a short fold: in a WAL past the threshold each PASSIVE fold is
+ * followed at once by the next (each has less to fold, as the writes beside it are fewer than
+ * it folds), until little is left for the catch-up (should the writes outpace the folds, past
+ * four times the threshold the catch-up takes whatever is left). So a WAL that grew while folds
+ * were paused (a database checkpoint's pin) is folded beside the writes, not behind the
+ * barrier, and started over in place; the file it grew to is emptied (TRUNCATE) once the
+ * timer finds no commit since it last looked, as freeing it can take long.
  *
  * A database checkpoint pauses all of this while it copies the database file (`pause()`).
  */
@@ -72,14 +80,26 @@ export class WalCheckpointer {
    * checkpoints run until this time, so writes do not wait behind the barrier again and again.
    */
   private truncateHeldOffUntil = 0;
+  /** The last PASSIVE fold stopped short of the WAL's end: another connection's read held it back. */
+  private heldBack = false;
+  /** What was left to fold when the last fold started, if it was a PASSIVE one. */
+  private passivePending?: number;
+  /** Commits since the timer last looked. */
+  private commitsSinceTick = 0;
   private stopped = false;
 
-  constructor(private readonly opts: WalCheckpointerOptions) {}
+  private readonly clock: Clock;
+
+  constructor(private readonly opts: WalCheckpointerOptions) {
+    this.clock = opts.clock ?? systemClock;
+  }
 
   start(): void {
     this.worker = new WorkerPool(1);
-    this.stopTimer = every(this.opts.clock ?? systemClock, this.opts.intervalMs, () => {
-      if (this.bytes().pending > 0) this.trigger();
+    this.stopTimer = every(this.clock, this.opts.intervalMs, () => {
+      const quiet = this.commitsSinceTick === 0;
+      this.commitsSinceTick = 0;
+      if (this.bytes().pending > 0 || (quiet && this.walSize() > 4 * this.opts.thresholdBytes)) this.trigger(quiet);
     });
   }
 
@@ -105,12 +125,12 @@ export class WalCheckpointer {
     return this.running;
   }
 
-  /** What the WAL holds: all its frames, and those not folded in yet (bytes). */
-  private bytes(): { total: number; pending: number } {
+  /** What the WAL holds: all its frames, and those not folded in yet (bytes); `known`: from the wal-index, not the file's size. */
+  private bytes(): { total: number; pending: number; known: boolean } {
     const b = this.opts.walBytes?.();
-    if (b) return b;
+    if (b) return { ...b, known: true };
     const size = this.walSize();
-    return { total: size, pending: size };
+    return { total: size, pending: size, known: false };
   }
 
   /** A catch-up (behind the barrier) once this little is left to fold in a WAL past the threshold. */
@@ -120,26 +140,44 @@ export class WalCheckpointer {
 
   /** Called after every commit: fold if the frames not yet folded in have passed the threshold, or start the WAL over. */
   noteCommit(): void {
+    this.commitsSinceTick++;
     const b = this.bytes();
     if (b.total > this.stats.walHighWaterBytes) this.stats.walHighWaterBytes = b.total;
     if (b.pending > this.opts.thresholdBytes || (b.total > this.opts.thresholdBytes && b.pending <= this.restartBelow)) this.trigger();
   }
 
-  /** Start a checkpoint unless one runs, checkpoints are paused, or the node is stopping. */
-  trigger(): void {
+  /**
+   * Start a checkpoint unless one runs, checkpoints are paused, or the node is stopping.
+   * `quiet`: no commit since the timer last looked, so emptying a large WAL file (which holds
+   * the barrier for as long as the file system takes to free it) keeps no write waiting.
+   */
+  trigger(quiet = false): void {
     if (this.running || this.pauses > 0 || this.stopped || !this.worker) return;
     const b = this.bytes();
-    const barrierAllowed = Date.now() >= this.truncateHeldOffUntil;
+    const barrierAllowed = this.clock.now() >= this.truncateHeldOffUntil;
+    const littleLeft = b.pending <= this.restartBelow;
+    const big = 4 * this.opts.thresholdBytes;
+    // past four times the threshold, only a fold that waits for readers gets the WAL started
+    // over when a reader held the last PASSIVE back (or when the wal-index cannot be read);
+    // otherwise catch-ups start it over in place, and the file is emptied once writes pause
+    const readerHeldIt = b.total > big && (this.heldBack || !b.known);
+    const reclaim = quiet && littleLeft && this.walSize() > big;
+    // the writes outpace the folds beside them: past four times the threshold the rest is folded behind the barrier
+    const outpaced = b.total > big && this.passivePending !== undefined && b.pending >= this.passivePending;
     const mode: FoldMode =
-      barrierAllowed && b.total > 4 * this.opts.thresholdBytes
+      barrierAllowed && (readerHeldIt || reclaim)
         ? "TRUNCATE"
-        : barrierAllowed && b.total > this.opts.thresholdBytes && b.pending <= this.restartBelow
+        : barrierAllowed && b.total > this.opts.thresholdBytes && (littleLeft || outpaced)
           ? "CATCHUP"
           : "PASSIVE";
+    this.passivePending = mode === "PASSIVE" ? b.pending : undefined;
     this.runningMode = mode;
     this.running = this.run(mode).finally(() => {
       this.running = undefined;
       this.runningMode = undefined;
+      if (mode !== "PASSIVE" || this.heldBack) return;
+      const b = this.bytes();
+      if (b.known && b.total > this.opts.thresholdBytes && b.pending > 0) this.trigger();
     });
   }
 
@@ -155,11 +193,12 @@ export class WalCheckpointer {
       // writer after it finds every frame folded in and starts the WAL over itself
       const reply = await this.request(mode === "CATCHUP" ? "PASSIVE" : mode);
       this.stats.runs++;
+      this.heldBack = reply.checkpointed < reply.log;
       if (mode === "TRUNCATE") this.stats.truncations++;
       if (mode === "CATCHUP") this.stats.restarts++;
       this.stats.lastDurationMs = reply.ms;
       if (mode !== "PASSIVE" && reply.busy) {
-        this.truncateHeldOffUntil = Date.now() + this.opts.intervalMs;
+        this.truncateHeldOffUntil = this.clock.now() + this.opts.intervalMs;
         this.opts.logger.debug(`WAL ${mode === "TRUNCATE" ? "truncation" : "catch-up"} postponed: another connection is reading the database`);
       }
       this.opts.logger.debug(`WAL checkpoint (${mode.toLowerCase()}): ${reply.checkpointed}/${reply.log} frames in ${reply.ms.toFixed(1)} ms`);

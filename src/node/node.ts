@@ -17,7 +17,7 @@ import type { FileLock } from "../util/file-lock.ts";
 import { ChangeTracker } from "../engine/change-tracker.ts";
 import { LiveFiles } from "../engine/live-files.ts";
 import { WalCheckpointer } from "../engine/wal.ts";
-import { readWalIndexHeader } from "../engine/sqlite-files.ts";
+import { walFrameBytes } from "../engine/sqlite-files.ts";
 import { CommitPressure } from "../util/io-pressure.ts";
 import { Metrics } from "../util/metrics.ts";
 import { CRASH_POINT_ENV, TRACKER_FORGETS_ENV } from "../util/crash-point.ts";
@@ -188,7 +188,7 @@ export class CairnNode {
         beforeFold: () => tracker.beforeFold(),
         onFold: () => tracker.noteFold(),
         beforeTruncate: () => shipper?.beforeWalReset(),
-        walBytes: () => walBytesOf(live!),
+        walBytes: () => walFrameBytes(live!.shmFd),
       });
       const pressure = new CommitPressure();
       const blobs = new BlobStore(db, wal, logger, live, tracker, pressure, shipper);
@@ -581,17 +581,6 @@ function claimStore(dir: string): FileLock {
 
 function hostForUrl(host: string): string {
   return host.includes(":") ? `[${host}]` : host;
-}
-
-/** The WAL's frames in bytes, all and not yet folded in, from the wal-index (undefined if it cannot be read). */
-function walBytesOf(live: LiveFiles): { total: number; pending: number } | undefined {
-  try {
-    const h = readWalIndexHeader(live.shmFd);
-    const frame = h.pageSize + 24;
-    return { total: h.mxFrame * frame, pending: Math.max(0, h.mxFrame - h.nBackfill) * frame };
-  } catch {
-    return undefined;
-  }
 }
 
 /** The configured key file, or E_CONFIG naming the key (never the key itself). */

@@ -1,15 +1,17 @@
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { Database } from "bun:sqlite";
-import { writeFileSync } from "node:fs";
+import { closeSync, openSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { BlobStore, isValidBlobId } from "../../src/engine/blobs.ts";
 import { DB_PAGE_SIZE, dbPathIn, openNodeDatabase, SCHEMA_VERSION } from "../../src/engine/database.ts";
 import { DEFAULT_BLOCK_SIZE } from "../../src/store/format.ts";
 import { StorageLock } from "../../src/engine/lock.ts";
+import { walFrameBytes } from "../../src/engine/sqlite-files.ts";
 import { WalCheckpointer } from "../../src/engine/wal.ts";
 import { PAUSE_POINT_ENV, PAUSE_RELEASE_ENV, pauseReleaseFile } from "../../src/util/crash-point.ts";
 import { isCairnError } from "../../src/errors.ts";
 import { silentLogger } from "../../src/log.ts";
+import { FakeClock } from "../helpers/clock.ts";
 import { thrown } from "../helpers/errors.ts";
 import { pseudoRandomBytes } from "../helpers/node.ts";
 import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
@@ -278,6 +280,118 @@ describe("WAL checkpointer", () => {
         if (v === undefined) delete process.env[k];
         else process.env[k] = v;
       }
+    }
+  });
+
+  /** A node-like checkpointer: it reads what the WAL holds from the wal-index, on a clock the test moves. */
+  function indexedCheckpointer(dir: string, threshold: number) {
+    const { db } = openNodeDatabase(dir);
+    // the test's own descriptor of -shm, closed only after the database (closing it drops the process's locks)
+    const shm = openSync(`${dbPathIn(dir)}-shm`, "r");
+    const clock = new FakeClock();
+    const wal = new WalCheckpointer({ dbFile: dbPathIn(dir), thresholdBytes: threshold, intervalMs: 1000, logger: silentLogger, clock, walBytes: () => walFrameBytes(shm) });
+    wal.start();
+    const blobs = new BlobStore(db, wal, silentLogger);
+    const walBytes = () => walFrameBytes(shm)!;
+    const close = async () => {
+      await wal.stop();
+      db.close();
+      closeSync(shm);
+    };
+    return { db, wal, blobs, clock, walBytes, close };
+  }
+
+  test("a WAL grown while folds were paused is folded beside the writes (no barrier), started over in place, and emptied only once writes pause", async () => {
+    const dir = tmpDir();
+    const threshold = 256 * 1024;
+    const { wal, blobs, clock, walBytes, close } = indexedCheckpointer(dir, threshold);
+    try {
+      const paused = await wal.pause();
+      for (let i = 0; i < 80; i++) await blobs.put(`a${i}`, pseudoRandomBytes(i + 1, 16384));
+      expect(walBytes().pending).toBeGreaterThan(4 * threshold);
+      paused.resume();
+      wal.trigger();
+      // much left to fold: a PASSIVE fold, and writes go on beside it
+      expect(wal.foldRunning()).toBeDefined();
+      expect(wal.writeBarrier()).toBeUndefined();
+      await waitFor(() => wal.foldRunning() === undefined && walBytes().pending === 0, { what: "the PASSIVE folds" });
+      expect(wal.stats.truncations).toBe(0);
+      expect(wal.stats.restarts).toBe(0);
+      // every frame folded in: the next writer starts the WAL over itself, in the same file
+      await blobs.put("b", pseudoRandomBytes(999, 100));
+      expect(walBytes().total).toBeLessThan(threshold);
+      expect(wal.walSize()).toBeGreaterThan(4 * threshold);
+      // the timer's next look finds a commit since the last: the file is left as it is
+      clock.advance(1000);
+      await waitFor(() => wal.foldRunning() === undefined && walBytes().pending === 0, { what: "the timer's PASSIVE fold" });
+      expect(wal.stats.truncations).toBe(0);
+      expect(wal.walSize()).toBeGreaterThan(4 * threshold);
+      // the look after finds none: the large file is emptied behind the barrier
+      clock.advance(1000);
+      await waitFor(() => wal.stats.truncations === 1 && wal.foldRunning() === undefined, { what: "the TRUNCATE once writes paused" });
+      expect(wal.walSize()).toBe(0);
+      expect(wal.stats.failures).toBe(0);
+      expect(blobs.totals().count).toBe(81);
+    } finally {
+      await close();
+    }
+  });
+
+  test("under a steady write load past the threshold, folds follow one another until a catch-up starts the WAL over in place; no TRUNCATE", async () => {
+    const dir = tmpDir();
+    const threshold = 256 * 1024;
+    const { wal, blobs, walBytes, close } = indexedCheckpointer(dir, threshold);
+    try {
+      let high = 0;
+      for (let wave = 0; wave < 60; wave++) {
+        await Promise.all(Array.from({ length: 8 }, (_, i) => blobs.put(`w${wave}-${i}`, pseudoRandomBytes(wave * 8 + i + 1, 16384))));
+        high = Math.max(high, walBytes().total);
+      }
+      await waitFor(() => wal.foldRunning() === undefined, { what: "the last fold" });
+      expect(wal.stats.runs).toBeGreaterThan(1);
+      expect(wal.stats.failures).toBe(0);
+      expect(wal.stats.truncations).toBe(0);
+      expect(wal.stats.restarts).toBeGreaterThan(0);
+      // 60 waves of 8 × 16 KiB; started over in place, the WAL never held half of them (see the test above on how far below)
+      expect(high).toBeLessThan((60 * 8 * 16384) / 2);
+    } finally {
+      await close();
+    }
+  });
+
+  test("another connection's read holding the PASSIVE folds back: past four times the threshold a TRUNCATE behind the barrier waits for that read, then empties the WAL", async () => {
+    const dir = tmpDir();
+    const threshold = 64 * 1024;
+    const { wal, blobs, clock, walBytes, close } = indexedCheckpointer(dir, threshold);
+    const reader = new Database(dbPathIn(dir), { readonly: true });
+    try {
+      await blobs.put("first", pseudoRandomBytes(1, 8192));
+      // an operator's sqlite3 in a read transaction: its snapshot keeps the frames after it out of the database file
+      reader.exec("BEGIN");
+      reader.query("SELECT count(*) FROM blobs").get();
+      for (let i = 0; i < 20; i++) await blobs.put(`a${i}`, pseudoRandomBytes(i + 2, 8192));
+      await waitFor(() => wal.foldRunning() === undefined && wal.stats.runs > 0, { what: "the PASSIVE folds held back" });
+      const runs = wal.stats.runs;
+      let more = 0;
+      for (; more < 20 && walBytes().total <= 4 * threshold; more++) await blobs.put(`b${more}`, pseudoRandomBytes(more + 50, 8192));
+      expect(walBytes().total).toBeGreaterThan(4 * threshold);
+      if (wal.foldRunning() === undefined) wal.trigger();
+      await waitFor(() => wal.writeBarrier() !== undefined || wal.stats.truncations > 0, { what: "a TRUNCATE behind the barrier" });
+      await waitFor(() => wal.foldRunning() === undefined, { what: "the TRUNCATE to give up on the reader" });
+      expect(wal.stats.runs).toBeGreaterThan(runs);
+      expect(wal.stats.truncations).toBe(1);
+      expect(walBytes().total).toBeGreaterThan(4 * threshold);
+      // the read ends; once the hold-off has passed, the next TRUNCATE empties the WAL
+      reader.exec("COMMIT");
+      clock.advance(1000);
+      if (wal.foldRunning() === undefined) wal.trigger();
+      await waitFor(() => wal.stats.truncations === 2 && wal.foldRunning() === undefined, { what: "the second TRUNCATE" });
+      expect(wal.walSize()).toBe(0);
+      expect(blobs.totals().count).toBe(21 + more);
+      expect(wal.stats.failures).toBe(0);
+    } finally {
+      reader.close();
+      await close();
     }
   });
 });

@@ -5,10 +5,10 @@ import { type CheckpointConfig, DEFAULTS } from "../../src/config/config.ts";
 import { CheckpointManager } from "../../src/checkpoint/manager.ts";
 import type { CheckpointRun } from "../../src/checkpoint/run.ts";
 import { firstPeriodicRun, nextPeriodicRun } from "../../src/checkpoint/scheduler.ts";
-import type { Clock } from "../../src/util/clock.ts";
 import { dbPathIn, openNodeDatabase } from "../../src/engine/database.ts";
 import { LiveFiles } from "../../src/engine/live-files.ts";
 import { silentLogger } from "../../src/log.ts";
+import { FakeClock } from "../helpers/clock.ts";
 import { cleanTmpDirsAfterEach, tmpDir } from "../helpers/tmp.ts";
 import { waitFor } from "../helpers/wait.ts";
 
@@ -37,37 +37,6 @@ describe("schedule arithmetic", () => {
     expect(nextPeriodicRun(done, 1_000 * H, cfg)).toBe(1_000 * H + 300_000);
   });
 });
-
-/** A clock the test moves by hand; timers fire when their time comes. */
-class FakeClock implements Clock {
-  // starts at the real time: checkpoints stamp their creation with the real clock
-  private t = Date.now();
-  private timers = new Map<number, { at: number; fn: () => void }>();
-  private next = 1;
-  now() {
-    return this.t;
-  }
-  setTimeout(fn: () => void, ms: number) {
-    const id = this.next++;
-    this.timers.set(id, { at: this.t + ms, fn });
-    return id;
-  }
-  clearTimeout(h: unknown) {
-    this.timers.delete(h as number);
-  }
-  /** Move time forward, firing due timers in order. */
-  advance(ms: number) {
-    const until = this.t + ms;
-    for (;;) {
-      const due = [...this.timers.entries()].filter(([, x]) => x.at <= until).sort((a, b) => a[1].at - b[1].at)[0];
-      if (!due) break;
-      this.timers.delete(due[0]);
-      this.t = due[1].at;
-      due[1].fn();
-    }
-    this.t = until;
-  }
-}
 
 describe("periodic checkpoints driven by a fake clock", () => {
   function setup(overrides: Partial<CheckpointConfig>) {
