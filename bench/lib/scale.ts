@@ -13,8 +13,10 @@
  *     SQLite page cache (cache_size, 64 MiB) is refilling toward its bound after the first
  *     checkpoint, and the ten measure the node as it runs, not that climb;
  *  4. three more with the page cache dropped between the change and the checkpoint;
- *  5. p99 of 4 KiB PUTs at 16 in flight: idle, during incremental checkpoints (back to back,
- *     each after the load's own changes), and during a full one (into an empty directory);
+ *  5. p99 of 4 KiB PUTs at 16 in flight, the load running throughout: rounds of an idle block,
+ *     an incremental checkpoint (of the load's own changes), a block after it, and a bare write
+ *     of the same bytes by a process of its own (the floor), then a full checkpoint into an
+ *     empty directory (measureLatency);
  *  6. `cp` + `sync` of the database and a full checkpoint of it into an empty directory, in
  *     turn (last, so that no step above follows these extra database-sized writes);
  *  7. the node stopped, peak RSS (GNU time) of list, verify, export (.tar), garbage collection
@@ -43,8 +45,13 @@ const WARM_UP_STEPS = 3;
 const COLD_STEPS = 3;
 const LOAD_BODY = 4 * KiB;
 const LOAD_CONCURRENCY = 16;
-const IDLE_MS = 5000;
-const INCREMENTAL_LOAD_MS = 10_000;
+/** The latency runs (see measureLatency): rounds of an idle block, an incremental and a block after it. */
+const LATENCY_ROUNDS = 12;
+/** The ids the latency load rewrites (256 MiB of 4 KiB blobs). */
+const LOAD_IDS = 65_536;
+const LATENCY_WARM_UP_MS = 1000;
+const IDLE_BLOCK_MS = 1000;
+const AFTER_BLOCK_MS = 500;
 const TIME = "/usr/bin/time";
 
 const TARGET = { incremental: 1.5, cold: 1.5, rss: 1.25, full: 1.5, tools: 1.25, p99Incremental: 1.2, p99Full: 1.5 };
@@ -116,29 +123,31 @@ interface Ckpt extends LastResult {
 
 /**
  * A checkpoint (into `path`, else the configured store) asked for on the admin socket, as
- * `checkpoint create` does, and waited for (retention included), the node's RSS sampled
- * meanwhile. No CLI process is started: on two cores its start-up would be measured too.
+ * `checkpoint create` does, and waited for (retention included); its result. No CLI process
+ * is started: on two cores its start-up would be measured too.
  */
+async function checkpointRun(node: RunningNode, path?: string): Promise<LastResult> {
+  const res = await fetch("http://localhost/v1/checkpoints", {
+    unix: socketOf(node),
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(path ? { path } : {}),
+  } as RequestInit);
+  const run = (await res.json()) as { run: number; error?: string };
+  if (res.status !== 202) throw new Error(`POST /v1/checkpoints: HTTP ${res.status} ${JSON.stringify(run)}`);
+  for (;;) {
+    const s = await fetch("http://localhost/v1/checkpoints/status", { unix: socketOf(node) } as RequestInit);
+    const st = (await s.json()) as { running: { run: number } | null };
+    if (st.running?.run !== run.run) return lastResult(node);
+    await Bun.sleep(50);
+  }
+}
+
+/** checkpointRun, the node's RSS sampled meanwhile. */
 async function checkpoint(node: RunningNode, path?: string): Promise<Ckpt> {
   const t0 = performance.now();
-  const { peakRss } = await sampled(node.pid, async () => {
-    const res = await fetch("http://localhost/v1/checkpoints", {
-      unix: socketOf(node),
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify(path ? { path } : {}),
-    } as RequestInit);
-    const run = (await res.json()) as { run: number; error?: string };
-    if (res.status !== 202) throw new Error(`POST /v1/checkpoints: HTTP ${res.status} ${JSON.stringify(run)}`);
-    for (;;) {
-      const s = await fetch("http://localhost/v1/checkpoints/status", { unix: socketOf(node) } as RequestInit);
-      const st = (await s.json()) as { running: { run: number } | null };
-      if (st.running?.run !== run.run) return;
-      await Bun.sleep(50);
-    }
-  });
-  const wallMs = performance.now() - t0;
-  return { ...(await lastResult(node)), wallMs, peakRss, rssAfter: rssBytes(node.pid) };
+  const { value, peakRss } = await sampled(node.pid, () => checkpointRun(node, path));
+  return { ...value, wallMs: performance.now() - t0, peakRss, rssAfter: rssBytes(node.pid) };
 }
 
 // ---- writes -------------------------------------------------------------------------------------
@@ -182,7 +191,7 @@ function latencyOf(ms: number[], failed: number): Latency {
   return { samples: ms.length, failed, p50: percentile(ms, 50), p99: percentile(ms, 99) };
 }
 
-/** 4 KiB PUTs at 16 in flight until `stop()`; each request's start time and latency. */
+/** 4 KiB PUTs at 16 in flight until `stop()`, over LOAD_IDS ids; each request's start time and latency. */
 async function putLoad(url: string, tag: string, stop: () => boolean): Promise<{ starts: number[]; ms: number[]; failed: number }> {
   const starts: number[] = [];
   const ms: number[] = [];
@@ -194,7 +203,7 @@ async function putLoad(url: string, tag: string, stop: () => boolean): Promise<{
         const i = next++;
         const t0 = performance.now();
         try {
-          await putBlob(url, `${tag}-${i}`, randomBytes(LOAD_BODY));
+          await putBlob(url, `${tag}-${i % LOAD_IDS}`, randomBytes(LOAD_BODY));
           starts.push(t0);
           ms.push(performance.now() - t0);
         } catch {
@@ -208,46 +217,98 @@ async function putLoad(url: string, tag: string, stop: () => boolean): Promise<{
 
 interface LatencyResults {
   idle: Latency;
-  incremental: Latency & { checkpoints: number; medianMs: number };
+  /** The idle blocks of even rounds against those of odd ones (the larger p99 over the smaller): this run's own noise. */
+  idleSpread: number;
+  incremental: Latency & { checkpoints: number; medianMs: number; medianNewBytes: number };
+  /** The blocks right after each incremental (its WAL folds catching up). */
+  after: Latency;
+  /** The same rounds' bare writes of each incremental's new bytes in the time it took (floor-writer.ts): the floor on this machine. */
+  floor: Latency & { medianMs: number };
   full: Latency & { durationMs: number };
 }
 
+type BlockKind = "idle" | "incremental" | "after" | "floor" | "floorAfter" | "full";
+
+/**
+ * The load runs throughout; checkpoints and idle blocks alternate under it, so that whatever
+ * drifts during the run (the database growing under the load, the WAL, the host) weighs on
+ * both sides alike: LATENCY_ROUNDS rounds of an idle block, an incremental and a block after
+ * it (not idle: the WAL folds the checkpoint held back catch up there); as many rounds of an
+ * idle block and the floor: the bytes one of those incrementals stored, in the time it took,
+ * read, hashed, written and fsynced by a bare process (floor-writer.ts); then a full
+ * checkpoint into an empty directory. The load rewrites LOAD_IDS ids over and over, so that the
+ * database does not grow by what the load writes throughout. A request counts where it started.
+ */
 async function measureLatency(ctx: BenchContext, node: RunningNode, tag: string): Promise<LatencyResults> {
   await syncAll();
-  const idleEnd = performance.now() + IDLE_MS;
-  const idle = await putLoad(node.url, `${tag}-idle`, () => performance.now() > idleEnd);
-  // incremental checkpoints back to back while the load runs; only requests started inside one count
-  const windows: [number, number][] = [];
-  const durations: number[] = [];
   let stopLoad = false;
-  const load = putLoad(node.url, `${tag}-incr`, () => stopLoad);
-  const loopEnd = performance.now() + INCREMENTAL_LOAD_MS;
-  while (performance.now() < loopEnd) {
-    await Bun.sleep(300);
+  const load = putLoad(node.url, tag, () => stopLoad);
+  const blocks: { kind: BlockKind; round: number; a: number; b: number }[] = [];
+  const timed = async <T>(kind: BlockKind, round: number, body: () => Promise<T>): Promise<T> => {
+    const a = performance.now();
+    const v = await body();
+    blocks.push({ kind, round, a, b: performance.now() });
+    return v;
+  };
+  const floorDir = ctx.tmp.make("cairn-bench-scale-floor-");
+  const floor = Bun.spawn([process.execPath, join(REPO_ROOT, "bench/lib/floor-writer.ts"), join(node.dir, "db", "cairn.db-wal"), floorDir], { stdin: "pipe", stdout: "pipe", stderr: "inherit" });
+  const floorReplies = floor.stdout.getReader();
+  const floorWrite = async (bytes: number, spreadMs: number) => {
+    floor.stdin.write(`${bytes} ${Math.round(spreadMs)}\n`);
+    await floor.stdin.flush();
     const t0 = performance.now();
-    const c = await checkpoint(node);
-    windows.push([t0, performance.now()]);
-    durations.push(c.durationMs);
-    if (c.scan !== "changes") ctx.fail(`scale: an incremental checkpoint under load read the whole database: ${c.scanReason}`);
+    const reply = await floorReplies.read();
+    if (reply.done) throw new Error("floor-writer.ts ended early");
+    return performance.now() - t0;
+  };
+  await Bun.sleep(LATENCY_WARM_UP_MS);
+  const durations: number[] = [];
+  const newBytes: number[] = [];
+  const floorMs: number[] = [];
+  try {
+    for (let round = 0; round < LATENCY_ROUNDS; round++) {
+      await timed("idle", round, () => Bun.sleep(IDLE_BLOCK_MS));
+      const c = await timed("incremental", round, () => checkpointRun(node));
+      durations.push(c.durationMs);
+      newBytes.push(c.newBytes);
+      if (c.scan !== "changes") ctx.fail(`scale: an incremental checkpoint under load read the whole database: ${c.scanReason}`);
+      await timed("after", round, () => Bun.sleep(AFTER_BLOCK_MS));
+    }
+    // the floor's rounds come after (between two incrementals they would lengthen the next one's change)
+    for (let round = 0; round < LATENCY_ROUNDS; round++) {
+      await timed("idle", LATENCY_ROUNDS + round, () => Bun.sleep(IDLE_BLOCK_MS));
+      floorMs.push(await timed("floor", round, () => floorWrite(newBytes[round]!, durations[round]!)));
+      await timed("floorAfter", round, () => Bun.sleep(AFTER_BLOCK_MS));
+    }
+  } finally {
+    floor.kill();
+    await floor.exited;
+    ctx.tmp.remove(floorDir);
   }
-  stopLoad = true;
-  const inc = await load;
-  const inside = inc.ms.filter((_, i) => windows.some(([a, b]) => inc.starts[i]! >= a && inc.starts[i]! <= b));
-  // a full checkpoint (an empty directory) while the load runs
+  await timed("idle", 2 * LATENCY_ROUNDS, () => Bun.sleep(IDLE_BLOCK_MS));
   const fresh = ctx.tmp.make("cairn-bench-scale-full-");
-  let fullDone = false;
-  const fullLoad = putLoad(node.url, `${tag}-full`, () => fullDone);
-  const full = await checkpoint(node, fresh).finally(() => {
-    fullDone = true;
-  });
-  const fl = await fullLoad;
+  const full = await timed("full", 0, () => checkpointRun(node, fresh));
+  stopLoad = true;
+  const r = await load;
   ctx.tmp.remove(fresh);
-  const failed = idle.failed + inc.failed + fl.failed;
-  if (failed > 0) ctx.fail(`scale: ${failed} PUT(s) failed during the latency runs`);
+  if (r.failed > 0) ctx.fail(`scale: ${r.failed} PUT(s) failed during the latency runs`);
+  const pick = (want: (k: { kind: BlockKind; round: number }) => boolean) => {
+    const chosen = blocks.filter(want).sort((x, y) => x.a - y.a);
+    const out: number[] = [];
+    r.starts.forEach((t, i) => {
+      if (chosen.some((k) => t >= k.a && t < k.b)) out.push(r.ms[i]!);
+    });
+    return out;
+  };
+  const even = percentile(pick((k) => k.kind === "idle" && k.round % 2 === 0), 99);
+  const odd = percentile(pick((k) => k.kind === "idle" && k.round % 2 === 1), 99);
   return {
-    idle: latencyOf(idle.ms, idle.failed),
-    incremental: { ...latencyOf(inside, inc.failed), checkpoints: windows.length, medianMs: median(durations) },
-    full: { ...latencyOf(fl.ms, fl.failed), durationMs: full.durationMs },
+    idle: latencyOf(pick((k) => k.kind === "idle"), r.failed),
+    idleSpread: Math.max(even, odd) / Math.min(even, odd),
+    incremental: { ...latencyOf(pick((k) => k.kind === "incremental"), 0), checkpoints: durations.length, medianMs: median(durations), medianNewBytes: median(newBytes) },
+    after: latencyOf(pick((k) => k.kind === "after"), 0),
+    floor: { ...latencyOf(pick((k) => k.kind === "floor"), 0), medianMs: median(floorMs) },
+    full: { ...latencyOf(pick((k) => k.kind === "full"), 0), durationMs: full.durationMs },
   };
 }
 
@@ -359,7 +420,7 @@ async function measureSize(ctx: BenchContext, gib: number, disk: { probeDir: str
     ctx.log(`${tag}: incrementals with the page cache dropped ${cold.map((s) => secs(s.durationMs)).join(", ")}`);
     ctx.log(`${tag}: their phases (ms): ${cold.map((s) => JSON.stringify(s.phases ?? {})).join(" ")}; inside their ranges (ms): ${cold.map((s) => JSON.stringify(s.rangeMs ?? {})).join(" ")}`);
     const latency = await measureLatency(ctx, node, `lat${gib}`);
-    ctx.log(`${tag}: p99 PUT idle ${latency.idle.p99.toFixed(1)} ms, incremental ${latency.incremental.p99.toFixed(1)} ms, full ${latency.full.p99.toFixed(1)} ms`);
+    ctx.log(`${tag}: p99 PUT idle ${latency.idle.p99.toFixed(1)} ms, incremental ${latency.incremental.p99.toFixed(1)} ms, the floor ${latency.floor.p99.toFixed(1)} ms, full ${latency.full.p99.toFixed(1)} ms`);
     // the full checkpoint against cp + sync of the same file, in turn; taken last, so that the
     // incrementals above do not follow two more database-sized writes (the disk's write-back of
     // them slowed the first incrementals after them)
@@ -485,12 +546,9 @@ function render(results: SizeResults[]): string {
         `idle ${ms(r.latency.idle.p99)}`,
         `≤ ${TARGET.p99Incremental}; ≤ ${TARGET.p99Full}; 0 failed`,
         `${ratio(r.latency.incremental.p99 / r.latency.idle.p99)} (${ms(r.latency.incremental.p99)}, ${r.latency.incremental.samples} samples in ${r.latency.incremental.checkpoints} checkpoints); ` +
-          `${ratio(r.latency.full.p99 / r.latency.idle.p99)} (${ms(r.latency.full.p99)}, ${r.latency.full.samples} samples); ${r.latency.idle.failed + r.latency.incremental.failed + r.latency.full.failed} failed`,
-        met(
-          r.latency.incremental.p99 / r.latency.idle.p99 <= TARGET.p99Incremental &&
-            r.latency.full.p99 / r.latency.idle.p99 <= TARGET.p99Full &&
-            r.latency.idle.failed + r.latency.incremental.failed + r.latency.full.failed === 0,
-        ),
+          `${ratio(r.latency.full.p99 / r.latency.idle.p99)} (${ms(r.latency.full.p99)}, ${r.latency.full.samples} samples); ${r.latency.idle.failed} failed; ` +
+          `the floor (a bare write of each incremental's bytes in its time) ${ratio(r.latency.floor.p99 / r.latency.idle.p99)}; idle against idle ${ratio(r.latency.idleSpread)}`,
+        met(r.latency.incremental.p99 / r.latency.idle.p99 <= TARGET.p99Incremental && r.latency.full.p99 / r.latency.idle.p99 <= TARGET.p99Full && r.latency.idle.failed === 0),
       ]),
     ];
     out.push(table([{ header: "figure" }, { header: "against" }, { header: "target" }, { header: "measured" }, { header: "met" }], rows), "");
@@ -531,11 +589,22 @@ function render(results: SizeResults[]): string {
     ),
     "",
     table(
-      [{ header: "size" }, { header: "PUT p50 / p99 idle" }, { header: "during incrementals" }, { header: "during a full checkpoint" }],
+      [
+        { header: "size" },
+        { header: "PUT p50 / p99 idle" },
+        { header: "idle: even / odd rounds' p99" },
+        { header: "during incrementals" },
+        { header: "just after them" },
+        { header: "during a bare write of the same bytes in the same time (the floor)" },
+        { header: "during a full checkpoint" },
+      ],
       results.map((r) => [
         `${r.gib} GiB`,
         `${ms(r.latency.idle.p50)} / ${ms(r.latency.idle.p99)} (${r.latency.idle.samples})`,
+        `${ratio(r.latency.idleSpread)} apart`,
         `${ms(r.latency.incremental.p50)} / ${ms(r.latency.incremental.p99)} (${r.latency.incremental.samples}; median checkpoint ${ms(r.latency.incremental.medianMs)})`,
+        `${ms(r.latency.after.p50)} / ${ms(r.latency.after.p99)} (${r.latency.after.samples})`,
+        `${ms(r.latency.floor.p50)} / ${ms(r.latency.floor.p99)} (${r.latency.floor.samples}; median ${ms(r.latency.floor.medianMs)} for ${mib(r.latency.incremental.medianNewBytes)})`,
         `${ms(r.latency.full.p50)} / ${ms(r.latency.full.p99)} (${r.latency.full.samples}; checkpoint ${secs(r.latency.full.durationMs)})`,
       ]),
     ),
