@@ -52,6 +52,8 @@ const LOAD_IDS = 65_536;
 const LATENCY_WARM_UP_MS = 1000;
 const IDLE_BLOCK_MS = 1000;
 const AFTER_BLOCK_MS = 500;
+/** How long of the full checkpoint under load the load runs, at most. */
+const FULL_LOAD_MS = 60_000;
 const TIME = "/usr/bin/time";
 
 const TARGET = { incremental: 1.5, cold: 1.5, rss: 1.25, full: 1.5, tools: 1.25, p99Incremental: 1.2, p99Full: 1.5 };
@@ -224,7 +226,8 @@ interface LatencyResults {
   after: Latency;
   /** The same rounds' bare writes of each incremental's new bytes in the time it took (floor-writer.ts): the floor on this machine. */
   floor: Latency & { medianMs: number };
-  full: Latency & { durationMs: number };
+  /** `loadMs`: how long of it the load ran (FULL_LOAD_MS at most). */
+  full: Latency & { durationMs: number; loadMs: number };
 }
 
 type BlockKind = "idle" | "incremental" | "after" | "floor" | "floorAfter" | "full";
@@ -236,8 +239,9 @@ type BlockKind = "idle" | "incremental" | "after" | "floor" | "floorAfter" | "fu
  * it (not idle: the WAL folds the checkpoint held back catch up there); as many rounds of an
  * idle block and the floor: the bytes one of those incrementals stored, in the time it took,
  * read, hashed, written and fsynced by a bare process (floor-writer.ts); then a full
- * checkpoint into an empty directory. The load rewrites LOAD_IDS ids over and over, so that the
- * database does not grow by what the load writes throughout. A request counts where it started.
+ * checkpoint into an empty directory, the load running through its first FULL_LOAD_MS. The
+ * load rewrites LOAD_IDS ids over and over, so that the database does not grow by what the
+ * load writes throughout. A request counts where it started.
  */
 async function measureLatency(ctx: BenchContext, node: RunningNode, tag: string): Promise<LatencyResults> {
   await syncAll();
@@ -287,7 +291,12 @@ async function measureLatency(ctx: BenchContext, node: RunningNode, tag: string)
   }
   await timed("idle", 2 * LATENCY_ROUNDS, () => Bun.sleep(IDLE_BLOCK_MS));
   const fresh = ctx.tmp.make("cairn-bench-scale-full-");
+  // the load goes on for FULL_LOAD_MS of the full checkpoint at most: the snapshot it holds
+  // keeps the WAL from being folded, and at the larger sizes the WAL would outgrow the disk
+  const fullStart = performance.now();
+  void Bun.sleep(FULL_LOAD_MS).then(() => (stopLoad = true));
   const full = await timed("full", 0, () => checkpointRun(node, fresh));
+  const fullLoadMs = Math.min(performance.now(), fullStart + FULL_LOAD_MS) - fullStart;
   stopLoad = true;
   const r = await load;
   ctx.tmp.remove(fresh);
@@ -308,7 +317,7 @@ async function measureLatency(ctx: BenchContext, node: RunningNode, tag: string)
     incremental: { ...latencyOf(pick((k) => k.kind === "incremental"), 0), checkpoints: durations.length, medianMs: median(durations), medianNewBytes: median(newBytes) },
     after: latencyOf(pick((k) => k.kind === "after"), 0),
     floor: { ...latencyOf(pick((k) => k.kind === "floor"), 0), medianMs: median(floorMs) },
-    full: { ...latencyOf(pick((k) => k.kind === "full"), 0), durationMs: full.durationMs },
+    full: { ...latencyOf(pick((k) => k.kind === "full"), 0), durationMs: full.durationMs, loadMs: fullLoadMs },
   };
 }
 
@@ -605,7 +614,7 @@ function render(results: SizeResults[]): string {
         `${ms(r.latency.incremental.p50)} / ${ms(r.latency.incremental.p99)} (${r.latency.incremental.samples}; median checkpoint ${ms(r.latency.incremental.medianMs)})`,
         `${ms(r.latency.after.p50)} / ${ms(r.latency.after.p99)} (${r.latency.after.samples})`,
         `${ms(r.latency.floor.p50)} / ${ms(r.latency.floor.p99)} (${r.latency.floor.samples}; median ${ms(r.latency.floor.medianMs)} for ${mib(r.latency.incremental.medianNewBytes)})`,
-        `${ms(r.latency.full.p50)} / ${ms(r.latency.full.p99)} (${r.latency.full.samples}; checkpoint ${secs(r.latency.full.durationMs)})`,
+        `${ms(r.latency.full.p50)} / ${ms(r.latency.full.p99)} (${r.latency.full.samples}; checkpoint ${secs(r.latency.full.durationMs)}, the load during its first ${secs(r.latency.full.loadMs)})`,
       ]),
     ),
   );
