@@ -84,6 +84,8 @@ export class WalCheckpointer {
   private heldBack = false;
   /** What was left to fold when the last fold started, if it was a PASSIVE one. */
   private passivePending?: number;
+  /** The last fold failed: the next one waits for a commit or the timer, not the fold before. */
+  private lastFoldFailed = false;
   /** Commits since the timer last looked. */
   private commitsSinceTick = 0;
   private stopped = false;
@@ -115,7 +117,7 @@ export class WalCheckpointer {
     }
   }
 
-  /** Writers await this before they commit: it is pending only while a TRUNCATE runs. */
+  /** Writers await this before they commit: it is pending only while a catch-up or a TRUNCATE runs. */
   writeBarrier(): Promise<void> | undefined {
     return this.barrier;
   }
@@ -175,7 +177,7 @@ export class WalCheckpointer {
     this.running = this.run(mode).finally(() => {
       this.running = undefined;
       this.runningMode = undefined;
-      if (mode !== "PASSIVE" || this.heldBack) return;
+      if (mode !== "PASSIVE" || this.heldBack || this.lastFoldFailed) return;
       const b = this.bytes();
       if (b.known && b.total > this.opts.thresholdBytes && b.pending > 0) this.trigger();
     });
@@ -193,6 +195,7 @@ export class WalCheckpointer {
       // writer after it finds every frame folded in and starts the WAL over itself
       const reply = await this.request(mode === "CATCHUP" ? "PASSIVE" : mode);
       this.stats.runs++;
+      this.lastFoldFailed = false;
       this.heldBack = reply.checkpointed < reply.log;
       if (mode === "TRUNCATE") this.stats.truncations++;
       if (mode === "CATCHUP") this.stats.restarts++;
@@ -203,6 +206,7 @@ export class WalCheckpointer {
       }
       this.opts.logger.debug(`WAL checkpoint (${mode.toLowerCase()}): ${reply.checkpointed}/${reply.log} frames in ${reply.ms.toFixed(1)} ms`);
     } catch (e) {
+      this.lastFoldFailed = true;
       this.stats.failures++;
       this.opts.logger.warn(`WAL checkpoint failed: ${errorMessage(e)}`);
     } finally {
