@@ -1,17 +1,20 @@
 /**
  * `bun bench/lib/floor-writer.ts WAL_FILE OUT_DIR`: the least a durable incremental checkpoint
- * of N new bytes must do, with nothing of cairn's around it, for the Scale section's latency
- * floor. For each line "N T" on stdin: read N bytes of the node's WAL (where an incremental
- * finds the changed pages, in the page cache), BLAKE3 each 8 KiB block, write them to a new
- * pack file, spread evenly over T ms (the time the checkpoint took), each window's write-back
- * started as it is written (sync_file_range, as the pack writer does), and fdatasync it; then
- * write a small manifest (temp name, fsync, rename, fsync the folder). Prints "done" after
- * each. It runs in a process of its own, as a checkpoint's worker runs on a thread of its own.
+ * of N new bytes must do, with none of cairn's code around it but the calls that do it (the
+ * block hash, the write-back, the atomic file write), for the Scale section's latency floor.
+ * For each line "N T" on stdin: read N bytes of the node's WAL (where an incremental finds the
+ * changed pages, in the page cache), BLAKE3 each 8 KiB block, write them to a new pack file,
+ * spread evenly over T ms (the time the checkpoint took), each window's write-back started as
+ * it is written (sync_file_range, as the pack writer does), and fdatasync it; then write a
+ * small manifest (writeFileAtomic: temp name, fsync, rename, fsync the folder). Prints "done"
+ * after each. It runs in a process of its own, as a checkpoint's worker runs on a thread of
+ * its own.
  */
-import { closeSync, fdatasyncSync, fsyncSync, mkdirSync, openSync, readSync, renameSync, rmSync, statSync, writeSync } from "node:fs";
+import { closeSync, fdatasyncSync, mkdirSync, openSync, readSync, rmSync, statSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { blockDigest } from "../../src/store/hash.ts";
 import { DEFAULT_BLOCK_SIZE } from "../../src/store/format.ts";
+import { writeFileAtomic } from "../../src/util/fsx.ts";
 import { windowDone } from "../../src/util/writeback.ts";
 
 /** Windows whose write-back may still be under way (as in the pack writer). */
@@ -30,6 +33,7 @@ const manifest = new Uint8Array(4096);
 let at = 0;
 let packs = 0;
 for await (const line of console) {
+  if (!line.trim()) continue;
   const [bytes, spreadMs] = line.trim().split(/\s+/).map(Number);
   if (!(bytes! >= 0) || !(spreadMs! >= 0)) throw new Error(`floor-writer: expected a byte count and a time, got ${JSON.stringify(line)}`);
   let left = bytes!;
@@ -55,14 +59,6 @@ for await (const line of console) {
   }
   fdatasyncSync(pack);
   closeSync(pack);
-  const tmp = join(outDir, "manifest.tmp");
-  const fd = openSync(tmp, "w", 0o600);
-  writeSync(fd, manifest);
-  fsyncSync(fd);
-  closeSync(fd);
-  renameSync(tmp, join(outDir, "manifest"));
-  const dir = openSync(outDir, "r");
-  fsyncSync(dir);
-  closeSync(dir);
+  writeFileAtomic(join(outDir, "manifest"), manifest);
   process.stdout.write("done\n");
 }

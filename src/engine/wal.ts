@@ -101,7 +101,7 @@ export class WalCheckpointer {
     this.stopTimer = every(this.clock, this.opts.intervalMs, () => {
       const quiet = this.commitsSinceTick === 0;
       this.commitsSinceTick = 0;
-      if (this.bytes().pending > 0 || (quiet && this.walSize() > 4 * this.opts.thresholdBytes)) this.trigger(quiet);
+      if (this.bytes().pending > 0 || (quiet && this.walSize() > this.truncateAbove)) this.trigger(quiet);
     });
   }
 
@@ -140,6 +140,11 @@ export class WalCheckpointer {
     return this.opts.thresholdBytes / 16;
   }
 
+  /** Past this, a reader holding the folds back gets a TRUNCATE, and a -wal file this large is emptied once writes pause. */
+  private get truncateAbove(): number {
+    return 4 * this.opts.thresholdBytes;
+  }
+
   /** Called after every commit: fold if the frames not yet folded in have passed the threshold, or start the WAL over. */
   noteCommit(): void {
     this.commitsSinceTick++;
@@ -158,7 +163,7 @@ export class WalCheckpointer {
     const b = this.bytes();
     const barrierAllowed = this.clock.now() >= this.truncateHeldOffUntil;
     const littleLeft = b.pending <= this.restartBelow;
-    const big = 4 * this.opts.thresholdBytes;
+    const big = this.truncateAbove;
     // past four times the threshold, only a fold that waits for readers gets the WAL started
     // over when a reader held the last PASSIVE back (or when the wal-index cannot be read);
     // otherwise catch-ups start it over in place, and the file is emptied once writes pause
