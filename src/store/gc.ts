@@ -11,7 +11,8 @@
  * Which blocks are live is asked of a Bloom filter of every digest the remaining checkpoints
  * need (bloom.ts), filled from their segments, each distinct segment read once: memory is a
  * few bits a stored block and a table of the segments, never a list of every block. A false
- * "live" only keeps a dead block in a rewritten pack.
+ * "live" only keeps a dead block in a rewritten pack. Rewrites copy through one read buffer
+ * and are collected after each pack, so memory does not grow with how many packs are rewritten.
  *
  * The node runs it (in a worker) after retention removed old manifests, while it holds the
  * store's writer lock and the readers lock exclusively, so no restore or verify is reading.
@@ -134,6 +135,7 @@ async function collectIn(dir: string, backend: DirBackend, opts: GcOptions): Pro
   // rewrite the packs that are mostly dead; a pack with nothing live is only dropped
   const renamed = new Map<string, string>();
   const dropped = new Set<string>();
+  const scratch = { buf: new Uint8Array(REWRITE_READ_BYTES) };
   let packsLooked = 0;
   for (const packId of packs) {
     const idx = await reader.index(packId);
@@ -152,8 +154,10 @@ async function collectIn(dir: string, backend: DirBackend, opts: GcOptions): Pro
     if (totalBytes === 0 || liveBytes >= opts.minLiveFraction * totalBytes) continue;
     if (keep.length === 0) dropped.add(packId);
     else {
-      renamed.set(packId, await rewritePack(dir, reader, packId, keep, opts.sync));
+      renamed.set(packId, await rewritePack(dir, reader, packId, keep, opts.sync, scratch));
       crashPoint("gc:pack-rewritten");
+      // the rewrite's pack writer and index are garbage now: collected before the next pack
+      Bun.gc(true);
     }
   }
   if (renamed.size === 0 && dropped.size === 0) return result;
@@ -216,21 +220,47 @@ async function neededDigests(reader: StoreReader, manifests: Manifest[], packs: 
   return needed;
 }
 
-/** Copy the entries `keep` of pack `packId` into a new pack; returns the new pack's id. */
-async function rewritePack(dir: string, reader: StoreReader, packId: string, keep: number[], sync: boolean): Promise<string> {
+/** What one read of a pack being rewritten takes at most: runs of kept blocks are read together. */
+const REWRITE_READ_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Copy the entries `keep` of pack `packId` into a new pack; returns the new pack's id. The
+ * kept blocks are read in runs into `scratch`, one buffer for the whole collection: a buffer
+ * a block would leave a pack's worth of garbage behind each rewrite.
+ */
+async function rewritePack(dir: string, reader: StoreReader, packId: string, keep: number[], sync: boolean, scratch: { buf: Uint8Array }): Promise<string> {
   const idx = await reader.index(packId);
   const tmp = join(dir, "tmp");
   mkdirSync(tmp, { recursive: true, mode: DIR_MODE });
   const pack = new PackFile(tmp, { sync, keys: reader.keys });
   const digest = new Uint32Array(8);
   const digestBytes = new Uint8Array(digest.buffer);
+  const path = packPath(packId);
   try {
-    for (const k of keep) {
-      const e = readIndexEntry(idx, k);
-      const stored = await reader.source.getRange(packPath(packId), e.offset, e.storedLength);
-      if (stored.length !== e.storedLength) throw new CairnError("E_STORE_DAMAGED", `${packPath(packId)} is truncated`);
-      digestBytes.set(e.digest);
-      pack.append(digest, 0, stored, e.rawLength, e.flags);
+    for (let k = 0; k < keep.length; ) {
+      // a run: the kept entries that follow one another in the pack, as far as one read goes
+      const first = readIndexEntry(idx, keep[k]!);
+      let end = first.offset + first.storedLength;
+      let n = 1;
+      while (k + n < keep.length) {
+        const e = readIndexEntry(idx, keep[k + n]!);
+        if (e.offset !== end || e.offset + e.storedLength - first.offset > REWRITE_READ_BYTES) break;
+        end = e.offset + e.storedLength;
+        n++;
+      }
+      const bytes = end - first.offset;
+      if (scratch.buf.length < bytes) scratch.buf = new Uint8Array(bytes);
+      const got = await reader.source.readInto(path, scratch.buf, 0, bytes, first.offset);
+      if (got !== bytes) throw new CairnError("E_STORE_DAMAGED", `${path} is truncated`);
+      for (let j = 0; j < n; j++) {
+        const e = readIndexEntry(idx, keep[k + j]!);
+        const at = e.offset - first.offset;
+        digestBytes.set(e.digest);
+        pack.appendRun(digest, 0, scratch.buf, at, at + e.storedLength, e.rawLength, e.flags);
+      }
+      // written from the scratch buffer itself, before the next run reads into it
+      pack.flushRun();
+      k += n;
     }
   } catch (e) {
     pack.abandon();

@@ -889,6 +889,37 @@ describe("garbage collection", () => {
     expect(m.segment_packs).toEqual(await segmentPacksFound(new StoreReader(new DirBackend(fx.dir)), m));
   });
 
+  test("a rewrite copies kept blocks read in runs: a run longer than one read, and blocks with gaps between them", async () => {
+    const fx = new StoreFixture(tmpDir("cairn-gc-runs-"));
+    const blocks = 1024;
+    const img1 = pseudoRandomBytes(21, blocks * BS);
+    const c1 = fx.addCheckpoint(img1);
+    expect(c1.newPacks.length).toBe(1);
+    // checkpoint 2 keeps the first 600 blocks (4.7 MiB in a row: more than one read) and every third after
+    const img2 = pseudoRandomBytes(22, blocks * BS);
+    const kept: number[] = [];
+    for (let b = 0; b < blocks; b++) {
+      if (b >= 600 && b % 3 !== 0) continue;
+      img2.set(img1.subarray(b * BS, (b + 1) * BS), b * BS);
+      kept.push(b);
+    }
+    const c2 = fx.addCheckpoint(img2);
+    unlinkSync(join(fx.dir, manifestPath(1)));
+    const r = await collectGarbage(fx.dir, { minLiveFraction: 0.9, sync: true, checkpointsRemoved: true });
+    expect(r.rewrittenPacks).toBe(1);
+    expect(r.renamed![0]![0]).toBe(c1.newPacks[0]!);
+    const reader = new StoreReader(new DirBackend(fx.dir));
+    const m = await reader.manifest(2);
+    const fresh = r.renamed![0]![1];
+    const idx = await reader.index(fresh);
+    // the kept blocks in their order, then the segments the two checkpoints share (the first 512 blocks), nothing else
+    const shared = c1.manifest.segments.filter((d) => c2.manifest.segments.includes(d));
+    expect(shared.length).toBe(2);
+    expect(Array.from({ length: idx.count }, (_, i) => toHex(readIndexEntry(idx, i).digest))).toEqual([...kept.map((b) => listDigests(c2.list)[b]!), ...shared]);
+    expect(await readImage(reader, m)).toEqual(c2.image);
+    expect(readdirSync(join(fx.dir, "tmp"))).toEqual([]);
+  });
+
   test("a damaged manifest makes it collect nothing (E_STORE_DAMAGED, every file intact)", async () => {
     const { fx } = gcStore();
     const file = join(fx.dir, manifestPath(2));
