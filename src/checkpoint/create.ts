@@ -40,6 +40,8 @@ import type { PackWritten } from "../store/pack-writer.ts";
 import { includedObject, readIncludeFiles } from "../store/included.ts";
 import { crashPoint, PACK_TARGET_ENV, pausePoint } from "../util/crash-point.ts";
 import { emptyDirNoFollow } from "../util/fsx.ts";
+import { formatBytes } from "../util/display.ts";
+import { resetWalLimitReached, walLimitReached } from "../util/io-pressure.ts";
 import { WorkerPool } from "../util/worker-pool.ts";
 import { VERSION } from "../version.ts";
 import type { CheckpointJob, FinishResult, RangeJob, RangeResult, SampleJob, SnapshotSpec } from "./jobs.ts";
@@ -75,6 +77,8 @@ export interface CheckpointOptions {
   compression: "none" | "zstd";
   /** Total write rate limit across workers; 0 = none. */
   writeBytesPerSec: number;
+  /** Past this many bytes of WAL (commitPressure), stop giving way to commits; 0 or absent = never stop. */
+  maxPacedWalBytes?: number;
   /** The node's commit times (util/io-pressure.ts): reading and writing slow down while commits do. */
   commitPressure?: SharedArrayBuffer;
   /** Encrypt the store with this key (a new one is made encrypted; an existing one must be). */
@@ -175,6 +179,12 @@ export async function takeCheckpoint(o: CheckpointOptions): Promise<CheckpointRe
     phases.mark("start_workers");
     image = await readImage(o, store, pool, prev, storeKey, phases);
     crashPoint("checkpoint:blocks-read");
+    const walAtLimit = o.commitPressure ? walLimitReached(o.commitPressure) : 0;
+    if (walAtLimit > 0) {
+      o.logger.warn(
+        `checkpoint ${id}: the WAL grew to ${formatBytes(walAtLimit)} under its snapshot (past max_paced_wal_bytes, ${formatBytes(o.maxPacedWalBytes ?? 0)}): it stopped giving way to writes, to end its snapshot sooner`,
+      );
+    }
     phases.mark("read_blocks");
 
     // 4. close, publish and sync the packs
@@ -297,6 +307,7 @@ async function previousCheckpoint(o: CheckpointOptions, store: LocalStore, pool:
 }
 
 async function startWorkers(o: CheckpointOptions, store: LocalStore, pool: WorkerPool): Promise<void> {
+  if (o.commitPressure) resetWalLimitReached(o.commitPressure);
   const init: CheckpointJob = {
     job: "checkpoint",
     op: "init",
@@ -308,6 +319,7 @@ async function startWorkers(o: CheckpointOptions, store: LocalStore, pool: Worke
     sync: o.sync,
     packTargetBytes: Number(process.env[PACK_TARGET_ENV]) > 0 ? Number(process.env[PACK_TARGET_ENV]) : PACK_TARGET_BYTES,
     writeBytesPerSec: o.writeBytesPerSec > 0 ? Math.max(1, Math.floor(o.writeBytesPerSec / pool.size)) : 0,
+    maxPacedWalBytes: o.maxPacedWalBytes ?? 0,
     commitPressure: o.commitPressure,
     keys: store.keys?.spec,
   };

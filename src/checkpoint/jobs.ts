@@ -19,6 +19,8 @@ export interface CheckpointInit {
   packTargetBytes: number;
   /** Per worker; 0 = unlimited. */
   writeBytesPerSec: number;
+  /** Past this many bytes of WAL, the pacer stops giving way to commits (0: never). */
+  maxPacedWalBytes: number;
   /** The node's commit times, shared (util/io-pressure.ts). */
   commitPressure?: SharedArrayBuffer;
   /** An encrypted store's keys (never logged). */

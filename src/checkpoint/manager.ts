@@ -277,6 +277,7 @@ export class CheckpointManager {
         sync: config.sync,
         compression: config.compression,
         writeBytesPerSec: config.maxWriteBytesPerSec,
+        maxPacedWalBytes: config.maxPacedWalBytes,
         commitPressure: this.deps.commitPressure,
         logger,
         signal: controller.signal,

@@ -533,7 +533,7 @@ export async function checkpointJob(msg: CheckpointJob): Promise<unknown> {
       myPacks.length = 0;
       newHere = newHere.capacity > (1 << 17) ? DigestTable.create(1 << 16) : newHere.clear();
       stored.shrink();
-      pacer = new IoPacer(msg.commitPressure, { maxBytesPerSec: msg.writeBytesPerSec });
+      pacer = new IoPacer(msg.commitPressure, { maxBytesPerSec: msg.writeBytesPerSec, maxPacedWalBytes: msg.maxPacedWalBytes });
       // a checkpoint is background work: the node's request thread goes first
       lowerThisThreadPriority(10);
       return;

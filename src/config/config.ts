@@ -48,6 +48,7 @@ export interface CheckpointConfig {
   taskTimeoutMs: number;
   compression: "none" | "zstd";
   maxWriteBytesPerSec: number;
+  maxPacedWalBytes: number;
   remote?: RemoteConfig;
   walShipping: WalShippingConfig;
   /** Files carried with every checkpoint (absolute paths). */
@@ -104,6 +105,7 @@ export const DEFAULTS = {
   taskTimeoutSecs: 3600,
   compression: "none" as const,
   maxWriteBytesPerSec: 0,
+  maxPacedWalBytes: 1024 * 1024 * 1024,
   maxRemoteCheckpoints: 30,
   remoteRetryBackoffSecs: 60,
   remoteRequestTimeoutSecs: 30,

@@ -217,6 +217,7 @@ export function resolveConfig(doc: ConfigDocument, baseDir: string): NodeConfig 
       taskTimeoutMs: Math.round((cc.db_checkpoint_task_timeout_secs ?? DEFAULTS.taskTimeoutSecs) * 1000),
       compression: cc.compression ?? DEFAULTS.compression,
       maxWriteBytesPerSec: cc.max_write_bytes_per_sec ?? DEFAULTS.maxWriteBytesPerSec,
+      maxPacedWalBytes: cc.max_paced_wal_bytes ?? DEFAULTS.maxPacedWalBytes,
       remote: cc.remote && {
         url: cc.remote.url,
         endpoint: cc.remote.endpoint,

@@ -112,6 +112,8 @@ export const checkpointConfigSchema = v.strictObject(
     compression: v.optional(v.picklist(["none", "zstd"], "expected none or zstd")),
     /** Cap on the rate checkpoints write at, bytes per second; 0 = no cap. */
     max_write_bytes_per_sec: v.optional(wholeNumber(0)),
+    /** Once the WAL holds more than this, a running checkpoint stops giving way to writes (its snapshot keeps the WAL from being folded); 0 = it always gives way. */
+    max_paced_wal_bytes: v.optional(wholeNumber(0)),
     /** Ship every committed transaction into the store(s) between checkpoints (point-in-time restore). */
     wal_shipping: v.optional(walShipping),
     /** Files carried with every checkpoint (the node's config, its key files): restore --with-files puts them back. */

@@ -98,7 +98,7 @@ export class BlobStore {
     /** Told after every commit (engine/change-tracker.ts: which pages it wrote). */
     private readonly tracker?: { noteCommit(): void },
     /** Told how long each commit took (util/io-pressure.ts: background I/O gives way when commits slow down). */
-    private readonly pressure?: { note(ms: number): void },
+    private readonly pressure?: { note(ms: number): void; noteWal(bytes: number): void },
     /** WAL shipping (checkpoint/shipper.ts): told of every commit; in synchronous mode, acknowledgements wait for it. */
     private readonly shipping?: WriteShipping,
   ) {
@@ -211,7 +211,9 @@ export class BlobStore {
           }
         }
         this.commitBatch(this.takeBatch());
-        this.wal?.noteCommit();
+        const walBytes = this.wal?.noteCommit();
+        // a checkpoint's snapshot holds the WAL unfolded: it stops giving way to commits once the WAL is large
+        if (walBytes !== undefined) this.pressure?.noteWal(walBytes);
         // yield between batches so reads and new requests are served
         if (this.queue.length > 0) await new Promise((r) => setImmediate(r));
       }

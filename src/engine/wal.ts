@@ -145,12 +145,16 @@ export class WalCheckpointer {
     return 4 * this.opts.thresholdBytes;
   }
 
-  /** Called after every commit: fold if the frames not yet folded in have passed the threshold, or start the WAL over. */
-  noteCommit(): void {
+  /**
+   * Called after every commit: fold if the frames not yet folded in have passed the threshold,
+   * or start the WAL over. Returns the bytes the WAL holds.
+   */
+  noteCommit(): number {
     this.commitsSinceTick++;
     const b = this.bytes();
     if (b.total > this.stats.walHighWaterBytes) this.stats.walHighWaterBytes = b.total;
     if (b.pending > this.opts.thresholdBytes || (b.total > this.opts.thresholdBytes && b.pending <= this.restartBelow)) this.trigger();
+    return b.total;
   }
 
   /**

@@ -9,17 +9,25 @@
  * commit is well slower than the usual slowest before the checkpoint started halves the rate;
  * a quiet interval raises it again. Reads are not paced: those the page cache serves cost the
  * disk nothing.
+ *
+ * Giving way has a cost: the checkpoint's snapshot keeps the WAL from being folded, so the WAL
+ * grows by everything clients write for as long as the checkpoint runs. The node publishes the
+ * WAL's size too, and once it passes a limit (`maxPacedWalBytes`) the pacer stops giving way
+ * for the rest of the work: the checkpoint ends, and its pin with it, as soon as the disk allows.
  */
 
 /**
  * Words of the shared buffer: the last commit's end (Date.now()); the usual slowest commit of
  * an interval (a moving average of each interval's slowest); the slowest commit since the
- * pacer last looked (ms).
+ * pacer last looked (ms); the WAL's bytes after the last commit; the most the WAL held when a
+ * pacer stopped giving way for it (0: none has, since resetWalLimitReached).
  */
 const LAST_END = 0;
 const USUAL_SLOWEST = 1;
 const SLOWEST = 2;
-const WORDS = 3;
+const WAL_BYTES = 3;
+const WAL_LIMIT_REACHED = 4;
+const WORDS = 5;
 /** The interval both sides look at. */
 const TICK_MS = 100;
 
@@ -29,6 +37,11 @@ export class CommitPressure {
   private readonly w = new Float64Array(this.buffer);
   private bucketStart = 0;
   private bucketSlowest = 0;
+
+  /** The WAL holds `bytes` after a commit. */
+  noteWal(bytes: number): void {
+    this.w[WAL_BYTES] = bytes;
+  }
 
   note(ms: number): void {
     const w = this.w;
@@ -44,9 +57,20 @@ export class CommitPressure {
   }
 }
 
+/** The WAL's size when a pacer last stopped giving way for it (0: none did since the reset). */
+export function walLimitReached(pressure: SharedArrayBuffer): number {
+  return new Float64Array(pressure)[WAL_LIMIT_REACHED]!;
+}
+
+export function resetWalLimitReached(pressure: SharedArrayBuffer): void {
+  new Float64Array(pressure)[WAL_LIMIT_REACHED] = 0;
+}
+
 export interface IoPacerOptions {
   /** A fixed ceiling in bytes per second (0: none). */
   maxBytesPerSec: number;
+  /** Past this many bytes of WAL, stop giving way to commits (0: never stop). The fixed ceiling still holds. */
+  maxPacedWalBytes?: number;
   now?: () => number;
   sleep?: (ms: number) => void;
 }
@@ -76,6 +100,8 @@ export class IoPacer {
   private lastTick: number;
   private readonly startedAt: number;
   private active = false;
+  /** The WAL passed maxPacedWalBytes: commits are no longer given way to. */
+  private walLimitPassed = false;
   /** When the next byte may go (Date.now() ms). */
   private nextFree: number;
   /** Milliseconds slept so far to keep to the rate. */
@@ -95,7 +121,7 @@ export class IoPacer {
 
   /** The rate it paces at now (bytes per second; Infinity while the node is idle and no ceiling is set). */
   get currentRate(): number {
-    const adaptive = this.active ? this.rate : Number.POSITIVE_INFINITY;
+    const adaptive = this.active && !this.walLimitPassed ? this.rate : Number.POSITIVE_INFINITY;
     return this.opts.maxBytesPerSec > 0 ? Math.min(adaptive, this.opts.maxBytesPerSec) : adaptive;
   }
 
@@ -123,6 +149,12 @@ export class IoPacer {
     const slowest = w[SLOWEST]!;
     w[SLOWEST] = 0;
     this.lastTick = now;
+    const limit = this.opts.maxPacedWalBytes ?? 0;
+    if (!this.walLimitPassed && limit > 0 && w[WAL_BYTES]! > limit) {
+      // the snapshot holds the WAL unfolded: from here on, ending it soon matters more
+      this.walLimitPassed = true;
+      w[WAL_LIMIT_REACHED] = Math.max(w[WAL_LIMIT_REACHED]!, w[WAL_BYTES]!);
+    }
     if (!this.active) return;
     if (!wasActive) this.rate = START_RATE;
     if (slowest > 1.5 * this.baselineMs + 2) this.rate = Math.max(MIN_RATE, this.rate / 2);

@@ -189,6 +189,7 @@ describe("CheckpointManager: interval of 30 days on the capped platform", () => 
       taskTimeoutMs: 3_600_000,
       compression: "none",
       maxWriteBytesPerSec: 0,
+      maxPacedWalBytes: 0,
       walShipping: { enabled: false, intervalMs: 1000, synchronous: false, synchronousTimeoutMs: 10_000, remoteLagWarningMs: 60_000 },
     };
     const wal = { pause: async () => ({ resume: () => {} }) };

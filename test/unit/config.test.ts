@@ -75,6 +75,10 @@ checkpoint_config:
       expect(c.checkpoint.includeFiles).toEqual(["/etc/cairn/cairn.yaml", "/opt/cairn/node_key.json"])],
     ["only comments", "# nothing set\n", (c) => expect([c.logLevel, c.dbPageSize]).toEqual(["info", undefined])],
     ["db_page_size", "db_page_size: 4096\n", (c) => expect(c.dbPageSize).toBe(4096)],
+    ["max_paced_wal_bytes: 1 GiB by default, 0 to always give way", "checkpoint_config:\n  max_paced_wal_bytes: 0\n", (c) => {
+      expect(c.checkpoint.maxPacedWalBytes).toBe(0);
+      expect(parseConfig("", FILE).checkpoint.maxPacedWalBytes).toBe(1024 ** 3);
+    }],
   ];
   for (const [name, yaml, check] of good) test(name, () => check(parseConfig(yaml, FILE)));
 });
@@ -107,6 +111,7 @@ describe("config: documents that are refused, naming the key and the value", () 
     ["checkpoint_config: 5\n", "checkpoint_config: expected a mapping, got 5"],
     ["checkpoint_config:\n  db_checkpoint_interval_secs: 0\n", "checkpoint_config.db_checkpoint_interval_secs: expected an interval longer than 0, got 0"],
     ["checkpoint_config:\n  db_checkpoint_interval: {secs: 0, nanos: 0}\n", "checkpoint_config.db_checkpoint_interval: expected an interval longer than 0, got 0"],
+    ["checkpoint_config:\n  max_paced_wal_bytes: -5\n", "checkpoint_config.max_paced_wal_bytes: expected a whole number >= 0, got -5"],
     ["checkpoint_config:\n  compression: lz4\n", `checkpoint_config.compression: expected none or zstd, got "lz4"`],
     ["checkpoint_config:\n  remote:\n    url: http://bucket\n", `checkpoint_config.remote.url: expected s3://BUCKET/PREFIX, got "http://bucket"`],
     ["storage_pth: /x\n", "storage_pth: unknown key (expected one of storage_path,"],

@@ -3,7 +3,7 @@
  * an idle node is not waited for, slow commits halve the rate and quiet ones raise it again.
  */
 import { describe, expect, test } from "bun:test";
-import { CommitPressure, IoPacer } from "../../src/util/io-pressure.ts";
+import { CommitPressure, IoPacer, resetWalLimitReached, walLimitReached } from "../../src/util/io-pressure.ts";
 
 const MiB = 1024 * 1024;
 
@@ -105,5 +105,42 @@ describe("I/O pacer", () => {
     // quiet again: it climbs back
     for (let i = 0; i < 10; i++) interval(2);
     expect(rates.at(-1)!).toBeGreaterThan(floor * 4);
+  });
+
+  test("once the WAL passes max_paced_wal_bytes it stops giving way for the rest of the work, and says how large the WAL was; the fixed ceiling still holds", () => {
+    const clock = fakeTime();
+    const pressure = new CommitPressure();
+    for (let i = 0; i < 40; i++) {
+      clock.at(() => pressure.note(2));
+      clock.advance(30);
+    }
+    resetWalLimitReached(pressure.buffer);
+    const pacer = new IoPacer(pressure.buffer, { maxBytesPerSec: 0, maxPacedWalBytes: 100 * MiB, now: clock.now, sleep: clock.sleep });
+    const unlimited = new IoPacer(pressure.buffer, { maxBytesPerSec: 0, now: clock.now, sleep: clock.sleep });
+    const capped = new IoPacer(pressure.buffer, { maxBytesPerSec: 10 * MiB, maxPacedWalBytes: 100 * MiB, now: clock.now, sleep: clock.sleep });
+    const interval = (walBytes: number) => {
+      clock.at(() => {
+        pressure.note(40);
+        pressure.noteWal(walBytes);
+      });
+      clock.advance(101);
+      for (const p of [pacer, unlimited, capped]) p.account(64 * 1024);
+    };
+    // clients write and the WAL is under the limit: it gives way
+    interval(50 * MiB);
+    interval(90 * MiB);
+    expect(pacer.currentRate).toBeLessThan(Number.POSITIVE_INFINITY);
+    expect(walLimitReached(pressure.buffer)).toBe(0);
+    // past it: no more giving way, even if the WAL were to shrink again
+    interval(120 * MiB);
+    expect(pacer.currentRate).toBe(Number.POSITIVE_INFINITY);
+    expect(walLimitReached(pressure.buffer)).toBe(120 * MiB);
+    interval(10 * MiB);
+    expect(pacer.currentRate).toBe(Number.POSITIVE_INFINITY);
+    // without a limit it goes on giving way; a fixed ceiling is kept whatever the WAL
+    expect(unlimited.currentRate).toBeLessThan(Number.POSITIVE_INFINITY);
+    expect(capped.currentRate).toBe(10 * MiB);
+    resetWalLimitReached(pressure.buffer);
+    expect(walLimitReached(pressure.buffer)).toBe(0);
   });
 });

@@ -57,6 +57,7 @@ describe("periodic checkpoints driven by a fake clock", () => {
       taskTimeoutMs: H,
       compression: "none",
       maxWriteBytesPerSec: 0,
+      maxPacedWalBytes: 0,
       walShipping: { enabled: false, intervalMs: 1000, synchronous: false, synchronousTimeoutMs: 10_000, remoteLagWarningMs: 60_000 },
       ...overrides,
     };
