@@ -240,27 +240,26 @@ async function rewritePack(dir: string, reader: StoreReader, packId: string, kee
     for (let k = 0; k < keep.length; ) {
       // a run: the kept entries that follow one another in the pack, as far as one read goes
       const first = readIndexEntry(idx, keep[k]!);
+      const run = [first];
       let end = first.offset + first.storedLength;
-      let n = 1;
-      while (k + n < keep.length) {
-        const e = readIndexEntry(idx, keep[k + n]!);
+      for (let next = k + 1; next < keep.length; next++) {
+        const e = readIndexEntry(idx, keep[next]!);
         if (e.offset !== end || e.offset + e.storedLength - first.offset > REWRITE_READ_BYTES) break;
+        run.push(e);
         end = e.offset + e.storedLength;
-        n++;
       }
       const bytes = end - first.offset;
       if (scratch.buf.length < bytes) scratch.buf = new Uint8Array(bytes);
       const got = await reader.source.readInto(path, scratch.buf, 0, bytes, first.offset);
       if (got !== bytes) throw new CairnError("E_STORE_DAMAGED", `${path} is truncated`);
-      for (let j = 0; j < n; j++) {
-        const e = readIndexEntry(idx, keep[k + j]!);
+      for (const e of run) {
         const at = e.offset - first.offset;
         digestBytes.set(e.digest);
         pack.appendRun(digest, 0, scratch.buf, at, at + e.storedLength, e.rawLength, e.flags);
       }
       // written from the scratch buffer itself, before the next run reads into it
       pack.flushRun();
-      k += n;
+      k += run.length;
     }
   } catch (e) {
     pack.abandon();
